@@ -1,0 +1,385 @@
+//! `relay.toml`: the tenants, their channels and the local server. The field names are a
+//! contract with users and scripts; add fields, never rename them.
+//!
+//! Secret values may be written as `"${ENV_VAR}"`. Every error names the field it is about.
+
+use crate::ids::{TenantId, secret_digest};
+use crate::tenant::{Channel, DEFAULT_RETENTION_DAYS, Provider, Tenant, WebhookAuth};
+use secrecy::SecretString;
+use serde::Deserialize;
+use std::collections::HashSet;
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_DATA_DIR: &str = ".relay";
+pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+
+/// The built-in demo, used by `relay serve` when there is no `relay.toml`.
+pub const DEMO_CONFIG: &str = r#"
+[server]
+listen = "127.0.0.1:8080"
+data_dir = ".relay"
+
+[[tenants]]
+id = "demo-apotheke"
+name = "Demo-Apotheke"
+api_keys = ["sk_demo_change_me"]
+retention_days = 30
+
+[[tenants.channels]]
+phone_number_id = "106540352242922"
+provider = "360dialog"
+webhook_token = "demo-webhook-token"
+api_key = "demo-360dialog-key"
+"#;
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    pub listen: Option<String>,
+    pub data_dir: Option<String>,
+    /// Largest webhook body accepted (bytes); 413 above.
+    pub max_body_bytes: Option<usize>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantSection {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub api_keys: Vec<String>,
+    pub retention_days: Option<u32>,
+    pub forward_url: Option<String>,
+    pub forward_secret: Option<String>,
+    #[serde(default)]
+    pub channels: Vec<ChannelSection>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelSection {
+    pub phone_number_id: String,
+    pub provider: String,
+    pub webhook_token: Option<String>,
+    pub signing_secret: Option<String>,
+    pub api_key: Option<String>,
+    pub api_base_url: Option<String>,
+    pub app_secret: Option<String>,
+    pub verify_token: Option<String>,
+    pub access_token: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    server: ServerSection,
+    #[serde(default)]
+    tenants: Vec<TenantSection>,
+}
+
+/// A checked configuration: every tenant and channel is usable.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    pub server: ServerSection,
+    pub tenants: Vec<TenantConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TenantConfig {
+    pub tenant: Tenant,
+    /// SHA-256 of each inbox API key; the keys themselves are not kept.
+    pub api_key_digests: Vec<[u8; 32]>,
+    pub channels: Vec<Channel>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0}")]
+    Syntax(String),
+    #[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
+    Invalid(Vec<String>),
+}
+
+impl RelayConfig {
+    /// Parses and checks a `relay.toml`, looking up `${VAR}` in `env`.
+    pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
+        let mut problems = Vec::new();
+        let mut tenants = Vec::new();
+        let mut seen_tenants = HashSet::new();
+        let mut seen_channels = HashSet::new();
+        let mut seen_keys = HashSet::new();
+
+        if let Some(listen) = &raw.server.listen
+            && listen.parse::<std::net::SocketAddr>().is_err()
+        {
+            problems.push(format!("server.listen: {listen:?} is not an address like \"127.0.0.1:8080\""));
+        }
+        if raw.server.max_body_bytes == Some(0) {
+            problems.push("server.max_body_bytes: must be greater than 0".to_owned());
+        }
+
+        for (ti, t) in raw.tenants.iter().enumerate() {
+            let at = format!("tenants[{ti}]");
+            let id = match TenantId::parse(&t.id) {
+                Ok(id) => id,
+                Err(e) => {
+                    problems.push(format!("{at}.id: {e}"));
+                    continue;
+                }
+            };
+            if !seen_tenants.insert(id.clone()) {
+                problems.push(format!("{at}.id: tenant {id} is defined twice"));
+            }
+            if t.name.trim().is_empty() {
+                problems.push(format!("{at}.name: must not be empty"));
+            }
+            let retention_days = t.retention_days.unwrap_or(DEFAULT_RETENTION_DAYS);
+            if !(1..=3650).contains(&retention_days) {
+                problems.push(format!("{at}.retention_days: must be between 1 and 3650"));
+            }
+            let mut api_key_digests = Vec::new();
+            for (ki, key) in t.api_keys.iter().enumerate() {
+                let field = format!("{at}.api_keys[{ki}]");
+                match secret(&field, key, env) {
+                    Ok(k) if k.len() < 16 => problems.push(format!("{field}: must be at least 16 characters")),
+                    Ok(k) => {
+                        let d = secret_digest(&k);
+                        if !seen_keys.insert(d) {
+                            problems.push(format!("{field}: the same API key is used twice"));
+                        }
+                        api_key_digests.push(d);
+                    }
+                    Err(p) => problems.push(p),
+                }
+            }
+            if let Some(url) = &t.forward_url
+                && !(url.starts_with("https://") || url.starts_with("http://"))
+            {
+                problems.push(format!("{at}.forward_url: must be an http(s) URL"));
+            }
+            let forward_secret = opt_secret(&format!("{at}.forward_secret"), &t.forward_secret, env, &mut problems);
+
+            let mut channels = Vec::new();
+            for (ci, c) in t.channels.iter().enumerate() {
+                let at = format!("{at}.channels[{ci}]");
+                if c.phone_number_id.is_empty() || !c.phone_number_id.bytes().all(|b| b.is_ascii_digit()) {
+                    problems.push(format!("{at}.phone_number_id: must be the digits of the phone number id"));
+                    continue;
+                }
+                if !seen_channels.insert(c.phone_number_id.clone()) {
+                    problems.push(format!("{at}.phone_number_id: channel is defined twice"));
+                }
+                let mut need = |field: &str, v: &Option<String>| -> Option<SecretString> {
+                    let name = format!("{at}.{field}");
+                    match v {
+                        None => {
+                            problems.push(format!("{name}: required when provider = {:?}", c.provider));
+                            None
+                        }
+                        Some(v) => match secret(&name, v, env) {
+                            Ok(s) if s.is_empty() => {
+                                problems.push(format!("{name}: must not be empty"));
+                                None
+                            }
+                            Ok(s) => Some(SecretString::from(s)),
+                            Err(p) => {
+                                problems.push(p);
+                                None
+                            }
+                        },
+                    }
+                };
+                let (auth, send_key) = match Provider::parse(&c.provider) {
+                    Some(Provider::Dialog360) => {
+                        let token = need("webhook_token", &c.webhook_token);
+                        let signing = match &c.signing_secret {
+                            Some(_) => need("signing_secret", &c.signing_secret),
+                            None => None,
+                        };
+                        let key = c.api_key.as_ref().and_then(|_| need("api_key", &c.api_key));
+                        (
+                            token.map(|t| WebhookAuth::Dialog360 {
+                                token_sha256: secret_digest(secrecy::ExposeSecret::expose_secret(&t)),
+                                signing_secret: signing,
+                            }),
+                            key,
+                        )
+                    }
+                    Some(Provider::Meta) => {
+                        let app_secret = need("app_secret", &c.app_secret);
+                        let verify_token = need("verify_token", &c.verify_token);
+                        let token = c.access_token.as_ref().and_then(|_| need("access_token", &c.access_token));
+                        (
+                            app_secret.zip(verify_token).map(|(app_secret, verify_token)| WebhookAuth::Meta {
+                                app_secret,
+                                verify_token,
+                            }),
+                            token,
+                        )
+                    }
+                    None => {
+                        problems.push(format!("{at}.provider: {:?} is not \"360dialog\" or \"meta\"", c.provider));
+                        (None, None)
+                    }
+                };
+                if let Some(url) = &c.api_base_url
+                    && !(url.starts_with("https://") || url.starts_with("http://"))
+                {
+                    problems.push(format!("{at}.api_base_url: must be an http(s) URL"));
+                }
+                if let Some(auth) = auth {
+                    channels.push(Channel {
+                        phone_number_id: c.phone_number_id.clone(),
+                        tenant_id: id.clone(),
+                        auth,
+                        send_key,
+                        api_base_url: c.api_base_url.clone(),
+                    });
+                }
+            }
+            tenants.push(TenantConfig {
+                tenant: Tenant {
+                    id,
+                    name: t.name.clone(),
+                    retention_days,
+                    forward_url: t.forward_url.clone(),
+                    forward_secret,
+                },
+                api_key_digests,
+                channels,
+            });
+        }
+        if problems.is_empty() {
+            Ok(RelayConfig {
+                server: raw.server,
+                tenants,
+            })
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+
+    pub fn demo() -> Self {
+        // The demo text is a constant checked by a unit test.
+        Self::parse(DEMO_CONFIG, &|_| None).expect("built-in demo config is valid")
+    }
+
+    pub fn listen(&self) -> &str {
+        self.server.listen.as_deref().unwrap_or(DEFAULT_LISTEN)
+    }
+
+    pub fn data_dir(&self) -> &str {
+        self.server.data_dir.as_deref().unwrap_or(DEFAULT_DATA_DIR)
+    }
+
+    pub fn max_body_bytes(&self) -> usize {
+        self.server.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES)
+    }
+}
+
+/// A secret field: either the literal value or `${VAR}` looked up in the environment.
+fn secret(field: &str, value: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    match value.strip_prefix("${").and_then(|v| v.strip_suffix('}')) {
+        Some(var) if !var.is_empty() => env(var).ok_or_else(|| format!("{field}: environment variable {var} is not set")),
+        _ => Ok(value.to_owned()),
+    }
+}
+
+fn opt_secret(
+    field: &str,
+    value: &Option<String>,
+    env: &dyn Fn(&str) -> Option<String>,
+    problems: &mut Vec<String>,
+) -> Option<SecretString> {
+    let v = value.as_ref()?;
+    match secret(field, v, env) {
+        Ok(s) => Some(SecretString::from(s)),
+        Err(p) => {
+            problems.push(p);
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    fn err(text: &str) -> String {
+        RelayConfig::parse(text, &no_env).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn demo_is_valid() {
+        let c = RelayConfig::demo();
+        assert_eq!(c.tenants.len(), 1);
+        assert_eq!(c.listen(), "127.0.0.1:8080");
+        assert_eq!(c.tenants[0].channels[0].phone_number_id, "106540352242922");
+    }
+
+    #[test]
+    fn the_documented_example_parses_with_env_secrets() {
+        let text = r#"
+[server]
+listen = "127.0.0.1:9090"
+data_dir = "/tmp/x"
+
+[[tenants]]
+id = "apotheke-am-markt"
+name = "Apotheke am Markt"
+api_keys = ["${INBOX_KEY}"]
+retention_days = 14
+forward_url = "https://pms.example/hooks/whatsapp"
+forward_secret = "whsec_abc"
+
+[[tenants.channels]]
+phone_number_id = "106540352242922"
+provider = "360dialog"
+webhook_token = "${WEBHOOK_TOKEN}"
+api_key = "k"
+api_base_url = "https://waba-sandbox.360dialog.io"
+
+[[tenants.channels]]
+phone_number_id = "106540352242923"
+provider = "meta"
+app_secret = "a"
+verify_token = "v"
+access_token = "t"
+"#;
+        let env = |k: &str| match k {
+            "INBOX_KEY" => Some("sk_live_0123456789abcdef".to_owned()),
+            "WEBHOOK_TOKEN" => Some("tok".to_owned()),
+            _ => None,
+        };
+        let c = RelayConfig::parse(text, &env).unwrap();
+        assert_eq!(c.listen(), "127.0.0.1:9090");
+        let t = &c.tenants[0];
+        assert_eq!(t.tenant.retention_days, 14);
+        assert_eq!(t.api_key_digests, vec![secret_digest("sk_live_0123456789abcdef")]);
+        assert!(matches!(&t.channels[0].auth, WebhookAuth::Dialog360 { token_sha256, .. } if *token_sha256 == secret_digest("tok")));
+        assert!(matches!(t.channels[1].auth, WebhookAuth::Meta { .. }));
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let base = "[[tenants]]\nid = \"a\"\nname = \"A\"\n";
+        assert!(err(&format!("{base}[[tenants.channels]]\nphone_number_id = \"1\"\nprovider = \"360dialog\"\n"))
+            .contains("tenants[0].channels[0].webhook_token: required"));
+        assert!(err(&format!("{base}[[tenants.channels]]\nphone_number_id = \"1\"\nprovider = \"x\"\n"))
+            .contains("tenants[0].channels[0].provider"));
+        assert!(err(&format!("{base}[[tenants.channels]]\nphone_number_id = \"1\"\nprovider = \"meta\"\napp_secret = \"${{NOPE}}\"\nverify_token = \"v\"\n"))
+            .contains("tenants[0].channels[0].app_secret: environment variable NOPE is not set"));
+        assert!(err("[[tenants]]\nid = \"Bad Id\"\nname = \"A\"\n").contains("tenants[0].id"));
+        assert!(err(&format!("{base}api_keys = [\"short\"]\n")).contains("tenants[0].api_keys[0]: must be at least 16"));
+        assert!(err("[server]\nlisten = \"nope\"\n").contains("server.listen"));
+        // Typos are refused with the unknown key named.
+        assert!(err(&format!("{base}retention_dayz = 3\n")).contains("retention_dayz"));
+        assert!(err(&format!("{base}{base}")).contains("defined twice"));
+    }
+}

@@ -1,0 +1,108 @@
+//! Ports: one small trait per capability the use cases need. Adapters live in `relay-aws`
+//! (DynamoDB, SQS, KMS) and `relay-embedded` (SQLite); the core never names a technology.
+
+use crate::ids::{ContactId, TenantId};
+use crate::records::*;
+use crate::tenant::{Channel, Tenant};
+use async_trait::async_trait;
+
+/// Storage failures. Messages carry error codes and ids only, never stored values.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("invalid cursor")]
+    InvalidCursor,
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    #[error("stored data is unreadable: {0}")]
+    Corrupt(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("queue unavailable: {0}")]
+    Unavailable(String),
+    #[error("a piece of the webhook is {size} bytes, more than the queue's {max}")]
+    TooLarge { size: usize, max: usize },
+}
+
+/// Tenants and channels, read side.
+#[async_trait]
+pub trait Directory: Send + Sync {
+    async fn channel(&self, phone_number_id: &str) -> Result<Option<Channel>, StoreError>;
+    async fn tenant(&self, id: &TenantId) -> Result<Option<Tenant>, StoreError>;
+    /// The tenant an inbox API key (by its SHA-256) belongs to.
+    async fn tenant_for_api_key(&self, digest: &[u8; 32]) -> Result<Option<TenantId>, StoreError>;
+}
+
+/// Where the receiver puts webhooks, durably, before it answers 200.
+#[async_trait]
+pub trait InboundQueue: Send + Sync {
+    /// The largest message body the queue takes, in bytes.
+    fn max_message_bytes(&self) -> usize;
+    /// Enqueue every body or fail; a failure may leave some enqueued (the router de-duplicates).
+    async fn enqueue(&self, bodies: &[String]) -> Result<(), QueueError>;
+}
+
+/// Conversations, messages, statuses and events of every tenant. Every write is idempotent:
+/// the same input twice has the effect of once.
+#[async_trait]
+pub trait MessageStore: Send + Sync {
+    /// The contact any of `identity_keys` already belongs to, else `proposed`; afterwards every
+    /// key points at the returned contact. Concurrent callers agree on one contact.
+    async fn resolve_contact(
+        &self,
+        tenant: &TenantId,
+        identity_keys: &[String],
+        proposed: &ContactId,
+        expires_at: i64,
+    ) -> Result<ContactId, StoreError>;
+
+    /// The contact an identity belongs to, without creating one.
+    async fn find_contact(&self, tenant: &TenantId, identity_keys: &[String]) -> Result<Option<ContactId>, StoreError>;
+
+    /// Stores an inbound message once (keyed by its wamid) and, the first time only, counts it
+    /// as unread. The contact's last activity only moves forward, whatever the arrival order.
+    async fn record_inbound(
+        &self,
+        tenant: &TenantId,
+        message: &StoredMessage,
+        contact: &ContactUpdate,
+    ) -> Result<Recorded, StoreError>;
+
+    /// Stores a status once per (message, status) and moves the message's status forward.
+    /// A status for a message the relay does not know is kept all the same.
+    async fn record_status(&self, tenant: &TenantId, status: &StoredStatus) -> Result<Recorded, StoreError>;
+
+    async fn record_event(&self, tenant: &TenantId, event: &StoredEvent) -> Result<Recorded, StoreError>;
+
+    async fn quarantine(&self, item: &Quarantined) -> Result<Recorded, StoreError>;
+
+    async fn list_quarantine(&self, limit: usize, now: i64) -> Result<Vec<Quarantined>, StoreError>;
+
+    /// A tenant's conversations, most recent activity first; expired ones are left out.
+    async fn list_conversations(
+        &self,
+        tenant: &TenantId,
+        page: &PageRequest,
+        now: i64,
+    ) -> Result<Page<Conversation>, StoreError>;
+
+    /// One conversation's messages, newest first; expired ones are left out.
+    async fn list_messages(
+        &self,
+        tenant: &TenantId,
+        contact: &ContactId,
+        page: &PageRequest,
+        now: i64,
+    ) -> Result<Page<StoredMessage>, StoreError>;
+
+    async fn message_by_wamid(
+        &self,
+        tenant: &TenantId,
+        wamid_key: &str,
+        now: i64,
+    ) -> Result<Option<StoredMessage>, StoreError>;
+
+    /// The statuses recorded for one message (by wamid key), oldest first.
+    async fn statuses(&self, tenant: &TenantId, wamid_key: &str, now: i64) -> Result<Vec<StoredStatus>, StoreError>;
+}

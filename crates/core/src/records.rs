@@ -1,0 +1,140 @@
+//! What the relay stores, independent of the storage technology.
+
+use crate::ids::ContactId;
+use crate::webhook::{ApiError, DeliveryStatus};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    Inbound,
+    Outbound,
+}
+
+/// A message in a conversation. `content` is the typed [`crate::webhook::Content`] as JSON
+/// (`{"image": {...}}`), `text` the body or caption for quick display.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredMessage {
+    pub id: String,
+    pub wamid: String,
+    pub wamid_key: String,
+    pub contact_id: ContactId,
+    pub direction: Direction,
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    pub content: Value,
+    /// Meta's timestamp (Unix seconds).
+    pub timestamp: i64,
+    /// When the relay stored it (Unix seconds).
+    pub received_at: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<DeliveryStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ApiError>,
+    /// The wamid this message answers (`context.id`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<String>,
+    pub expires_at: i64,
+}
+
+/// What an inbound message tells us about its sender.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContactUpdate {
+    pub contact_id: ContactId,
+    pub name: Option<String>,
+    pub wa_id: Option<String>,
+    pub user_id: Option<String>,
+    pub username: Option<String>,
+    /// Meta's timestamp of the message: the 24-hour window runs from the newest one.
+    pub last_inbound_at: i64,
+    pub expires_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredStatus {
+    pub wamid_key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contact_id: Option<ContactId>,
+    pub status: DeliveryStatus,
+    pub timestamp: i64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<ApiError>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pricing: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conversation: Option<Value>,
+    pub expires_at: i64,
+}
+
+/// Anything that is not a message or status (other `field`s, `errors[]`, unusable parts):
+/// kept raw, de-duplicated by content.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredEvent {
+    pub key: String,
+    pub kind: String,
+    pub received_at: i64,
+    pub payload: Value,
+    pub expires_at: i64,
+}
+
+/// An event for a channel with no tenant (or addressed to another channel than the one that
+/// authenticated it): kept for an operator, never routed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Quarantined {
+    pub key: String,
+    pub phone_number_id: String,
+    pub reason: String,
+    pub received_at: i64,
+    pub payload: Value,
+    pub expires_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Conversation {
+    pub contact_id: ContactId,
+    pub name: Option<String>,
+    pub last_message_at: i64,
+    pub last_inbound_at: Option<i64>,
+    pub unread: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    New,
+    Duplicate,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageRequest {
+    pub limit: usize,
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+/// Opaque page cursors: URL-safe base64 of the position's parts, joined by `\n`. Stores
+/// rebuild the full key from the caller's tenant, so a cursor cannot reach another tenant.
+pub mod cursor {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+    pub fn encode(parts: &[&str]) -> String {
+        URL_SAFE_NO_PAD.encode(parts.join("\n"))
+    }
+
+    pub fn decode(cursor: &str, n: usize) -> Option<Vec<String>> {
+        if cursor.len() > 512 {
+            return None;
+        }
+        let bytes = URL_SAFE_NO_PAD.decode(cursor).ok()?;
+        let text = String::from_utf8(bytes).ok()?;
+        let parts: Vec<String> = text.split('\n').map(str::to_owned).collect();
+        (parts.len() == n).then_some(parts)
+    }
+}
