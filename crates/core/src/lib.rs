@@ -13,6 +13,8 @@ pub mod problem;
 pub mod records;
 pub mod routing;
 pub mod tenant;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 pub mod webhook;
 
 /// Seconds since the Unix epoch.

@@ -1,0 +1,129 @@
+//! The SQLite file under `data_dir` and its schema.
+
+use rusqlite::Connection;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS contacts (
+    tenant TEXT NOT NULL,
+    contact_id TEXT NOT NULL,
+    name TEXT,
+    wa_id TEXT,
+    user_id TEXT,
+    username TEXT,
+    last_inbound_at INTEGER,
+    last_message_at INTEGER NOT NULL DEFAULT 0,
+    unread INTEGER NOT NULL DEFAULT 0,
+    expires_at INTEGER NOT NULL,
+    PRIMARY KEY (tenant, contact_id)
+);
+CREATE INDEX IF NOT EXISTS contacts_by_activity ON contacts (tenant, last_message_at DESC, contact_id DESC);
+
+CREATE TABLE IF NOT EXISTS identities (
+    tenant TEXT NOT NULL,
+    identity_key TEXT NOT NULL,
+    contact_id TEXT NOT NULL,
+    expires_at INTEGER NOT NULL,
+    PRIMARY KEY (tenant, identity_key)
+);
+
+CREATE TABLE IF NOT EXISTS messages (
+    tenant TEXT NOT NULL,
+    wamid_key TEXT NOT NULL,
+    contact_id TEXT NOT NULL,
+    timestamp INTEGER NOT NULL,
+    status_rank INTEGER,
+    body TEXT NOT NULL,
+    expires_at INTEGER NOT NULL,
+    PRIMARY KEY (tenant, wamid_key)
+);
+CREATE INDEX IF NOT EXISTS messages_by_contact ON messages (tenant, contact_id, timestamp DESC, wamid_key DESC);
+
+CREATE TABLE IF NOT EXISTS statuses (
+    tenant TEXT NOT NULL,
+    wamid_key TEXT NOT NULL,
+    status TEXT NOT NULL,
+    timestamp INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    expires_at INTEGER NOT NULL,
+    PRIMARY KEY (tenant, wamid_key, status)
+);
+
+CREATE TABLE IF NOT EXISTS events (
+    tenant TEXT NOT NULL,
+    key TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    body TEXT NOT NULL,
+    expires_at INTEGER NOT NULL,
+    PRIMARY KEY (tenant, key)
+);
+
+CREATE TABLE IF NOT EXISTS quarantine (
+    key TEXT PRIMARY KEY,
+    received_at INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS queue (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    queue TEXT NOT NULL,
+    body TEXT NOT NULL,
+    sent_at_ms INTEGER NOT NULL,
+    visible_at_ms INTEGER NOT NULL,
+    receive_count INTEGER NOT NULL DEFAULT 0,
+    receipt TEXT
+);
+CREATE INDEX IF NOT EXISTS queue_by_visibility ON queue (queue, visible_at_ms, id);
+"#;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("cannot open the local database {path}: {source}")]
+    Open { path: String, source: rusqlite::Error },
+}
+
+/// One SQLite connection shared by the store and the queue. Statements are short (one row
+/// or one small batch), so a mutex is simpler and faster here than a pool.
+#[derive(Clone)]
+pub struct Database {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl Database {
+    /// Opens (and creates) the database file. `synchronous=FULL`: a webhook answered 200 is on
+    /// disk even if the machine loses power right after.
+    pub fn open(path: &Path) -> Result<Self, DbError> {
+        let open = || -> rusqlite::Result<Connection> {
+            let conn = Connection::open(path)?;
+            conn.pragma_update(None, "journal_mode", "WAL")?;
+            conn.pragma_update(None, "synchronous", "FULL")?;
+            conn.busy_timeout(std::time::Duration::from_secs(5))?;
+            conn.execute_batch(SCHEMA)?;
+            Ok(conn)
+        };
+        let conn = open().map_err(|source| DbError::Open {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Ok(Database {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    /// A private in-memory database, for tests and benchmarks.
+    pub fn in_memory() -> Self {
+        let conn = Connection::open_in_memory().expect("in-memory SQLite opens");
+        conn.execute_batch(SCHEMA).expect("schema applies");
+        Database {
+            conn: Arc::new(Mutex::new(conn)),
+        }
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave SQLite inconsistent (transactions roll
+        // back on drop), so a poisoned lock is safe to keep using.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}

@@ -1,0 +1,218 @@
+//! An at-least-once queue on SQLite with SQS's semantics: a received message is hidden for a
+//! visibility timeout and comes back unless deleted; after `max_receives` receives it moves to
+//! the dead-letter queue (`<name>-dlq`), from where `relay dlq redrive` moves it back.
+
+use crate::db::Database;
+use async_trait::async_trait;
+use relay_core::ports::{InboundQueue, QueueError};
+use rusqlite::params;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+
+/// SQS's largest message; the embedded queue keeps the same limit so that local mode
+/// exercises the splitting the AWS path needs.
+pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceivedMessage {
+    pub message_id: String,
+    pub receipt: String,
+    pub body: String,
+    pub receive_count: u32,
+    pub sent_at_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub message_id: String,
+    pub receive_count: u32,
+    pub sent_at_ms: i64,
+    pub size: usize,
+}
+
+#[derive(Clone)]
+pub struct SqliteQueue {
+    db: Database,
+    name: String,
+    max_receives: u32,
+    notify: Arc<Notify>,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn q_err(e: rusqlite::Error) -> QueueError {
+    QueueError::Unavailable(format!("sqlite: {e}"))
+}
+
+impl SqliteQueue {
+    pub fn new(db: Database, name: &str, max_receives: u32) -> Self {
+        SqliteQueue {
+            db,
+            name: name.to_owned(),
+            max_receives: max_receives.max(1),
+            notify: Arc::new(Notify::new()),
+        }
+    }
+
+    pub fn dlq_name(&self) -> String {
+        format!("{}-dlq", self.name)
+    }
+
+    /// Resolves when something was enqueued since the last call (or at once if it was).
+    pub async fn wait_for_messages(&self, timeout: Duration) {
+        let _ = tokio::time::timeout(timeout, self.notify.notified()).await;
+    }
+
+    /// Receives up to `max` visible messages and hides them for `visibility`. Messages
+    /// received `max_receives` times before move to the dead-letter queue instead.
+    pub fn receive(&self, max: usize, visibility: Duration) -> Result<Vec<ReceivedMessage>, QueueError> {
+        let now = now_ms();
+        let mut conn = self.db.lock();
+        let tx = conn.transaction().map_err(q_err)?;
+        tx.execute(
+            "UPDATE queue SET queue = ?2, receipt = NULL
+             WHERE queue = ?1 AND visible_at_ms <= ?3 AND receive_count >= ?4",
+            params![self.name, self.dlq_name(), now, self.max_receives],
+        )
+        .map_err(q_err)?;
+        let mut out = Vec::new();
+        {
+            let mut stmt = tx
+                .prepare(
+                    "UPDATE queue SET visible_at_ms = ?3, receive_count = receive_count + 1,
+                        receipt = lower(hex(randomblob(16)))
+                     WHERE id IN (SELECT id FROM queue WHERE queue = ?1 AND visible_at_ms <= ?2 ORDER BY id LIMIT ?4)
+                     RETURNING id, receipt, body, receive_count, sent_at_ms",
+                )
+                .map_err(q_err)?;
+            let rows = stmt
+                .query_map(
+                    params![self.name, now, now + visibility.as_millis() as i64, max as i64],
+                    |r| {
+                        Ok(ReceivedMessage {
+                            message_id: format!("local-{}", r.get::<_, i64>(0)?),
+                            receipt: r.get(1)?,
+                            body: r.get(2)?,
+                            receive_count: r.get(3)?,
+                            sent_at_ms: r.get(4)?,
+                        })
+                    },
+                )
+                .map_err(q_err)?;
+            for row in rows {
+                out.push(row.map_err(q_err)?);
+            }
+        }
+        tx.commit().map_err(q_err)?;
+        out.sort_by(|a, b| a.sent_at_ms.cmp(&b.sent_at_ms).then(a.message_id.cmp(&b.message_id)));
+        Ok(out)
+    }
+
+    /// Deletes a received message. A stale receipt (the message was received again since)
+    /// deletes nothing, as on SQS.
+    pub fn delete(&self, receipt: &str) -> Result<bool, QueueError> {
+        let conn = self.db.lock();
+        let n = conn
+            .execute("DELETE FROM queue WHERE queue = ?1 AND receipt = ?2", params![self.name, receipt])
+            .map_err(q_err)?;
+        Ok(n == 1)
+    }
+
+    /// Makes a received message visible again after `delay` (SQS ChangeMessageVisibility).
+    pub fn retry_after(&self, receipt: &str, delay: Duration) -> Result<(), QueueError> {
+        let conn = self.db.lock();
+        conn.execute(
+            "UPDATE queue SET visible_at_ms = ?3 WHERE queue = ?1 AND receipt = ?2",
+            params![self.name, receipt, now_ms() + delay.as_millis() as i64],
+        )
+        .map_err(q_err)?;
+        Ok(())
+    }
+
+    fn count(&self, queue: &str) -> Result<usize, QueueError> {
+        let conn = self.db.lock();
+        conn.query_row("SELECT count(*) FROM queue WHERE queue = ?1", [queue], |r| r.get::<_, i64>(0))
+            .map(|n| n as usize)
+            .map_err(q_err)
+    }
+
+    /// Messages waiting or in flight.
+    pub fn depth(&self) -> Result<usize, QueueError> {
+        self.count(&self.name)
+    }
+
+    pub fn dlq_depth(&self) -> Result<usize, QueueError> {
+        self.count(&self.dlq_name())
+    }
+
+    pub fn dlq_list(&self, limit: usize) -> Result<Vec<DeadLetter>, QueueError> {
+        let conn = self.db.lock();
+        let mut stmt = conn
+            .prepare("SELECT id, receive_count, sent_at_ms, length(body) FROM queue WHERE queue = ?1 ORDER BY id LIMIT ?2")
+            .map_err(q_err)?;
+        let rows = stmt
+            .query_map(params![self.dlq_name(), limit as i64], |r| {
+                Ok(DeadLetter {
+                    message_id: format!("local-{}", r.get::<_, i64>(0)?),
+                    receive_count: r.get(1)?,
+                    sent_at_ms: r.get(2)?,
+                    size: r.get::<_, i64>(3)? as usize,
+                })
+            })
+            .map_err(q_err)?;
+        rows.map(|r| r.map_err(q_err)).collect()
+    }
+
+    /// Moves every dead letter back to the queue with a fresh receive count.
+    pub fn dlq_redrive(&self) -> Result<usize, QueueError> {
+        let conn = self.db.lock();
+        let n = conn
+            .execute(
+                "UPDATE queue SET queue = ?1, receive_count = 0, visible_at_ms = ?3, receipt = NULL WHERE queue = ?2",
+                params![self.name, self.dlq_name(), now_ms()],
+            )
+            .map_err(q_err)?;
+        drop(conn);
+        if n > 0 {
+            self.notify.notify_one();
+        }
+        Ok(n)
+    }
+}
+
+#[async_trait]
+impl InboundQueue for SqliteQueue {
+    fn max_message_bytes(&self) -> usize {
+        MAX_MESSAGE_BYTES
+    }
+
+    async fn enqueue(&self, bodies: &[String]) -> Result<(), QueueError> {
+        if let Some(big) = bodies.iter().find(|b| b.len() > MAX_MESSAGE_BYTES) {
+            return Err(QueueError::TooLarge {
+                size: big.len(),
+                max: MAX_MESSAGE_BYTES,
+            });
+        }
+        let now = now_ms();
+        {
+            let mut conn = self.db.lock();
+            let tx = conn.transaction().map_err(q_err)?;
+            for body in bodies {
+                tx.execute(
+                    "INSERT INTO queue (queue, body, sent_at_ms, visible_at_ms) VALUES (?1, ?2, ?3, ?3)",
+                    params![self.name, body, now],
+                )
+                .map_err(q_err)?;
+            }
+            tx.commit().map_err(q_err)?;
+        }
+        self.notify.notify_one();
+        Ok(())
+    }
+}

@@ -1,0 +1,359 @@
+//! [`MessageStore`] on SQLite: the local twin of the DynamoDB store, with the same
+//! idempotency rules (primary keys instead of conditional writes).
+
+use crate::db::Database;
+use async_trait::async_trait;
+use relay_core::ids::{ContactId, TenantId};
+use relay_core::ports::{MessageStore, StoreError};
+use relay_core::records::*;
+use rusqlite::{OptionalExtension, params};
+
+#[derive(Clone)]
+pub struct SqliteMessageStore {
+    db: Database,
+}
+
+impl SqliteMessageStore {
+    pub fn new(db: Database) -> Self {
+        SqliteMessageStore { db }
+    }
+
+    /// Deletes expired rows; `relay serve` runs it periodically (DynamoDB's TTL does this on AWS).
+    pub fn sweep_expired(&self, now: i64) -> Result<usize, StoreError> {
+        let conn = self.db.lock();
+        let mut n = 0;
+        for table in ["messages", "statuses", "events", "identities", "contacts", "quarantine"] {
+            n += conn
+                .execute(&format!("DELETE FROM {table} WHERE expires_at <= ?1"), [now])
+                .map_err(db_err)?;
+        }
+        Ok(n)
+    }
+}
+
+fn db_err(e: rusqlite::Error) -> StoreError {
+    // SQLite's messages name tables and constraints, never bound values.
+    StoreError::Unavailable(format!("sqlite: {e}"))
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_default()
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, StoreError> {
+    serde_json::from_str(s).map_err(|_| StoreError::Corrupt("a stored row is not valid JSON".into()))
+}
+
+fn inserted(n: usize) -> Recorded {
+    if n == 1 { Recorded::New } else { Recorded::Duplicate }
+}
+
+fn parse_i64(s: &str) -> Result<i64, StoreError> {
+    s.parse().map_err(|_| StoreError::InvalidCursor)
+}
+
+#[async_trait]
+impl MessageStore for SqliteMessageStore {
+    async fn resolve_contact(
+        &self,
+        tenant: &TenantId,
+        identity_keys: &[String],
+        proposed: &ContactId,
+        expires_at: i64,
+    ) -> Result<ContactId, StoreError> {
+        let mut conn = self.db.lock();
+        let tx = conn.transaction().map_err(db_err)?;
+        let mut found: Option<String> = None;
+        for key in identity_keys {
+            let c: Option<String> = tx
+                .query_row(
+                    "SELECT contact_id FROM identities WHERE tenant = ?1 AND identity_key = ?2",
+                    params![tenant.as_str(), key],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(db_err)?;
+            if c.is_some() {
+                found = c;
+                break;
+            }
+        }
+        let contact = found.unwrap_or_else(|| proposed.as_str().to_owned());
+        for key in identity_keys {
+            tx.execute(
+                "INSERT INTO identities (tenant, identity_key, contact_id, expires_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (tenant, identity_key) DO UPDATE SET expires_at = max(expires_at, excluded.expires_at)",
+                params![tenant.as_str(), key, contact, expires_at],
+            )
+            .map_err(db_err)?;
+        }
+        tx.commit().map_err(db_err)?;
+        ContactId::parse(&contact).map_err(|_| StoreError::Corrupt("identity points at an invalid contact id".into()))
+    }
+
+    async fn find_contact(&self, tenant: &TenantId, identity_keys: &[String]) -> Result<Option<ContactId>, StoreError> {
+        let conn = self.db.lock();
+        for key in identity_keys {
+            let c: Option<String> = conn
+                .query_row(
+                    "SELECT contact_id FROM identities WHERE tenant = ?1 AND identity_key = ?2",
+                    params![tenant.as_str(), key],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(db_err)?;
+            if let Some(c) = c {
+                return ContactId::parse(&c).map(Some).map_err(|_| StoreError::Corrupt("invalid contact id".into()));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn record_inbound(
+        &self,
+        tenant: &TenantId,
+        message: &StoredMessage,
+        contact: &ContactUpdate,
+    ) -> Result<Recorded, StoreError> {
+        let mut conn = self.db.lock();
+        let tx = conn.transaction().map_err(db_err)?;
+        let n = tx
+            .execute(
+                "INSERT INTO messages (tenant, wamid_key, contact_id, timestamp, status_rank, body, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, NULL, ?5, ?6) ON CONFLICT DO NOTHING",
+                params![
+                    tenant.as_str(),
+                    message.wamid_key,
+                    message.contact_id.as_str(),
+                    message.timestamp,
+                    to_json(message),
+                    message.expires_at
+                ],
+            )
+            .map_err(db_err)?;
+        let unread = i64::from(n == 1);
+        tx.execute(
+            "INSERT INTO contacts (tenant, contact_id, name, wa_id, user_id, username, last_inbound_at, last_message_at, unread, expires_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9)
+             ON CONFLICT (tenant, contact_id) DO UPDATE SET
+               name = coalesce(excluded.name, name),
+               wa_id = coalesce(excluded.wa_id, wa_id),
+               user_id = coalesce(excluded.user_id, user_id),
+               username = coalesce(excluded.username, username),
+               last_inbound_at = max(coalesce(last_inbound_at, 0), excluded.last_inbound_at),
+               last_message_at = max(last_message_at, excluded.last_message_at),
+               unread = unread + excluded.unread,
+               expires_at = max(expires_at, excluded.expires_at)",
+            params![
+                tenant.as_str(),
+                contact.contact_id.as_str(),
+                contact.name,
+                contact.wa_id,
+                contact.user_id,
+                contact.username,
+                contact.last_inbound_at,
+                unread,
+                contact.expires_at
+            ],
+        )
+        .map_err(db_err)?;
+        tx.commit().map_err(db_err)?;
+        Ok(inserted(n))
+    }
+
+    async fn record_status(&self, tenant: &TenantId, status: &StoredStatus) -> Result<Recorded, StoreError> {
+        let mut conn = self.db.lock();
+        let tx = conn.transaction().map_err(db_err)?;
+        let n = tx
+            .execute(
+                "INSERT INTO statuses (tenant, wamid_key, status, timestamp, body, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
+                params![
+                    tenant.as_str(),
+                    status.wamid_key,
+                    status.status.as_str(),
+                    status.timestamp,
+                    to_json(status),
+                    status.expires_at
+                ],
+            )
+            .map_err(db_err)?;
+        // Monotonic: only a higher rank moves the message on, whatever the arrival order.
+        let error = status.errors.first().map(to_json);
+        tx.execute(
+            "UPDATE messages SET status_rank = ?3,
+                body = json_set(body, '$.status', ?4, '$.error', json(coalesce(?5, json_extract(body, '$.error'), 'null')))
+             WHERE tenant = ?1 AND wamid_key = ?2 AND (status_rank IS NULL OR status_rank < ?3)",
+            params![
+                tenant.as_str(),
+                status.wamid_key,
+                status.status.rank(),
+                status.status.as_str(),
+                error
+            ],
+        )
+        .map_err(db_err)?;
+        tx.commit().map_err(db_err)?;
+        Ok(inserted(n))
+    }
+
+    async fn record_event(&self, tenant: &TenantId, event: &StoredEvent) -> Result<Recorded, StoreError> {
+        let conn = self.db.lock();
+        let n = conn
+            .execute(
+                "INSERT INTO events (tenant, key, kind, body, expires_at) VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
+                params![tenant.as_str(), event.key, event.kind, to_json(event), event.expires_at],
+            )
+            .map_err(db_err)?;
+        Ok(inserted(n))
+    }
+
+    async fn quarantine(&self, item: &Quarantined) -> Result<Recorded, StoreError> {
+        let conn = self.db.lock();
+        let n = conn
+            .execute(
+                "INSERT INTO quarantine (key, received_at, body, expires_at) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+                params![item.key, item.received_at, to_json(item), item.expires_at],
+            )
+            .map_err(db_err)?;
+        Ok(inserted(n))
+    }
+
+    async fn list_quarantine(&self, limit: usize, now: i64) -> Result<Vec<Quarantined>, StoreError> {
+        let conn = self.db.lock();
+        let mut stmt = conn
+            .prepare("SELECT body FROM quarantine WHERE expires_at > ?1 ORDER BY received_at DESC, key LIMIT ?2")
+            .map_err(db_err)?;
+        let rows = stmt
+            .query_map(params![now, limit as i64], |r| r.get::<_, String>(0))
+            .map_err(db_err)?;
+        rows.map(|r| from_json(&r.map_err(db_err)?)).collect()
+    }
+
+    async fn list_conversations(
+        &self,
+        tenant: &TenantId,
+        page: &PageRequest,
+        now: i64,
+    ) -> Result<Page<Conversation>, StoreError> {
+        let (after_ts, after_id) = match &page.cursor {
+            None => (i64::MAX, String::new()),
+            Some(c) => {
+                let p = cursor::decode(c, 2).ok_or(StoreError::InvalidCursor)?;
+                (parse_i64(&p[0])?, p[1].clone())
+            }
+        };
+        let conn = self.db.lock();
+        let mut stmt = conn
+            .prepare(
+                "SELECT contact_id, name, last_message_at, last_inbound_at, unread FROM contacts
+                 WHERE tenant = ?1 AND expires_at > ?2
+                   AND (last_message_at < ?3 OR (last_message_at = ?3 AND contact_id < ?4))
+                 ORDER BY last_message_at DESC, contact_id DESC LIMIT ?5",
+            )
+            .map_err(db_err)?;
+        let limit = page.limit.max(1);
+        let rows = stmt
+            .query_map(params![tenant.as_str(), now, after_ts, after_id, (limit + 1) as i64], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, Option<String>>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, Option<i64>>(3)?,
+                    r.get::<_, i64>(4)?,
+                ))
+            })
+            .map_err(db_err)?;
+        let mut items = Vec::new();
+        for row in rows {
+            let (id, name, last_message_at, last_inbound_at, unread) = row.map_err(db_err)?;
+            items.push(Conversation {
+                contact_id: ContactId::parse(&id).map_err(|_| StoreError::Corrupt("invalid contact id".into()))?,
+                name,
+                last_message_at,
+                last_inbound_at,
+                unread,
+            });
+        }
+        let next_cursor = if items.len() > limit {
+            items.truncate(limit);
+            items
+                .last()
+                .map(|c| cursor::encode(&[&c.last_message_at.to_string(), c.contact_id.as_str()]))
+        } else {
+            None
+        };
+        Ok(Page { items, next_cursor })
+    }
+
+    async fn list_messages(
+        &self,
+        tenant: &TenantId,
+        contact: &ContactId,
+        page: &PageRequest,
+        now: i64,
+    ) -> Result<Page<StoredMessage>, StoreError> {
+        let (before_ts, before_key) = match &page.cursor {
+            None => (i64::MAX, String::new()),
+            Some(c) => {
+                let p = cursor::decode(c, 2).ok_or(StoreError::InvalidCursor)?;
+                (parse_i64(&p[0])?, p[1].clone())
+            }
+        };
+        let conn = self.db.lock();
+        let mut stmt = conn
+            .prepare(
+                "SELECT body FROM messages
+                 WHERE tenant = ?1 AND contact_id = ?2 AND expires_at > ?3
+                   AND (timestamp < ?4 OR (timestamp = ?4 AND wamid_key < ?5))
+                 ORDER BY timestamp DESC, wamid_key DESC LIMIT ?6",
+            )
+            .map_err(db_err)?;
+        let limit = page.limit.max(1);
+        let rows = stmt
+            .query_map(
+                params![tenant.as_str(), contact.as_str(), now, before_ts, before_key, (limit + 1) as i64],
+                |r| r.get::<_, String>(0),
+            )
+            .map_err(db_err)?;
+        let mut items: Vec<StoredMessage> = Vec::new();
+        for row in rows {
+            items.push(from_json(&row.map_err(db_err)?)?);
+        }
+        let next_cursor = if items.len() > limit {
+            items.truncate(limit);
+            items
+                .last()
+                .map(|m| cursor::encode(&[&m.timestamp.to_string(), &m.wamid_key]))
+        } else {
+            None
+        };
+        Ok(Page { items, next_cursor })
+    }
+
+    async fn message_by_wamid(&self, tenant: &TenantId, wamid_key: &str, now: i64) -> Result<Option<StoredMessage>, StoreError> {
+        let conn = self.db.lock();
+        let body: Option<String> = conn
+            .query_row(
+                "SELECT body FROM messages WHERE tenant = ?1 AND wamid_key = ?2 AND expires_at > ?3",
+                params![tenant.as_str(), wamid_key, now],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db_err)?;
+        body.map(|b| from_json(&b)).transpose()
+    }
+
+    async fn statuses(&self, tenant: &TenantId, wamid_key: &str, now: i64) -> Result<Vec<StoredStatus>, StoreError> {
+        let conn = self.db.lock();
+        let mut stmt = conn
+            .prepare(
+                "SELECT body FROM statuses WHERE tenant = ?1 AND wamid_key = ?2 AND expires_at > ?3 ORDER BY timestamp, status",
+            )
+            .map_err(db_err)?;
+        let rows = stmt
+            .query_map(params![tenant.as_str(), wamid_key, now], |r| r.get::<_, String>(0))
+            .map_err(db_err)?;
+        rows.map(|r| from_json(&r.map_err(db_err)?)).collect()
+    }
+}
