@@ -1,0 +1,73 @@
+//! AWS adapters for the relay's ports: DynamoDB (store, directory), SQS (inbound queue) and
+//! KMS (channel secrets, the pseudonymisation key). Also the shared wiring of the Lambda
+//! `main`s: SDK configuration, typed settings from the environment, and tracing.
+//!
+//! Error messages carry SDK error codes only, never item values.
+
+mod directory;
+mod dynamo;
+mod kms;
+mod settings;
+mod sqs;
+pub mod admin;
+
+
+pub use directory::DynamoDirectory;
+pub use dynamo::DynamoMessageStore;
+pub use kms::KmsSecrets;
+pub use settings::{Settings, SettingsError};
+pub use sqs::SqsInboundQueue;
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+
+/// The region the relay is built for (data residency: Frankfurt).
+pub const DEFAULT_REGION: &str = "eu-central-1";
+
+/// Loads the SDK configuration from the environment (credentials chain, `AWS_REGION`,
+/// `AWS_ENDPOINT_URL`), defaulting the region to eu-central-1. `endpoint_url` overrides the
+/// endpoint for every service (moto in tests, `--endpoint-url` in the CLI).
+pub async fn sdk_config(endpoint_url: Option<&str>) -> SdkConfig {
+    let region = aws_config::meta::region::RegionProviderChain::default_provider().or_else(Region::new(DEFAULT_REGION));
+    let mut loader = aws_config::defaults(BehaviorVersion::latest()).region(region);
+    if let Some(url) = endpoint_url {
+        loader = loader.endpoint_url(url);
+    }
+    loader.load().await
+}
+
+/// "Operation: ErrorCode" from an SDK error, without the error's message (which may echo
+/// request values).
+pub(crate) fn sdk_error<E, R>(op: &str, err: &aws_sdk_dynamodb::error::SdkError<E, R>) -> String
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata,
+{
+    use aws_sdk_dynamodb::error::SdkError;
+    let what = match err {
+        SdkError::ServiceError(e) => e.err().code().unwrap_or("service error").to_owned(),
+        SdkError::TimeoutError(_) => "timeout".to_owned(),
+        SdkError::DispatchFailure(_) => "dispatch failure (endpoint unreachable)".to_owned(),
+        SdkError::ResponseError(_) => "unreadable response".to_owned(),
+        SdkError::ConstructionFailure(_) => "request construction failed".to_owned(),
+        _ => "unknown SDK error".to_owned(),
+    };
+    format!("{op}: {what}")
+}
+
+/// Log output: JSON lines (Lambda, CloudWatch) or human-readable text (a terminal).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+/// Installs the global subscriber; the level comes from `RUST_LOG` (default `info`).
+/// A second call is a no-op (tests start many apps in one process).
+pub fn init_tracing(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    let _ = match format {
+        LogFormat::Json => builder.json().flatten_event(true).without_time().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}

@@ -87,6 +87,9 @@ pub trait MessageStore: Send + Sync {
         now: i64,
     ) -> Result<Page<Conversation>, StoreError>;
 
+    /// One conversation (a contact and its counters), unless unknown or expired.
+    async fn conversation(&self, tenant: &TenantId, contact: &ContactId, now: i64) -> Result<Option<Conversation>, StoreError>;
+
     /// One conversation's messages, newest first; expired ones are left out.
     async fn list_messages(
         &self,

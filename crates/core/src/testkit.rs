@@ -125,6 +125,9 @@ pub async fn store_conformance(store: &dyn MessageStore) {
     assert_eq!(conv.last_message_at, NOW + 10);
     assert_eq!(conv.name.as_deref(), Some("Erika M."));
 
+    assert_eq!(store.conversation(&a, &c1, NOW).await.expect("get").as_ref(), Some(conv));
+    assert!(store.conversation(&b, &c1, NOW).await.expect("get").is_none(), "not visible to another tenant");
+
     let msgs = store
         .list_messages(&a, &c1, &PageRequest { limit: 10, cursor: None }, NOW)
         .await
@@ -221,6 +224,7 @@ pub async fn store_conformance(store: &dyn MessageStore) {
     assert!(store.list_conversations(&a, &PageRequest { limit: 10, cursor: None }, after_expiry).await.expect("list").items.is_empty());
     assert!(store.list_messages(&a, &c1, &PageRequest { limit: 10, cursor: None }, after_expiry).await.expect("list").items.is_empty());
     assert!(store.message_by_wamid(&a, &key1, after_expiry).await.expect("get").is_none());
+    assert!(store.conversation(&a, &c1, after_expiry).await.expect("get").is_none());
 
     // --- events and quarantine: kept once --------------------------------------------------
     let ev = StoredEvent {

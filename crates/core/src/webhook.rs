@@ -54,7 +54,20 @@ pub fn parse_webhook(body: &[u8]) -> Result<Webhook, PayloadError> {
 }
 
 pub fn webhook_from_value(value: Value) -> Result<Webhook, PayloadError> {
-    let Value::Object(map) = &value else {
+    check_webhook_shape(&value)?;
+    serde_json::from_value(value).map_err(|_| PayloadError::NotWebhook("an entry or change has the wrong shape"))
+}
+
+/// Checks that a JSON value is a webhook without taking it apart (the receiver's check).
+pub fn validate_webhook(value: &Value) -> Result<(), PayloadError> {
+    check_webhook_shape(value)?;
+    Webhook::deserialize(value)
+        .map(|_| ())
+        .map_err(|_| PayloadError::NotWebhook("an entry or change has the wrong shape"))
+}
+
+fn check_webhook_shape(value: &Value) -> Result<(), PayloadError> {
+    let Value::Object(map) = value else {
         return Err(PayloadError::NotWebhook("top level is not an object"));
     };
     match map.get("object") {
@@ -63,11 +76,10 @@ pub fn webhook_from_value(value: Value) -> Result<Webhook, PayloadError> {
         None => return Err(PayloadError::NotWebhook("`object` is missing")),
     }
     match map.get("entry") {
-        Some(Value::Array(_)) => {}
-        Some(_) => return Err(PayloadError::NotWebhook("`entry` is not an array")),
-        None => return Err(PayloadError::NotWebhook("`entry` is missing")),
+        Some(Value::Array(_)) => Ok(()),
+        Some(_) => Err(PayloadError::NotWebhook("`entry` is not an array")),
+        None => Err(PayloadError::NotWebhook("`entry` is missing")),
     }
-    serde_json::from_value(value).map_err(|_| PayloadError::NotWebhook("an entry or change has the wrong shape"))
 }
 
 // ---------------------------------------------------------------------------------------------

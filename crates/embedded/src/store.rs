@@ -286,6 +286,26 @@ impl MessageStore for SqliteMessageStore {
         Ok(Page { items, next_cursor })
     }
 
+    async fn conversation(&self, tenant: &TenantId, contact: &ContactId, now: i64) -> Result<Option<Conversation>, StoreError> {
+        let conn = self.db.lock();
+        conn.query_row(
+            "SELECT name, last_message_at, last_inbound_at, unread FROM contacts
+             WHERE tenant = ?1 AND contact_id = ?2 AND expires_at > ?3",
+            params![tenant.as_str(), contact.as_str(), now],
+            |r| {
+                Ok(Conversation {
+                    contact_id: contact.clone(),
+                    name: r.get(0)?,
+                    last_message_at: r.get(1)?,
+                    last_inbound_at: r.get(2)?,
+                    unread: r.get(3)?,
+                })
+            },
+        )
+        .optional()
+        .map_err(db_err)
+    }
+
     async fn list_messages(
         &self,
         tenant: &TenantId,

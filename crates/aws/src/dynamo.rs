@@ -1,0 +1,569 @@
+//! [`MessageStore`] on one DynamoDB table (single-table design; `docs/data-model.md`).
+//!
+//! | item | pk | sk | notes |
+//! |---|---|---|---|
+//! | contact | `T#{tenant}#C#{contact}` | `PROFILE` | GSI1: `T#{tenant}#CONV` / `{last_message_at:012}#{contact}` |
+//! | message | `T#{tenant}#C#{contact}` | `M#{timestamp:012}#{wamid_key}` | body JSON, `status`, `status_rank`, `error` |
+//! | wamid pointer | `T#{tenant}#W#{wamid_key}` | `MSG` | where the message is; the idempotency key |
+//! | status | `T#{tenant}#W#{wamid_key}` | `ST#{status}` | one per (message, status) |
+//! | identity | `T#{tenant}#I#{identity_key}` | `ID` | BSUID / wa_id hash → contact |
+//! | event | `T#{tenant}#EV` | `{key}` | other fields, errors, unusable parts |
+//! | quarantine | `QUARANTINE` | `Q#{key}` | events with no tenant |
+//!
+//! Every item has `expires_at` (Unix seconds), the table's TTL attribute; reads filter on it
+//! because TTL deletion lags by up to two days.
+
+use crate::sdk_error;
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValue, TransactWriteItem, Update};
+use relay_core::ids::{ContactId, TenantId};
+use relay_core::ports::{MessageStore, StoreError};
+use relay_core::records::*;
+use relay_core::webhook::{ApiError, DeliveryStatus};
+use std::collections::HashMap;
+
+pub(crate) type Item = HashMap<String, AttributeValue>;
+
+pub(crate) fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+pub(crate) fn n(v: i64) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+pub(crate) fn get_s<'a>(item: &'a Item, k: &str) -> Option<&'a str> {
+    item.get(k).and_then(|v| v.as_s().ok()).map(String::as_str)
+}
+
+pub(crate) fn get_n(item: &Item, k: &str) -> Option<i64> {
+    item.get(k).and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok())
+}
+
+fn corrupt(what: &str) -> StoreError {
+    StoreError::Corrupt(what.to_owned())
+}
+
+fn contact_pk(t: &TenantId, c: &ContactId) -> String {
+    format!("T#{t}#C#{c}")
+}
+
+fn conv_gsi_pk(t: &TenantId) -> String {
+    format!("T#{t}#CONV")
+}
+
+fn message_sk(ts: i64, wamid_key: &str) -> String {
+    format!("M#{ts:012}#{wamid_key}")
+}
+
+fn wamid_pk(t: &TenantId, wamid_key: &str) -> String {
+    format!("T#{t}#W#{wamid_key}")
+}
+
+fn identity_pk(t: &TenantId, key: &str) -> String {
+    format!("T#{t}#I#{key}")
+}
+
+const PROFILE: &str = "PROFILE";
+const POINTER: &str = "MSG";
+
+#[derive(Clone, Debug)]
+pub struct DynamoMessageStore {
+    client: Client,
+    table: String,
+}
+
+impl DynamoMessageStore {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        DynamoMessageStore {
+            client,
+            table: table.into(),
+        }
+    }
+
+    async fn get(&self, pk: String, sk: &str) -> Result<Option<Item>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(pk))
+            .key("sk", s(sk))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| StoreError::Unavailable(sdk_error("GetItem", &e)))?;
+        Ok(out.item)
+    }
+
+    /// Puts an item unless one with its key exists.
+    async fn put_new(&self, item: Item) -> Result<Recorded, StoreError> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(Recorded::New),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => {
+                Ok(Recorded::Duplicate)
+            }
+            Err(e) => Err(StoreError::Unavailable(sdk_error("PutItem", &e))),
+        }
+    }
+
+    /// An update whose condition may fail on purpose (monotonic fields).
+    async fn update_if(&self, pk: String, sk: &str, set: &str, condition: &str, values: Item) -> Result<bool, StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(pk))
+            .key("sk", s(sk))
+            .update_expression(set)
+            .condition_expression(condition)
+            .set_expression_attribute_values(Some(values))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => Ok(false),
+            Err(e) => Err(StoreError::Unavailable(sdk_error("UpdateItem", &e))),
+        }
+    }
+
+    /// Queries a partition newest-first, skipping expired items, until `want` items or the end.
+    /// Returns the items and whether more may follow.
+    async fn query_live(
+        &self,
+        index: Option<&str>,
+        key_condition: &str,
+        mut values: Item,
+        mut start: Option<Item>,
+        forward: bool,
+        want: usize,
+        now: i64,
+    ) -> Result<Vec<Item>, StoreError> {
+        values.insert(":now".into(), n(now));
+        let mut out = Vec::new();
+        loop {
+            let resp = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .set_index_name(index.map(str::to_owned))
+                .key_condition_expression(key_condition)
+                .filter_expression("expires_at > :now")
+                .set_expression_attribute_values(Some(values.clone()))
+                .scan_index_forward(forward)
+                .limit((want - out.len()).clamp(1, 1000) as i32)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| StoreError::Unavailable(sdk_error("Query", &e)))?;
+            out.extend(resp.items.unwrap_or_default());
+            match resp.last_evaluated_key {
+                Some(k) if out.len() < want => start = Some(k),
+                _ => break,
+            }
+        }
+        Ok(out)
+    }
+
+    fn conversation_from(item: &Item) -> Result<Conversation, StoreError> {
+        Ok(Conversation {
+            contact_id: ContactId::parse(get_s(item, "contact_id").ok_or_else(|| corrupt("contact without id"))?)
+                .map_err(|_| corrupt("invalid contact id"))?,
+            name: get_s(item, "name").map(str::to_owned),
+            last_message_at: get_n(item, "last_message_at").unwrap_or(0),
+            last_inbound_at: get_n(item, "last_inbound_at"),
+            unread: get_n(item, "unread").unwrap_or(0),
+        })
+    }
+
+    fn message_from(item: &Item) -> Result<StoredMessage, StoreError> {
+        let body = get_s(item, "body").ok_or_else(|| corrupt("message without body"))?;
+        let mut m: StoredMessage = serde_json::from_str(body).map_err(|_| corrupt("message body is not valid JSON"))?;
+        // Status and error live in their own attributes so that updates need not rewrite the body.
+        if let Some(status) = get_s(item, "status").and_then(DeliveryStatus::parse) {
+            m.status = Some(status);
+        }
+        if let Some(error) = get_s(item, "error") {
+            m.error = serde_json::from_str::<ApiError>(error).ok();
+        }
+        Ok(m)
+    }
+
+    async fn get_identity(&self, tenant: &TenantId, key: &str) -> Result<Option<ContactId>, StoreError> {
+        match self.get(identity_pk(tenant, key), "ID").await? {
+            Some(item) => {
+                let c = get_s(&item, "contact_id").ok_or_else(|| corrupt("identity without contact"))?;
+                let live = get_n(&item, "expires_at").unwrap_or(i64::MAX) > relay_core::unix_now();
+                Ok(live.then(|| ContactId::parse(c)).transpose().map_err(|_| corrupt("invalid contact id"))?)
+            }
+            None => Ok(None),
+        }
+    }
+}
+
+fn page_items<T>(mut items: Vec<T>, limit: usize, cursor_of: impl Fn(&T) -> String) -> Page<T> {
+    let next_cursor = if items.len() > limit {
+        items.truncate(limit);
+        items.last().map(cursor_of)
+    } else {
+        None
+    };
+    Page { items, next_cursor }
+}
+
+#[async_trait]
+impl MessageStore for DynamoMessageStore {
+    async fn resolve_contact(
+        &self,
+        tenant: &TenantId,
+        identity_keys: &[String],
+        proposed: &ContactId,
+        expires_at: i64,
+    ) -> Result<ContactId, StoreError> {
+        let mut contact = None;
+        for key in identity_keys {
+            if let Some(c) = self.get_identity(tenant, key).await? {
+                contact = Some(c);
+                break;
+            }
+        }
+        let found = contact.is_some();
+        let mut contact = contact.unwrap_or_else(|| proposed.clone());
+        for (i, key) in identity_keys.iter().enumerate() {
+            // if_not_exists makes concurrent twins agree: the first writer's contact wins.
+            let out = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .key("pk", s(identity_pk(tenant, key)))
+                .key("sk", s("ID"))
+                .update_expression("SET contact_id = if_not_exists(contact_id, :c), expires_at = :e")
+                .expression_attribute_values(":c", s(contact.as_str()))
+                .expression_attribute_values(":e", n(expires_at))
+                .return_values(ReturnValue::AllNew)
+                .send()
+                .await
+                .map_err(|e| StoreError::Unavailable(sdk_error("UpdateItem", &e)))?;
+            let winner = out
+                .attributes
+                .as_ref()
+                .and_then(|a| get_s(a, "contact_id"))
+                .map(ContactId::parse)
+                .transpose()
+                .map_err(|_| corrupt("invalid contact id"))?;
+            if let Some(w) = winner
+                && i == 0
+                && !found
+            {
+                contact = w;
+            }
+        }
+        Ok(contact)
+    }
+
+    async fn find_contact(&self, tenant: &TenantId, identity_keys: &[String]) -> Result<Option<ContactId>, StoreError> {
+        for key in identity_keys {
+            if let Some(c) = self.get_identity(tenant, key).await? {
+                return Ok(Some(c));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn record_inbound(
+        &self,
+        tenant: &TenantId,
+        message: &StoredMessage,
+        contact: &ContactUpdate,
+    ) -> Result<Recorded, StoreError> {
+        let pk = contact_pk(tenant, &message.contact_id);
+        let sk = message_sk(message.timestamp, &message.wamid_key);
+        let body = serde_json::to_string(message).map_err(|_| corrupt("message does not serialise"))?;
+        let put_message = Put::builder()
+            .table_name(&self.table)
+            .item("pk", s(&pk))
+            .item("sk", s(&sk))
+            .item("body", s(body))
+            .item("expires_at", n(message.expires_at))
+            .condition_expression("attribute_not_exists(pk)")
+            .build()
+            .map_err(|_| corrupt("put"))?;
+        let put_pointer = Put::builder()
+            .table_name(&self.table)
+            .item("pk", s(wamid_pk(tenant, &message.wamid_key)))
+            .item("sk", s(POINTER))
+            .item("msg_pk", s(&pk))
+            .item("msg_sk", s(&sk))
+            .item("expires_at", n(message.expires_at))
+            .condition_expression("attribute_not_exists(pk)")
+            .build()
+            .map_err(|_| corrupt("put"))?;
+        let mut set = vec!["contact_id = :c", "expires_at = :e", "gsi1pk = :g", "last_message_at = if_not_exists(last_message_at, :zero)", "gsi1sk = if_not_exists(gsi1sk, :gs0)"];
+        let mut update = Update::builder()
+            .table_name(&self.table)
+            .key("pk", s(contact_pk(tenant, &contact.contact_id)))
+            .key("sk", s(PROFILE))
+            .expression_attribute_values(":c", s(contact.contact_id.as_str()))
+            .expression_attribute_values(":e", n(contact.expires_at))
+            .expression_attribute_values(":g", s(conv_gsi_pk(tenant)))
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":gs0", s(format!("{:012}#{}", 0, contact.contact_id)))
+            .expression_attribute_values(":one", n(1));
+        for (attr, placeholder, value) in [
+            ("name", ":name", &contact.name),
+            ("wa_id", ":wa", &contact.wa_id),
+            ("user_id", ":uid", &contact.user_id),
+            ("username", ":un", &contact.username),
+        ] {
+            if let Some(v) = value {
+                update = update.expression_attribute_values(placeholder, s(v));
+                set.push(match attr {
+                    "name" => "#name = :name",
+                    "wa_id" => "wa_id = :wa",
+                    "user_id" => "user_id = :uid",
+                    _ => "username = :un",
+                });
+            }
+        }
+        if contact.name.is_some() {
+            update = update.expression_attribute_names("#name", "name");
+        }
+        let update = update
+            .update_expression(format!("SET {} ADD unread :one", set.join(", ")))
+            .build()
+            .map_err(|_| corrupt("update"))?;
+
+        let result = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().put(put_message).build())
+            .transact_items(TransactWriteItem::builder().put(put_pointer).build())
+            .transact_items(TransactWriteItem::builder().update(update).build())
+            .send()
+            .await;
+        let recorded = match result {
+            Ok(_) => Recorded::New,
+            Err(e) => {
+                let duplicate = e
+                    .as_service_error()
+                    .and_then(|s| match s {
+                        aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(c) => Some(c),
+                        _ => None,
+                    })
+                    .is_some_and(|c| {
+                        c.cancellation_reasons()
+                            .iter()
+                            .any(|r| r.code() == Some("ConditionalCheckFailed"))
+                    });
+                if duplicate {
+                    Recorded::Duplicate
+                } else {
+                    return Err(StoreError::Unavailable(sdk_error("TransactWriteItems", &e)));
+                }
+            }
+        };
+        // Last activity only moves forward. Done on duplicates too: idempotent, and it completes
+        // the work of an attempt that crashed between the transaction and this update.
+        let profile_pk = contact_pk(tenant, &contact.contact_id);
+        let ts = contact.last_inbound_at;
+        let mut v = Item::new();
+        v.insert(":ts".into(), n(ts));
+        self.update_if(
+            profile_pk.clone(),
+            PROFILE,
+            "SET last_inbound_at = :ts",
+            "attribute_not_exists(last_inbound_at) OR last_inbound_at < :ts",
+            v.clone(),
+        )
+        .await?;
+        v.insert(":gs".into(), s(format!("{ts:012}#{}", contact.contact_id)));
+        self.update_if(
+            profile_pk,
+            PROFILE,
+            "SET last_message_at = :ts, gsi1sk = :gs",
+            "attribute_not_exists(last_message_at) OR last_message_at < :ts",
+            v,
+        )
+        .await?;
+        Ok(recorded)
+    }
+
+    async fn record_status(&self, tenant: &TenantId, status: &StoredStatus) -> Result<Recorded, StoreError> {
+        let pk = wamid_pk(tenant, &status.wamid_key);
+        let body = serde_json::to_string(status).map_err(|_| corrupt("status does not serialise"))?;
+        let mut item = Item::new();
+        item.insert("pk".into(), s(&pk));
+        item.insert("sk".into(), s(format!("ST#{}", status.status.as_str())));
+        item.insert("body".into(), s(body));
+        item.insert("timestamp".into(), n(status.timestamp));
+        item.insert("expires_at".into(), n(status.expires_at));
+        let recorded = self.put_new(item).await?;
+        // Applied on duplicates too (idempotent), for the same reason as in record_inbound.
+        if let Some(pointer) = self.get(pk, POINTER).await? {
+            let (Some(msg_pk), Some(msg_sk)) = (get_s(&pointer, "msg_pk"), get_s(&pointer, "msg_sk")) else {
+                return Err(corrupt("pointer without target"));
+            };
+            let mut request = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .key("pk", s(msg_pk))
+                .key("sk", s(msg_sk))
+                .condition_expression("attribute_exists(pk) AND (attribute_not_exists(status_rank) OR status_rank < :r)")
+                .expression_attribute_names("#status", "status")
+                .expression_attribute_values(":r", n(i64::from(status.status.rank())))
+                .expression_attribute_values(":s", s(status.status.as_str()));
+            let mut set = "SET status_rank = :r, #status = :s".to_owned();
+            if let Some(error) = status.errors.first() {
+                request = request
+                    .expression_attribute_names("#error", "error")
+                    .expression_attribute_values(":err", s(serde_json::to_string(error).unwrap_or_default()));
+                set.push_str(", #error = :err");
+            }
+            match request.update_expression(set).send().await {
+                Ok(_) => {}
+                Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => {}
+                Err(e) => return Err(StoreError::Unavailable(sdk_error("UpdateItem", &e))),
+            }
+        }
+        Ok(recorded)
+    }
+
+    async fn record_event(&self, tenant: &TenantId, event: &StoredEvent) -> Result<Recorded, StoreError> {
+        let mut item = Item::new();
+        item.insert("pk".into(), s(format!("T#{tenant}#EV")));
+        item.insert("sk".into(), s(&event.key));
+        item.insert("kind".into(), s(&event.kind));
+        item.insert("body".into(), s(serde_json::to_string(event).unwrap_or_default()));
+        item.insert("expires_at".into(), n(event.expires_at));
+        self.put_new(item).await
+    }
+
+    async fn quarantine(&self, q: &Quarantined) -> Result<Recorded, StoreError> {
+        let mut item = Item::new();
+        item.insert("pk".into(), s("QUARANTINE"));
+        item.insert("sk".into(), s(format!("Q#{}", q.key)));
+        item.insert("received_at".into(), n(q.received_at));
+        item.insert("body".into(), s(serde_json::to_string(q).unwrap_or_default()));
+        item.insert("expires_at".into(), n(q.expires_at));
+        self.put_new(item).await
+    }
+
+    async fn list_quarantine(&self, limit: usize, now: i64) -> Result<Vec<Quarantined>, StoreError> {
+        let mut values = Item::new();
+        values.insert(":pk".into(), s("QUARANTINE"));
+        let items = self.query_live(None, "pk = :pk", values, None, true, usize::MAX, now).await?;
+        let mut out: Vec<Quarantined> = items
+            .iter()
+            .map(|i| {
+                let body = get_s(i, "body").ok_or_else(|| corrupt("quarantine item without body"))?;
+                serde_json::from_str(body).map_err(|_| corrupt("quarantine body is not valid JSON"))
+            })
+            .collect::<Result<_, _>>()?;
+        out.sort_by(|a, b| b.received_at.cmp(&a.received_at).then(a.key.cmp(&b.key)));
+        out.truncate(limit);
+        Ok(out)
+    }
+
+    async fn list_conversations(&self, tenant: &TenantId, page: &PageRequest, now: i64) -> Result<Page<Conversation>, StoreError> {
+        let limit = page.limit.max(1);
+        let start = match &page.cursor {
+            None => None,
+            Some(c) => {
+                let p = cursor::decode(c, 2).ok_or(StoreError::InvalidCursor)?;
+                let ts: i64 = p[0].parse().map_err(|_| StoreError::InvalidCursor)?;
+                let contact = ContactId::parse(&p[1]).map_err(|_| StoreError::InvalidCursor)?;
+                let mut k = Item::new();
+                k.insert("pk".into(), s(contact_pk(tenant, &contact)));
+                k.insert("sk".into(), s(PROFILE));
+                k.insert("gsi1pk".into(), s(conv_gsi_pk(tenant)));
+                k.insert("gsi1sk".into(), s(format!("{ts:012}#{contact}")));
+                Some(k)
+            }
+        };
+        let mut values = Item::new();
+        values.insert(":g".into(), s(conv_gsi_pk(tenant)));
+        let items = self.query_live(Some("gsi1"), "gsi1pk = :g", values, start, false, limit + 1, now).await?;
+        let convs = items.iter().map(Self::conversation_from).collect::<Result<Vec<_>, _>>()?;
+        Ok(page_items(convs, limit, |c| cursor::encode(&[&c.last_message_at.to_string(), c.contact_id.as_str()])))
+    }
+
+    async fn conversation(&self, tenant: &TenantId, contact: &ContactId, now: i64) -> Result<Option<Conversation>, StoreError> {
+        match self.get(contact_pk(tenant, contact), PROFILE).await? {
+            Some(item) if get_n(&item, "expires_at").unwrap_or(0) > now => Ok(Some(Self::conversation_from(&item)?)),
+            _ => Ok(None),
+        }
+    }
+
+    async fn list_messages(
+        &self,
+        tenant: &TenantId,
+        contact: &ContactId,
+        page: &PageRequest,
+        now: i64,
+    ) -> Result<Page<StoredMessage>, StoreError> {
+        let limit = page.limit.max(1);
+        let pk = contact_pk(tenant, contact);
+        let start = match &page.cursor {
+            None => None,
+            Some(c) => {
+                let p = cursor::decode(c, 2).ok_or(StoreError::InvalidCursor)?;
+                let ts: i64 = p[0].parse().map_err(|_| StoreError::InvalidCursor)?;
+                if p[1].is_empty() || !p[1].bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(StoreError::InvalidCursor);
+                }
+                let mut k = Item::new();
+                k.insert("pk".into(), s(&pk));
+                k.insert("sk".into(), s(message_sk(ts, &p[1])));
+                Some(k)
+            }
+        };
+        let mut values = Item::new();
+        values.insert(":pk".into(), s(&pk));
+        values.insert(":m".into(), s("M#"));
+        let items = self
+            .query_live(None, "pk = :pk AND begins_with(sk, :m)", values, start, false, limit + 1, now)
+            .await?;
+        let msgs = items.iter().map(Self::message_from).collect::<Result<Vec<_>, _>>()?;
+        Ok(page_items(msgs, limit, |m| cursor::encode(&[&m.timestamp.to_string(), &m.wamid_key])))
+    }
+
+    async fn message_by_wamid(&self, tenant: &TenantId, wamid_key: &str, now: i64) -> Result<Option<StoredMessage>, StoreError> {
+        let Some(pointer) = self.get(wamid_pk(tenant, wamid_key), POINTER).await? else {
+            return Ok(None);
+        };
+        let (Some(pk), Some(sk)) = (get_s(&pointer, "msg_pk"), get_s(&pointer, "msg_sk")) else {
+            return Err(corrupt("pointer without target"));
+        };
+        match self.get(pk.to_owned(), sk).await? {
+            Some(item) if get_n(&item, "expires_at").unwrap_or(0) > now => Ok(Some(Self::message_from(&item)?)),
+            _ => Ok(None),
+        }
+    }
+
+    async fn statuses(&self, tenant: &TenantId, wamid_key: &str, now: i64) -> Result<Vec<StoredStatus>, StoreError> {
+        let mut values = Item::new();
+        values.insert(":pk".into(), s(wamid_pk(tenant, wamid_key)));
+        values.insert(":st".into(), s("ST#"));
+        let items = self
+            .query_live(None, "pk = :pk AND begins_with(sk, :st)", values, None, true, usize::MAX, now)
+            .await?;
+        let mut out: Vec<StoredStatus> = items
+            .iter()
+            .map(|i| {
+                let body = get_s(i, "body").ok_or_else(|| corrupt("status without body"))?;
+                serde_json::from_str(body).map_err(|_| corrupt("status body is not valid JSON"))
+            })
+            .collect::<Result<_, _>>()?;
+        out.sort_by(|a, b| a.timestamp.cmp(&b.timestamp).then(a.status.cmp(&b.status)));
+        Ok(out)
+    }
+}

@@ -1,0 +1,44 @@
+//! Typed settings of the Lambda functions, read once from the environment at start.
+
+/// What the functions read from their environment. Secrets are not among them: channel
+/// secrets and the pseudonymisation key live KMS-encrypted in the table.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `RELAY_TABLE`: the DynamoDB table.
+    pub table: String,
+    /// `INBOUND_QUEUE_URL`: the inbound SQS queue (receiver only).
+    pub inbound_queue_url: Option<String>,
+    /// `MAX_BODY_BYTES`: largest webhook body (receiver only; default 4 MiB).
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("environment variable {0} is not set")]
+    Missing(&'static str),
+    #[error("environment variable {0} is not a valid number")]
+    NotANumber(&'static str),
+}
+
+impl Settings {
+    pub fn from_env() -> Result<Self, SettingsError> {
+        Self::from_lookup(&|k| std::env::var(k).ok())
+    }
+
+    pub fn from_lookup(env: &dyn Fn(&str) -> Option<String>) -> Result<Self, SettingsError> {
+        let table = env("RELAY_TABLE").filter(|s| !s.is_empty()).ok_or(SettingsError::Missing("RELAY_TABLE"))?;
+        let max_body_bytes = match env("MAX_BODY_BYTES") {
+            None => relay_core::config::DEFAULT_MAX_BODY_BYTES,
+            Some(v) => v.parse().map_err(|_| SettingsError::NotANumber("MAX_BODY_BYTES"))?,
+        };
+        Ok(Settings {
+            table,
+            inbound_queue_url: env("INBOUND_QUEUE_URL").filter(|s| !s.is_empty()),
+            max_body_bytes,
+        })
+    }
+
+    pub fn require_inbound_queue(&self) -> Result<&str, SettingsError> {
+        self.inbound_queue_url.as_deref().ok_or(SettingsError::Missing("INBOUND_QUEUE_URL"))
+    }
+}

@@ -1,0 +1,44 @@
+//! Shared by the HTTP functions (webhook-receiver, inbox-api) and `relay serve`: problem
+//! responses, bearer extraction and tracing setup. Depends on axum, never on AWS.
+
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+pub use relay_core::problem::Problem;
+
+/// An RFC 9457 problem as an axum response.
+pub struct ProblemResponse(pub Problem);
+
+impl From<Problem> for ProblemResponse {
+    fn from(p: Problem) -> Self {
+        ProblemResponse(p)
+    }
+}
+
+impl IntoResponse for ProblemResponse {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.0.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = serde_json::to_vec(&self.0).unwrap_or_default();
+        let mut resp = (status, body).into_response();
+        let h = resp.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static(relay_core::problem::CONTENT_TYPE));
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if status == StatusCode::UNAUTHORIZED {
+            h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            h.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        resp
+    }
+}
+
+pub fn problem(status: u16, slug: &str, title: &str) -> ProblemResponse {
+    ProblemResponse(Problem::new(status, slug, title))
+}
+
+/// The token of an `Authorization: Bearer …` header, if there is one.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.as_bytes();
+    let token = relay_core::tenant::bearer_token(value)?;
+    std::str::from_utf8(token).ok()
+}
