@@ -71,3 +71,44 @@ pub fn init_tracing(format: LogFormat) {
         LogFormat::Text => builder.try_init(),
     };
 }
+
+/// The SDK clients a function needs, built once in `main` and shared by cheap clones.
+#[derive(Clone, Debug)]
+pub struct Clients {
+    pub dynamo: aws_sdk_dynamodb::Client,
+    pub sqs: aws_sdk_sqs::Client,
+    pub kms: aws_sdk_kms::Client,
+}
+
+impl Clients {
+    pub fn new(sdk: &SdkConfig) -> Self {
+        Clients {
+            dynamo: aws_sdk_dynamodb::Client::new(sdk),
+            sqs: aws_sdk_sqs::Client::new(sdk),
+            kms: aws_sdk_kms::Client::new(sdk),
+        }
+    }
+
+    pub fn store(&self, table: &str) -> DynamoMessageStore {
+        DynamoMessageStore::new(self.dynamo.clone(), table)
+    }
+
+    /// `kms_key_id` is only needed by writers (`relay tenants apply`).
+    pub fn secrets(&self, kms_key_id: Option<String>) -> KmsSecrets {
+        KmsSecrets::new(self.kms.clone(), kms_key_id)
+    }
+
+    pub fn directory(&self, table: &str) -> DynamoDirectory {
+        DynamoDirectory::new(self.dynamo.clone(), table, self.secrets(None))
+    }
+
+    pub fn inbound_queue(&self, url: &str) -> SqsInboundQueue {
+        SqsInboundQueue::new(self.sqs.clone(), url)
+    }
+
+    /// The pseudonymiser of this deployment (its key is read from the table once).
+    pub async fn pseudonymizer(&self, table: &str) -> Result<relay_core::ids::Pseudonymizer, admin::AdminError> {
+        let key = admin::load_pseudonym_key(&self.dynamo, &self.secrets(None), table).await?;
+        Ok(relay_core::ids::Pseudonymizer::new(key))
+    }
+}

@@ -1,1 +1,369 @@
-fn main() {}
+//! `relay`: run the pharmacy WhatsApp relay on one machine, and administer it locally or on AWS.
+
+mod serve;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use relay_core::config::RelayConfig;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+#[derive(Parser)]
+#[command(
+    name = "relay",
+    version,
+    about = "GDPR-first WhatsApp Business relay for pharmacies",
+    long_about = "GDPR-first WhatsApp Business relay for pharmacies.\n\n\
+        `relay serve` runs the whole pipeline on this machine (SQLite store and queue under the\n\
+        data directory; no AWS, no Docker). The other commands administer a relay: locally\n\
+        (--data-dir) or a deployment on AWS (--aws with --table, etc.)."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run webhook receiver, router and inbox API on one machine.
+    Serve(ServeArgs),
+    /// Check a relay.toml and say what is wrong with it.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Tenants (pharmacies) and their channels.
+    Tenants {
+        #[command(subcommand)]
+        command: TenantsCommand,
+    },
+    /// Events that reached no tenant (unknown or mismatched phone number id).
+    Quarantine {
+        #[command(subcommand)]
+        command: QuarantineCommand,
+    },
+    /// The inbound dead-letter queue: webhooks the router failed on repeatedly.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// The configuration file. Default: ./relay.toml if it exists, else the built-in demo.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Address to listen on (overrides [server].listen).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Where the database and key file live (overrides [server].data_dir).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Parse and validate; exit 1 with the field names of every problem.
+    Check {
+        #[arg(long, short, default_value = "relay.toml")]
+        config: PathBuf,
+    },
+}
+
+#[derive(Args, Clone)]
+struct AwsArgs {
+    /// The DynamoDB table of the deployment.
+    #[arg(long, env = "RELAY_TABLE")]
+    table: Option<String>,
+    /// Endpoint override (e.g. a moto server: http://127.0.0.1:5000).
+    #[arg(long, env = "AWS_ENDPOINT_URL")]
+    endpoint_url: Option<String>,
+}
+
+#[derive(Args, Clone)]
+struct Target {
+    /// Act on an AWS deployment instead of the local data directory.
+    #[arg(long)]
+    aws: bool,
+    /// The local data directory.
+    #[arg(long, default_value = ".relay", conflicts_with = "aws")]
+    data_dir: PathBuf,
+    #[command(flatten)]
+    aws_args: AwsArgs,
+}
+
+#[derive(Subcommand)]
+enum TenantsCommand {
+    /// Write the tenants and channels of a relay.toml to the AWS table. API keys are stored
+    /// as SHA-256 only, channel secrets KMS-encrypted. Idempotent.
+    Apply {
+        #[arg(long, short)]
+        file: PathBuf,
+        #[command(flatten)]
+        aws: AwsArgs,
+        /// KMS key to encrypt channel secrets with.
+        #[arg(long, env = "RELAY_KMS_KEY_ID")]
+        kms_key_id: String,
+    },
+    /// List tenants: of a relay.toml (default), or of an AWS table with --aws.
+    List {
+        #[arg(long, short, default_value = "relay.toml")]
+        config: PathBuf,
+        #[arg(long)]
+        aws: bool,
+        #[command(flatten)]
+        aws_args: AwsArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum QuarantineCommand {
+    /// Show quarantined events (newest first), without their content.
+    List {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Include each event's payload (it may contain personal data).
+        #[arg(long)]
+        show_payload: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum DlqCommand {
+    /// Show dead letters: ids, receive counts, sizes (never content).
+    List {
+        #[command(flatten)]
+        target: Target,
+        /// The dead-letter queue URL (with --aws).
+        #[arg(long, env = "INBOUND_DLQ_URL")]
+        dlq_url: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Move every dead letter back to the queue for another try.
+    Redrive {
+        #[command(flatten)]
+        target: Target,
+        /// The dead-letter queue URL (with --aws).
+        #[arg(long, env = "INBOUND_DLQ_URL")]
+        dlq_url: Option<String>,
+        /// The queue to move them to (with --aws).
+        #[arg(long, env = "INBOUND_QUEUE_URL")]
+        queue_url: Option<String>,
+    },
+}
+
+fn read_config(path: &Path) -> anyhow::Result<RelayConfig> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    RelayConfig::parse(&text, &|k| std::env::var(k).ok()).with_context(|| format!("{} is not usable", path.display()))
+}
+
+fn load_serve_config(explicit: Option<&Path>) -> anyhow::Result<(RelayConfig, String)> {
+    match explicit {
+        Some(p) => Ok((read_config(p)?, p.display().to_string())),
+        None if Path::new("relay.toml").exists() => Ok((read_config(Path::new("relay.toml"))?, "relay.toml".into())),
+        None => Ok((RelayConfig::demo(), "built-in demo (no relay.toml here)".into())),
+    }
+}
+
+async fn aws_clients(args: &AwsArgs) -> anyhow::Result<(relay_aws::Clients, String)> {
+    let table = args.table.clone().context("--table (or RELAY_TABLE) is required with AWS")?;
+    let sdk = relay_aws::sdk_config(args.endpoint_url.as_deref()).await;
+    Ok((relay_aws::Clients::new(&sdk), table))
+}
+
+fn format_ms(ms: i64) -> String {
+    format!("{}s ago", (relay_core::unix_now() * 1000 - ms).max(0) / 1000)
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    match run(Cli::parse()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => {
+            relay_aws::init_tracing(relay_aws::LogFormat::Text);
+            let (config, source) = load_serve_config(args.config.as_deref())?;
+            let listen: SocketAddr = match args.listen {
+                Some(l) => l,
+                None => config.listen().parse().context("server.listen is not an address")?,
+            };
+            let data_dir = args.data_dir.unwrap_or_else(|| PathBuf::from(config.data_dir()));
+            let running = serve::start(&config, listen, data_dir.clone()).await?;
+            println!("relay serving on http://{} (config: {source}; data: {})", running.addr, data_dir.display());
+            println!("  webhooks:  POST http://{}/webhooks/whatsapp/<phone_number_id>", running.addr);
+            println!("  inbox API: GET  http://{}/v1/conversations  (Authorization: Bearer <api key>)", running.addr);
+            for t in &config.tenants {
+                let ids: Vec<&str> = t.channels.iter().map(|c| c.phone_number_id.as_str()).collect();
+                println!("  tenant {}: channels {}", t.tenant.id, ids.join(", "));
+            }
+            println!("Press Ctrl-C to stop.");
+            let shutdown = running.shutdown.clone();
+            tokio::spawn(async move {
+                wait_for_signal().await;
+                let _ = shutdown.send(true);
+            });
+            running.done.await.context("server task failed")??;
+            println!("stopped");
+            Ok(())
+        }
+        Command::Config {
+            command: ConfigCommand::Check { config },
+        } => {
+            let c = read_config(&config)?;
+            let channels: usize = c.tenants.iter().map(|t| t.channels.len()).sum();
+            println!("{}: ok ({} tenant(s), {channels} channel(s))", config.display(), c.tenants.len());
+            Ok(())
+        }
+        Command::Tenants {
+            command: TenantsCommand::Apply { file, aws, kms_key_id },
+        } => {
+            let config = read_config(&file)?;
+            let (clients, table) = aws_clients(&aws).await?;
+            let report = relay_aws::admin::apply_tenants(&clients.dynamo, &clients.secrets(Some(kms_key_id)), &table, &config, |line| {
+                println!("  {line}")
+            })
+            .await?;
+            println!(
+                "applied to {table}: {} tenant(s), {} channel(s), {} API key(s); removed {} channel(s), {} API key(s){}",
+                report.tenants,
+                report.channels,
+                report.api_keys,
+                report.removed_channels,
+                report.removed_api_keys,
+                if report.created_pseudonym_key { "; created the pseudonymisation key" } else { "" }
+            );
+            Ok(())
+        }
+        Command::Tenants {
+            command: TenantsCommand::List { config, aws, aws_args },
+        } => {
+            if aws {
+                let (clients, table) = aws_clients(&aws_args).await?;
+                for t in relay_aws::admin::list_tenants(&clients.dynamo, &table).await? {
+                    println!("{}\t{}\t{} channel(s)\t{} API key(s)", t.id, t.name, t.channels, t.api_keys);
+                }
+            } else {
+                for t in read_config(&config)?.tenants {
+                    println!(
+                        "{}\t{}\t{} channel(s)\t{} API key(s)",
+                        t.tenant.id,
+                        t.tenant.name,
+                        t.channels.len(),
+                        t.api_key_digests.len()
+                    );
+                }
+            }
+            Ok(())
+        }
+        Command::Quarantine {
+            command: QuarantineCommand::List { target, limit, show_payload },
+        } => {
+            let items = if target.aws {
+                let (clients, table) = aws_clients(&target.aws_args).await?;
+                relay_core::ports::MessageStore::list_quarantine(&clients.store(&table), limit, relay_core::unix_now()).await?
+            } else {
+                let local = serve::Local::open(&target.data_dir)?;
+                relay_core::ports::MessageStore::list_quarantine(local.store.as_ref(), limit, relay_core::unix_now()).await?
+            };
+            if items.is_empty() {
+                println!("no quarantined events");
+            }
+            for q in items {
+                println!("{}\t{}\tphone_number_id {}\t{}", q.received_at, q.key, q.phone_number_id, q.reason);
+                if show_payload {
+                    println!("{}", q.payload);
+                }
+            }
+            Ok(())
+        }
+        Command::Dlq {
+            command: DlqCommand::List { target, dlq_url, limit },
+        } => {
+            if target.aws {
+                let (clients, _) = aws_clients_no_table(&target.aws_args).await;
+                let url = dlq_url.context("--dlq-url (or INBOUND_DLQ_URL) is required with --aws")?;
+                let list = relay_aws::admin::dlq_list(&clients.sqs, &url, limit).await?;
+                print_dead(list.iter().map(|d| (&d.message_id, d.receive_count, d.sent_at_ms, d.size)));
+            } else {
+                let local = serve::Local::open(&target.data_dir)?;
+                let list = local.queue.dlq_list(limit)?;
+                print_dead(list.iter().map(|d| (&d.message_id, d.receive_count, d.sent_at_ms, d.size)));
+            }
+            Ok(())
+        }
+        Command::Dlq {
+            command: DlqCommand::Redrive { target, dlq_url, queue_url },
+        } => {
+            let moved = if target.aws {
+                let (clients, _) = aws_clients_no_table(&target.aws_args).await;
+                let dlq = dlq_url.context("--dlq-url (or INBOUND_DLQ_URL) is required with --aws")?;
+                let queue = queue_url.context("--queue-url (or INBOUND_QUEUE_URL) is required with --aws")?;
+                relay_aws::admin::dlq_redrive(&clients.sqs, &dlq, &queue, |n| {
+                    if n % 100 == 0 {
+                        eprintln!("  {n} moved…");
+                    }
+                })
+                .await?
+            } else {
+                let local = serve::Local::open(&target.data_dir)?;
+                if local.queue.dlq_depth()? == 0 {
+                    0
+                } else {
+                    local.queue.dlq_redrive()?
+                }
+            };
+            println!("moved {moved} message(s) back to the queue");
+            Ok(())
+        }
+    }
+}
+
+async fn aws_clients_no_table(args: &AwsArgs) -> (relay_aws::Clients, Option<String>) {
+    let sdk = relay_aws::sdk_config(args.endpoint_url.as_deref()).await;
+    (relay_aws::Clients::new(&sdk), args.table.clone())
+}
+
+fn print_dead<'a>(items: impl Iterator<Item = (&'a String, u32, i64, usize)>) {
+    let mut any = false;
+    for (id, count, sent, size) in items {
+        any = true;
+        println!("{id}\treceived {count}x\tsent {}\t{size} bytes", format_ms(sent));
+    }
+    if !any {
+        println!("the dead-letter queue is empty");
+    }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

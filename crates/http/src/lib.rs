@@ -42,3 +42,8 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     let token = relay_core::tenant::bearer_token(value)?;
     std::str::from_utf8(token).ok()
 }
+
+/// The fallback for unknown routes: a 404 problem, not an empty body.
+pub async fn not_found() -> ProblemResponse {
+    problem(404, "not-found", "No such resource")
+}

@@ -46,3 +46,12 @@ pub async fn handle(router: &Router, event: SqsEvent) -> Result<SqsBatchResponse
     }
     Ok(response)
 }
+
+impl From<BatchError> for lambda_runtime::Diagnostic {
+    fn from(e: BatchError) -> Self {
+        lambda_runtime::Diagnostic {
+            error_type: "MissingMessageId".into(),
+            error_message: e.to_string(),
+        }
+    }
+}

@@ -1,1 +1,17 @@
-fn main() {}
+//! Lambda entry point: wiring only.
+
+use inbox_api::{Inbox, router};
+use std::sync::Arc;
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    relay_aws::init_tracing(relay_aws::LogFormat::Json);
+    let settings = relay_aws::Settings::from_env()?;
+    let clients = relay_aws::Clients::new(&relay_aws::sdk_config(None).await);
+    let inbox = Inbox {
+        directory: Arc::new(clients.directory(&settings.table)),
+        store: Arc::new(clients.store(&settings.table)),
+        clock: relay_core::system_clock(),
+    };
+    lambda_http::run(router(inbox).fallback(relay_http::not_found)).await
+}
