@@ -1,0 +1,239 @@
+//! The receiver's answers, from fixtures: what is enqueued and what is refused.
+
+use async_trait::async_trait;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use relay_core::config::RelayConfig;
+use relay_core::directory::StaticDirectory;
+use relay_core::envelope::Envelope;
+use relay_core::ports::{InboundQueue, QueueError};
+use relay_core::tenant::sign_hub_signature;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use tower::ServiceExt;
+use webhook_receiver::{Receiver, router};
+
+const CONFIG: &str = r#"
+[[tenants]]
+id = "apotheke-a"
+name = "A"
+[[tenants.channels]]
+phone_number_id = "111"
+provider = "360dialog"
+webhook_token = "tok-111"
+
+[[tenants.channels]]
+phone_number_id = "222"
+provider = "360dialog"
+webhook_token = "tok-222"
+signing_secret = "sig-222"
+
+[[tenants.channels]]
+phone_number_id = "333"
+provider = "meta"
+app_secret = "app-333"
+verify_token = "verify-333"
+"#;
+
+/// A queue that records what it is given, and can be told to fail.
+#[derive(Default)]
+struct RecordingQueue {
+    bodies: Mutex<Vec<String>>,
+    failing: AtomicBool,
+    max: Option<usize>,
+}
+
+#[async_trait]
+impl InboundQueue for RecordingQueue {
+    fn max_message_bytes(&self) -> usize {
+        self.max.unwrap_or(1024 * 1024)
+    }
+    async fn enqueue(&self, bodies: &[String]) -> Result<(), QueueError> {
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(QueueError::Unavailable("test says no".into()));
+        }
+        self.bodies.lock().unwrap().extend(bodies.iter().cloned());
+        Ok(())
+    }
+}
+
+struct App {
+    router: axum::Router,
+    queue: Arc<RecordingQueue>,
+}
+
+fn app_with(queue: RecordingQueue, max_body_bytes: usize) -> App {
+    let queue = Arc::new(queue);
+    let config = RelayConfig::parse(CONFIG, &|_| None).unwrap();
+    let router = router(Receiver {
+        directory: Arc::new(StaticDirectory::from_config(&config)),
+        queue: queue.clone(),
+        max_body_bytes,
+    });
+    App { router, queue }
+}
+
+fn app() -> App {
+    app_with(RecordingQueue::default(), 4 * 1024 * 1024)
+}
+
+fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(format!("{}/../../tests/fixtures/{name}.json", env!("CARGO_MANIFEST_DIR"))).unwrap()
+}
+
+async fn post(app: &App, path: &str, headers: &[(&str, &str)], body: Vec<u8>) -> (StatusCode, serde_json::Value, Option<String>) {
+    let mut req = Request::post(path).header("content-type", "application/json");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = app.router.clone().oneshot(req.body(Body::from(body)).unwrap()).await.unwrap();
+    let status = resp.status();
+    let ct = resp.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned());
+    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
+    (status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null), ct)
+}
+
+fn queued(app: &App) -> Vec<Envelope> {
+    app.queue.bodies.lock().unwrap().iter().map(|b| serde_json::from_str(b).unwrap()).collect()
+}
+
+#[tokio::test]
+async fn a_valid_360dialog_webhook_is_queued_unchanged() {
+    let app = app();
+    let body = fixture("multi");
+    let (status, json, _) = post(&app, "/webhooks/whatsapp/111", &[("authorization", "Bearer tok-111")], body.clone()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(json["status"], "queued");
+    let q = queued(&app);
+    assert_eq!(q.len(), 1);
+    assert_eq!(q[0].phone_number_id, "111");
+    assert_eq!(q[0].payload, serde_json::from_slice::<serde_json::Value>(&body).unwrap());
+}
+
+#[tokio::test]
+async fn bad_requests_get_their_status_and_enqueue_nothing() {
+    let app = app();
+    let ok = fixture("text");
+    let auth = ("authorization", "Bearer tok-111");
+    let cases: Vec<(&str, Vec<(&str, &str)>, Vec<u8>, StatusCode, &str)> = vec![
+        ("/webhooks/whatsapp/111", vec![], ok.clone(), StatusCode::UNAUTHORIZED, "unauthorized"),
+        ("/webhooks/whatsapp/111", vec![("authorization", "Bearer tok-222")], ok.clone(), StatusCode::UNAUTHORIZED, "unauthorized"),
+        ("/webhooks/whatsapp/111", vec![("authorization", "tok-111")], ok.clone(), StatusCode::UNAUTHORIZED, "unauthorized"),
+        // Unknown channel: the same answer as a wrong token.
+        ("/webhooks/whatsapp/999", vec![auth], ok.clone(), StatusCode::UNAUTHORIZED, "unauthorized"),
+        ("/webhooks/whatsapp/..%2f111", vec![auth], ok.clone(), StatusCode::UNAUTHORIZED, "unauthorized"),
+        ("/webhooks/whatsapp/111", vec![auth], b"{not json".to_vec(), StatusCode::BAD_REQUEST, "not-json"),
+        ("/webhooks/whatsapp/111", vec![auth], b"".to_vec(), StatusCode::BAD_REQUEST, "not-json"),
+        ("/webhooks/whatsapp/111", vec![auth], b"{\"hello\":1}".to_vec(), StatusCode::BAD_REQUEST, "not-a-webhook"),
+        ("/webhooks/whatsapp/111", vec![auth], b"[1,2]".to_vec(), StatusCode::BAD_REQUEST, "not-a-webhook"),
+        ("/webhooks/whatsapp/111", vec![auth], br#"{"object":"page","entry":[]}"#.to_vec(), StatusCode::BAD_REQUEST, "not-a-webhook"),
+        // A signing secret is configured for 222: the bearer alone is not enough.
+        ("/webhooks/whatsapp/222", vec![("authorization", "Bearer tok-222")], ok.clone(), StatusCode::UNAUTHORIZED, "unauthorized"),
+        ("/webhooks/whatsapp/222", vec![("authorization", "Bearer tok-222"), ("x-360dialog-signature", "sha256=00")], ok.clone(), StatusCode::UNAUTHORIZED, "unauthorized"),
+        ("/webhooks/whatsapp/333", vec![("x-hub-signature-256", "sha256=deadbeef")], ok.clone(), StatusCode::UNAUTHORIZED, "unauthorized"),
+        ("/webhooks/whatsapp/333", vec![auth], ok.clone(), StatusCode::UNAUTHORIZED, "unauthorized"),
+    ];
+    for (path, headers, body, want, slug) in cases {
+        let (status, json, ct) = post(&app, path, &headers, body).await;
+        assert_eq!(status, want, "{path} {headers:?}");
+        assert_eq!(json["type"], format!("urn:relay:problem:{slug}"), "{path} {headers:?}");
+        assert_eq!(ct.as_deref(), Some("application/problem+json"));
+    }
+    assert!(queued(&app).is_empty(), "nothing is enqueued for a rejected request");
+}
+
+#[tokio::test]
+async fn signed_webhooks_are_checked_over_the_raw_bytes() {
+    let app = app();
+    // Odd but valid JSON formatting: the signature is over these exact bytes.
+    let body = fixture("status_read");
+    let sig = sign_hub_signature(b"app-333", &body);
+    let (status, _, _) = post(&app, "/webhooks/whatsapp/333", &[("x-hub-signature-256", &sig)], body.clone()).await;
+    assert_eq!(status, StatusCode::OK);
+    let sig = sign_hub_signature(b"sig-222", &body);
+    let (status, _, _) = post(
+        &app,
+        "/webhooks/whatsapp/222",
+        &[("authorization", "Bearer tok-222"), ("x-360dialog-signature", &sig)],
+        body.clone(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let mut tampered = body.clone();
+    tampered.push(b' ');
+    let sig = sign_hub_signature(b"app-333", &body);
+    let (status, _, _) = post(&app, "/webhooks/whatsapp/333", &[("x-hub-signature-256", &sig)], tampered).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(queued(&app).len(), 2);
+}
+
+#[tokio::test]
+async fn oversized_bodies_get_413_and_enqueue_nothing() {
+    let app = app_with(RecordingQueue::default(), 1024);
+    let mut big = fixture("text");
+    big.extend(std::iter::repeat_n(b' ', 2048));
+    let (status, json, _) = post(&app, "/webhooks/whatsapp/111", &[("authorization", "Bearer tok-111")], big).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(json["status"], 413);
+    assert!(queued(&app).is_empty());
+}
+
+#[tokio::test]
+async fn a_queue_outage_is_503_so_the_sender_retries() {
+    let app = app_with(
+        RecordingQueue {
+            failing: AtomicBool::new(true),
+            ..Default::default()
+        },
+        4 << 20,
+    );
+    let (status, json, _) = post(&app, "/webhooks/whatsapp/111", &[("authorization", "Bearer tok-111")], fixture("text")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(json["type"], "urn:relay:problem:queue-unavailable");
+    app.queue.failing.store(false, Ordering::SeqCst);
+    let (status, _, _) = post(&app, "/webhooks/whatsapp/111", &[("authorization", "Bearer tok-111")], fixture("text")).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn webhooks_larger_than_a_queue_message_are_split_not_truncated() {
+    let app = app_with(
+        RecordingQueue {
+            max: Some(1000),
+            ..Default::default()
+        },
+        4 << 20,
+    );
+    let (status, _, _) = post(&app, "/webhooks/whatsapp/111", &[("authorization", "Bearer tok-111")], fixture("multi")).await;
+    assert_eq!(status, StatusCode::OK);
+    let q = queued(&app);
+    assert_eq!(q.len(), 6, "one piece per message, status and other change");
+    let events: usize = q
+        .iter()
+        .map(|e| relay_core::webhook::webhook_from_value(e.payload.clone()).unwrap().events().len())
+        .sum();
+    assert_eq!(events, 6);
+}
+
+async fn get(app: &App, uri: &str) -> (StatusCode, String) {
+    let resp = app.router.clone().oneshot(Request::get(uri).body(Body::empty()).unwrap()).await.unwrap();
+    let status = resp.status();
+    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
+    (status, String::from_utf8_lossy(&bytes).into_owned())
+}
+
+#[tokio::test]
+async fn meta_subscription_handshake() {
+    let app = app();
+    let ok = "/webhooks/whatsapp/333?hub.mode=subscribe&hub.verify_token=verify-333&hub.challenge=1158201444";
+    assert_eq!(get(&app, ok).await, (StatusCode::OK, "1158201444".to_owned()));
+    for bad in [
+        "/webhooks/whatsapp/333?hub.mode=subscribe&hub.verify_token=wrong&hub.challenge=1",
+        "/webhooks/whatsapp/333?hub.mode=other&hub.verify_token=verify-333&hub.challenge=1",
+        "/webhooks/whatsapp/111?hub.mode=subscribe&hub.verify_token=tok-111&hub.challenge=1",
+        "/webhooks/whatsapp/999?hub.mode=subscribe&hub.verify_token=verify-333&hub.challenge=1",
+        "/webhooks/whatsapp/333?hub.mode=subscribe&hub.verify_token=verify-333&hub.challenge=%3Cscript%3E%20",
+    ] {
+        assert_eq!(get(&app, bad).await.0, StatusCode::UNAUTHORIZED, "{bad}");
+    }
+}
