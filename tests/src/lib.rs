@@ -1,0 +1,282 @@
+//! Test harness for the end-to-end suites: a moto server on a free loopback port (the real
+//! SQS, DynamoDB and KMS protocols for the AWS SDK), the deployment's resources created in it
+//! as `template.yaml` declares them, and helpers to serve routers on real sockets.
+
+use anyhow::{Context, bail};
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection, ProjectionType,
+    ScalarAttributeType, TimeToLiveSpecification,
+};
+use aws_sdk_sqs::types::QueueAttributeName;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const REGION: &str = "eu-central-1";
+
+/// A moto server process; killed on drop.
+pub struct Moto {
+    child: Child,
+    pub endpoint: String,
+}
+
+fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// `MOTO_SERVER`, else `.venv/bin/moto_server` (made by infra/setup-venv.sh), else PATH.
+fn moto_binary() -> PathBuf {
+    if let Ok(p) = std::env::var("MOTO_SERVER") {
+        return PathBuf::from(p);
+    }
+    let venv = workspace_root().join(".venv/bin/moto_server");
+    if venv.exists() { venv } else { PathBuf::from("moto_server") }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+impl Moto {
+    pub fn start() -> anyhow::Result<Moto> {
+        let bin = moto_binary();
+        for _attempt in 0..3 {
+            let port = free_port();
+            let child = Command::new(&bin)
+                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .with_context(|| {
+                    format!(
+                        "cannot start {} — run infra/setup-venv.sh (or set MOTO_SERVER) first",
+                        bin.display()
+                    )
+                })?;
+            let mut moto = Moto {
+                child,
+                endpoint: format!("http://127.0.0.1:{port}"),
+            };
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < deadline {
+                if let Some(status) = moto.child.try_wait()? {
+                    // Most likely the port was taken between choosing and binding: try another.
+                    let _ = status;
+                    break;
+                }
+                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return Ok(moto);
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        bail!("moto_server did not come up on a loopback port")
+    }
+
+    pub async fn sdk_config(&self) -> aws_config::SdkConfig {
+        let creds = aws_sdk_dynamodb::config::Credentials::new("testing", "testing", None, None, "moto");
+        aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new(REGION))
+            .credentials_provider(creds)
+            .endpoint_url(&self.endpoint)
+            .load()
+            .await
+    }
+
+    pub async fn clients(&self) -> relay_aws::Clients {
+        relay_aws::Clients::new(&self.sdk_config().await)
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What `template.yaml` creates, created in moto.
+#[derive(Debug, Clone)]
+pub struct Deployment {
+    pub table: String,
+    pub queue_url: String,
+    pub dlq_url: String,
+    pub kms_key_id: String,
+}
+
+/// The table, queues (with a redrive policy) and KMS key, named with `prefix`.
+pub async fn provision(clients: &relay_aws::Clients, prefix: &str, max_receives: u32) -> anyhow::Result<Deployment> {
+    let table = format!("{prefix}-relay");
+    let attr = |n: &str| {
+        AttributeDefinition::builder()
+            .attribute_name(n)
+            .attribute_type(ScalarAttributeType::S)
+            .build()
+    };
+    let key = |n: &str, t: KeyType| KeySchemaElement::builder().attribute_name(n).key_type(t).build();
+    clients
+        .dynamo
+        .create_table()
+        .table_name(&table)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(attr("pk")?)
+        .attribute_definitions(attr("sk")?)
+        .attribute_definitions(attr("gsi1pk")?)
+        .attribute_definitions(attr("gsi1sk")?)
+        .key_schema(key("pk", KeyType::Hash)?)
+        .key_schema(key("sk", KeyType::Range)?)
+        .global_secondary_indexes(
+            GlobalSecondaryIndex::builder()
+                .index_name("gsi1")
+                .key_schema(key("gsi1pk", KeyType::Hash)?)
+                .key_schema(key("gsi1sk", KeyType::Range)?)
+                .projection(Projection::builder().projection_type(ProjectionType::All).build())
+                .build()?,
+        )
+        .send()
+        .await
+        .context("CreateTable")?;
+    clients
+        .dynamo
+        .update_time_to_live()
+        .table_name(&table)
+        .time_to_live_specification(TimeToLiveSpecification::builder().enabled(true).attribute_name("expires_at").build()?)
+        .send()
+        .await
+        .context("UpdateTimeToLive")?;
+
+    let dlq_url = clients
+        .sqs
+        .create_queue()
+        .queue_name(format!("{prefix}-inbound-dlq"))
+        .attributes(QueueAttributeName::MessageRetentionPeriod, "1209600")
+        .send()
+        .await
+        .context("CreateQueue dlq")?
+        .queue_url
+        .context("no dlq url")?;
+    let dlq_arn = clients
+        .sqs
+        .get_queue_attributes()
+        .queue_url(&dlq_url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await?
+        .attributes
+        .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
+        .context("no dlq arn")?;
+    let queue_url = clients
+        .sqs
+        .create_queue()
+        .queue_name(format!("{prefix}-inbound"))
+        .attributes(QueueAttributeName::MaximumMessageSize, "1048576")
+        .attributes(QueueAttributeName::VisibilityTimeout, "0")
+        .attributes(
+            QueueAttributeName::RedrivePolicy,
+            format!(r#"{{"deadLetterTargetArn":"{dlq_arn}","maxReceiveCount":"{max_receives}"}}"#),
+        )
+        .send()
+        .await
+        .context("CreateQueue")?
+        .queue_url
+        .context("no queue url")?;
+    let kms_key_id = clients
+        .kms
+        .create_key()
+        .description("relay test key")
+        .send()
+        .await
+        .context("CreateKey")?
+        .key_metadata
+        .map(|m| m.key_id)
+        .context("no key id")?;
+    Ok(Deployment {
+        table,
+        queue_url,
+        dlq_url,
+        kms_key_id,
+    })
+}
+
+/// Serves a router on a free loopback port until the test ends.
+pub async fn serve(router: axum::Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
+    let addr = listener.local_addr().expect("local addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    addr
+}
+
+/// Receives what is on the queue (as the Lambda event source mapping would) and builds the
+/// SQS event the message-router gets, with message ids and receipt handles.
+pub async fn receive_event(sqs: &aws_sdk_sqs::Client, queue_url: &str) -> anyhow::Result<aws_lambda_events::sqs::SqsEvent> {
+    let resp = sqs
+        .receive_message()
+        .queue_url(queue_url)
+        .max_number_of_messages(10)
+        .visibility_timeout(30)
+        .send()
+        .await
+        .context("ReceiveMessage")?;
+    let mut event = aws_lambda_events::sqs::SqsEvent::default();
+    for m in resp.messages.unwrap_or_default() {
+        let mut r = aws_lambda_events::sqs::SqsMessage::default();
+        r.message_id = m.message_id;
+        r.receipt_handle = m.receipt_handle;
+        r.body = m.body;
+        r.event_source = Some("aws:sqs".into());
+        event.records.push(r);
+    }
+    Ok(event)
+}
+
+/// Drains the queue through the message-router handler, deleting what it routed (what the
+/// event source mapping does with a partial-batch response). Returns (routed, failed).
+pub async fn drain(
+    sqs: &aws_sdk_sqs::Client,
+    queue_url: &str,
+    router: &relay_core::routing::Router,
+) -> anyhow::Result<(usize, usize)> {
+    let (mut ok, mut failed) = (0, 0);
+    loop {
+        let event = receive_event(sqs, queue_url).await?;
+        if event.records.is_empty() {
+            return Ok((ok, failed));
+        }
+        let receipts: Vec<(String, String)> = event
+            .records
+            .iter()
+            .map(|r| (r.message_id.clone().unwrap_or_default(), r.receipt_handle.clone().unwrap_or_default()))
+            .collect();
+        let resp = message_router::handle(router, event).await?;
+        let failures: Vec<String> = resp.batch_item_failures.into_iter().map(|f| f.item_identifier).collect();
+        for (id, receipt) in receipts {
+            if failures.contains(&id) {
+                failed += 1;
+                // Make it visible again at once (the test's stand-in for the visibility timeout).
+                sqs.change_message_visibility()
+                    .queue_url(queue_url)
+                    .receipt_handle(receipt)
+                    .visibility_timeout(0)
+                    .send()
+                    .await?;
+            } else {
+                ok += 1;
+                sqs.delete_message().queue_url(queue_url).receipt_handle(receipt).send().await?;
+            }
+        }
+        if failed > 50 {
+            return Ok((ok, failed));
+        }
+    }
+}
+
+pub fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(workspace_root().join(format!("tests/fixtures/{name}.json"))).expect("fixture exists")
+}

@@ -201,8 +201,9 @@ impl DynamoMessageStore {
         match self.get(identity_pk(tenant, key), "ID").await? {
             Some(item) => {
                 let c = get_s(&item, "contact_id").ok_or_else(|| corrupt("identity without contact"))?;
-                let live = get_n(&item, "expires_at").unwrap_or(i64::MAX) > relay_core::unix_now();
-                Ok(live.then(|| ContactId::parse(c)).transpose().map_err(|_| corrupt("invalid contact id"))?)
+                // Not filtered by expiry: an identity only maps to a contact; a message for an
+                // expired contact revives the same pseudonymous id (TTL removes both eventually).
+                ContactId::parse(c).map(Some).map_err(|_| corrupt("invalid contact id"))
             }
             None => Ok(None),
         }
