@@ -4,8 +4,8 @@
 
 use anyhow::{Context, bail};
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection, ProjectionType,
-    ScalarAttributeType, TimeToLiveSpecification,
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
+    ProjectionType, ScalarAttributeType, TimeToLiveSpecification,
 };
 use aws_sdk_sqs::types::QueueAttributeName;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -31,7 +31,11 @@ fn moto_binary() -> PathBuf {
         return PathBuf::from(p);
     }
     let venv = workspace_root().join(".venv/bin/moto_server");
-    if venv.exists() { venv } else { PathBuf::from("moto_server") }
+    if venv.exists() {
+        venv
+    } else {
+        PathBuf::from("moto_server")
+    }
 }
 
 fn free_port() -> u16 {
@@ -79,7 +83,8 @@ impl Moto {
     }
 
     pub async fn sdk_config(&self) -> aws_config::SdkConfig {
-        let creds = aws_sdk_dynamodb::config::Credentials::new("testing", "testing", None, None, "moto");
+        let creds =
+            aws_sdk_dynamodb::config::Credentials::new("testing", "testing", None, None, "moto");
         aws_config::defaults(aws_config::BehaviorVersion::latest())
             .region(aws_config::Region::new(REGION))
             .credentials_provider(creds)
@@ -110,7 +115,11 @@ pub struct Deployment {
 }
 
 /// The table, queues (with a redrive policy) and KMS key, named with `prefix`.
-pub async fn provision(clients: &relay_aws::Clients, prefix: &str, max_receives: u32) -> anyhow::Result<Deployment> {
+pub async fn provision(
+    clients: &relay_aws::Clients,
+    prefix: &str,
+    max_receives: u32,
+) -> anyhow::Result<Deployment> {
     let table = format!("{prefix}-relay");
     let attr = |n: &str| {
         AttributeDefinition::builder()
@@ -118,7 +127,12 @@ pub async fn provision(clients: &relay_aws::Clients, prefix: &str, max_receives:
             .attribute_type(ScalarAttributeType::S)
             .build()
     };
-    let key = |n: &str, t: KeyType| KeySchemaElement::builder().attribute_name(n).key_type(t).build();
+    let key = |n: &str, t: KeyType| {
+        KeySchemaElement::builder()
+            .attribute_name(n)
+            .key_type(t)
+            .build()
+    };
     clients
         .dynamo
         .create_table()
@@ -135,7 +149,11 @@ pub async fn provision(clients: &relay_aws::Clients, prefix: &str, max_receives:
                 .index_name("gsi1")
                 .key_schema(key("gsi1pk", KeyType::Hash)?)
                 .key_schema(key("gsi1sk", KeyType::Range)?)
-                .projection(Projection::builder().projection_type(ProjectionType::All).build())
+                .projection(
+                    Projection::builder()
+                        .projection_type(ProjectionType::All)
+                        .build(),
+                )
                 .build()?,
         )
         .send()
@@ -145,7 +163,12 @@ pub async fn provision(clients: &relay_aws::Clients, prefix: &str, max_receives:
         .dynamo
         .update_time_to_live()
         .table_name(&table)
-        .time_to_live_specification(TimeToLiveSpecification::builder().enabled(true).attribute_name("expires_at").build()?)
+        .time_to_live_specification(
+            TimeToLiveSpecification::builder()
+                .enabled(true)
+                .attribute_name("expires_at")
+                .build()?,
+        )
         .send()
         .await
         .context("UpdateTimeToLive")?;
@@ -205,7 +228,9 @@ pub async fn provision(clients: &relay_aws::Clients, prefix: &str, max_receives:
 
 /// Serves a router on a free loopback port until the test ends.
 pub async fn serve(router: axum::Router) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
     let addr = listener.local_addr().expect("local addr");
     tokio::spawn(async move {
         let _ = axum::serve(listener, router).await;
@@ -215,7 +240,10 @@ pub async fn serve(router: axum::Router) -> SocketAddr {
 
 /// Receives what is on the queue (as the Lambda event source mapping would) and builds the
 /// SQS event the message-router gets, with message ids and receipt handles.
-pub async fn receive_event(sqs: &aws_sdk_sqs::Client, queue_url: &str) -> anyhow::Result<aws_lambda_events::sqs::SqsEvent> {
+pub async fn receive_event(
+    sqs: &aws_sdk_sqs::Client,
+    queue_url: &str,
+) -> anyhow::Result<aws_lambda_events::sqs::SqsEvent> {
     let resp = sqs
         .receive_message()
         .queue_url(queue_url)
@@ -252,10 +280,19 @@ pub async fn drain(
         let receipts: Vec<(String, String)> = event
             .records
             .iter()
-            .map(|r| (r.message_id.clone().unwrap_or_default(), r.receipt_handle.clone().unwrap_or_default()))
+            .map(|r| {
+                (
+                    r.message_id.clone().unwrap_or_default(),
+                    r.receipt_handle.clone().unwrap_or_default(),
+                )
+            })
             .collect();
         let resp = message_router::handle(router, event).await?;
-        let failures: Vec<String> = resp.batch_item_failures.into_iter().map(|f| f.item_identifier).collect();
+        let failures: Vec<String> = resp
+            .batch_item_failures
+            .into_iter()
+            .map(|f| f.item_identifier)
+            .collect();
         for (id, receipt) in receipts {
             if failures.contains(&id) {
                 failed += 1;
@@ -268,7 +305,11 @@ pub async fn drain(
                     .await?;
             } else {
                 ok += 1;
-                sqs.delete_message().queue_url(queue_url).receipt_handle(receipt).send().await?;
+                sqs.delete_message()
+                    .queue_url(queue_url)
+                    .receipt_handle(receipt)
+                    .send()
+                    .await?;
             }
         }
         if failed > 50 {
@@ -278,5 +319,6 @@ pub async fn drain(
 }
 
 pub fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(workspace_root().join(format!("tests/fixtures/{name}.json"))).expect("fixture exists")
+    std::fs::read(workspace_root().join(format!("tests/fixtures/{name}.json")))
+        .expect("fixture exists")
 }

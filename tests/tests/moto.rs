@@ -1,5 +1,6 @@
 //! The AWS adapters and the whole inbound pipeline against moto: real SQS, DynamoDB and KMS
 //! protocol, no SDK mocks.
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
 use inbox_api::Inbox;
 use relay_core::config::RelayConfig;
@@ -48,7 +49,15 @@ fn config(text: &str) -> RelayConfig {
 }
 
 async fn scan_all(clients: &relay_aws::Clients, table: &str) -> String {
-    let items = clients.dynamo.scan().table_name(table).send().await.unwrap().items.unwrap_or_default();
+    let items = clients
+        .dynamo
+        .scan()
+        .table_name(table)
+        .send()
+        .await
+        .unwrap()
+        .items
+        .unwrap_or_default();
     format!("{items:?}")
 }
 
@@ -66,8 +75,19 @@ async fn tenants_apply_keeps_secrets_out_of_the_table_and_the_directory_reads_th
     let clients = moto.clients().await;
     let d = provision(&clients, "apply", 5).await.unwrap();
     let secrets = clients.secrets(Some(d.kms_key_id.clone()));
-    let report = relay_aws::admin::apply_tenants(&clients.dynamo, &secrets, &d.table, &config(CONFIG), |_| {}).await.unwrap();
-    assert_eq!((report.tenants, report.channels, report.api_keys), (2, 3, 2));
+    let report = relay_aws::admin::apply_tenants(
+        &clients.dynamo,
+        &secrets,
+        &d.table,
+        &config(CONFIG),
+        |_| {},
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (report.tenants, report.channels, report.api_keys),
+        (2, 3, 2)
+    );
     assert!(report.created_pseudonym_key);
 
     let raw = scan_all(&clients, &d.table).await;
@@ -79,11 +99,18 @@ async fn tenants_apply_keeps_secrets_out_of_the_table_and_the_directory_reads_th
         "whsec_super_secret_value",
         "sk_test_aaaaaaaaaaaaaaaa",
     ] {
-        assert!(!raw.contains(plaintext), "{plaintext} is stored in plaintext");
+        assert!(
+            !raw.contains(plaintext),
+            "{plaintext} is stored in plaintext"
+        );
     }
 
     let dir = clients.directory(&d.table);
-    let channel = dir.channel("106540352242922").await.unwrap().expect("channel");
+    let channel = dir
+        .channel("106540352242922")
+        .await
+        .unwrap()
+        .expect("channel");
     let ok = AuthHeaders {
         authorization: Some(b"Bearer tok-plaintext-never-stored"),
         ..AuthHeaders::default()
@@ -91,30 +118,82 @@ async fn tenants_apply_keeps_secrets_out_of_the_table_and_the_directory_reads_th
     assert!(channel.auth.verify(&ok, b"{}"));
     let meta = dir.channel("333").await.unwrap().expect("meta channel");
     let sig = sign_hub_signature(b"meta-app-secret-plaintext", b"body");
-    assert!(meta.auth.verify(&AuthHeaders { hub_signature_256: Some(sig.as_bytes()), ..AuthHeaders::default() }, b"body"));
+    assert!(meta.auth.verify(
+        &AuthHeaders {
+            hub_signature_256: Some(sig.as_bytes()),
+            ..AuthHeaders::default()
+        },
+        b"body"
+    ));
     assert!(dir.channel("999").await.unwrap().is_none());
-    let tenant = dir.tenant(&channel.tenant_id).await.unwrap().expect("tenant");
-    assert_eq!((tenant.name.as_str(), tenant.retention_days), ("Apotheke A", 7));
+    let tenant = dir
+        .tenant(&channel.tenant_id)
+        .await
+        .unwrap()
+        .expect("tenant");
     assert_eq!(
-        dir.tenant_for_api_key(&secret_digest("sk_test_aaaaaaaaaaaaaaaa")).await.unwrap().map(|t| t.to_string()),
+        (tenant.name.as_str(), tenant.retention_days),
+        ("Apotheke A", 7)
+    );
+    assert_eq!(
+        dir.tenant_for_api_key(&secret_digest("sk_test_aaaaaaaaaaaaaaaa"))
+            .await
+            .unwrap()
+            .map(|t| t.to_string()),
         Some("apotheke-a".into())
     );
 
     // Applying again is idempotent and keeps the pseudonymisation key; dropping a key and a
     // channel from the file removes them.
-    let key_before = relay_aws::admin::load_pseudonym_key(&clients.dynamo, &secrets, &d.table).await.unwrap();
+    let key_before = relay_aws::admin::load_pseudonym_key(&clients.dynamo, &secrets, &d.table)
+        .await
+        .unwrap();
     let trimmed = CONFIG
-        .replace("api_keys = [\"sk_test_aaaaaaaaaaaaaaaa\"]", "api_keys = [\"sk_test_cccccccccccccccc\"]")
+        .replace(
+            "api_keys = [\"sk_test_aaaaaaaaaaaaaaaa\"]",
+            "api_keys = [\"sk_test_cccccccccccccccc\"]",
+        )
         .replace("phone_number_id = \"333\"", "phone_number_id = \"444\"");
-    let report = relay_aws::admin::apply_tenants(&clients.dynamo, &secrets, &d.table, &config(&trimmed), |_| {}).await.unwrap();
-    assert_eq!((report.removed_api_keys, report.removed_channels, report.created_pseudonym_key), (1, 1, false));
+    let report = relay_aws::admin::apply_tenants(
+        &clients.dynamo,
+        &secrets,
+        &d.table,
+        &config(&trimmed),
+        |_| {},
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (
+            report.removed_api_keys,
+            report.removed_channels,
+            report.created_pseudonym_key
+        ),
+        (1, 1, false)
+    );
     let fresh = clients.directory(&d.table);
-    assert!(fresh.tenant_for_api_key(&secret_digest("sk_test_aaaaaaaaaaaaaaaa")).await.unwrap().is_none());
+    assert!(
+        fresh
+            .tenant_for_api_key(&secret_digest("sk_test_aaaaaaaaaaaaaaaa"))
+            .await
+            .unwrap()
+            .is_none()
+    );
     assert!(fresh.channel("333").await.unwrap().is_none());
     assert!(fresh.channel("444").await.unwrap().is_some());
-    assert_eq!(key_before, relay_aws::admin::load_pseudonym_key(&clients.dynamo, &secrets, &d.table).await.unwrap());
-    let tenants = relay_aws::admin::list_tenants(&clients.dynamo, &d.table).await.unwrap();
-    assert_eq!(tenants.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(), ["apotheke-a", "apotheke-b"]);
+    assert_eq!(
+        key_before,
+        relay_aws::admin::load_pseudonym_key(&clients.dynamo, &secrets, &d.table)
+            .await
+            .unwrap()
+    );
+    let tenants = relay_aws::admin::list_tenants(&clients.dynamo, &d.table)
+        .await
+        .unwrap();
+    assert_eq!(
+        tenants.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(),
+        ["apotheke-a", "apotheke-b"]
+    );
 }
 
 struct Stack {
@@ -131,9 +210,15 @@ async fn stack(prefix: &str, max_receives: u32) -> Stack {
     let moto = Moto::start().unwrap();
     let clients = moto.clients().await;
     let d = provision(&clients, prefix, max_receives).await.unwrap();
-    relay_aws::admin::apply_tenants(&clients.dynamo, &clients.secrets(Some(d.kms_key_id.clone())), &d.table, &config(CONFIG), |_| {})
-        .await
-        .unwrap();
+    relay_aws::admin::apply_tenants(
+        &clients.dynamo,
+        &clients.secrets(Some(d.kms_key_id.clone())),
+        &d.table,
+        &config(CONFIG),
+        |_| {},
+    )
+    .await
+    .unwrap();
     // Wired exactly as the Lambda mains wire them.
     let receiver = webhook_receiver::router(Receiver {
         directory: Arc::new(clients.directory(&d.table)),
@@ -178,7 +263,13 @@ impl Stack {
     }
 
     async fn get(&self, path: &str, key: &str) -> (u16, Value) {
-        let resp = self.http.get(format!("{}{path}", self.inbox_url)).bearer_auth(key).send().await.unwrap();
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.inbox_url))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap();
         let status = resp.status().as_u16();
         (status, resp.json().await.unwrap_or(Value::Null))
     }
@@ -206,34 +297,74 @@ impl Stack {
 async fn webhook_in_stored_once_listed_by_the_inbox_on_aws() {
     let s = stack("e2e", 5).await;
     let token = "tok-plaintext-never-stored";
-    for name in ["multi", "text", "image", "bsuid_only", "status_failed", "template_status"] {
-        assert_eq!(s.post("106540352242922", token, fixture(name)).await, 200, "{name}");
+    for name in [
+        "multi",
+        "text",
+        "image",
+        "bsuid_only",
+        "status_failed",
+        "template_status",
+    ] {
+        assert_eq!(
+            s.post("106540352242922", token, fixture(name)).await,
+            200,
+            "{name}"
+        );
     }
     // 360dialog retries the same webhook: a duplicate on the queue.
     assert_eq!(s.post("106540352242922", token, fixture("text")).await, 200);
     // Refused requests enqueue nothing.
-    assert_eq!(s.post("106540352242922", "wrong", fixture("text")).await, 401);
+    assert_eq!(
+        s.post("106540352242922", "wrong", fixture("text")).await,
+        401
+    );
     assert_eq!(s.post("999", token, fixture("text")).await, 401);
-    assert_eq!(s.post("106540352242922", token, b"{nope".to_vec()).await, 400);
+    assert_eq!(
+        s.post("106540352242922", token, b"{nope".to_vec()).await,
+        400
+    );
     assert_eq!(s.queue_depth(&s.d.queue_url).await, 7);
 
-    let (ok, failed) = drain(&s.clients.sqs, &s.d.queue_url, &s.router).await.unwrap();
+    let (ok, failed) = drain(&s.clients.sqs, &s.d.queue_url, &s.router)
+        .await
+        .unwrap();
     assert_eq!((ok, failed), (7, 0));
     // A redelivered batch (the Lambda timed out after storing) changes nothing either.
-    assert_eq!(s.post("106540352242922", token, fixture("multi")).await, 200);
-    drain(&s.clients.sqs, &s.d.queue_url, &s.router).await.unwrap();
+    assert_eq!(
+        s.post("106540352242922", token, fixture("multi")).await,
+        200
+    );
+    drain(&s.clients.sqs, &s.d.queue_url, &s.router)
+        .await
+        .unwrap();
 
     let (status, convs) = s.get("/v1/conversations", "sk_test_aaaaaaaaaaaaaaaa").await;
     assert_eq!(status, 200);
     let convs = convs["conversations"].as_array().unwrap().clone();
-    let names: Vec<&str> = convs.iter().map(|c| c["name"].as_str().unwrap_or("")).collect();
+    let names: Vec<&str> = convs
+        .iter()
+        .map(|c| c["name"].as_str().unwrap_or(""))
+        .collect();
     assert_eq!(convs.len(), 3, "{names:?}");
-    let erika = convs.iter().find(|c| c["name"] == "Erika Mustermann").unwrap();
+    let erika = convs
+        .iter()
+        .find(|c| c["name"] == "Erika Mustermann")
+        .unwrap();
     assert_eq!(erika["unread"], 4, "Erste, Zweite, text, image — each once");
     let cid = erika["contact_id"].as_str().unwrap();
-    let (status, msgs) = s.get(&format!("/v1/conversations/{cid}/messages?limit=10"), "sk_test_aaaaaaaaaaaaaaaa").await;
+    let (status, msgs) = s
+        .get(
+            &format!("/v1/conversations/{cid}/messages?limit=10"),
+            "sk_test_aaaaaaaaaaaaaaaa",
+        )
+        .await;
     assert_eq!(status, 200);
-    let types: Vec<&str> = msgs["messages"].as_array().unwrap().iter().map(|m| m["type"].as_str().unwrap()).collect();
+    let types: Vec<&str> = msgs["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["type"].as_str().unwrap())
+        .collect();
     // By Meta's timestamps: Zweite (…31), Erste (…30), the image (…03), the text (…01).
     assert_eq!(types, ["text", "text", "image", "text"], "newest first");
     assert_eq!(msgs["messages"][0]["text"], "Zweite");
@@ -243,15 +374,32 @@ async fn webhook_in_stored_once_listed_by_the_inbox_on_aws() {
     // Tenant B's key sees none of it.
     let (_, b) = s.get("/v1/conversations", "sk_test_bbbbbbbbbbbbbbbb").await;
     assert!(b["conversations"].as_array().unwrap().is_empty());
-    let (status, _) = s.get(&format!("/v1/conversations/{cid}/messages"), "sk_test_bbbbbbbbbbbbbbbb").await;
+    let (status, _) = s
+        .get(
+            &format!("/v1/conversations/{cid}/messages"),
+            "sk_test_bbbbbbbbbbbbbbbb",
+        )
+        .await;
     assert_eq!(status, 404);
 
     // No phone number in any key of the table.
-    let items = s.clients.dynamo.scan().table_name(&s.d.table).send().await.unwrap().items.unwrap_or_default();
+    let items = s
+        .clients
+        .dynamo
+        .scan()
+        .table_name(&s.d.table)
+        .send()
+        .await
+        .unwrap()
+        .items
+        .unwrap_or_default();
     for item in &items {
         for k in ["pk", "sk", "gsi1pk", "gsi1sk"] {
             if let Some(v) = item.get(k).and_then(|v| v.as_s().ok()) {
-                assert!(!v.contains("4915112345678") && !v.contains("wamid."), "{k} = {v}");
+                assert!(
+                    !v.contains("4915112345678") && !v.contains("wamid."),
+                    "{k} = {v}"
+                );
             }
         }
     }
@@ -261,21 +409,55 @@ async fn webhook_in_stored_once_listed_by_the_inbox_on_aws() {
 async fn poison_records_reach_the_dlq_and_relay_redrives_them() {
     let s = stack("dlq", 2).await;
     // Something that is not an envelope lands on the queue (a bug, a manual send).
-    s.clients.sqs.send_message().queue_url(&s.d.queue_url).message_body("garbage").send().await.unwrap();
-    assert_eq!(s.post("106540352242922", "tok-plaintext-never-stored", fixture("text")).await, 200);
-    let (ok, failed) = drain(&s.clients.sqs, &s.d.queue_url, &s.router).await.unwrap();
-    assert_eq!(ok, 1, "the good record is stored despite its poisoned neighbour");
+    s.clients
+        .sqs
+        .send_message()
+        .queue_url(&s.d.queue_url)
+        .message_body("garbage")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        s.post(
+            "106540352242922",
+            "tok-plaintext-never-stored",
+            fixture("text")
+        )
+        .await,
+        200
+    );
+    let (ok, failed) = drain(&s.clients.sqs, &s.d.queue_url, &s.router)
+        .await
+        .unwrap();
+    assert_eq!(
+        ok, 1,
+        "the good record is stored despite its poisoned neighbour"
+    );
     assert!(failed >= 1);
-    let dead = relay_aws::admin::dlq_list(&s.clients.sqs, &s.d.dlq_url, 10).await.unwrap();
-    assert_eq!(dead.len(), 1, "after maxReceiveCount receives, moto's redrive policy moved it");
+    let dead = relay_aws::admin::dlq_list(&s.clients.sqs, &s.d.dlq_url, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        dead.len(),
+        1,
+        "after maxReceiveCount receives, moto's redrive policy moved it"
+    );
     assert_eq!(dead[0].size, "garbage".len());
 
     // Wait out the peek's visibility timeout, then redrive.
     tokio::time::sleep(std::time::Duration::from_secs(6)).await;
-    let moved = relay_aws::admin::dlq_redrive(&s.clients.sqs, &s.d.dlq_url, &s.d.queue_url, |_| {}).await.unwrap();
+    let moved = relay_aws::admin::dlq_redrive(&s.clients.sqs, &s.d.dlq_url, &s.d.queue_url, |_| {})
+        .await
+        .unwrap();
     assert_eq!(moved, 1);
     assert_eq!(s.queue_depth(&s.d.dlq_url).await, 0);
     assert_eq!(s.queue_depth(&s.d.queue_url).await, 1);
     let store = s.clients.store(&s.d.table);
-    assert!(store.list_quarantine(10, relay_core::unix_now()).await.unwrap().is_empty());
+    assert!(
+        store
+            .list_quarantine(10, relay_core::unix_now())
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }

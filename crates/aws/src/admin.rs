@@ -25,7 +25,9 @@ pub enum AdminError {
     Sqs(String),
     #[error(transparent)]
     Kms(#[from] KmsError),
-    #[error("the pseudonymisation key is missing: run `relay tenants apply` against this table first")]
+    #[error(
+        "the pseudonymisation key is missing: run `relay tenants apply` against this table first"
+    )]
     NoPseudonymKey,
     #[error("the table holds a malformed item: {0}")]
     Corrupt(&'static str),
@@ -105,7 +107,11 @@ pub async fn apply_tenants(
             .unwrap_or_default();
 
         let keys: HashSet<String> = t.api_key_digests.iter().map(hex::encode).collect();
-        let channels: HashSet<String> = t.channels.iter().map(|c| c.phone_number_id.clone()).collect();
+        let channels: HashSet<String> = t
+            .channels
+            .iter()
+            .map(|c| c.phone_number_id.clone())
+            .collect();
         for old in string_set(&previous, "api_key_digests").difference(&keys) {
             delete(dynamo, table, format!("APIKEY#{old}"), "APIKEY").await?;
             report.removed_api_keys += 1;
@@ -146,7 +152,9 @@ pub async fn apply_tenants(
                 secrets.push(("send_key", k));
             }
             for (field, secret) in secrets {
-                let ct = kms.encrypt(secret.expose_secret().as_bytes(), &cpk, field).await?;
+                let ct = kms
+                    .encrypt(secret.expose_secret().as_bytes(), &cpk, field)
+                    .await?;
                 item.insert(field.into(), s(ct));
             }
             if let Some(url) = &c.api_base_url {
@@ -174,14 +182,25 @@ pub async fn apply_tenants(
             item.insert("forward_url".into(), s(url));
         }
         if let Some(secret) = &tenant.forward_secret {
-            item.insert("forward_secret".into(), s(kms.encrypt(secret.expose_secret().as_bytes(), &pk, "forward_secret").await?));
+            item.insert(
+                "forward_secret".into(),
+                s(kms
+                    .encrypt(secret.expose_secret().as_bytes(), &pk, "forward_secret")
+                    .await?),
+            );
         }
         // DynamoDB refuses empty sets, so empty ones are left out.
         if !keys.is_empty() {
-            item.insert("api_key_digests".into(), AttributeValue::Ss(keys.into_iter().collect()));
+            item.insert(
+                "api_key_digests".into(),
+                AttributeValue::Ss(keys.into_iter().collect()),
+            );
         }
         if !channels.is_empty() {
-            item.insert("channel_ids".into(), AttributeValue::Ss(channels.into_iter().collect()));
+            item.insert(
+                "channel_ids".into(),
+                AttributeValue::Ss(channels.into_iter().collect()),
+            );
         }
         put(dynamo, table, item).await?;
         report.tenants += 1;
@@ -197,7 +216,11 @@ pub async fn apply_tenants(
 
 /// The deployment's pseudonymisation key, created (KMS data key) if the table has none.
 /// Returns the key and whether it was created now.
-pub async fn ensure_pseudonym_key(dynamo: &Dynamo, kms: &KmsSecrets, table: &str) -> Result<([u8; 32], bool), AdminError> {
+pub async fn ensure_pseudonym_key(
+    dynamo: &Dynamo,
+    kms: &KmsSecrets,
+    table: &str,
+) -> Result<([u8; 32], bool), AdminError> {
     match load_pseudonym_key(dynamo, kms, table).await {
         Ok(k) => return Ok((k, false)),
         Err(AdminError::NoPseudonymKey) => {}
@@ -216,7 +239,10 @@ pub async fn ensure_pseudonym_key(dynamo: &Dynamo, kms: &KmsSecrets, table: &str
     match result {
         Ok(_) => Ok((plain, true)),
         // Someone else created it first: theirs is the key.
-        Err(e) if e.as_service_error().is_some_and(|x| x.is_conditional_check_failed_exception()) => {
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|x| x.is_conditional_check_failed_exception()) =>
+        {
             Ok((load_pseudonym_key(dynamo, kms, table).await?, false))
         }
         Err(e) => Err(AdminError::Dynamo(sdk_error("PutItem", &e))),
@@ -224,7 +250,11 @@ pub async fn ensure_pseudonym_key(dynamo: &Dynamo, kms: &KmsSecrets, table: &str
 }
 
 /// Reads the pseudonymisation key (what the router does at start).
-pub async fn load_pseudonym_key(dynamo: &Dynamo, kms: &KmsSecrets, table: &str) -> Result<[u8; 32], AdminError> {
+pub async fn load_pseudonym_key(
+    dynamo: &Dynamo,
+    kms: &KmsSecrets,
+    table: &str,
+) -> Result<[u8; 32], AdminError> {
     let item = dynamo
         .get_item()
         .table_name(table)
@@ -236,14 +266,22 @@ pub async fn load_pseudonym_key(dynamo: &Dynamo, kms: &KmsSecrets, table: &str) 
         .map_err(|e| AdminError::Dynamo(sdk_error("GetItem", &e)))?
         .item
         .ok_or(AdminError::NoPseudonymKey)?;
-    let ct = get_s(&item, "ciphertext").ok_or(AdminError::Corrupt("pseudonymisation key without ciphertext"))?;
+    let ct = get_s(&item, "ciphertext").ok_or(AdminError::Corrupt(
+        "pseudonymisation key without ciphertext",
+    ))?;
     let plain = kms.decrypt(ct, KEY_PK, KEY_FIELD).await?;
-    plain.try_into().map_err(|_| AdminError::Corrupt("pseudonymisation key is not 32 bytes"))
+    plain
+        .try_into()
+        .map_err(|_| AdminError::Corrupt("pseudonymisation key is not 32 bytes"))
 }
 
 impl KmsSecrets {
     /// A fresh AES-256 data key: (plaintext, base64 ciphertext bound to item and field).
-    pub(crate) async fn generate_data_key(&self, item: &str, field: &str) -> Result<([u8; 32], String), KmsError> {
+    pub(crate) async fn generate_data_key(
+        &self,
+        item: &str,
+        field: &str,
+    ) -> Result<([u8; 32], String), KmsError> {
         let key = self.key_id().ok_or(KmsError::NoKey)?;
         let out = self
             .client()
@@ -254,13 +292,24 @@ impl KmsSecrets {
             .encryption_context("relay:field", field)
             .send()
             .await
-            .map_err(|e| KmsError::Call(format!("GenerateDataKey: {}", e.as_service_error().and_then(|x| aws_sdk_kms::error::ProvideErrorMetadata::code(x)).unwrap_or("error"))))?;
+            .map_err(|e| {
+                KmsError::Call(format!(
+                    "GenerateDataKey: {}",
+                    e.as_service_error()
+                        .and_then(|x| aws_sdk_kms::error::ProvideErrorMetadata::code(x))
+                        .unwrap_or("error")
+                ))
+            })?;
         let plain: [u8; 32] = out
             .plaintext()
             .map(Blob::as_ref)
             .and_then(|b| b.try_into().ok())
-            .ok_or(KmsError::Call("GenerateDataKey: no 32-byte plaintext".into()))?;
-        let ct = out.ciphertext_blob().ok_or(KmsError::Call("GenerateDataKey: no ciphertext".into()))?;
+            .ok_or(KmsError::Call(
+                "GenerateDataKey: no 32-byte plaintext".into(),
+            ))?;
+        let ct = out
+            .ciphertext_blob()
+            .ok_or(KmsError::Call("GenerateDataKey: no ciphertext".into()))?;
         Ok((plain, STANDARD.encode(ct.as_ref())))
     }
 }
@@ -305,8 +354,14 @@ pub async fn list_tenants(dynamo: &Dynamo, table: &str) -> Result<Vec<TenantSumm
     Ok(out)
 }
 
-fn sqs_err<E: aws_sdk_sqs::error::ProvideErrorMetadata, R>(op: &str, e: &aws_sdk_sqs::error::SdkError<E, R>) -> AdminError {
-    let code = e.as_service_error().and_then(|x| x.code()).unwrap_or("request failed");
+fn sqs_err<E: aws_sdk_sqs::error::ProvideErrorMetadata, R>(
+    op: &str,
+    e: &aws_sdk_sqs::error::SdkError<E, R>,
+) -> AdminError {
+    let code = e
+        .as_service_error()
+        .and_then(|x| x.code())
+        .unwrap_or("request failed");
     AdminError::Sqs(format!("{op}: {code}"))
 }
 
@@ -320,7 +375,11 @@ pub struct DeadLetterSummary {
 }
 
 /// Peeks at up to `limit` dead letters (they stay in the queue).
-pub async fn dlq_list(sqs: &Sqs, dlq_url: &str, limit: usize) -> Result<Vec<DeadLetterSummary>, AdminError> {
+pub async fn dlq_list(
+    sqs: &Sqs,
+    dlq_url: &str,
+    limit: usize,
+) -> Result<Vec<DeadLetterSummary>, AdminError> {
     use aws_sdk_sqs::types::MessageSystemAttributeName as A;
     let mut out: Vec<DeadLetterSummary> = Vec::new();
     let mut seen = HashSet::new();
@@ -346,7 +405,11 @@ pub async fn dlq_list(sqs: &Sqs, dlq_url: &str, limit: usize) -> Result<Vec<Dead
                 continue;
             }
             new += 1;
-            let attr = |k: A| m.attributes().and_then(|a| a.get(&k)).and_then(|v| v.parse().ok());
+            let attr = |k: A| {
+                m.attributes()
+                    .and_then(|a| a.get(&k))
+                    .and_then(|v| v.parse().ok())
+            };
             out.push(DeadLetterSummary {
                 message_id: id,
                 receive_count: attr(A::ApproximateReceiveCount).unwrap_or(0) as u32,
@@ -364,7 +427,12 @@ pub async fn dlq_list(sqs: &Sqs, dlq_url: &str, limit: usize) -> Result<Vec<Dead
 
 /// Moves every dead letter back to `queue_url`: send first, then delete, so a crash in
 /// between duplicates (harmless: the router is idempotent) but never loses a message.
-pub async fn dlq_redrive(sqs: &Sqs, dlq_url: &str, queue_url: &str, mut progress: impl FnMut(usize)) -> Result<usize, AdminError> {
+pub async fn dlq_redrive(
+    sqs: &Sqs,
+    dlq_url: &str,
+    queue_url: &str,
+    mut progress: impl FnMut(usize),
+) -> Result<usize, AdminError> {
     let mut moved = 0;
     loop {
         let resp = sqs

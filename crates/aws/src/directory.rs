@@ -51,7 +51,9 @@ impl<V: Clone> Cache<V> {
 
     fn get(&self, k: &str) -> Option<V> {
         let map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        map.get(k).filter(|(at, _)| at.elapsed() < self.ttl).map(|(_, v)| v.clone())
+        map.get(k)
+            .filter(|(at, _)| at.elapsed() < self.ttl)
+            .map(|(_, v)| v.clone())
     }
 
     fn put(&self, k: String, v: V) {
@@ -77,7 +79,12 @@ impl DynamoDirectory {
         Self::with_cache_ttl(client, table, kms, Duration::from_secs(60))
     }
 
-    pub fn with_cache_ttl(client: Client, table: impl Into<String>, kms: KmsSecrets, ttl: Duration) -> Self {
+    pub fn with_cache_ttl(
+        client: Client,
+        table: impl Into<String>,
+        kms: KmsSecrets,
+        ttl: Duration,
+    ) -> Self {
         DynamoDirectory {
             client,
             table: table.into(),
@@ -101,7 +108,12 @@ impl DynamoDirectory {
         Ok(out.item)
     }
 
-    async fn secret(&self, item: &Item, pk: &str, field: &str) -> Result<Option<SecretString>, StoreError> {
+    async fn secret(
+        &self,
+        item: &Item,
+        pk: &str,
+        field: &str,
+    ) -> Result<Option<SecretString>, StoreError> {
         match get_s(item, field) {
             None => Ok(None),
             Some(ct) => {
@@ -121,9 +133,12 @@ impl DynamoDirectory {
             return Ok(None);
         };
         let corrupt = |w: &str| StoreError::Corrupt(format!("channel item: {w}"));
-        let tenant_id = TenantId::parse(get_s(&item, "tenant_id").ok_or_else(|| corrupt("no tenant_id"))?)
-            .map_err(|_| corrupt("invalid tenant_id"))?;
-        let provider = get_s(&item, "provider").and_then(Provider::parse).ok_or_else(|| corrupt("unknown provider"))?;
+        let tenant_id =
+            TenantId::parse(get_s(&item, "tenant_id").ok_or_else(|| corrupt("no tenant_id"))?)
+                .map_err(|_| corrupt("invalid tenant_id"))?;
+        let provider = get_s(&item, "provider")
+            .and_then(Provider::parse)
+            .ok_or_else(|| corrupt("unknown provider"))?;
         let auth = match provider {
             Provider::Dialog360 => {
                 let digest = get_s(&item, "webhook_token_sha256")
@@ -136,8 +151,14 @@ impl DynamoDirectory {
                 }
             }
             Provider::Meta => WebhookAuth::Meta {
-                app_secret: self.secret(&item, &pk, "app_secret").await?.ok_or_else(|| corrupt("no app_secret"))?,
-                verify_token: self.secret(&item, &pk, "verify_token").await?.ok_or_else(|| corrupt("no verify_token"))?,
+                app_secret: self
+                    .secret(&item, &pk, "app_secret")
+                    .await?
+                    .ok_or_else(|| corrupt("no app_secret"))?,
+                verify_token: self
+                    .secret(&item, &pk, "verify_token")
+                    .await?
+                    .ok_or_else(|| corrupt("no verify_token"))?,
             },
         };
         Ok(Some(Channel {

@@ -38,7 +38,9 @@ pub(crate) fn get_s<'a>(item: &'a Item, k: &str) -> Option<&'a str> {
 }
 
 pub(crate) fn get_n(item: &Item, k: &str) -> Option<i64> {
-    item.get(k).and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok())
+    item.get(k)
+        .and_then(|v| v.as_n().ok())
+        .and_then(|v| v.parse().ok())
 }
 
 fn corrupt(what: &str) -> StoreError {
@@ -108,7 +110,10 @@ impl DynamoMessageStore {
             .await;
         match result {
             Ok(_) => Ok(Recorded::New),
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => {
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
                 Ok(Recorded::Duplicate)
             }
             Err(e) => Err(StoreError::Unavailable(sdk_error("PutItem", &e))),
@@ -116,7 +121,14 @@ impl DynamoMessageStore {
     }
 
     /// An update whose condition may fail on purpose (monotonic fields).
-    async fn update_if(&self, pk: String, sk: &str, set: &str, condition: &str, values: Item) -> Result<bool, StoreError> {
+    async fn update_if(
+        &self,
+        pk: String,
+        sk: &str,
+        set: &str,
+        condition: &str,
+        values: Item,
+    ) -> Result<bool, StoreError> {
         let result = self
             .client
             .update_item()
@@ -130,7 +142,12 @@ impl DynamoMessageStore {
             .await;
         match result {
             Ok(_) => Ok(true),
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => Ok(false),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
             Err(e) => Err(StoreError::Unavailable(sdk_error("UpdateItem", &e))),
         }
     }
@@ -139,14 +156,17 @@ impl DynamoMessageStore {
     /// Returns the items and whether more may follow.
     async fn query_live(
         &self,
-        index: Option<&str>,
-        key_condition: &str,
-        mut values: Item,
-        mut start: Option<Item>,
-        forward: bool,
+        q: LiveQuery<'_>,
         want: usize,
         now: i64,
     ) -> Result<Vec<Item>, StoreError> {
+        let LiveQuery {
+            index,
+            key_condition,
+            mut values,
+            mut start,
+            forward,
+        } = q;
         values.insert(":now".into(), n(now));
         let mut out = Vec::new();
         loop {
@@ -175,8 +195,10 @@ impl DynamoMessageStore {
 
     fn conversation_from(item: &Item) -> Result<Conversation, StoreError> {
         Ok(Conversation {
-            contact_id: ContactId::parse(get_s(item, "contact_id").ok_or_else(|| corrupt("contact without id"))?)
-                .map_err(|_| corrupt("invalid contact id"))?,
+            contact_id: ContactId::parse(
+                get_s(item, "contact_id").ok_or_else(|| corrupt("contact without id"))?,
+            )
+            .map_err(|_| corrupt("invalid contact id"))?,
             name: get_s(item, "name").map(str::to_owned),
             last_message_at: get_n(item, "last_message_at").unwrap_or(0),
             last_inbound_at: get_n(item, "last_inbound_at"),
@@ -186,7 +208,8 @@ impl DynamoMessageStore {
 
     fn message_from(item: &Item) -> Result<StoredMessage, StoreError> {
         let body = get_s(item, "body").ok_or_else(|| corrupt("message without body"))?;
-        let mut m: StoredMessage = serde_json::from_str(body).map_err(|_| corrupt("message body is not valid JSON"))?;
+        let mut m: StoredMessage =
+            serde_json::from_str(body).map_err(|_| corrupt("message body is not valid JSON"))?;
         // Status and error live in their own attributes so that updates need not rewrite the body.
         if let Some(status) = get_s(item, "status").and_then(DeliveryStatus::parse) {
             m.status = Some(status);
@@ -197,17 +220,34 @@ impl DynamoMessageStore {
         Ok(m)
     }
 
-    async fn get_identity(&self, tenant: &TenantId, key: &str) -> Result<Option<ContactId>, StoreError> {
+    async fn get_identity(
+        &self,
+        tenant: &TenantId,
+        key: &str,
+    ) -> Result<Option<ContactId>, StoreError> {
         match self.get(identity_pk(tenant, key), "ID").await? {
             Some(item) => {
-                let c = get_s(&item, "contact_id").ok_or_else(|| corrupt("identity without contact"))?;
+                let c = get_s(&item, "contact_id")
+                    .ok_or_else(|| corrupt("identity without contact"))?;
                 // Not filtered by expiry: an identity only maps to a contact; a message for an
                 // expired contact revives the same pseudonymous id (TTL removes both eventually).
-                ContactId::parse(c).map(Some).map_err(|_| corrupt("invalid contact id"))
+                ContactId::parse(c)
+                    .map(Some)
+                    .map_err(|_| corrupt("invalid contact id"))
             }
             None => Ok(None),
         }
     }
+}
+
+/// A query of one partition (of the table or an index), filtered to live items.
+struct LiveQuery<'a> {
+    index: Option<&'a str>,
+    key_condition: &'a str,
+    values: Item,
+    start: Option<Item>,
+    /// Oldest first when true.
+    forward: bool,
 }
 
 fn page_items<T>(mut items: Vec<T>, limit: usize, cursor_of: impl Fn(&T) -> String) -> Page<T> {
@@ -246,7 +286,9 @@ impl MessageStore for DynamoMessageStore {
                 .table_name(&self.table)
                 .key("pk", s(identity_pk(tenant, key)))
                 .key("sk", s("ID"))
-                .update_expression("SET contact_id = if_not_exists(contact_id, :c), expires_at = :e")
+                .update_expression(
+                    "SET contact_id = if_not_exists(contact_id, :c), expires_at = :e",
+                )
                 .expression_attribute_values(":c", s(contact.as_str()))
                 .expression_attribute_values(":e", n(expires_at))
                 .return_values(ReturnValue::AllNew)
@@ -270,7 +312,11 @@ impl MessageStore for DynamoMessageStore {
         Ok(contact)
     }
 
-    async fn find_contact(&self, tenant: &TenantId, identity_keys: &[String]) -> Result<Option<ContactId>, StoreError> {
+    async fn find_contact(
+        &self,
+        tenant: &TenantId,
+        identity_keys: &[String],
+    ) -> Result<Option<ContactId>, StoreError> {
         for key in identity_keys {
             if let Some(c) = self.get_identity(tenant, key).await? {
                 return Ok(Some(c));
@@ -287,7 +333,8 @@ impl MessageStore for DynamoMessageStore {
     ) -> Result<Recorded, StoreError> {
         let pk = contact_pk(tenant, &message.contact_id);
         let sk = message_sk(message.timestamp, &message.wamid_key);
-        let body = serde_json::to_string(message).map_err(|_| corrupt("message does not serialise"))?;
+        let body =
+            serde_json::to_string(message).map_err(|_| corrupt("message does not serialise"))?;
         let put_message = Put::builder()
             .table_name(&self.table)
             .item("pk", s(&pk))
@@ -307,7 +354,13 @@ impl MessageStore for DynamoMessageStore {
             .condition_expression("attribute_not_exists(pk)")
             .build()
             .map_err(|_| corrupt("put"))?;
-        let mut set = vec!["contact_id = :c", "expires_at = :e", "gsi1pk = :g", "last_message_at = if_not_exists(last_message_at, :zero)", "gsi1sk = if_not_exists(gsi1sk, :gs0)"];
+        let mut set = vec![
+            "contact_id = :c",
+            "expires_at = :e",
+            "gsi1pk = :g",
+            "last_message_at = if_not_exists(last_message_at, :zero)",
+            "gsi1sk = if_not_exists(gsi1sk, :gs0)",
+        ];
         let mut update = Update::builder()
             .table_name(&self.table)
             .key("pk", s(contact_pk(tenant, &contact.contact_id)))
@@ -397,9 +450,14 @@ impl MessageStore for DynamoMessageStore {
         Ok(recorded)
     }
 
-    async fn record_status(&self, tenant: &TenantId, status: &StoredStatus) -> Result<Recorded, StoreError> {
+    async fn record_status(
+        &self,
+        tenant: &TenantId,
+        status: &StoredStatus,
+    ) -> Result<Recorded, StoreError> {
         let pk = wamid_pk(tenant, &status.wamid_key);
-        let body = serde_json::to_string(status).map_err(|_| corrupt("status does not serialise"))?;
+        let body =
+            serde_json::to_string(status).map_err(|_| corrupt("status does not serialise"))?;
         let mut item = Item::new();
         item.insert("pk".into(), s(&pk));
         item.insert("sk".into(), s(format!("ST#{}", status.status.as_str())));
@@ -409,7 +467,9 @@ impl MessageStore for DynamoMessageStore {
         let recorded = self.put_new(item).await?;
         // Applied on duplicates too (idempotent), for the same reason as in record_inbound.
         if let Some(pointer) = self.get(pk, POINTER).await? {
-            let (Some(msg_pk), Some(msg_sk)) = (get_s(&pointer, "msg_pk"), get_s(&pointer, "msg_sk")) else {
+            let (Some(msg_pk), Some(msg_sk)) =
+                (get_s(&pointer, "msg_pk"), get_s(&pointer, "msg_sk"))
+            else {
                 return Err(corrupt("pointer without target"));
             };
             let mut request = self
@@ -426,24 +486,36 @@ impl MessageStore for DynamoMessageStore {
             if let Some(error) = status.errors.first() {
                 request = request
                     .expression_attribute_names("#error", "error")
-                    .expression_attribute_values(":err", s(serde_json::to_string(error).unwrap_or_default()));
+                    .expression_attribute_values(
+                        ":err",
+                        s(serde_json::to_string(error).unwrap_or_default()),
+                    );
                 set.push_str(", #error = :err");
             }
             match request.update_expression(set).send().await {
                 Ok(_) => {}
-                Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => {}
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|s| s.is_conditional_check_failed_exception()) => {}
                 Err(e) => return Err(StoreError::Unavailable(sdk_error("UpdateItem", &e))),
             }
         }
         Ok(recorded)
     }
 
-    async fn record_event(&self, tenant: &TenantId, event: &StoredEvent) -> Result<Recorded, StoreError> {
+    async fn record_event(
+        &self,
+        tenant: &TenantId,
+        event: &StoredEvent,
+    ) -> Result<Recorded, StoreError> {
         let mut item = Item::new();
         item.insert("pk".into(), s(format!("T#{tenant}#EV")));
         item.insert("sk".into(), s(&event.key));
         item.insert("kind".into(), s(&event.kind));
-        item.insert("body".into(), s(serde_json::to_string(event).unwrap_or_default()));
+        item.insert(
+            "body".into(),
+            s(serde_json::to_string(event).unwrap_or_default()),
+        );
         item.insert("expires_at".into(), n(event.expires_at));
         self.put_new(item).await
     }
@@ -453,19 +525,39 @@ impl MessageStore for DynamoMessageStore {
         item.insert("pk".into(), s("QUARANTINE"));
         item.insert("sk".into(), s(format!("Q#{}", q.key)));
         item.insert("received_at".into(), n(q.received_at));
-        item.insert("body".into(), s(serde_json::to_string(q).unwrap_or_default()));
+        item.insert(
+            "body".into(),
+            s(serde_json::to_string(q).unwrap_or_default()),
+        );
         item.insert("expires_at".into(), n(q.expires_at));
         self.put_new(item).await
     }
 
-    async fn list_quarantine(&self, limit: usize, now: i64) -> Result<Vec<Quarantined>, StoreError> {
+    async fn list_quarantine(
+        &self,
+        limit: usize,
+        now: i64,
+    ) -> Result<Vec<Quarantined>, StoreError> {
         let mut values = Item::new();
         values.insert(":pk".into(), s("QUARANTINE"));
-        let items = self.query_live(None, "pk = :pk", values, None, true, usize::MAX, now).await?;
+        let items = self
+            .query_live(
+                LiveQuery {
+                    index: None,
+                    key_condition: "pk = :pk",
+                    values,
+                    start: None,
+                    forward: true,
+                },
+                usize::MAX,
+                now,
+            )
+            .await?;
         let mut out: Vec<Quarantined> = items
             .iter()
             .map(|i| {
-                let body = get_s(i, "body").ok_or_else(|| corrupt("quarantine item without body"))?;
+                let body =
+                    get_s(i, "body").ok_or_else(|| corrupt("quarantine item without body"))?;
                 serde_json::from_str(body).map_err(|_| corrupt("quarantine body is not valid JSON"))
             })
             .collect::<Result<_, _>>()?;
@@ -474,7 +566,12 @@ impl MessageStore for DynamoMessageStore {
         Ok(out)
     }
 
-    async fn list_conversations(&self, tenant: &TenantId, page: &PageRequest, now: i64) -> Result<Page<Conversation>, StoreError> {
+    async fn list_conversations(
+        &self,
+        tenant: &TenantId,
+        page: &PageRequest,
+        now: i64,
+    ) -> Result<Page<Conversation>, StoreError> {
         let limit = page.limit.max(1);
         let start = match &page.cursor {
             None => None,
@@ -492,14 +589,38 @@ impl MessageStore for DynamoMessageStore {
         };
         let mut values = Item::new();
         values.insert(":g".into(), s(conv_gsi_pk(tenant)));
-        let items = self.query_live(Some("gsi1"), "gsi1pk = :g", values, start, false, limit + 1, now).await?;
-        let convs = items.iter().map(Self::conversation_from).collect::<Result<Vec<_>, _>>()?;
-        Ok(page_items(convs, limit, |c| cursor::encode(&[&c.last_message_at.to_string(), c.contact_id.as_str()])))
+        let items = self
+            .query_live(
+                LiveQuery {
+                    index: Some("gsi1"),
+                    key_condition: "gsi1pk = :g",
+                    values,
+                    start,
+                    forward: false,
+                },
+                limit + 1,
+                now,
+            )
+            .await?;
+        let convs = items
+            .iter()
+            .map(Self::conversation_from)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(page_items(convs, limit, |c| {
+            cursor::encode(&[&c.last_message_at.to_string(), c.contact_id.as_str()])
+        }))
     }
 
-    async fn conversation(&self, tenant: &TenantId, contact: &ContactId, now: i64) -> Result<Option<Conversation>, StoreError> {
+    async fn conversation(
+        &self,
+        tenant: &TenantId,
+        contact: &ContactId,
+        now: i64,
+    ) -> Result<Option<Conversation>, StoreError> {
         match self.get(contact_pk(tenant, contact), PROFILE).await? {
-            Some(item) if get_n(&item, "expires_at").unwrap_or(0) > now => Ok(Some(Self::conversation_from(&item)?)),
+            Some(item) if get_n(&item, "expires_at").unwrap_or(0) > now => {
+                Ok(Some(Self::conversation_from(&item)?))
+            }
             _ => Ok(None),
         }
     }
@@ -531,13 +652,33 @@ impl MessageStore for DynamoMessageStore {
         values.insert(":pk".into(), s(&pk));
         values.insert(":m".into(), s("M#"));
         let items = self
-            .query_live(None, "pk = :pk AND begins_with(sk, :m)", values, start, false, limit + 1, now)
+            .query_live(
+                LiveQuery {
+                    index: None,
+                    key_condition: "pk = :pk AND begins_with(sk, :m)",
+                    values,
+                    start,
+                    forward: false,
+                },
+                limit + 1,
+                now,
+            )
             .await?;
-        let msgs = items.iter().map(Self::message_from).collect::<Result<Vec<_>, _>>()?;
-        Ok(page_items(msgs, limit, |m| cursor::encode(&[&m.timestamp.to_string(), &m.wamid_key])))
+        let msgs = items
+            .iter()
+            .map(Self::message_from)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(page_items(msgs, limit, |m| {
+            cursor::encode(&[&m.timestamp.to_string(), &m.wamid_key])
+        }))
     }
 
-    async fn message_by_wamid(&self, tenant: &TenantId, wamid_key: &str, now: i64) -> Result<Option<StoredMessage>, StoreError> {
+    async fn message_by_wamid(
+        &self,
+        tenant: &TenantId,
+        wamid_key: &str,
+        now: i64,
+    ) -> Result<Option<StoredMessage>, StoreError> {
         let Some(pointer) = self.get(wamid_pk(tenant, wamid_key), POINTER).await? else {
             return Ok(None);
         };
@@ -545,17 +686,34 @@ impl MessageStore for DynamoMessageStore {
             return Err(corrupt("pointer without target"));
         };
         match self.get(pk.to_owned(), sk).await? {
-            Some(item) if get_n(&item, "expires_at").unwrap_or(0) > now => Ok(Some(Self::message_from(&item)?)),
+            Some(item) if get_n(&item, "expires_at").unwrap_or(0) > now => {
+                Ok(Some(Self::message_from(&item)?))
+            }
             _ => Ok(None),
         }
     }
 
-    async fn statuses(&self, tenant: &TenantId, wamid_key: &str, now: i64) -> Result<Vec<StoredStatus>, StoreError> {
+    async fn statuses(
+        &self,
+        tenant: &TenantId,
+        wamid_key: &str,
+        now: i64,
+    ) -> Result<Vec<StoredStatus>, StoreError> {
         let mut values = Item::new();
         values.insert(":pk".into(), s(wamid_pk(tenant, wamid_key)));
         values.insert(":st".into(), s("ST#"));
         let items = self
-            .query_live(None, "pk = :pk AND begins_with(sk, :st)", values, None, true, usize::MAX, now)
+            .query_live(
+                LiveQuery {
+                    index: None,
+                    key_condition: "pk = :pk AND begins_with(sk, :st)",
+                    values,
+                    start: None,
+                    forward: true,
+                },
+                usize::MAX,
+                now,
+            )
             .await?;
         let mut out: Vec<StoredStatus> = items
             .iter()

@@ -23,7 +23,10 @@ pub struct KmsSecrets {
     key_id: Option<String>,
 }
 
-fn kms_error<E: aws_sdk_kms::error::ProvideErrorMetadata, R>(op: &str, e: &aws_sdk_kms::error::SdkError<E, R>) -> KmsError {
+fn kms_error<E: aws_sdk_kms::error::ProvideErrorMetadata, R>(
+    op: &str,
+    e: &aws_sdk_kms::error::SdkError<E, R>,
+) -> KmsError {
     use aws_sdk_kms::error::SdkError;
     let what = match e {
         SdkError::ServiceError(s) => s.err().code().unwrap_or("service error").to_owned(),
@@ -48,7 +51,12 @@ impl KmsSecrets {
         self.key_id.as_deref()
     }
 
-    pub async fn encrypt(&self, plaintext: &[u8], item: &str, field: &str) -> Result<String, KmsError> {
+    pub async fn encrypt(
+        &self,
+        plaintext: &[u8],
+        item: &str,
+        field: &str,
+    ) -> Result<String, KmsError> {
         let key = self.key_id.as_deref().ok_or(KmsError::NoKey)?;
         let out = self
             .client
@@ -60,12 +68,21 @@ impl KmsSecrets {
             .send()
             .await
             .map_err(|e| kms_error("Encrypt", &e))?;
-        let blob = out.ciphertext_blob().ok_or(KmsError::Call("Encrypt: no ciphertext".into()))?;
+        let blob = out
+            .ciphertext_blob()
+            .ok_or(KmsError::Call("Encrypt: no ciphertext".into()))?;
         Ok(STANDARD.encode(blob.as_ref()))
     }
 
-    pub async fn decrypt(&self, ciphertext_b64: &str, item: &str, field: &str) -> Result<Vec<u8>, KmsError> {
-        let blob = STANDARD.decode(ciphertext_b64).map_err(|_| KmsError::Malformed)?;
+    pub async fn decrypt(
+        &self,
+        ciphertext_b64: &str,
+        item: &str,
+        field: &str,
+    ) -> Result<Vec<u8>, KmsError> {
+        let blob = STANDARD
+            .decode(ciphertext_b64)
+            .map_err(|_| KmsError::Malformed)?;
         let out = self
             .client
             .decrypt()
@@ -75,10 +92,20 @@ impl KmsSecrets {
             .send()
             .await
             .map_err(|e| kms_error("Decrypt", &e))?;
-        Ok(out.plaintext().ok_or(KmsError::Call("Decrypt: no plaintext".into()))?.as_ref().to_vec())
+        Ok(out
+            .plaintext()
+            .ok_or(KmsError::Call("Decrypt: no plaintext".into()))?
+            .as_ref()
+            .to_vec())
     }
 
-    pub async fn decrypt_string(&self, ciphertext_b64: &str, item: &str, field: &str) -> Result<String, KmsError> {
-        String::from_utf8(self.decrypt(ciphertext_b64, item, field).await?).map_err(|_| KmsError::Malformed)
+    pub async fn decrypt_string(
+        &self,
+        ciphertext_b64: &str,
+        item: &str,
+        field: &str,
+    ) -> Result<String, KmsError> {
+        String::from_utf8(self.decrypt(ciphertext_b64, item, field).await?)
+            .map_err(|_| KmsError::Malformed)
     }
 }

@@ -4,13 +4,12 @@
 //!
 //! Error messages carry SDK error codes only, never item values.
 
+pub mod admin;
 mod directory;
 mod dynamo;
 mod kms;
 mod settings;
 mod sqs;
-pub mod admin;
-
 
 pub use directory::DynamoDirectory;
 pub use dynamo::DynamoMessageStore;
@@ -27,7 +26,8 @@ pub const DEFAULT_REGION: &str = "eu-central-1";
 /// `AWS_ENDPOINT_URL`), defaulting the region to eu-central-1. `endpoint_url` overrides the
 /// endpoint for every service (moto in tests, `--endpoint-url` in the CLI).
 pub async fn sdk_config(endpoint_url: Option<&str>) -> SdkConfig {
-    let region = aws_config::meta::region::RegionProviderChain::default_provider().or_else(Region::new(DEFAULT_REGION));
+    let region = aws_config::meta::region::RegionProviderChain::default_provider()
+        .or_else(Region::new(DEFAULT_REGION));
     let mut loader = aws_config::defaults(BehaviorVersion::latest()).region(region);
     if let Some(url) = endpoint_url {
         loader = loader.endpoint_url(url);
@@ -65,7 +65,9 @@ pub enum LogFormat {
 pub fn init_tracing(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
     let _ = match format {
         LogFormat::Json => builder.json().flatten_event(true).without_time().try_init(),
         LogFormat::Text => builder.try_init(),
@@ -107,7 +109,10 @@ impl Clients {
     }
 
     /// The pseudonymiser of this deployment (its key is read from the table once).
-    pub async fn pseudonymizer(&self, table: &str) -> Result<relay_core::ids::Pseudonymizer, admin::AdminError> {
+    pub async fn pseudonymizer(
+        &self,
+        table: &str,
+    ) -> Result<relay_core::ids::Pseudonymizer, admin::AdminError> {
         let key = admin::load_pseudonym_key(&self.dynamo, &self.secrets(None), table).await?;
         Ok(relay_core::ids::Pseudonymizer::new(key))
     }

@@ -26,10 +26,14 @@ impl Settings {
     }
 
     pub fn from_lookup(env: &dyn Fn(&str) -> Option<String>) -> Result<Self, SettingsError> {
-        let table = env("RELAY_TABLE").filter(|s| !s.is_empty()).ok_or(SettingsError::Missing("RELAY_TABLE"))?;
+        let table = env("RELAY_TABLE")
+            .filter(|s| !s.is_empty())
+            .ok_or(SettingsError::Missing("RELAY_TABLE"))?;
         let max_body_bytes = match env("MAX_BODY_BYTES") {
             None => relay_core::config::DEFAULT_MAX_BODY_BYTES,
-            Some(v) => v.parse().map_err(|_| SettingsError::NotANumber("MAX_BODY_BYTES"))?,
+            Some(v) => v
+                .parse()
+                .map_err(|_| SettingsError::NotANumber("MAX_BODY_BYTES"))?,
         };
         Ok(Settings {
             table,
@@ -39,6 +43,8 @@ impl Settings {
     }
 
     pub fn require_inbound_queue(&self) -> Result<&str, SettingsError> {
-        self.inbound_queue_url.as_deref().ok_or(SettingsError::Missing("INBOUND_QUEUE_URL"))
+        self.inbound_queue_url
+            .as_deref()
+            .ok_or(SettingsError::Missing("INBOUND_QUEUE_URL"))
     }
 }

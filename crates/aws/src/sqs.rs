@@ -30,7 +30,10 @@ impl SqsInboundQueue {
     }
 }
 
-fn sqs_error<E: aws_sdk_sqs::error::ProvideErrorMetadata, R>(op: &str, e: &aws_sdk_sqs::error::SdkError<E, R>) -> QueueError {
+fn sqs_error<E: aws_sdk_sqs::error::ProvideErrorMetadata, R>(
+    op: &str,
+    e: &aws_sdk_sqs::error::SdkError<E, R>,
+) -> QueueError {
     use aws_sdk_sqs::error::SdkError;
     let what = match e {
         SdkError::ServiceError(s) => s.err().code().unwrap_or("service error").to_owned(),

@@ -157,26 +157,39 @@ enum DlqCommand {
 }
 
 fn read_config(path: &Path) -> anyhow::Result<RelayConfig> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    RelayConfig::parse(&text, &|k| std::env::var(k).ok()).with_context(|| format!("{} is not usable", path.display()))
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    RelayConfig::parse(&text, &|k| std::env::var(k).ok())
+        .with_context(|| format!("{} is not usable", path.display()))
 }
 
 fn load_serve_config(explicit: Option<&Path>) -> anyhow::Result<(RelayConfig, String)> {
     match explicit {
         Some(p) => Ok((read_config(p)?, p.display().to_string())),
-        None if Path::new("relay.toml").exists() => Ok((read_config(Path::new("relay.toml"))?, "relay.toml".into())),
-        None => Ok((RelayConfig::demo(), "built-in demo (no relay.toml here)".into())),
+        None if Path::new("relay.toml").exists() => {
+            Ok((read_config(Path::new("relay.toml"))?, "relay.toml".into()))
+        }
+        None => Ok((
+            RelayConfig::demo(),
+            "built-in demo (no relay.toml here)".into(),
+        )),
     }
 }
 
 async fn aws_clients(args: &AwsArgs) -> anyhow::Result<(relay_aws::Clients, String)> {
-    let table = args.table.clone().context("--table (or RELAY_TABLE) is required with AWS")?;
+    let table = args
+        .table
+        .clone()
+        .context("--table (or RELAY_TABLE) is required with AWS")?;
     let sdk = relay_aws::sdk_config(args.endpoint_url.as_deref()).await;
     Ok((relay_aws::Clients::new(&sdk), table))
 }
 
 fn format_ms(ms: i64) -> String {
-    format!("{}s ago", (relay_core::unix_now() * 1000 - ms).max(0) / 1000)
+    format!(
+        "{}s ago",
+        (relay_core::unix_now() * 1000 - ms).max(0) / 1000
+    )
 }
 
 #[tokio::main]
@@ -197,15 +210,34 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let (config, source) = load_serve_config(args.config.as_deref())?;
             let listen: SocketAddr = match args.listen {
                 Some(l) => l,
-                None => config.listen().parse().context("server.listen is not an address")?,
+                None => config
+                    .listen()
+                    .parse()
+                    .context("server.listen is not an address")?,
             };
-            let data_dir = args.data_dir.unwrap_or_else(|| PathBuf::from(config.data_dir()));
+            let data_dir = args
+                .data_dir
+                .unwrap_or_else(|| PathBuf::from(config.data_dir()));
             let running = serve::start(&config, listen, data_dir.clone()).await?;
-            println!("relay serving on http://{} (config: {source}; data: {})", running.addr, data_dir.display());
-            println!("  webhooks:  POST http://{}/webhooks/whatsapp/<phone_number_id>", running.addr);
-            println!("  inbox API: GET  http://{}/v1/conversations  (Authorization: Bearer <api key>)", running.addr);
+            println!(
+                "relay serving on http://{} (config: {source}; data: {})",
+                running.addr,
+                data_dir.display()
+            );
+            println!(
+                "  webhooks:  POST http://{}/webhooks/whatsapp/<phone_number_id>",
+                running.addr
+            );
+            println!(
+                "  inbox API: GET  http://{}/v1/conversations  (Authorization: Bearer <api key>)",
+                running.addr
+            );
             for t in &config.tenants {
-                let ids: Vec<&str> = t.channels.iter().map(|c| c.phone_number_id.as_str()).collect();
+                let ids: Vec<&str> = t
+                    .channels
+                    .iter()
+                    .map(|c| c.phone_number_id.as_str())
+                    .collect();
                 println!("  tenant {}: channels {}", t.tenant.id, ids.join(", "));
             }
             println!("Press Ctrl-C to stop.");
@@ -223,17 +255,30 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let c = read_config(&config)?;
             let channels: usize = c.tenants.iter().map(|t| t.channels.len()).sum();
-            println!("{}: ok ({} tenant(s), {channels} channel(s))", config.display(), c.tenants.len());
+            println!(
+                "{}: ok ({} tenant(s), {channels} channel(s))",
+                config.display(),
+                c.tenants.len()
+            );
             Ok(())
         }
         Command::Tenants {
-            command: TenantsCommand::Apply { file, aws, kms_key_id },
+            command:
+                TenantsCommand::Apply {
+                    file,
+                    aws,
+                    kms_key_id,
+                },
         } => {
             let config = read_config(&file)?;
             let (clients, table) = aws_clients(&aws).await?;
-            let report = relay_aws::admin::apply_tenants(&clients.dynamo, &clients.secrets(Some(kms_key_id)), &table, &config, |line| {
-                println!("  {line}")
-            })
+            let report = relay_aws::admin::apply_tenants(
+                &clients.dynamo,
+                &clients.secrets(Some(kms_key_id)),
+                &table,
+                &config,
+                |line| println!("  {line}"),
+            )
             .await?;
             println!(
                 "applied to {table}: {} tenant(s), {} channel(s), {} API key(s); removed {} channel(s), {} API key(s){}",
@@ -242,17 +287,29 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 report.api_keys,
                 report.removed_channels,
                 report.removed_api_keys,
-                if report.created_pseudonym_key { "; created the pseudonymisation key" } else { "" }
+                if report.created_pseudonym_key {
+                    "; created the pseudonymisation key"
+                } else {
+                    ""
+                }
             );
             Ok(())
         }
         Command::Tenants {
-            command: TenantsCommand::List { config, aws, aws_args },
+            command:
+                TenantsCommand::List {
+                    config,
+                    aws,
+                    aws_args,
+                },
         } => {
             if aws {
                 let (clients, table) = aws_clients(&aws_args).await?;
                 for t in relay_aws::admin::list_tenants(&clients.dynamo, &table).await? {
-                    println!("{}\t{}\t{} channel(s)\t{} API key(s)", t.id, t.name, t.channels, t.api_keys);
+                    println!(
+                        "{}\t{}\t{} channel(s)\t{} API key(s)",
+                        t.id, t.name, t.channels, t.api_keys
+                    );
                 }
             } else {
                 for t in read_config(&config)?.tenants {
@@ -268,20 +325,38 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Quarantine {
-            command: QuarantineCommand::List { target, limit, show_payload },
+            command:
+                QuarantineCommand::List {
+                    target,
+                    limit,
+                    show_payload,
+                },
         } => {
             let items = if target.aws {
                 let (clients, table) = aws_clients(&target.aws_args).await?;
-                relay_core::ports::MessageStore::list_quarantine(&clients.store(&table), limit, relay_core::unix_now()).await?
+                relay_core::ports::MessageStore::list_quarantine(
+                    &clients.store(&table),
+                    limit,
+                    relay_core::unix_now(),
+                )
+                .await?
             } else {
                 let local = serve::Local::open(&target.data_dir)?;
-                relay_core::ports::MessageStore::list_quarantine(local.store.as_ref(), limit, relay_core::unix_now()).await?
+                relay_core::ports::MessageStore::list_quarantine(
+                    local.store.as_ref(),
+                    limit,
+                    relay_core::unix_now(),
+                )
+                .await?
             };
             if items.is_empty() {
                 println!("no quarantined events");
             }
             for q in items {
-                println!("{}\t{}\tphone_number_id {}\t{}", q.received_at, q.key, q.phone_number_id, q.reason);
+                println!(
+                    "{}\t{}\tphone_number_id {}\t{}",
+                    q.received_at, q.key, q.phone_number_id, q.reason
+                );
                 if show_payload {
                     println!("{}", q.payload);
                 }
@@ -289,27 +364,46 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Dlq {
-            command: DlqCommand::List { target, dlq_url, limit },
+            command:
+                DlqCommand::List {
+                    target,
+                    dlq_url,
+                    limit,
+                },
         } => {
             if target.aws {
                 let (clients, _) = aws_clients_no_table(&target.aws_args).await;
-                let url = dlq_url.context("--dlq-url (or INBOUND_DLQ_URL) is required with --aws")?;
+                let url =
+                    dlq_url.context("--dlq-url (or INBOUND_DLQ_URL) is required with --aws")?;
                 let list = relay_aws::admin::dlq_list(&clients.sqs, &url, limit).await?;
-                print_dead(list.iter().map(|d| (&d.message_id, d.receive_count, d.sent_at_ms, d.size)));
+                print_dead(
+                    list.iter()
+                        .map(|d| (&d.message_id, d.receive_count, d.sent_at_ms, d.size)),
+                );
             } else {
                 let local = serve::Local::open(&target.data_dir)?;
                 let list = local.queue.dlq_list(limit)?;
-                print_dead(list.iter().map(|d| (&d.message_id, d.receive_count, d.sent_at_ms, d.size)));
+                print_dead(
+                    list.iter()
+                        .map(|d| (&d.message_id, d.receive_count, d.sent_at_ms, d.size)),
+                );
             }
             Ok(())
         }
         Command::Dlq {
-            command: DlqCommand::Redrive { target, dlq_url, queue_url },
+            command:
+                DlqCommand::Redrive {
+                    target,
+                    dlq_url,
+                    queue_url,
+                },
         } => {
             let moved = if target.aws {
                 let (clients, _) = aws_clients_no_table(&target.aws_args).await;
-                let dlq = dlq_url.context("--dlq-url (or INBOUND_DLQ_URL) is required with --aws")?;
-                let queue = queue_url.context("--queue-url (or INBOUND_QUEUE_URL) is required with --aws")?;
+                let dlq =
+                    dlq_url.context("--dlq-url (or INBOUND_DLQ_URL) is required with --aws")?;
+                let queue = queue_url
+                    .context("--queue-url (or INBOUND_QUEUE_URL) is required with --aws")?;
                 relay_aws::admin::dlq_redrive(&clients.sqs, &dlq, &queue, |n| {
                     if n % 100 == 0 {
                         eprintln!("  {n} moved…");
@@ -339,7 +433,10 @@ fn print_dead<'a>(items: impl Iterator<Item = (&'a String, u32, i64, usize)>) {
     let mut any = false;
     for (id, count, sent, size) in items {
         any = true;
-        println!("{id}\treceived {count}x\tsent {}\t{size} bytes", format_ms(sent));
+        println!(
+            "{id}\treceived {count}x\tsent {}\t{size} bytes",
+            format_ms(sent)
+        );
     }
     if !any {
         println!("the dead-letter queue is empty");

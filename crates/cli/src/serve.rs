@@ -32,7 +32,8 @@ pub struct Local {
 
 impl Local {
     pub fn open(data_dir: &Path) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(data_dir).with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
+        std::fs::create_dir_all(data_dir)
+            .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -56,10 +57,18 @@ pub struct Running {
     pub done: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
-pub async fn start(config: &RelayConfig, listen: SocketAddr, data_dir: PathBuf) -> anyhow::Result<Running> {
+pub async fn start(
+    config: &RelayConfig,
+    listen: SocketAddr,
+    data_dir: PathBuf,
+) -> anyhow::Result<Running> {
     let local = Local::open(&data_dir)?;
     let directory = Arc::new(StaticDirectory::from_config(config));
-    let router = Router::new(local.store.clone(), directory.clone(), local.pseudonymizer.clone());
+    let router = Router::new(
+        local.store.clone(),
+        directory.clone(),
+        local.pseudonymizer.clone(),
+    );
 
     let app = webhook_receiver::router(Receiver {
         directory: directory.clone(),
@@ -75,11 +84,17 @@ pub async fn start(config: &RelayConfig, listen: SocketAddr, data_dir: PathBuf) 
 
     let listener = tokio::net::TcpListener::bind(listen)
         .await
-        .with_context(|| format!("cannot listen on {listen} (in use? choose another with --listen)"))?;
+        .with_context(|| {
+            format!("cannot listen on {listen} (in use? choose another with --listen)")
+        })?;
     let addr = listener.local_addr()?;
     let (shutdown, mut stop) = watch::channel(false);
 
-    let worker = tokio::spawn(drive_router(local.queue.clone(), router, shutdown.subscribe()));
+    let worker = tokio::spawn(drive_router(
+        local.queue.clone(),
+        router,
+        shutdown.subscribe(),
+    ));
     let sweeper = tokio::spawn(sweep(local.store.clone(), shutdown.subscribe()));
     let done = tokio::spawn(async move {
         axum::serve(listener, app)
@@ -92,7 +107,11 @@ pub async fn start(config: &RelayConfig, listen: SocketAddr, data_dir: PathBuf) 
         sweeper.abort();
         Ok(())
     });
-    Ok(Running { addr, shutdown, done })
+    Ok(Running {
+        addr,
+        shutdown,
+        done,
+    })
 }
 
 /// The message-router, fed from the embedded queue in batches of up to 10 (as SQS does).
@@ -122,12 +141,19 @@ async fn drive_router(queue: Arc<SqliteQueue>, router: Router, mut stop: watch::
             record.message_id = Some(m.message_id.clone());
             record.receipt_handle = Some(m.receipt.clone());
             record.body = Some(m.body.clone());
-            record.attributes.insert("ApproximateReceiveCount".into(), m.receive_count.to_string());
+            record.attributes.insert(
+                "ApproximateReceiveCount".into(),
+                m.receive_count.to_string(),
+            );
             record.event_source = Some("relay:embedded".into());
             event.records.push(record);
         }
         let failed: HashSet<String> = match message_router::handle(&router, event).await {
-            Ok(resp) => resp.batch_item_failures.into_iter().map(|f| f.item_identifier).collect(),
+            Ok(resp) => resp
+                .batch_item_failures
+                .into_iter()
+                .map(|f| f.item_identifier)
+                .collect(),
             Err(e) => {
                 tracing::error!(error = %e, "batch failed");
                 batch.iter().map(|m| m.message_id.clone()).collect()

@@ -104,7 +104,8 @@ pub enum ConfigError {
 impl RelayConfig {
     /// Parses and checks a `relay.toml`, looking up `${VAR}` in `env`.
     pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
+        let raw: RawConfig =
+            toml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
         let mut problems = Vec::new();
         let mut tenants = Vec::new();
         let mut seen_tenants = HashSet::new();
@@ -114,7 +115,9 @@ impl RelayConfig {
         if let Some(listen) = &raw.server.listen
             && listen.parse::<std::net::SocketAddr>().is_err()
         {
-            problems.push(format!("server.listen: {listen:?} is not an address like \"127.0.0.1:8080\""));
+            problems.push(format!(
+                "server.listen: {listen:?} is not an address like \"127.0.0.1:8080\""
+            ));
         }
         if raw.server.max_body_bytes == Some(0) {
             problems.push("server.max_body_bytes: must be greater than 0".to_owned());
@@ -143,7 +146,9 @@ impl RelayConfig {
             for (ki, key) in t.api_keys.iter().enumerate() {
                 let field = format!("{at}.api_keys[{ki}]");
                 match secret(&field, key, env) {
-                    Ok(k) if k.len() < 16 => problems.push(format!("{field}: must be at least 16 characters")),
+                    Ok(k) if k.len() < 16 => {
+                        problems.push(format!("{field}: must be at least 16 characters"))
+                    }
                     Ok(k) => {
                         let d = secret_digest(&k);
                         if !seen_keys.insert(d) {
@@ -159,13 +164,22 @@ impl RelayConfig {
             {
                 problems.push(format!("{at}.forward_url: must be an http(s) URL"));
             }
-            let forward_secret = opt_secret(&format!("{at}.forward_secret"), &t.forward_secret, env, &mut problems);
+            let forward_secret = opt_secret(
+                &format!("{at}.forward_secret"),
+                &t.forward_secret,
+                env,
+                &mut problems,
+            );
 
             let mut channels = Vec::new();
             for (ci, c) in t.channels.iter().enumerate() {
                 let at = format!("{at}.channels[{ci}]");
-                if c.phone_number_id.is_empty() || !c.phone_number_id.bytes().all(|b| b.is_ascii_digit()) {
-                    problems.push(format!("{at}.phone_number_id: must be the digits of the phone number id"));
+                if c.phone_number_id.is_empty()
+                    || !c.phone_number_id.bytes().all(|b| b.is_ascii_digit())
+                {
+                    problems.push(format!(
+                        "{at}.phone_number_id: must be the digits of the phone number id"
+                    ));
                     continue;
                 }
                 if !seen_channels.insert(c.phone_number_id.clone()) {
@@ -175,7 +189,8 @@ impl RelayConfig {
                     let name = format!("{at}.{field}");
                     match v {
                         None => {
-                            problems.push(format!("{name}: required when provider = {:?}", c.provider));
+                            problems
+                                .push(format!("{name}: required when provider = {:?}", c.provider));
                             None
                         }
                         Some(v) => match secret(&name, v, env) {
@@ -201,7 +216,9 @@ impl RelayConfig {
                         let key = c.api_key.as_ref().and_then(|_| need("api_key", &c.api_key));
                         (
                             token.map(|t| WebhookAuth::Dialog360 {
-                                token_sha256: secret_digest(secrecy::ExposeSecret::expose_secret(&t)),
+                                token_sha256: secret_digest(secrecy::ExposeSecret::expose_secret(
+                                    &t,
+                                )),
                                 signing_secret: signing,
                             }),
                             key,
@@ -210,17 +227,25 @@ impl RelayConfig {
                     Some(Provider::Meta) => {
                         let app_secret = need("app_secret", &c.app_secret);
                         let verify_token = need("verify_token", &c.verify_token);
-                        let token = c.access_token.as_ref().and_then(|_| need("access_token", &c.access_token));
+                        let token = c
+                            .access_token
+                            .as_ref()
+                            .and_then(|_| need("access_token", &c.access_token));
                         (
-                            app_secret.zip(verify_token).map(|(app_secret, verify_token)| WebhookAuth::Meta {
-                                app_secret,
-                                verify_token,
-                            }),
+                            app_secret
+                                .zip(verify_token)
+                                .map(|(app_secret, verify_token)| WebhookAuth::Meta {
+                                    app_secret,
+                                    verify_token,
+                                }),
                             token,
                         )
                     }
                     None => {
-                        problems.push(format!("{at}.provider: {:?} is not \"360dialog\" or \"meta\"", c.provider));
+                        problems.push(format!(
+                            "{at}.provider: {:?} is not \"360dialog\" or \"meta\"",
+                            c.provider
+                        ));
                         (None, None)
                     }
                 };
@@ -280,9 +305,15 @@ impl RelayConfig {
 }
 
 /// A secret field: either the literal value or `${VAR}` looked up in the environment.
-fn secret(field: &str, value: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+fn secret(
+    field: &str,
+    value: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, String> {
     match value.strip_prefix("${").and_then(|v| v.strip_suffix('}')) {
-        Some(var) if !var.is_empty() => env(var).ok_or_else(|| format!("{field}: environment variable {var} is not set")),
+        Some(var) if !var.is_empty() => {
+            env(var).ok_or_else(|| format!("{field}: environment variable {var} is not set"))
+        }
         _ => Ok(value.to_owned()),
     }
 }
@@ -361,22 +392,38 @@ access_token = "t"
         assert_eq!(c.listen(), "127.0.0.1:9090");
         let t = &c.tenants[0];
         assert_eq!(t.tenant.retention_days, 14);
-        assert_eq!(t.api_key_digests, vec![secret_digest("sk_live_0123456789abcdef")]);
-        assert!(matches!(&t.channels[0].auth, WebhookAuth::Dialog360 { token_sha256, .. } if *token_sha256 == secret_digest("tok")));
+        assert_eq!(
+            t.api_key_digests,
+            vec![secret_digest("sk_live_0123456789abcdef")]
+        );
+        assert!(
+            matches!(&t.channels[0].auth, WebhookAuth::Dialog360 { token_sha256, .. } if *token_sha256 == secret_digest("tok"))
+        );
         assert!(matches!(t.channels[1].auth, WebhookAuth::Meta { .. }));
     }
 
     #[test]
     fn errors_name_the_field() {
         let base = "[[tenants]]\nid = \"a\"\nname = \"A\"\n";
-        assert!(err(&format!("{base}[[tenants.channels]]\nphone_number_id = \"1\"\nprovider = \"360dialog\"\n"))
-            .contains("tenants[0].channels[0].webhook_token: required"));
-        assert!(err(&format!("{base}[[tenants.channels]]\nphone_number_id = \"1\"\nprovider = \"x\"\n"))
-            .contains("tenants[0].channels[0].provider"));
+        assert!(
+            err(&format!(
+                "{base}[[tenants.channels]]\nphone_number_id = \"1\"\nprovider = \"360dialog\"\n"
+            ))
+            .contains("tenants[0].channels[0].webhook_token: required")
+        );
+        assert!(
+            err(&format!(
+                "{base}[[tenants.channels]]\nphone_number_id = \"1\"\nprovider = \"x\"\n"
+            ))
+            .contains("tenants[0].channels[0].provider")
+        );
         assert!(err(&format!("{base}[[tenants.channels]]\nphone_number_id = \"1\"\nprovider = \"meta\"\napp_secret = \"${{NOPE}}\"\nverify_token = \"v\"\n"))
             .contains("tenants[0].channels[0].app_secret: environment variable NOPE is not set"));
         assert!(err("[[tenants]]\nid = \"Bad Id\"\nname = \"A\"\n").contains("tenants[0].id"));
-        assert!(err(&format!("{base}api_keys = [\"short\"]\n")).contains("tenants[0].api_keys[0]: must be at least 16"));
+        assert!(
+            err(&format!("{base}api_keys = [\"short\"]\n"))
+                .contains("tenants[0].api_keys[0]: must be at least 16")
+        );
         assert!(err("[server]\nlisten = \"nope\"\n").contains("server.listen"));
         // Typos are refused with the unknown key named.
         assert!(err(&format!("{base}retention_dayz = 3\n")).contains("retention_dayz"));

@@ -30,7 +30,12 @@ impl Envelope {
 }
 
 /// Queue bodies for a verified webhook, each at most `max_bytes`.
-pub fn envelopes(phone_number_id: &str, received_at_ms: i64, webhook: Value, max_bytes: usize) -> Result<Vec<String>, QueueError> {
+pub fn envelopes(
+    phone_number_id: &str,
+    received_at_ms: i64,
+    webhook: Value,
+    max_bytes: usize,
+) -> Result<Vec<String>, QueueError> {
     let make = |payload: Value| {
         Envelope {
             v: ENVELOPE_VERSION,
@@ -62,10 +67,18 @@ pub fn envelopes(phone_number_id: &str, received_at_ms: i64, webhook: Value, max
 /// its entry id, metadata and contacts.
 fn split(webhook: &Value) -> Vec<Value> {
     let object = webhook.get("object").cloned().unwrap_or(Value::Null);
-    let entries = webhook.get("entry").and_then(Value::as_array).cloned().unwrap_or_default();
+    let entries = webhook
+        .get("entry")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
     let mut out = Vec::new();
     for entry in entries {
-        let changes = entry.get("changes").and_then(Value::as_array).cloned().unwrap_or_default();
+        let changes = entry
+            .get("changes")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
         for change in changes {
             for change in split_change(&change) {
                 let mut e = entry.as_object().cloned().unwrap_or_default();
@@ -148,6 +161,9 @@ mod tests {
     #[test]
     fn a_single_oversized_message_is_refused_not_truncated() {
         let w = big_webhook(2);
-        assert!(matches!(envelopes("1", 5, w, 800), Err(QueueError::TooLarge { .. })));
+        assert!(matches!(
+            envelopes("1", 5, w, 800),
+            Err(QueueError::TooLarge { .. })
+        ));
     }
 }

@@ -49,12 +49,15 @@ impl TenantId {
     pub fn parse(s: &str) -> Result<Self, InvalidId> {
         let ok = !s.is_empty()
             && s.len() <= 64
-            && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
             && !s.starts_with('-');
         if ok {
             Ok(TenantId(s.to_owned()))
         } else {
-            Err(InvalidId("tenant id must be 1-64 characters of a-z, 0-9 and '-', not starting with '-'"))
+            Err(InvalidId(
+                "tenant id must be 1-64 characters of a-z, 0-9 and '-', not starting with '-'",
+            ))
         }
     }
 }
@@ -63,11 +66,15 @@ impl ContactId {
     pub fn parse(s: &str) -> Result<Self, InvalidId> {
         let ok = s.len() == 34
             && s.starts_with("c_")
-            && s[2..].bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+            && s[2..]
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         if ok {
             Ok(ContactId(s.to_owned()))
         } else {
-            Err(InvalidId("contact id must be 'c_' followed by 32 lowercase hex digits"))
+            Err(InvalidId(
+                "contact id must be 'c_' followed by 32 lowercase hex digits",
+            ))
         }
     }
 }
@@ -99,7 +106,8 @@ impl Pseudonymizer {
 
     fn mac(&self, tenant: &TenantId, domain: &str, value: &str) -> [u8; 32] {
         // A key of any length is valid for HMAC, so this cannot fail.
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(self.key.expose_secret()).expect("HMAC takes any key length");
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(self.key.expose_secret())
+            .expect("HMAC takes any key length");
         for part in [tenant.as_str(), domain, value] {
             mac.update(&(part.len() as u32).to_be_bytes());
             mac.update(part.as_bytes());
@@ -167,7 +175,10 @@ mod tests {
         let a = p.contact_id(&t("a"), Identity::WaId("4915112345678"));
         assert_eq!(a, p.contact_id(&t("a"), Identity::WaId("+49 151 12345678")));
         assert_ne!(a, p.contact_id(&t("b"), Identity::WaId("4915112345678")));
-        assert_ne!(a, Pseudonymizer::new([8; 32]).contact_id(&t("a"), Identity::WaId("4915112345678")));
+        assert_ne!(
+            a,
+            Pseudonymizer::new([8; 32]).contact_id(&t("a"), Identity::WaId("4915112345678"))
+        );
         assert_ne!(a, p.contact_id(&t("a"), Identity::Bsuid("4915112345678")));
         assert!(!a.as_str().contains("12345678"));
         assert!(ContactId::parse(a.as_str()).is_ok());
@@ -175,7 +186,13 @@ mod tests {
 
     #[test]
     fn contact_id_parse_refuses_junk() {
-        for bad in ["", "c_", "c_../../etc", "x_0123456789abcdef0123456789abcdef", "c_0123456789ABCDEF0123456789abcdef"] {
+        for bad in [
+            "",
+            "c_",
+            "c_../../etc",
+            "x_0123456789abcdef0123456789abcdef",
+            "c_0123456789ABCDEF0123456789abcdef",
+        ] {
             assert!(ContactId::parse(bad).is_err(), "{bad:?}");
         }
     }

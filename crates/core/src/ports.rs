@@ -58,7 +58,11 @@ pub trait MessageStore: Send + Sync {
     ) -> Result<ContactId, StoreError>;
 
     /// The contact an identity belongs to, without creating one.
-    async fn find_contact(&self, tenant: &TenantId, identity_keys: &[String]) -> Result<Option<ContactId>, StoreError>;
+    async fn find_contact(
+        &self,
+        tenant: &TenantId,
+        identity_keys: &[String],
+    ) -> Result<Option<ContactId>, StoreError>;
 
     /// Stores an inbound message once (keyed by its wamid) and, the first time only, counts it
     /// as unread. The contact's last activity only moves forward, whatever the arrival order.
@@ -71,13 +75,22 @@ pub trait MessageStore: Send + Sync {
 
     /// Stores a status once per (message, status) and moves the message's status forward.
     /// A status for a message the relay does not know is kept all the same.
-    async fn record_status(&self, tenant: &TenantId, status: &StoredStatus) -> Result<Recorded, StoreError>;
+    async fn record_status(
+        &self,
+        tenant: &TenantId,
+        status: &StoredStatus,
+    ) -> Result<Recorded, StoreError>;
 
-    async fn record_event(&self, tenant: &TenantId, event: &StoredEvent) -> Result<Recorded, StoreError>;
+    async fn record_event(
+        &self,
+        tenant: &TenantId,
+        event: &StoredEvent,
+    ) -> Result<Recorded, StoreError>;
 
     async fn quarantine(&self, item: &Quarantined) -> Result<Recorded, StoreError>;
 
-    async fn list_quarantine(&self, limit: usize, now: i64) -> Result<Vec<Quarantined>, StoreError>;
+    async fn list_quarantine(&self, limit: usize, now: i64)
+    -> Result<Vec<Quarantined>, StoreError>;
 
     /// A tenant's conversations, most recent activity first; expired ones are left out.
     async fn list_conversations(
@@ -88,7 +101,12 @@ pub trait MessageStore: Send + Sync {
     ) -> Result<Page<Conversation>, StoreError>;
 
     /// One conversation (a contact and its counters), unless unknown or expired.
-    async fn conversation(&self, tenant: &TenantId, contact: &ContactId, now: i64) -> Result<Option<Conversation>, StoreError>;
+    async fn conversation(
+        &self,
+        tenant: &TenantId,
+        contact: &ContactId,
+        now: i64,
+    ) -> Result<Option<Conversation>, StoreError>;
 
     /// One conversation's messages, newest first; expired ones are left out.
     async fn list_messages(
@@ -107,5 +125,10 @@ pub trait MessageStore: Send + Sync {
     ) -> Result<Option<StoredMessage>, StoreError>;
 
     /// The statuses recorded for one message (by wamid key), oldest first.
-    async fn statuses(&self, tenant: &TenantId, wamid_key: &str, now: i64) -> Result<Vec<StoredStatus>, StoreError>;
+    async fn statuses(
+        &self,
+        tenant: &TenantId,
+        wamid_key: &str,
+        now: i64,
+    ) -> Result<Vec<StoredStatus>, StoreError>;
 }

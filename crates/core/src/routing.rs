@@ -40,7 +40,11 @@ pub struct Router {
 }
 
 impl Router {
-    pub fn new(store: Arc<dyn MessageStore>, directory: Arc<dyn Directory>, pseudonymizer: Arc<Pseudonymizer>) -> Self {
+    pub fn new(
+        store: Arc<dyn MessageStore>,
+        directory: Arc<dyn Directory>,
+        pseudonymizer: Arc<Pseudonymizer>,
+    ) -> Self {
         Router {
             store,
             directory,
@@ -57,8 +61,10 @@ impl Router {
     /// Routes one queue message. Safe to call again with the same body: nothing is stored or
     /// counted twice. On error, events before the failing one are stored; a retry finishes.
     pub async fn route(&self, body: &str) -> Result<RouteReport, RouteError> {
-        let envelope: Envelope = serde_json::from_str(body).map_err(|_| RouteError::Malformed("not a relay envelope"))?;
-        let webhook = webhook_from_value(envelope.payload.clone()).map_err(|_| RouteError::Malformed("payload is not a webhook"))?;
+        let envelope: Envelope = serde_json::from_str(body)
+            .map_err(|_| RouteError::Malformed("not a relay envelope"))?;
+        let webhook = webhook_from_value(envelope.payload.clone())
+            .map_err(|_| RouteError::Malformed("payload is not a webhook"))?;
         let now = (self.clock)();
         let tenant = match self.directory.channel(&envelope.phone_number_id).await? {
             Some(channel) => self.directory.tenant(&channel.tenant_id).await?,
@@ -69,14 +75,17 @@ impl Router {
             let addressed = event.phone_number_id().unwrap_or(&envelope.phone_number_id);
             let reason = match &tenant {
                 None => Some("no tenant has this channel"),
-                Some(_) if addressed != envelope.phone_number_id => Some("event is addressed to another channel than the one that sent it"),
+                Some(_) if addressed != envelope.phone_number_id => {
+                    Some("event is addressed to another channel than the one that sent it")
+                }
                 Some(_) => None,
             };
             let recorded = match (reason, &tenant) {
                 (None, Some(tenant)) => self.route_event(tenant, event, now).await?,
                 (reason, _) => {
                     report.quarantined += 1;
-                    self.quarantine(&envelope, &event, reason.unwrap_or_default(), now).await?
+                    self.quarantine(&envelope, &event, reason.unwrap_or_default(), now)
+                        .await?
                 }
             };
             match recorded {
@@ -87,15 +96,26 @@ impl Router {
         Ok(report)
     }
 
-    async fn route_event(&self, tenant: &Tenant, event: Event, now: i64) -> Result<Recorded, StoreError> {
+    async fn route_event(
+        &self,
+        tenant: &Tenant,
+        event: Event,
+        now: i64,
+    ) -> Result<Recorded, StoreError> {
         let expires_at = now + tenant.retention_secs();
         match event {
-            Event::Message { contact, message, .. } => {
-                match self.inbound(tenant, contact.as_ref(), &message, now, expires_at).await? {
+            Event::Message {
+                contact, message, ..
+            } => {
+                match self
+                    .inbound(tenant, contact.as_ref(), &message, now, expires_at)
+                    .await?
+                {
                     Some(r) => Ok(r),
                     None => {
                         let raw = json!({"id": message.id, "type": message.kind});
-                        self.event(&tenant.id, "message_without_sender", raw, now, expires_at).await
+                        self.event(&tenant.id, "message_without_sender", raw, now, expires_at)
+                            .await
                     }
                 }
             }
@@ -104,17 +124,39 @@ impl Router {
                 let raw = serde_json::to_value(&error).unwrap_or(Value::Null);
                 self.event(&tenant.id, "error", raw, now, expires_at).await
             }
-            Event::Other { field, value, waba_id } => {
-                self.event(&tenant.id, &field, json!({"waba_id": waba_id, "value": value}), now, expires_at).await
+            Event::Other {
+                field,
+                value,
+                waba_id,
+            } => {
+                self.event(
+                    &tenant.id,
+                    &field,
+                    json!({"waba_id": waba_id, "value": value}),
+                    now,
+                    expires_at,
+                )
+                .await
             }
-            Event::Unrecognized { raw, .. } => self.event(&tenant.id, "unrecognized", raw, now, expires_at).await,
+            Event::Unrecognized { raw, .. } => {
+                self.event(&tenant.id, "unrecognized", raw, now, expires_at)
+                    .await
+            }
         }
     }
 
-    fn identity_keys(&self, tenant: &TenantId, bsuid: Option<&str>, wa_id: Option<&str>) -> (Vec<String>, Option<ContactId>) {
+    fn identity_keys(
+        &self,
+        tenant: &TenantId,
+        bsuid: Option<&str>,
+        wa_id: Option<&str>,
+    ) -> (Vec<String>, Option<ContactId>) {
         let mut keys = Vec::new();
         let mut primary = None;
-        for identity in [bsuid.map(Identity::Bsuid), wa_id.map(Identity::WaId)].into_iter().flatten() {
+        for identity in [bsuid.map(Identity::Bsuid), wa_id.map(Identity::WaId)]
+            .into_iter()
+            .flatten()
+        {
             keys.push(self.pseudonymizer.identity_key(tenant, identity));
             primary.get_or_insert_with(|| self.pseudonymizer.contact_id(tenant, identity));
         }
@@ -130,12 +172,19 @@ impl Router {
         now: i64,
         expires_at: i64,
     ) -> Result<Option<Recorded>, StoreError> {
-        let bsuid = contact.and_then(|c| c.user_id.as_deref()).or(message.from_user_id.as_deref());
-        let wa_id = contact.and_then(|c| c.wa_id.as_deref()).or(message.from.as_deref());
+        let bsuid = contact
+            .and_then(|c| c.user_id.as_deref())
+            .or(message.from_user_id.as_deref());
+        let wa_id = contact
+            .and_then(|c| c.wa_id.as_deref())
+            .or(message.from.as_deref());
         let (keys, Some(proposed)) = self.identity_keys(&tenant.id, bsuid, wa_id) else {
             return Ok(None);
         };
-        let contact_id = self.store.resolve_contact(&tenant.id, &keys, &proposed, expires_at).await?;
+        let contact_id = self
+            .store
+            .resolve_contact(&tenant.id, &keys, &proposed, expires_at)
+            .await?;
         let wamid_key = self.pseudonymizer.wamid_key(&tenant.id, &message.id);
         let stored = StoredMessage {
             id: format!("m_{wamid_key}"),
@@ -146,7 +195,11 @@ impl Router {
             kind: message.kind.clone(),
             text: message.content.display_text().map(str::to_owned),
             content: serde_json::to_value(&message.content).unwrap_or(Value::Null),
-            timestamp: if message.timestamp > 0 { message.timestamp } else { now },
+            timestamp: if message.timestamp > 0 {
+                message.timestamp
+            } else {
+                now
+            },
             received_at: now,
             status: None,
             error: message.errors.first().cloned(),
@@ -155,14 +208,21 @@ impl Router {
         };
         let update = ContactUpdate {
             contact_id,
-            name: contact.and_then(|c| c.profile.as_ref()).and_then(|p| p.name.clone()),
+            name: contact
+                .and_then(|c| c.profile.as_ref())
+                .and_then(|p| p.name.clone()),
             wa_id: wa_id.map(str::to_owned),
             user_id: bsuid.map(str::to_owned),
-            username: contact.and_then(|c| c.profile.as_ref()).and_then(|p| p.username.clone()),
+            username: contact
+                .and_then(|c| c.profile.as_ref())
+                .and_then(|p| p.username.clone()),
             last_inbound_at: stored.timestamp,
             expires_at,
         };
-        let recorded = self.store.record_inbound(&tenant.id, &stored, &update).await?;
+        let recorded = self
+            .store
+            .record_inbound(&tenant.id, &stored, &update)
+            .await?;
         tracing::debug!(
             tenant = %tenant.id,
             contact = %update.contact_id,
@@ -174,8 +234,17 @@ impl Router {
         Ok(Some(recorded))
     }
 
-    async fn status(&self, tenant: &Tenant, status: &Status, expires_at: i64) -> Result<Recorded, StoreError> {
-        let (keys, _) = self.identity_keys(&tenant.id, status.recipient_user_id.as_deref(), status.recipient_id.as_deref());
+    async fn status(
+        &self,
+        tenant: &Tenant,
+        status: &Status,
+        expires_at: i64,
+    ) -> Result<Recorded, StoreError> {
+        let (keys, _) = self.identity_keys(
+            &tenant.id,
+            status.recipient_user_id.as_deref(),
+            status.recipient_id.as_deref(),
+        );
         let contact_id = if keys.is_empty() {
             None
         } else {
@@ -196,7 +265,14 @@ impl Router {
         Ok(recorded)
     }
 
-    async fn event(&self, tenant: &TenantId, kind: &str, payload: Value, now: i64, expires_at: i64) -> Result<Recorded, StoreError> {
+    async fn event(
+        &self,
+        tenant: &TenantId,
+        kind: &str,
+        payload: Value,
+        now: i64,
+        expires_at: i64,
+    ) -> Result<Recorded, StoreError> {
         let key = content_digest(format!("{kind}\n{payload}").as_bytes());
         tracing::debug!(tenant = %tenant, kind, key = %key, "event kept");
         let event = StoredEvent {
@@ -209,7 +285,13 @@ impl Router {
         self.store.record_event(tenant, &event).await
     }
 
-    async fn quarantine(&self, envelope: &Envelope, event: &Event, reason: &str, now: i64) -> Result<Recorded, StoreError> {
+    async fn quarantine(
+        &self,
+        envelope: &Envelope,
+        event: &Event,
+        reason: &str,
+        now: i64,
+    ) -> Result<Recorded, StoreError> {
         let payload = event_json(event);
         let key = content_digest(format!("{}\n{payload}", envelope.phone_number_id).as_bytes());
         tracing::warn!(key = %key, kind = event.kind(), reason, "event quarantined");
@@ -229,19 +311,33 @@ impl Router {
 /// An event as a self-contained webhook, so a quarantined one can be replayed as it came.
 fn event_json(event: &Event) -> Value {
     match event {
-        Event::Message { metadata, contact, message, .. } => json!({
+        Event::Message {
+            metadata,
+            contact,
+            message,
+            ..
+        } => json!({
             "metadata": metadata, "contacts": contact.iter().collect::<Vec<_>>(),
             "message": {"id": message.id, "from": message.from, "from_user_id": message.from_user_id,
                         "timestamp": message.timestamp, "type": message.kind, "content": message.content},
         }),
-        Event::Status { metadata, status, .. } => json!({
+        Event::Status {
+            metadata, status, ..
+        } => json!({
             "metadata": metadata,
             "status": {"id": status.id, "status": status.status, "timestamp": status.timestamp,
                        "recipient_id": status.recipient_id, "recipient_user_id": status.recipient_user_id,
                        "errors": status.errors},
         }),
-        Event::Error { metadata, error, .. } => json!({"metadata": metadata, "error": error}),
+        Event::Error {
+            metadata, error, ..
+        } => json!({"metadata": metadata, "error": error}),
         Event::Other { field, value, .. } => json!({"field": field, "value": value}),
-        Event::Unrecognized { metadata, reason, raw, .. } => json!({"metadata": metadata, "reason": reason, "raw": raw}),
+        Event::Unrecognized {
+            metadata,
+            reason,
+            raw,
+            ..
+        } => json!({"metadata": metadata, "reason": reason, "raw": raw}),
     }
 }

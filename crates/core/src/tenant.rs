@@ -101,19 +101,24 @@ impl WebhookAuth {
                 }
                 match signing_secret {
                     None => true,
-                    Some(secret) => headers
-                        .dialog360_signature
-                        .is_some_and(|sig| verify_hmac_hex(secret.expose_secret().as_bytes(), body, sig)),
+                    Some(secret) => headers.dialog360_signature.is_some_and(|sig| {
+                        verify_hmac_hex(secret.expose_secret().as_bytes(), body, sig)
+                    }),
                 }
             }
-            WebhookAuth::Meta { app_secret, .. } => headers
-                .hub_signature_256
-                .is_some_and(|sig| verify_hmac_hex(app_secret.expose_secret().as_bytes(), body, sig)),
+            WebhookAuth::Meta { app_secret, .. } => headers.hub_signature_256.is_some_and(|sig| {
+                verify_hmac_hex(app_secret.expose_secret().as_bytes(), body, sig)
+            }),
         }
     }
 
     /// Meta's subscription handshake: the challenge to echo, when mode and token match.
-    pub fn verify_subscription<'a>(&self, mode: Option<&str>, token: Option<&str>, challenge: Option<&'a str>) -> Option<&'a str> {
+    pub fn verify_subscription<'a>(
+        &self,
+        mode: Option<&str>,
+        token: Option<&str>,
+        challenge: Option<&'a str>,
+    ) -> Option<&'a str> {
         let WebhookAuth::Meta { verify_token, .. } = self else {
             return None;
         };
@@ -121,7 +126,9 @@ impl WebhookAuth {
             return None;
         }
         let token = token?;
-        let ok: bool = secret_digest(token).ct_eq(&secret_digest(verify_token.expose_secret())).into();
+        let ok: bool = secret_digest(token)
+            .ct_eq(&secret_digest(verify_token.expose_secret()))
+            .into();
         if ok { challenge } else { None }
     }
 }
@@ -174,7 +181,11 @@ mod tests {
         }
     }
 
-    fn headers<'a>(auth: Option<&'a str>, d: Option<&'a str>, hub: Option<&'a str>) -> AuthHeaders<'a> {
+    fn headers<'a>(
+        auth: Option<&'a str>,
+        d: Option<&'a str>,
+        hub: Option<&'a str>,
+    ) -> AuthHeaders<'a> {
         AuthHeaders {
             authorization: auth.map(str::as_bytes),
             dialog360_signature: d.map(str::as_bytes),
@@ -216,7 +227,10 @@ mod tests {
         let sig = sign_hub_signature(b"app-secret", body);
         assert!(a.verify(&headers(None, None, Some(&sig)), body));
         // Same JSON, other bytes: must fail (hash the raw body, never re-serialised JSON).
-        assert!(!a.verify(&headers(None, None, Some(&sig)), b"{\"object\":\"whatsapp_business_account\"}"));
+        assert!(!a.verify(
+            &headers(None, None, Some(&sig)),
+            b"{\"object\":\"whatsapp_business_account\"}"
+        ));
         assert!(!a.verify(&headers(None, None, Some("sha256=zz")), body));
         assert!(!a.verify(&headers(Some("Bearer app-secret"), None, None), body));
     }
@@ -227,9 +241,21 @@ mod tests {
             app_secret: SecretString::from("s".to_owned()),
             verify_token: SecretString::from("vt".to_owned()),
         };
-        assert_eq!(a.verify_subscription(Some("subscribe"), Some("vt"), Some("123")), Some("123"));
-        assert_eq!(a.verify_subscription(Some("subscribe"), Some("vx"), Some("123")), None);
-        assert_eq!(a.verify_subscription(Some("unsubscribe"), Some("vt"), Some("123")), None);
-        assert_eq!(d360("vt", None).verify_subscription(Some("subscribe"), Some("vt"), Some("1")), None);
+        assert_eq!(
+            a.verify_subscription(Some("subscribe"), Some("vt"), Some("123")),
+            Some("123")
+        );
+        assert_eq!(
+            a.verify_subscription(Some("subscribe"), Some("vx"), Some("123")),
+            None
+        );
+        assert_eq!(
+            a.verify_subscription(Some("unsubscribe"), Some("vt"), Some("123")),
+            None
+        );
+        assert_eq!(
+            d360("vt", None).verify_subscription(Some("subscribe"), Some("vt"), Some("1")),
+            None
+        );
     }
 }

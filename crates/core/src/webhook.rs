@@ -55,7 +55,8 @@ pub fn parse_webhook(body: &[u8]) -> Result<Webhook, PayloadError> {
 
 pub fn webhook_from_value(value: Value) -> Result<Webhook, PayloadError> {
     check_webhook_shape(&value)?;
-    serde_json::from_value(value).map_err(|_| PayloadError::NotWebhook("an entry or change has the wrong shape"))
+    serde_json::from_value(value)
+        .map_err(|_| PayloadError::NotWebhook("an entry or change has the wrong shape"))
 }
 
 /// Checks that a JSON value is a webhook without taking it apart (the receiver's check).
@@ -72,7 +73,11 @@ fn check_webhook_shape(value: &Value) -> Result<(), PayloadError> {
     };
     match map.get("object") {
         Some(Value::String(s)) if s == WEBHOOK_OBJECT => {}
-        Some(_) => return Err(PayloadError::NotWebhook("`object` is not \"whatsapp_business_account\"")),
+        Some(_) => {
+            return Err(PayloadError::NotWebhook(
+                "`object` is not \"whatsapp_business_account\"",
+            ));
+        }
         None => return Err(PayloadError::NotWebhook("`object` is missing")),
     }
     match map.get("entry") {
@@ -270,9 +275,11 @@ impl Content {
     pub fn display_text(&self) -> Option<&str> {
         match self {
             Content::Text(t) => Some(&t.body),
-            Content::Image(m) | Content::Video(m) | Content::Document(m) | Content::Audio(m) | Content::Sticker(m) => {
-                m.caption.as_deref()
-            }
+            Content::Image(m)
+            | Content::Video(m)
+            | Content::Document(m)
+            | Content::Audio(m)
+            | Content::Sticker(m) => m.caption.as_deref(),
             Content::Interactive(Interactive::ButtonReply { button_reply: c })
             | Content::Interactive(Interactive::ListReply { list_reply: c }) => Some(&c.title),
             Content::Button(b) => Some(&b.text),
@@ -362,6 +369,8 @@ pub struct Status {
 }
 
 /// One thing that happened, as the router handles it.
+// Events live briefly in one Vec per webhook; boxing the message would cost an allocation each.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     Message {
@@ -382,7 +391,11 @@ pub enum Event {
         error: ApiError,
     },
     /// Any other `field` (template status, account updates, user preferences, calls …).
-    Other { waba_id: String, field: String, value: Value },
+    Other {
+        waba_id: String,
+        field: String,
+        value: Value,
+    },
     /// Part of a `messages` change the relay cannot use as a message or status (no id, a
     /// status word it does not know …). Kept raw, never dropped.
     Unrecognized {
@@ -522,12 +535,15 @@ fn change_events(waba_id: &str, change: &Change, out: &mut Vec<Event>) {
 
 fn match_contact(contacts: &[Contact], message: &Message) -> Option<Contact> {
     let found = contacts.iter().find(|c| {
-        (c.user_id.is_some() && c.user_id == message.from_user_id) || (c.wa_id.is_some() && c.wa_id == message.from)
+        (c.user_id.is_some() && c.user_id == message.from_user_id)
+            || (c.wa_id.is_some() && c.wa_id == message.from)
     });
     match (found, contacts) {
         (Some(c), _) => Some(c.clone()),
         // One contact and a message without sender ids: it is theirs.
-        (None, [only]) if message.from.is_none() && message.from_user_id.is_none() => Some(only.clone()),
+        (None, [only]) if message.from.is_none() && message.from_user_id.is_none() => {
+            Some(only.clone())
+        }
         _ => None,
     }
 }
@@ -577,7 +593,9 @@ pub fn parse_message(raw: &Value) -> Option<Message> {
         "reaction" => typed(raw, "reaction").map(Content::Reaction),
         "order" => raw.get("order").cloned().map(Content::Order),
         "system" => typed(raw, "system").map(Content::System),
-        "unsupported" | "unknown" => Some(Content::Unsupported(raw.get("unsupported").cloned().unwrap_or(Value::Null))),
+        "unsupported" | "unknown" => Some(Content::Unsupported(
+            raw.get("unsupported").cloned().unwrap_or(Value::Null),
+        )),
         _ => None,
     };
     Some(Message {

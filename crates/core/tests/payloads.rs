@@ -1,22 +1,35 @@
 //! The webhook model against realistic fixtures (tests/fixtures), and a property test that
 //! parsing never panics.
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
 use proptest::prelude::*;
 use relay_core::webhook::*;
 use serde_json::Value;
 
 fn fixture(name: &str) -> Vec<u8> {
-    let path = format!("{}/../../tests/fixtures/{name}.json", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/../../tests/fixtures/{name}.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
     std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
 fn events(name: &str) -> Vec<Event> {
-    parse_webhook(&fixture(name)).expect("fixture is a webhook").events()
+    parse_webhook(&fixture(name))
+        .expect("fixture is a webhook")
+        .events()
 }
 
 fn only_message(name: &str) -> (Option<Contact>, Message) {
     match events(name).as_slice() {
-        [Event::Message { contact, message, metadata, .. }] => {
+        [
+            Event::Message {
+                contact,
+                message,
+                metadata,
+                ..
+            },
+        ] => {
             assert_eq!(metadata.phone_number_id, "106540352242922");
             (contact.clone(), message.clone())
         }
@@ -26,39 +39,118 @@ fn only_message(name: &str) -> (Option<Contact>, Message) {
 
 #[test]
 fn every_message_type_is_typed() {
-    let cases: &[(&str, &str, fn(&Content) -> bool)] = &[
-        ("text", "text", |c| matches!(c, Content::Text(t) if t.body.contains("Ibuprofen"))),
-        ("image", "image", |c| matches!(c, Content::Image(m) if m.caption.as_deref() == Some("Mein Rezept") && m.id.as_deref() == Some("1234567890123456"))),
-        ("video", "video", |c| matches!(c, Content::Video(m) if m.mime_type.as_deref() == Some("video/mp4"))),
-        ("audio_voice", "audio", |c| matches!(c, Content::Audio(m) if m.voice == Some(true))),
-        ("sticker", "sticker", |c| matches!(c, Content::Sticker(m) if m.animated == Some(false))),
-        ("document", "document", |c| matches!(c, Content::Document(m) if m.filename.as_deref() == Some("medikationsplan.pdf"))),
-        ("location", "location", |c| matches!(c, Content::Location(l) if (l.latitude - 52.520008).abs() < 1e-9 && l.name.as_deref() == Some("Zuhause"))),
-        ("contacts", "contacts", |c| matches!(c, Content::Contacts(v) if v.len() == 1)),
-        ("interactive_button", "interactive", |c| matches!(c, Content::Interactive(Interactive::ButtonReply { button_reply }) if button_reply.id == "pickup_today")),
-        ("interactive_list", "interactive", |c| matches!(c, Content::Interactive(Interactive::ListReply { list_reply }) if list_reply.description.as_deref() == Some("Abholung"))),
-        ("interactive_nfm", "interactive", |c| matches!(c, Content::Interactive(Interactive::NfmReply { nfm_reply }) if nfm_reply["response_json"].is_string())),
-        ("button", "button", |c| matches!(c, Content::Button(b) if b.payload == "STOP_PROMOS")),
-        ("reaction", "reaction", |c| matches!(c, Content::Reaction(r) if r.emoji.as_deref() == Some("\u{1F44D}"))),
-        ("reaction_removed", "reaction", |c| matches!(c, Content::Reaction(r) if r.emoji.is_none() && r.message_id == "wamid.OUTBOUND0001")),
-        ("order", "order", |c| matches!(c, Content::Order(o) if o["product_items"].is_array())),
-        ("system", "system", |c| matches!(c, Content::System(s) if s.kind.as_deref() == Some("user_changed_number"))),
-        ("unsupported", "unsupported", |c| matches!(c, Content::Unsupported(_))),
+    type Check = fn(&Content) -> bool;
+    let cases: &[(&str, &str, Check)] = &[
+        (
+            "text",
+            "text",
+            |c| matches!(c, Content::Text(t) if t.body.contains("Ibuprofen")),
+        ),
+        (
+            "image",
+            "image",
+            |c| matches!(c, Content::Image(m) if m.caption.as_deref() == Some("Mein Rezept") && m.id.as_deref() == Some("1234567890123456")),
+        ),
+        (
+            "video",
+            "video",
+            |c| matches!(c, Content::Video(m) if m.mime_type.as_deref() == Some("video/mp4")),
+        ),
+        (
+            "audio_voice",
+            "audio",
+            |c| matches!(c, Content::Audio(m) if m.voice == Some(true)),
+        ),
+        (
+            "sticker",
+            "sticker",
+            |c| matches!(c, Content::Sticker(m) if m.animated == Some(false)),
+        ),
+        (
+            "document",
+            "document",
+            |c| matches!(c, Content::Document(m) if m.filename.as_deref() == Some("medikationsplan.pdf")),
+        ),
+        (
+            "location",
+            "location",
+            |c| matches!(c, Content::Location(l) if (l.latitude - 52.520008).abs() < 1e-9 && l.name.as_deref() == Some("Zuhause")),
+        ),
+        (
+            "contacts",
+            "contacts",
+            |c| matches!(c, Content::Contacts(v) if v.len() == 1),
+        ),
+        (
+            "interactive_button",
+            "interactive",
+            |c| matches!(c, Content::Interactive(Interactive::ButtonReply { button_reply }) if button_reply.id == "pickup_today"),
+        ),
+        (
+            "interactive_list",
+            "interactive",
+            |c| matches!(c, Content::Interactive(Interactive::ListReply { list_reply }) if list_reply.description.as_deref() == Some("Abholung")),
+        ),
+        (
+            "interactive_nfm",
+            "interactive",
+            |c| matches!(c, Content::Interactive(Interactive::NfmReply { nfm_reply }) if nfm_reply["response_json"].is_string()),
+        ),
+        (
+            "button",
+            "button",
+            |c| matches!(c, Content::Button(b) if b.payload == "STOP_PROMOS"),
+        ),
+        (
+            "reaction",
+            "reaction",
+            |c| matches!(c, Content::Reaction(r) if r.emoji.as_deref() == Some("\u{1F44D}")),
+        ),
+        (
+            "reaction_removed",
+            "reaction",
+            |c| matches!(c, Content::Reaction(r) if r.emoji.is_none() && r.message_id == "wamid.OUTBOUND0001"),
+        ),
+        (
+            "order",
+            "order",
+            |c| matches!(c, Content::Order(o) if o["product_items"].is_array()),
+        ),
+        (
+            "system",
+            "system",
+            |c| matches!(c, Content::System(s) if s.kind.as_deref() == Some("user_changed_number")),
+        ),
+        ("unsupported", "unsupported", |c| {
+            matches!(c, Content::Unsupported(_))
+        }),
     ];
     for (name, kind, check) in cases {
         let (_, m) = only_message(name);
         assert_eq!(&m.kind, kind, "{name}");
         assert!(check(&m.content), "{name}: {:?}", m.content);
         assert!(m.id.starts_with("wamid."), "{name}");
-        assert!(m.timestamp > 1_700_000_000, "{name}: timestamp is parsed from a string");
+        assert!(
+            m.timestamp > 1_700_000_000,
+            "{name}: timestamp is parsed from a string"
+        );
     }
 }
 
 #[test]
 fn context_referral_and_errors() {
     let (contact, m) = only_message("text_reply");
-    assert_eq!(m.context.and_then(|c| c.id).as_deref(), Some("wamid.OUTBOUND0001"));
-    assert_eq!(contact.and_then(|c| c.profile).and_then(|p| p.name).as_deref(), Some("Erika Mustermann"));
+    assert_eq!(
+        m.context.and_then(|c| c.id).as_deref(),
+        Some("wamid.OUTBOUND0001")
+    );
+    assert_eq!(
+        contact
+            .and_then(|c| c.profile)
+            .and_then(|p| p.name)
+            .as_deref(),
+        Some("Erika Mustermann")
+    );
     let (_, m) = only_message("unsupported");
     assert_eq!(m.errors[0].code, 131051);
     // The system message has no contacts array: no contact, no panic.
@@ -86,7 +178,10 @@ fn bsuid_only_contacts() {
     assert_eq!(contact.user_id.as_deref(), Some("DE.1502576394655843"));
     assert!(contact.wa_id.is_none() && m.from.is_none());
     assert_eq!(m.from_user_id.as_deref(), Some("DE.1502576394655843"));
-    assert_eq!(contact.profile.and_then(|p| p.username).as_deref(), Some("kundin42"));
+    assert_eq!(
+        contact.profile.and_then(|p| p.username).as_deref(),
+        Some("kundin42")
+    );
 }
 
 #[test]
@@ -108,10 +203,16 @@ fn statuses_with_pricing_errors_and_every_word() {
                 }
                 if name == "status_failed" {
                     assert_eq!(status.errors[0].code, 131047);
-                    assert_eq!(status.errors[0].title.as_deref(), Some("Re-engagement message"));
+                    assert_eq!(
+                        status.errors[0].title.as_deref(),
+                        Some("Re-engagement message")
+                    );
                 }
                 if name == "status_unknown_message" {
-                    assert_eq!(status.recipient_user_id.as_deref(), Some("DE.1502576394655843"));
+                    assert_eq!(
+                        status.recipient_user_id.as_deref(),
+                        Some("DE.1502576394655843")
+                    );
                 }
             }
             other => panic!("{name}: {other:?}"),
@@ -123,7 +224,9 @@ fn statuses_with_pricing_errors_and_every_word() {
 
 #[test]
 fn value_errors_and_other_fields_are_events() {
-    assert!(matches!(events("value_errors").as_slice(), [Event::Error { error, .. }] if error.code == 131000));
+    assert!(
+        matches!(events("value_errors").as_slice(), [Event::Error { error, .. }] if error.code == 131000)
+    );
     match events("template_status").as_slice() {
         [Event::Other { field, value, .. }] => {
             assert_eq!(field, "message_template_status_update");
@@ -136,10 +239,16 @@ fn value_errors_and_other_fields_are_events() {
 #[test]
 fn one_post_yields_every_event() {
     let kinds: Vec<&str> = events("multi").iter().map(Event::kind).collect();
-    assert_eq!(kinds, ["message", "message", "status", "message", "other", "status"]);
+    assert_eq!(
+        kinds,
+        ["message", "message", "status", "message", "other", "status"]
+    );
     match &events("multi")[3] {
         Event::Message { contact, .. } => {
-            assert_eq!(contact.as_ref().and_then(|c| c.wa_id.as_deref()), Some("4917600011122"))
+            assert_eq!(
+                contact.as_ref().and_then(|c| c.wa_id.as_deref()),
+                Some("4917600011122")
+            )
         }
         other => panic!("{other:?}"),
     }
@@ -147,15 +256,43 @@ fn one_post_yields_every_event() {
 
 #[test]
 fn bad_bodies_are_refused_with_a_reason() {
-    assert!(matches!(parse_webhook(b""), Err(PayloadError::NotJson { .. })));
-    assert!(matches!(parse_webhook(b"{not json"), Err(PayloadError::NotJson { .. })));
-    assert!(matches!(parse_webhook(b"[]"), Err(PayloadError::NotWebhook(_))));
-    assert!(matches!(parse_webhook(b"{}"), Err(PayloadError::NotWebhook(_))));
-    assert!(matches!(parse_webhook(br#"{"object":"page","entry":[]}"#), Err(PayloadError::NotWebhook(_))));
-    assert!(matches!(parse_webhook(br#"{"object":"whatsapp_business_account","entry":{}}"#), Err(PayloadError::NotWebhook(_))));
-    assert!(matches!(parse_webhook(br#"{"object":"whatsapp_business_account","entry":[{"changes":[{"value":1}]}]}"#), Err(PayloadError::NotWebhook(_))));
+    assert!(matches!(
+        parse_webhook(b""),
+        Err(PayloadError::NotJson { .. })
+    ));
+    assert!(matches!(
+        parse_webhook(b"{not json"),
+        Err(PayloadError::NotJson { .. })
+    ));
+    assert!(matches!(
+        parse_webhook(b"[]"),
+        Err(PayloadError::NotWebhook(_))
+    ));
+    assert!(matches!(
+        parse_webhook(b"{}"),
+        Err(PayloadError::NotWebhook(_))
+    ));
+    assert!(matches!(
+        parse_webhook(br#"{"object":"page","entry":[]}"#),
+        Err(PayloadError::NotWebhook(_))
+    ));
+    assert!(matches!(
+        parse_webhook(br#"{"object":"whatsapp_business_account","entry":{}}"#),
+        Err(PayloadError::NotWebhook(_))
+    ));
+    assert!(matches!(
+        parse_webhook(
+            br#"{"object":"whatsapp_business_account","entry":[{"changes":[{"value":1}]}]}"#
+        ),
+        Err(PayloadError::NotWebhook(_))
+    ));
     // Empty but well-formed: accepted, nothing in it.
-    assert!(parse_webhook(br#"{"object":"whatsapp_business_account","entry":[]}"#).unwrap().events().is_empty());
+    assert!(
+        parse_webhook(br#"{"object":"whatsapp_business_account","entry":[]}"#)
+            .unwrap()
+            .events()
+            .is_empty()
+    );
 }
 
 #[test]
@@ -172,7 +309,7 @@ fn json_value() -> impl Strategy<Value = Value> {
     let leaf = prop_oneof![
         Just(Value::Null),
         any::<bool>().prop_map(Value::Bool),
-        any::<i64>().prop_map(|n| Value::from(n)),
+        any::<i64>().prop_map(Value::from),
         prop_oneof![
             Just("messages".to_owned()),
             Just("text".to_owned()),
@@ -183,15 +320,28 @@ fn json_value() -> impl Strategy<Value = Value> {
     ];
     leaf.prop_recursive(5, 64, 6, |inner| {
         let keys = prop_oneof![
-            Just("object".to_owned()), Just("entry".to_owned()), Just("changes".to_owned()),
-            Just("field".to_owned()), Just("value".to_owned()), Just("messages".to_owned()),
-            Just("statuses".to_owned()), Just("contacts".to_owned()), Just("errors".to_owned()),
-            Just("id".to_owned()), Just("type".to_owned()), Just("text".to_owned()), Just("status".to_owned()),
-            Just("timestamp".to_owned()), Just("metadata".to_owned()), Just("interactive".to_owned()), "[a-z_]{1,8}"
+            Just("object".to_owned()),
+            Just("entry".to_owned()),
+            Just("changes".to_owned()),
+            Just("field".to_owned()),
+            Just("value".to_owned()),
+            Just("messages".to_owned()),
+            Just("statuses".to_owned()),
+            Just("contacts".to_owned()),
+            Just("errors".to_owned()),
+            Just("id".to_owned()),
+            Just("type".to_owned()),
+            Just("text".to_owned()),
+            Just("status".to_owned()),
+            Just("timestamp".to_owned()),
+            Just("metadata".to_owned()),
+            Just("interactive".to_owned()),
+            "[a-z_]{1,8}"
         ];
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
-            prop::collection::btree_map(keys, inner, 0..6).prop_map(|m| Value::Object(m.into_iter().collect())),
+            prop::collection::btree_map(keys, inner, 0..6)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
         ]
     })
 }

@@ -81,7 +81,10 @@ CREATE INDEX IF NOT EXISTS queue_by_visibility ON queue (queue, visible_at_ms, i
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     #[error("cannot open the local database {path}: {source}")]
-    Open { path: String, source: rusqlite::Error },
+    Open {
+        path: String,
+        source: rusqlite::Error,
+    },
 }
 
 /// One SQLite connection shared by the store and the queue. Statements are short (one row

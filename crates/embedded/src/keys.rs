@@ -6,8 +6,13 @@ use std::path::Path;
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     #[error("cannot read or create the key file {path}: {source}")]
-    Io { path: String, source: std::io::Error },
-    #[error("the key file {path} is not 32 bytes; restore it from backup or remove it to start afresh (contact ids will change)")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(
+        "the key file {path} is not 32 bytes; restore it from backup or remove it to start afresh (contact ids will change)"
+    )]
     Invalid { path: String },
 }
 
@@ -52,9 +57,15 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+            assert_eq!(
+                std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
         }
         std::fs::write(&path, b"short").unwrap();
-        assert!(matches!(load_or_create_key(&path), Err(KeyError::Invalid { .. })));
+        assert!(matches!(
+            load_or_create_key(&path),
+            Err(KeyError::Invalid { .. })
+        ));
     }
 }

@@ -71,7 +71,11 @@ impl SqliteQueue {
 
     /// Receives up to `max` visible messages and hides them for `visibility`. Messages
     /// received `max_receives` times before move to the dead-letter queue instead.
-    pub fn receive(&self, max: usize, visibility: Duration) -> Result<Vec<ReceivedMessage>, QueueError> {
+    pub fn receive(
+        &self,
+        max: usize,
+        visibility: Duration,
+    ) -> Result<Vec<ReceivedMessage>, QueueError> {
         let now = now_ms();
         let mut conn = self.db.lock();
         let tx = conn.transaction().map_err(q_err)?;
@@ -93,7 +97,12 @@ impl SqliteQueue {
                 .map_err(q_err)?;
             let rows = stmt
                 .query_map(
-                    params![self.name, now, now + visibility.as_millis() as i64, max as i64],
+                    params![
+                        self.name,
+                        now,
+                        now + visibility.as_millis() as i64,
+                        max as i64
+                    ],
                     |r| {
                         Ok(ReceivedMessage {
                             message_id: format!("local-{}", r.get::<_, i64>(0)?),
@@ -110,7 +119,11 @@ impl SqliteQueue {
             }
         }
         tx.commit().map_err(q_err)?;
-        out.sort_by(|a, b| a.sent_at_ms.cmp(&b.sent_at_ms).then(a.message_id.cmp(&b.message_id)));
+        out.sort_by(|a, b| {
+            a.sent_at_ms
+                .cmp(&b.sent_at_ms)
+                .then(a.message_id.cmp(&b.message_id))
+        });
         Ok(out)
     }
 
@@ -119,7 +132,10 @@ impl SqliteQueue {
     pub fn delete(&self, receipt: &str) -> Result<bool, QueueError> {
         let conn = self.db.lock();
         let n = conn
-            .execute("DELETE FROM queue WHERE queue = ?1 AND receipt = ?2", params![self.name, receipt])
+            .execute(
+                "DELETE FROM queue WHERE queue = ?1 AND receipt = ?2",
+                params![self.name, receipt],
+            )
             .map_err(q_err)?;
         Ok(n == 1)
     }
@@ -137,9 +153,13 @@ impl SqliteQueue {
 
     fn count(&self, queue: &str) -> Result<usize, QueueError> {
         let conn = self.db.lock();
-        conn.query_row("SELECT count(*) FROM queue WHERE queue = ?1", [queue], |r| r.get::<_, i64>(0))
-            .map(|n| n as usize)
-            .map_err(q_err)
+        conn.query_row(
+            "SELECT count(*) FROM queue WHERE queue = ?1",
+            [queue],
+            |r| r.get::<_, i64>(0),
+        )
+        .map(|n| n as usize)
+        .map_err(q_err)
     }
 
     /// Messages waiting or in flight.

@@ -22,9 +22,19 @@ impl SqliteMessageStore {
     pub fn sweep_expired(&self, now: i64) -> Result<usize, StoreError> {
         let conn = self.db.lock();
         let mut n = 0;
-        for table in ["messages", "statuses", "events", "identities", "contacts", "quarantine"] {
+        for table in [
+            "messages",
+            "statuses",
+            "events",
+            "identities",
+            "contacts",
+            "quarantine",
+        ] {
             n += conn
-                .execute(&format!("DELETE FROM {table} WHERE expires_at <= ?1"), [now])
+                .execute(
+                    &format!("DELETE FROM {table} WHERE expires_at <= ?1"),
+                    [now],
+                )
                 .map_err(db_err)?;
         }
         Ok(n)
@@ -41,11 +51,16 @@ fn to_json<T: serde::Serialize>(v: &T) -> String {
 }
 
 fn from_json<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, StoreError> {
-    serde_json::from_str(s).map_err(|_| StoreError::Corrupt("a stored row is not valid JSON".into()))
+    serde_json::from_str(s)
+        .map_err(|_| StoreError::Corrupt("a stored row is not valid JSON".into()))
 }
 
 fn inserted(n: usize) -> Recorded {
-    if n == 1 { Recorded::New } else { Recorded::Duplicate }
+    if n == 1 {
+        Recorded::New
+    } else {
+        Recorded::Duplicate
+    }
 }
 
 fn parse_i64(s: &str) -> Result<i64, StoreError> {
@@ -88,10 +103,15 @@ impl MessageStore for SqliteMessageStore {
             .map_err(db_err)?;
         }
         tx.commit().map_err(db_err)?;
-        ContactId::parse(&contact).map_err(|_| StoreError::Corrupt("identity points at an invalid contact id".into()))
+        ContactId::parse(&contact)
+            .map_err(|_| StoreError::Corrupt("identity points at an invalid contact id".into()))
     }
 
-    async fn find_contact(&self, tenant: &TenantId, identity_keys: &[String]) -> Result<Option<ContactId>, StoreError> {
+    async fn find_contact(
+        &self,
+        tenant: &TenantId,
+        identity_keys: &[String],
+    ) -> Result<Option<ContactId>, StoreError> {
         let conn = self.db.lock();
         for key in identity_keys {
             let c: Option<String> = conn
@@ -103,7 +123,9 @@ impl MessageStore for SqliteMessageStore {
                 .optional()
                 .map_err(db_err)?;
             if let Some(c) = c {
-                return ContactId::parse(&c).map(Some).map_err(|_| StoreError::Corrupt("invalid contact id".into()));
+                return ContactId::parse(&c)
+                    .map(Some)
+                    .map_err(|_| StoreError::Corrupt("invalid contact id".into()));
             }
         }
         Ok(None)
@@ -161,7 +183,11 @@ impl MessageStore for SqliteMessageStore {
         Ok(inserted(n))
     }
 
-    async fn record_status(&self, tenant: &TenantId, status: &StoredStatus) -> Result<Recorded, StoreError> {
+    async fn record_status(
+        &self,
+        tenant: &TenantId,
+        status: &StoredStatus,
+    ) -> Result<Recorded, StoreError> {
         let mut conn = self.db.lock();
         let tx = conn.transaction().map_err(db_err)?;
         let n = tx
@@ -197,7 +223,11 @@ impl MessageStore for SqliteMessageStore {
         Ok(inserted(n))
     }
 
-    async fn record_event(&self, tenant: &TenantId, event: &StoredEvent) -> Result<Recorded, StoreError> {
+    async fn record_event(
+        &self,
+        tenant: &TenantId,
+        event: &StoredEvent,
+    ) -> Result<Recorded, StoreError> {
         let conn = self.db.lock();
         let n = conn
             .execute(
@@ -219,7 +249,11 @@ impl MessageStore for SqliteMessageStore {
         Ok(inserted(n))
     }
 
-    async fn list_quarantine(&self, limit: usize, now: i64) -> Result<Vec<Quarantined>, StoreError> {
+    async fn list_quarantine(
+        &self,
+        limit: usize,
+        now: i64,
+    ) -> Result<Vec<Quarantined>, StoreError> {
         let conn = self.db.lock();
         let mut stmt = conn
             .prepare("SELECT body FROM quarantine WHERE expires_at > ?1 ORDER BY received_at DESC, key LIMIT ?2")
@@ -254,21 +288,25 @@ impl MessageStore for SqliteMessageStore {
             .map_err(db_err)?;
         let limit = page.limit.max(1);
         let rows = stmt
-            .query_map(params![tenant.as_str(), now, after_ts, after_id, (limit + 1) as i64], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, Option<String>>(1)?,
-                    r.get::<_, i64>(2)?,
-                    r.get::<_, Option<i64>>(3)?,
-                    r.get::<_, i64>(4)?,
-                ))
-            })
+            .query_map(
+                params![tenant.as_str(), now, after_ts, after_id, (limit + 1) as i64],
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, Option<String>>(1)?,
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, Option<i64>>(3)?,
+                        r.get::<_, i64>(4)?,
+                    ))
+                },
+            )
             .map_err(db_err)?;
         let mut items = Vec::new();
         for row in rows {
             let (id, name, last_message_at, last_inbound_at, unread) = row.map_err(db_err)?;
             items.push(Conversation {
-                contact_id: ContactId::parse(&id).map_err(|_| StoreError::Corrupt("invalid contact id".into()))?,
+                contact_id: ContactId::parse(&id)
+                    .map_err(|_| StoreError::Corrupt("invalid contact id".into()))?,
                 name,
                 last_message_at,
                 last_inbound_at,
@@ -286,7 +324,12 @@ impl MessageStore for SqliteMessageStore {
         Ok(Page { items, next_cursor })
     }
 
-    async fn conversation(&self, tenant: &TenantId, contact: &ContactId, now: i64) -> Result<Option<Conversation>, StoreError> {
+    async fn conversation(
+        &self,
+        tenant: &TenantId,
+        contact: &ContactId,
+        now: i64,
+    ) -> Result<Option<Conversation>, StoreError> {
         let conn = self.db.lock();
         conn.query_row(
             "SELECT name, last_message_at, last_inbound_at, unread FROM contacts
@@ -332,7 +375,14 @@ impl MessageStore for SqliteMessageStore {
         let limit = page.limit.max(1);
         let rows = stmt
             .query_map(
-                params![tenant.as_str(), contact.as_str(), now, before_ts, before_key, (limit + 1) as i64],
+                params![
+                    tenant.as_str(),
+                    contact.as_str(),
+                    now,
+                    before_ts,
+                    before_key,
+                    (limit + 1) as i64
+                ],
                 |r| r.get::<_, String>(0),
             )
             .map_err(db_err)?;
@@ -351,7 +401,12 @@ impl MessageStore for SqliteMessageStore {
         Ok(Page { items, next_cursor })
     }
 
-    async fn message_by_wamid(&self, tenant: &TenantId, wamid_key: &str, now: i64) -> Result<Option<StoredMessage>, StoreError> {
+    async fn message_by_wamid(
+        &self,
+        tenant: &TenantId,
+        wamid_key: &str,
+        now: i64,
+    ) -> Result<Option<StoredMessage>, StoreError> {
         let conn = self.db.lock();
         let body: Option<String> = conn
             .query_row(
@@ -364,7 +419,12 @@ impl MessageStore for SqliteMessageStore {
         body.map(|b| from_json(&b)).transpose()
     }
 
-    async fn statuses(&self, tenant: &TenantId, wamid_key: &str, now: i64) -> Result<Vec<StoredStatus>, StoreError> {
+    async fn statuses(
+        &self,
+        tenant: &TenantId,
+        wamid_key: &str,
+        now: i64,
+    ) -> Result<Vec<StoredStatus>, StoreError> {
         let conn = self.db.lock();
         let mut stmt = conn
             .prepare(
@@ -372,7 +432,9 @@ impl MessageStore for SqliteMessageStore {
             )
             .map_err(db_err)?;
         let rows = stmt
-            .query_map(params![tenant.as_str(), wamid_key, now], |r| r.get::<_, String>(0))
+            .query_map(params![tenant.as_str(), wamid_key, now], |r| {
+                r.get::<_, String>(0)
+            })
             .map_err(db_err)?;
         rows.map(|r| from_json(&r.map_err(db_err)?)).collect()
     }

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 use relay_core::ports::InboundQueue;
 use relay_embedded::{Database, SqliteMessageStore, SqliteQueue};
 use std::time::Duration;
@@ -17,28 +18,55 @@ async fn store_data_survives_reopening_the_file() {
         relay_core::testkit::store_conformance(&store).await;
     }
     let store = SqliteMessageStore::new(Database::open(&path).unwrap());
-    let q = relay_core::ports::MessageStore::list_quarantine(&store, 10, 0).await.unwrap();
-    assert_eq!(q.len(), 1, "rows written before the restart are there after it");
+    let q = relay_core::ports::MessageStore::list_quarantine(&store, 10, 0)
+        .await
+        .unwrap();
+    assert_eq!(
+        q.len(),
+        1,
+        "rows written before the restart are there after it"
+    );
 }
 
 #[tokio::test]
 async fn queue_is_at_least_once_with_visibility_and_dead_letters() {
     let queue = SqliteQueue::new(Database::in_memory(), "inbound", 2);
-    queue.enqueue(&["a".to_owned(), "b".to_owned()]).await.unwrap();
+    queue
+        .enqueue(&["a".to_owned(), "b".to_owned()])
+        .await
+        .unwrap();
     assert_eq!(queue.depth().unwrap(), 2);
 
     let got = queue.receive(10, Duration::from_secs(30)).unwrap();
-    assert_eq!(got.iter().map(|m| m.body.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+    assert_eq!(
+        got.iter().map(|m| m.body.as_str()).collect::<Vec<_>>(),
+        ["a", "b"]
+    );
     assert!(got.iter().all(|m| m.receive_count == 1));
-    assert!(queue.receive(10, Duration::from_secs(30)).unwrap().is_empty(), "in-flight messages are hidden");
+    assert!(
+        queue
+            .receive(10, Duration::from_secs(30))
+            .unwrap()
+            .is_empty(),
+        "in-flight messages are hidden"
+    );
 
     assert!(queue.delete(&got[0].receipt).unwrap());
-    assert!(!queue.delete(&got[0].receipt).unwrap(), "deleting twice deletes nothing");
+    assert!(
+        !queue.delete(&got[0].receipt).unwrap(),
+        "deleting twice deletes nothing"
+    );
     queue.retry_after(&got[1].receipt, Duration::ZERO).unwrap();
     let again = queue.receive(10, Duration::ZERO).unwrap();
     assert_eq!(again.len(), 1);
-    assert_eq!(again[0].receive_count, 2, "a message not deleted comes back");
-    assert!(!queue.delete(&got[1].receipt).unwrap(), "a stale receipt deletes nothing");
+    assert_eq!(
+        again[0].receive_count, 2,
+        "a message not deleted comes back"
+    );
+    assert!(
+        !queue.delete(&got[1].receipt).unwrap(),
+        "a stale receipt deletes nothing"
+    );
 
     // Received max_receives times and not deleted: it moves to the dead-letter queue.
     assert!(queue.receive(10, Duration::ZERO).unwrap().is_empty());
@@ -51,7 +79,10 @@ async fn queue_is_at_least_once_with_visibility_and_dead_letters() {
     let back = queue.receive(10, Duration::from_secs(30)).unwrap();
     assert_eq!(back.len(), 1);
     assert_eq!(back[0].body, "b");
-    assert_eq!(back[0].receive_count, 1, "a redriven message starts counting afresh");
+    assert_eq!(
+        back[0].receive_count, 1,
+        "a redriven message starts counting afresh"
+    );
 }
 
 #[tokio::test]

@@ -43,7 +43,10 @@ pub fn router(state: Inbox) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/v1/conversations", get(list_conversations))
-        .route("/v1/conversations/{contact_id}/messages", get(list_messages))
+        .route(
+            "/v1/conversations/{contact_id}/messages",
+            get(list_messages),
+        )
         .with_state(state)
 }
 
@@ -63,12 +66,20 @@ impl FromRequestParts<Inbox> for Authenticated {
     async fn from_request_parts(parts: &mut Parts, state: &Inbox) -> Result<Self, Self::Rejection> {
         let unauthorized = || problem(401, "unauthorized", "Missing or invalid API key");
         let key = bearer(&parts.headers).ok_or_else(unauthorized)?;
-        match state.directory.tenant_for_api_key(&secret_digest(key)).await {
+        match state
+            .directory
+            .tenant_for_api_key(&secret_digest(key))
+            .await
+        {
             Ok(Some(tenant)) => Ok(Authenticated(tenant)),
             Ok(None) => Err(unauthorized()),
             Err(e) => {
                 tracing::error!(error = %e, "API key lookup failed");
-                Err(problem(503, "directory-unavailable", "API key lookup failed; retry later"))
+                Err(problem(
+                    503,
+                    "directory-unavailable",
+                    "API key lookup failed; retry later",
+                ))
             }
         }
     }
@@ -82,7 +93,10 @@ struct PageQuery {
 
 fn page(query: Result<Query<PageQuery>, QueryRejection>) -> Result<PageRequest, ProblemResponse> {
     let bad = |detail: &str| {
-        ProblemResponse(relay_http::Problem::new(400, "bad-query", "Invalid query parameters").with_detail(detail.to_owned()))
+        ProblemResponse(
+            relay_http::Problem::new(400, "bad-query", "Invalid query parameters")
+                .with_detail(detail.to_owned()),
+        )
     };
     let Query(q) = query.map_err(|_| bad("the query string is malformed"))?;
     let limit = match q.limit.as_deref() {
@@ -101,11 +115,16 @@ fn page(query: Result<Query<PageQuery>, QueryRejection>) -> Result<PageRequest, 
 fn store_problem(e: StoreError) -> ProblemResponse {
     match e {
         StoreError::InvalidCursor => ProblemResponse(
-            relay_http::Problem::new(400, "bad-query", "Invalid query parameters").with_detail("cursor is not one this API issued"),
+            relay_http::Problem::new(400, "bad-query", "Invalid query parameters")
+                .with_detail("cursor is not one this API issued"),
         ),
         other => {
             tracing::error!(error = %other, "store read failed");
-            problem(503, "store-unavailable", "The inbox store is unavailable; retry later")
+            problem(
+                503,
+                "store-unavailable",
+                "The inbox store is unavailable; retry later",
+            )
         }
     }
 }
@@ -148,7 +167,12 @@ pub fn message_json(m: &StoredMessage) -> Value {
 }
 
 fn ok_json(v: Value) -> Response {
-    (StatusCode::OK, [(header::CACHE_CONTROL, "no-store")], Json(v)).into_response()
+    (
+        StatusCode::OK,
+        [(header::CACHE_CONTROL, "no-store")],
+        Json(v),
+    )
+        .into_response()
 }
 
 async fn list_conversations(
@@ -158,7 +182,11 @@ async fn list_conversations(
 ) -> Result<Response, ProblemResponse> {
     let page = page(query)?;
     let now = (state.clock)();
-    let result = state.store.list_conversations(&tenant, &page, now).await.map_err(store_problem)?;
+    let result = state
+        .store
+        .list_conversations(&tenant, &page, now)
+        .await
+        .map_err(store_problem)?;
     tracing::info!(tenant = %tenant, count = result.items.len(), "conversations listed");
     Ok(ok_json(json!({
         "conversations": result.items.iter().map(conversation_json).collect::<Vec<_>>(),
@@ -176,10 +204,20 @@ async fn list_messages(
     let contact = ContactId::parse(&contact_id).map_err(|_| not_found())?;
     let page = page(query)?;
     let now = (state.clock)();
-    if state.store.conversation(&tenant, &contact, now).await.map_err(store_problem)?.is_none() {
+    if state
+        .store
+        .conversation(&tenant, &contact, now)
+        .await
+        .map_err(store_problem)?
+        .is_none()
+    {
         return Err(not_found());
     }
-    let result = state.store.list_messages(&tenant, &contact, &page, now).await.map_err(store_problem)?;
+    let result = state
+        .store
+        .list_messages(&tenant, &contact, &page, now)
+        .await
+        .map_err(store_problem)?;
     tracing::info!(tenant = %tenant, contact = %contact, count = result.items.len(), "messages listed");
     Ok(ok_json(json!({
         "messages": result.items.iter().map(message_json).collect::<Vec<_>>(),

@@ -1,5 +1,6 @@
 //! The inbox API over the SQLite store: authentication, tenant isolation, pagination,
 //! problems, and agreement with openapi.json.
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
@@ -49,17 +50,44 @@ async fn setup() -> axum::Router {
     let config = RelayConfig::parse(CONFIG, &|_| None).unwrap();
     let directory = Arc::new(StaticDirectory::from_config(&config));
     let store = Arc::new(SqliteMessageStore::new(Database::in_memory()));
-    let r = Router::new(store.clone(), directory.clone(), Arc::new(Pseudonymizer::new([1; 32]))).with_clock(Arc::new(|| NOW));
+    let r = Router::new(
+        store.clone(),
+        directory.clone(),
+        Arc::new(Pseudonymizer::new([1; 32])),
+    )
+    .with_clock(Arc::new(|| NOW));
     // Tenant A: 3 customers, the first with 5 messages. Tenant B: 1 customer.
     for i in 0..3 {
         for j in 0..(if i == 0 { 5 } else { 1 }) {
-            let w = text_webhook("111", &format!("4915100000{i}"), &format!("Kunde {i}"), &format!("wamid.A{i}{j}"), NOW - 1000 + i * 10 + j, &format!("Nachricht {i}/{j}"));
-            let b = relay_core::envelope::envelopes("111", 0, w, 1 << 20).unwrap().remove(0);
+            let w = text_webhook(
+                "111",
+                &format!("4915100000{i}"),
+                &format!("Kunde {i}"),
+                &format!("wamid.A{i}{j}"),
+                NOW - 1000 + i * 10 + j,
+                &format!("Nachricht {i}/{j}"),
+            );
+            let b = relay_core::envelope::envelopes("111", 0, w, 1 << 20)
+                .unwrap()
+                .remove(0);
             r.route(&b).await.unwrap();
         }
     }
-    let w = text_webhook("222", "4917000000", "Kundin B", "wamid.B0", NOW - 500, "Geheim B");
-    r.route(&relay_core::envelope::envelopes("222", 0, w, 1 << 20).unwrap().remove(0)).await.unwrap();
+    let w = text_webhook(
+        "222",
+        "4917000000",
+        "Kundin B",
+        "wamid.B0",
+        NOW - 500,
+        "Geheim B",
+    );
+    r.route(
+        &relay_core::envelope::envelopes("222", 0, w, 1 << 20)
+            .unwrap()
+            .remove(0),
+    )
+    .await
+    .unwrap();
     router(Inbox {
         directory,
         store,
@@ -73,10 +101,19 @@ async fn get(app: &axum::Router, uri: &str, auth: Option<&str>) -> (StatusCode, 
     if let Some(a) = auth {
         req = req.header("authorization", a);
     }
-    let resp = app.clone().oneshot(req.body(Body::empty()).unwrap()).await.unwrap();
+    let resp = app
+        .clone()
+        .oneshot(req.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
     let status = resp.status();
-    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
-    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
 }
 
 #[tokio::test]
@@ -89,7 +126,10 @@ async fn conversations_are_listed_with_window_and_unread() {
     assert_eq!(convs[0]["name"], "Kunde 2", "most recent activity first");
     let first = convs.iter().find(|c| c["name"] == "Kunde 0").unwrap();
     assert_eq!(first["unread"], 5);
-    assert_eq!(first["window_expires_at"], first["last_message_at"].as_i64().unwrap() + 86_400);
+    assert_eq!(
+        first["window_expires_at"],
+        first["last_message_at"].as_i64().unwrap() + 86_400
+    );
     assert!(body["next_cursor"].is_null());
 }
 
@@ -104,25 +144,51 @@ async fn a_key_sees_only_its_own_tenant() {
     let a_contact = a["conversations"][0]["contact_id"].as_str().unwrap();
     let b_contact = b_convs[0]["contact_id"].as_str().unwrap();
     // Another tenant's contact id is "not found", not "forbidden": nothing leaks.
-    let (status, body) = get(&app, &format!("/v1/conversations/{a_contact}/messages"), Some(KEY_B)).await;
+    let (status, body) = get(
+        &app,
+        &format!("/v1/conversations/{a_contact}/messages"),
+        Some(KEY_B),
+    )
+    .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert!(!body.to_string().contains("Nachricht"));
-    let (status, body) = get(&app, &format!("/v1/conversations/{b_contact}/messages"), Some(KEY_B)).await;
+    let (status, body) = get(
+        &app,
+        &format!("/v1/conversations/{b_contact}/messages"),
+        Some(KEY_B),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["messages"][0]["text"], "Geheim B");
     // A cursor from tenant A's listing does not open tenant B's data (or vice versa).
     let (_, page) = get(&app, "/v1/conversations?limit=1", Some(KEY_A)).await;
     let cursor = page["next_cursor"].as_str().unwrap();
-    let (status, body) = get(&app, &format!("/v1/conversations?cursor={cursor}"), Some(KEY_B)).await;
+    let (status, body) = get(
+        &app,
+        &format!("/v1/conversations?cursor={cursor}"),
+        Some(KEY_B),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
-    assert!(body["conversations"].as_array().unwrap().iter().all(|c| c["name"] == "Kundin B"));
+    assert!(
+        body["conversations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["name"] == "Kundin B")
+    );
 }
 
 #[tokio::test]
 async fn messages_paginate_newest_first_without_gaps() {
     let app = setup().await;
     let (_, convs) = get(&app, "/v1/conversations", Some(KEY_A)).await;
-    let contact = convs["conversations"].as_array().unwrap().iter().find(|c| c["name"] == "Kunde 0").unwrap()["contact_id"]
+    let contact = convs["conversations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "Kunde 0")
+        .unwrap()["contact_id"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -142,23 +208,82 @@ async fn messages_paginate_newest_first_without_gaps() {
             None => break,
         }
     }
-    assert_eq!(texts, ["Nachricht 0/4", "Nachricht 0/3", "Nachricht 0/2", "Nachricht 0/1", "Nachricht 0/0"]);
+    assert_eq!(
+        texts,
+        [
+            "Nachricht 0/4",
+            "Nachricht 0/3",
+            "Nachricht 0/2",
+            "Nachricht 0/1",
+            "Nachricht 0/0"
+        ]
+    );
 }
 
 #[tokio::test]
 async fn problems_for_bad_requests() {
     let app = setup().await;
     let cases = [
-        ("/v1/conversations", None, StatusCode::UNAUTHORIZED, "unauthorized"),
-        ("/v1/conversations", Some("Bearer sk_wrong_key_000000000"), StatusCode::UNAUTHORIZED, "unauthorized"),
-        ("/v1/conversations", Some("Basic abc"), StatusCode::UNAUTHORIZED, "unauthorized"),
-        ("/v1/conversations?limit=0", Some(KEY_A), StatusCode::BAD_REQUEST, "bad-query"),
-        ("/v1/conversations?limit=201", Some(KEY_A), StatusCode::BAD_REQUEST, "bad-query"),
-        ("/v1/conversations?limit=abc", Some(KEY_A), StatusCode::BAD_REQUEST, "bad-query"),
-        ("/v1/conversations?cursor=%27%20OR%201%3D1", Some(KEY_A), StatusCode::BAD_REQUEST, "bad-query"),
-        ("/v1/conversations/..%2F..%2Fetc/messages", Some(KEY_A), StatusCode::NOT_FOUND, "not-found"),
-        ("/v1/conversations/c_00000000000000000000000000000000/messages", Some(KEY_A), StatusCode::NOT_FOUND, "not-found"),
-        ("/v1/nothing-here", Some(KEY_A), StatusCode::NOT_FOUND, "not-found"),
+        (
+            "/v1/conversations",
+            None,
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+        ),
+        (
+            "/v1/conversations",
+            Some("Bearer sk_wrong_key_000000000"),
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+        ),
+        (
+            "/v1/conversations",
+            Some("Basic abc"),
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+        ),
+        (
+            "/v1/conversations?limit=0",
+            Some(KEY_A),
+            StatusCode::BAD_REQUEST,
+            "bad-query",
+        ),
+        (
+            "/v1/conversations?limit=201",
+            Some(KEY_A),
+            StatusCode::BAD_REQUEST,
+            "bad-query",
+        ),
+        (
+            "/v1/conversations?limit=abc",
+            Some(KEY_A),
+            StatusCode::BAD_REQUEST,
+            "bad-query",
+        ),
+        (
+            "/v1/conversations?cursor=%27%20OR%201%3D1",
+            Some(KEY_A),
+            StatusCode::BAD_REQUEST,
+            "bad-query",
+        ),
+        (
+            "/v1/conversations/..%2F..%2Fetc/messages",
+            Some(KEY_A),
+            StatusCode::NOT_FOUND,
+            "not-found",
+        ),
+        (
+            "/v1/conversations/c_00000000000000000000000000000000/messages",
+            Some(KEY_A),
+            StatusCode::NOT_FOUND,
+            "not-found",
+        ),
+        (
+            "/v1/nothing-here",
+            Some(KEY_A),
+            StatusCode::NOT_FOUND,
+            "not-found",
+        ),
     ];
     for (uri, auth, want, slug) in cases {
         let (status, body) = get(&app, uri, auth).await;
@@ -180,9 +305,15 @@ async fn openapi_document_matches_the_router() {
         }
     }
     documented.sort();
-    let mut served: Vec<(String, String)> = ROUTES.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
+    let mut served: Vec<(String, String)> = ROUTES
+        .iter()
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect();
     served.sort();
-    assert_eq!(documented, served, "openapi.json and ROUTES list the same operations");
+    assert_eq!(
+        documented, served,
+        "openapi.json and ROUTES list the same operations"
+    );
 
     // And the router really serves each of them (a route that is missing answers the 404
     // fallback problem; an existing one answers 200, 401 or a 404 of its own).
@@ -192,6 +323,9 @@ async fn openapi_document_matches_the_router() {
         let uri = path.replace("{contact_id}", "c_00000000000000000000000000000000");
         let (status, body) = get(&app, &uri, Some(KEY_A)).await;
         let unrouted = body["title"] == "No such resource";
-        assert!(!unrouted, "{method} {path} is documented but not routed (status {status})");
+        assert!(
+            !unrouted,
+            "{method} {path} is documented but not routed (status {status})"
+        );
     }
 }

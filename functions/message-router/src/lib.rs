@@ -35,8 +35,12 @@ pub async fn handle(router: &Router, event: SqsEvent) -> Result<SqsBatchResponse
             ),
             Err(e) => {
                 match &e {
-                    RouteError::Malformed(_) => tracing::error!(message_id = %message_id, error = %e, "record is malformed; it will reach the DLQ after its retries"),
-                    RouteError::Store(_) => tracing::warn!(message_id = %message_id, error = %e, "record failed; the queue retries it"),
+                    RouteError::Malformed(_) => {
+                        tracing::error!(message_id = %message_id, error = %e, "record is malformed; it will reach the DLQ after its retries")
+                    }
+                    RouteError::Store(_) => {
+                        tracing::warn!(message_id = %message_id, error = %e, "record failed; the queue retries it")
+                    }
                 }
                 let mut failure = BatchItemFailure::default();
                 failure.item_identifier = message_id;

@@ -1,5 +1,6 @@
 //! The SQS handler against the SQLite store: exactly-once effects, partial batch failures,
 //! contact identity, quarantine.
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
 use aws_lambda_events::sqs::SqsEvent;
 use message_router::handle;
@@ -37,8 +38,12 @@ fn setup() -> Fixture {
     let store = Arc::new(SqliteMessageStore::new(Database::in_memory()));
     let config = RelayConfig::parse(CONFIG, &|_| None).unwrap();
     let pseudo = Arc::new(Pseudonymizer::new([9; 32]));
-    let router = Router::new(store.clone(), Arc::new(StaticDirectory::from_config(&config)), pseudo.clone())
-        .with_clock(Arc::new(|| NOW));
+    let router = Router::new(
+        store.clone(),
+        Arc::new(StaticDirectory::from_config(&config)),
+        pseudo.clone(),
+    )
+    .with_clock(Arc::new(|| NOW));
     Fixture {
         router,
         store,
@@ -48,12 +53,17 @@ fn setup() -> Fixture {
 }
 
 fn fixture(name: &str) -> Value {
-    let path = format!("{}/../../tests/fixtures/{name}.json", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/../../tests/fixtures/{name}.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
     serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
 }
 
 fn body(pnid: &str, payload: Value) -> String {
-    relay_core::envelope::envelopes(pnid, NOW * 1000, payload, 1 << 20).unwrap().remove(0)
+    relay_core::envelope::envelopes(pnid, NOW * 1000, payload, 1 << 20)
+        .unwrap()
+        .remove(0)
 }
 
 fn batch(records: &[(&str, String)]) -> SqsEvent {
@@ -66,7 +76,14 @@ fn batch(records: &[(&str, String)]) -> SqsEvent {
 
 async fn conversations(f: &Fixture) -> Vec<relay_core::records::Conversation> {
     f.store
-        .list_conversations(&f.tenant, &PageRequest { limit: 100, cursor: None }, NOW)
+        .list_conversations(
+            &f.tenant,
+            &PageRequest {
+                limit: 100,
+                cursor: None,
+            },
+            NOW,
+        )
         .await
         .unwrap()
         .items
@@ -77,7 +94,15 @@ async fn message_count(f: &Fixture) -> usize {
     for c in conversations(f).await {
         n += f
             .store
-            .list_messages(&f.tenant, &c.contact_id, &PageRequest { limit: 200, cursor: None }, NOW)
+            .list_messages(
+                &f.tenant,
+                &c.contact_id,
+                &PageRequest {
+                    limit: 200,
+                    cursor: None,
+                },
+                NOW,
+            )
             .await
             .unwrap()
             .items
@@ -87,9 +112,25 @@ async fn message_count(f: &Fixture) -> usize {
 }
 
 const MESSAGE_FIXTURES: &[&str] = &[
-    "text", "text_reply", "image", "video", "audio_voice", "sticker", "document", "location", "contacts",
-    "interactive_button", "interactive_list", "interactive_nfm", "button", "reaction", "reaction_removed", "order",
-    "system", "unsupported", "unknown_type",
+    "text",
+    "text_reply",
+    "image",
+    "video",
+    "audio_voice",
+    "sticker",
+    "document",
+    "location",
+    "contacts",
+    "interactive_button",
+    "interactive_list",
+    "interactive_nfm",
+    "button",
+    "reaction",
+    "reaction_removed",
+    "order",
+    "system",
+    "unsupported",
+    "unknown_type",
 ];
 
 #[tokio::test]
@@ -99,7 +140,10 @@ async fn every_message_is_stored_exactly_once_under_redelivery() {
         .iter()
         .map(|name| (format!("id-{name}"), body(PNID, fixture(name))))
         .collect();
-    let refs: Vec<(&str, String)> = records.iter().map(|(i, b)| (i.as_str(), b.clone())).collect();
+    let refs: Vec<(&str, String)> = records
+        .iter()
+        .map(|(i, b)| (i.as_str(), b.clone()))
+        .collect();
     for chunk in refs.chunks(10) {
         let resp = handle(&f.router, batch(chunk)).await.unwrap();
         assert!(resp.batch_item_failures.is_empty());
@@ -139,13 +183,20 @@ async fn one_bad_record_fails_alone() {
         batch(&[
             ("good-1", body(PNID, fixture("text"))),
             ("bad", "this is not an envelope".to_owned()),
-            ("not-a-webhook", body(PNID, json!({"object": "page", "entry": []}))),
+            (
+                "not-a-webhook",
+                body(PNID, json!({"object": "page", "entry": []})),
+            ),
             ("good-2", body(PNID, fixture("image"))),
         ]),
     )
     .await
     .unwrap();
-    let failed: Vec<&str> = resp.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
+    let failed: Vec<&str> = resp
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.as_str())
+        .collect();
     assert_eq!(failed, ["bad", "not-a-webhook"]);
     assert_eq!(message_count(&f).await, 2);
 }
@@ -153,41 +204,79 @@ async fn one_bad_record_fails_alone() {
 #[tokio::test]
 async fn a_record_without_message_id_fails_the_batch_instead_of_hiding() {
     let f = setup();
-    let event: SqsEvent = serde_json::from_value(json!({"Records": [{"body": body(PNID, fixture("text"))}]})).unwrap();
+    let event: SqsEvent =
+        serde_json::from_value(json!({"Records": [{"body": body(PNID, fixture("text"))}]}))
+            .unwrap();
     assert!(handle(&f.router, event).await.is_err());
 }
 
 #[tokio::test]
 async fn multi_event_posts_store_every_event() {
     let f = setup();
-    handle(&f.router, batch(&[("m", body(PNID, fixture("multi")))])).await.unwrap();
+    handle(&f.router, batch(&[("m", body(PNID, fixture("multi")))]))
+        .await
+        .unwrap();
     let convs = conversations(&f).await;
     assert_eq!(convs.len(), 2);
     assert_eq!(message_count(&f).await, 3);
-    assert_eq!(convs[0].name.as_deref(), Some("Hans Beispiel"), "latest activity first");
+    assert_eq!(
+        convs[0].name.as_deref(),
+        Some("Hans Beispiel"),
+        "latest activity first"
+    );
     // The two statuses are for an outbound message the relay does not know: kept.
     let key = f.pseudo.wamid_key(&f.tenant, "wamid.OUTBOUND0001");
     let statuses = f.store.statuses(&f.tenant, &key, NOW).await.unwrap();
     let words: Vec<&str> = statuses.iter().map(|s| s.status.as_str()).collect();
     assert_eq!(words, ["delivered", "read"]);
-    assert!(statuses.iter().all(|s| s.contact_id.is_some()), "status recipients resolve to the known contact");
+    assert!(
+        statuses.iter().all(|s| s.contact_id.is_some()),
+        "status recipients resolve to the known contact"
+    );
 }
 
 #[tokio::test]
 async fn a_contact_keeps_its_id_when_a_bsuid_appears() {
     let f = setup();
-    handle(&f.router, batch(&[("1", body(PNID, fixture("text")))])).await.unwrap();
-    handle(&f.router, batch(&[("2", body(PNID, fixture("bsuid_with_number")))])).await.unwrap();
+    handle(&f.router, batch(&[("1", body(PNID, fixture("text")))]))
+        .await
+        .unwrap();
+    handle(
+        &f.router,
+        batch(&[("2", body(PNID, fixture("bsuid_with_number")))]),
+    )
+    .await
+    .unwrap();
     let convs = conversations(&f).await;
-    assert_eq!(convs.len(), 1, "wa_id first, then wa_id + BSUID: one contact");
+    assert_eq!(
+        convs.len(),
+        1,
+        "wa_id first, then wa_id + BSUID: one contact"
+    );
     assert_eq!(convs[0].unread, 2);
-    assert_eq!(convs[0].contact_id, f.pseudo.contact_id(&f.tenant, Identity::WaId("4915112345678")));
+    assert_eq!(
+        convs[0].contact_id,
+        f.pseudo
+            .contact_id(&f.tenant, Identity::WaId("4915112345678"))
+    );
 
-    handle(&f.router, batch(&[("3", body(PNID, fixture("bsuid_only")))])).await.unwrap();
+    handle(
+        &f.router,
+        batch(&[("3", body(PNID, fixture("bsuid_only")))]),
+    )
+    .await
+    .unwrap();
     let convs = conversations(&f).await;
     assert_eq!(convs.len(), 2, "a BSUID-only user is their own contact");
-    let anon = convs.iter().find(|c| c.name.as_deref() == Some("Anonyme Kundin")).unwrap();
-    assert_eq!(anon.contact_id, f.pseudo.contact_id(&f.tenant, Identity::Bsuid("DE.1502576394655843")));
+    let anon = convs
+        .iter()
+        .find(|c| c.name.as_deref() == Some("Anonyme Kundin"))
+        .unwrap();
+    assert_eq!(
+        anon.contact_id,
+        f.pseudo
+            .contact_id(&f.tenant, Identity::Bsuid("DE.1502576394655843"))
+    );
     assert!(!anon.contact_id.as_str().contains("1502576394655843"));
 }
 
@@ -195,49 +284,88 @@ async fn a_contact_keeps_its_id_when_a_bsuid_appears() {
 async fn statuses_move_forward_only() {
     let f = setup();
     // Deliver read before sent/delivered (out of order): the relay ends at "read".
-    for name in ["status_read", "status_sent", "status_delivered", "status_read"] {
-        handle(&f.router, batch(&[(name, body(PNID, fixture(name)))])).await.unwrap();
+    for name in [
+        "status_read",
+        "status_sent",
+        "status_delivered",
+        "status_read",
+    ] {
+        handle(&f.router, batch(&[(name, body(PNID, fixture(name)))]))
+            .await
+            .unwrap();
     }
     let key = f.pseudo.wamid_key(&f.tenant, "wamid.OUTBOUND0001");
-    assert_eq!(f.store.statuses(&f.tenant, &key, NOW).await.unwrap().len(), 3, "each status once");
+    assert_eq!(
+        f.store.statuses(&f.tenant, &key, NOW).await.unwrap().len(),
+        3,
+        "each status once"
+    );
 }
 
 #[tokio::test]
 async fn events_for_unknown_or_mismatched_channels_are_quarantined_not_lost() {
     let f = setup();
     // Authenticated as a channel no tenant has (removed between receipt and routing).
-    handle(&f.router, batch(&[("1", body("999", fixture("text")))])).await.unwrap();
+    handle(&f.router, batch(&[("1", body("999", fixture("text")))]))
+        .await
+        .unwrap();
     // Authenticated as ours, but the payload is addressed to another number.
     let mut other = fixture("image");
     other["entry"][0]["changes"][0]["value"]["metadata"]["phone_number_id"] = json!("555");
-    handle(&f.router, batch(&[("2", body(PNID, other))])).await.unwrap();
+    handle(&f.router, batch(&[("2", body(PNID, other))]))
+        .await
+        .unwrap();
     assert_eq!(message_count(&f).await, 0);
     let q = f.store.list_quarantine(10, NOW).await.unwrap();
     assert_eq!(q.len(), 2);
-    assert!(q.iter().any(|q| q.phone_number_id == "999" && q.reason.contains("no tenant")));
+    assert!(
+        q.iter()
+            .any(|q| q.phone_number_id == "999" && q.reason.contains("no tenant"))
+    );
     assert!(q.iter().any(|q| q.reason.contains("another channel")));
     // Quarantining twice keeps one.
-    handle(&f.router, batch(&[("1", body("999", fixture("text")))])).await.unwrap();
+    handle(&f.router, batch(&[("1", body("999", fixture("text")))]))
+        .await
+        .unwrap();
     assert_eq!(f.store.list_quarantine(10, NOW).await.unwrap().len(), 2);
 }
 
 #[tokio::test]
 async fn messages_carry_the_tenant_retention() {
     let f = setup();
-    handle(&f.router, batch(&[("1", body(PNID, fixture("text")))])).await.unwrap();
+    handle(&f.router, batch(&[("1", body(PNID, fixture("text")))]))
+        .await
+        .unwrap();
     let c = &conversations(&f).await[0];
     let msgs = f
         .store
-        .list_messages(&f.tenant, &c.contact_id, &PageRequest { limit: 10, cursor: None }, NOW)
+        .list_messages(
+            &f.tenant,
+            &c.contact_id,
+            &PageRequest {
+                limit: 10,
+                cursor: None,
+            },
+            NOW,
+        )
         .await
         .unwrap();
     assert_eq!(msgs.items[0].expires_at, NOW + 30 * 86_400);
     let after = NOW + 30 * 86_400 + 1;
-    assert!(f
-        .store
-        .list_messages(&f.tenant, &c.contact_id, &PageRequest { limit: 10, cursor: None }, after)
-        .await
-        .unwrap()
-        .items
-        .is_empty());
+    assert!(
+        f.store
+            .list_messages(
+                &f.tenant,
+                &c.contact_id,
+                &PageRequest {
+                    limit: 10,
+                    cursor: None
+                },
+                after
+            )
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
 }

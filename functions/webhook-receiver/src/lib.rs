@@ -42,7 +42,11 @@ pub fn router(state: Receiver) -> Router {
 /// Every authentication failure looks the same, unknown channels included, so that the
 /// answer does not tell which phone number ids exist.
 fn unauthorized() -> ProblemResponse {
-    problem(401, "unauthorized", "Missing or invalid webhook credentials")
+    problem(
+        401,
+        "unauthorized",
+        "Missing or invalid webhook credentials",
+    )
 }
 
 fn valid_phone_number_id(s: &str) -> bool {
@@ -66,23 +70,53 @@ pub fn prepare(
     received_at_ms: i64,
 ) -> Result<Vec<String>, ProblemResponse> {
     let auth = AuthHeaders {
-        authorization: headers.get(header::AUTHORIZATION).map(HeaderValue::as_bytes),
-        dialog360_signature: headers.get("x-360dialog-signature").map(HeaderValue::as_bytes),
-        hub_signature_256: headers.get("x-hub-signature-256").map(HeaderValue::as_bytes),
+        authorization: headers
+            .get(header::AUTHORIZATION)
+            .map(HeaderValue::as_bytes),
+        dialog360_signature: headers
+            .get("x-360dialog-signature")
+            .map(HeaderValue::as_bytes),
+        hub_signature_256: headers
+            .get("x-hub-signature-256")
+            .map(HeaderValue::as_bytes),
     };
     if !channel.auth.verify(&auth, body) {
         return Err(unauthorized());
     }
     let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
-        let detail = PayloadError::NotJson { line: e.line(), column: e.column() }.to_string();
+        let detail = PayloadError::NotJson {
+            line: e.line(),
+            column: e.column(),
+        }
+        .to_string();
         detailed(400, "not-json", "The body is not JSON", detail)
     })?;
-    validate_webhook(&value).map_err(|e| detailed(400, "not-a-webhook", "The body is not a WhatsApp webhook", e.to_string()))?;
-    envelopes(&channel.phone_number_id, received_at_ms, value, max_message_bytes).map_err(|e| match e {
-        QueueError::TooLarge { .. } => {
-            detailed(413, "too-large", "A single event of this webhook is larger than the queue takes", e.to_string())
-        }
-        QueueError::Unavailable(_) => problem(503, "queue-unavailable", "The queue is unavailable; retry later"),
+    validate_webhook(&value).map_err(|e| {
+        detailed(
+            400,
+            "not-a-webhook",
+            "The body is not a WhatsApp webhook",
+            e.to_string(),
+        )
+    })?;
+    envelopes(
+        &channel.phone_number_id,
+        received_at_ms,
+        value,
+        max_message_bytes,
+    )
+    .map_err(|e| match e {
+        QueueError::TooLarge { .. } => detailed(
+            413,
+            "too-large",
+            "A single event of this webhook is larger than the queue takes",
+            e.to_string(),
+        ),
+        QueueError::Unavailable(_) => problem(
+            503,
+            "queue-unavailable",
+            "The queue is unavailable; retry later",
+        ),
     })
 }
 
@@ -100,10 +134,20 @@ async fn receive(
     let body = match body {
         Ok(b) => b,
         Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            tracing::warn!(limit = state.max_body_bytes, "webhook refused: body too large");
-            return problem(413, "too-large", "The body is larger than this endpoint accepts").into_response();
+            tracing::warn!(
+                limit = state.max_body_bytes,
+                "webhook refused: body too large"
+            );
+            return problem(
+                413,
+                "too-large",
+                "The body is larger than this endpoint accepts",
+            )
+            .into_response();
         }
-        Err(_) => return problem(400, "unreadable-body", "The body could not be read").into_response(),
+        Err(_) => {
+            return problem(400, "unreadable-body", "The body could not be read").into_response();
+        }
     };
     if !valid_phone_number_id(&phone_number_id) {
         return unauthorized().into_response();
@@ -116,10 +160,21 @@ async fn receive(
         }
         Err(e) => {
             tracing::error!(error = %e, "channel lookup failed");
-            return problem(503, "directory-unavailable", "Channel lookup failed; retry later").into_response();
+            return problem(
+                503,
+                "directory-unavailable",
+                "Channel lookup failed; retry later",
+            )
+            .into_response();
         }
     };
-    let bodies = match prepare(&channel, &headers, &body, state.queue.max_message_bytes(), now_ms()) {
+    let bodies = match prepare(
+        &channel,
+        &headers,
+        &body,
+        state.queue.max_message_bytes(),
+        now_ms(),
+    ) {
         Ok(b) => b,
         Err(p) => {
             tracing::warn!(phone_number_id = %phone_number_id, status = p.0.status, problem = p.0.slug(), bytes = body.len(), "webhook refused");
@@ -128,7 +183,12 @@ async fn receive(
     };
     if let Err(e) = state.queue.enqueue(&bodies).await {
         tracing::error!(phone_number_id = %phone_number_id, error = %e, "enqueue failed; answering 503 so the sender retries");
-        return problem(503, "queue-unavailable", "The webhook could not be queued; retry later").into_response();
+        return problem(
+            503,
+            "queue-unavailable",
+            "The webhook could not be queued; retry later",
+        )
+        .into_response();
     }
     tracing::info!(
         phone_number_id = %phone_number_id,
@@ -138,7 +198,12 @@ async fn receive(
         micros = started.elapsed().as_micros() as u64,
         "webhook queued"
     );
-    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], r#"{"status":"queued"}"#).into_response()
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        r#"{"status":"queued"}"#,
+    )
+        .into_response()
 }
 
 #[derive(Deserialize)]
@@ -166,16 +231,29 @@ async fn verify_subscription(
     let channel = match state.directory.channel(&phone_number_id).await {
         Ok(Some(c)) => c,
         Ok(None) => return unauthorized().into_response(),
-        Err(_) => return problem(503, "directory-unavailable", "Channel lookup failed; retry later").into_response(),
+        Err(_) => {
+            return problem(
+                503,
+                "directory-unavailable",
+                "Channel lookup failed; retry later",
+            )
+            .into_response();
+        }
     };
     let challenge = q
         .challenge
         .as_deref()
         .filter(|c| c.len() <= 256 && c.bytes().all(|b| b.is_ascii_graphic()));
-    match channel.auth.verify_subscription(q.mode.as_deref(), q.verify_token.as_deref(), challenge) {
+    match channel
+        .auth
+        .verify_subscription(q.mode.as_deref(), q.verify_token.as_deref(), challenge)
+    {
         Some(challenge) => (
             StatusCode::OK,
-            [(header::CONTENT_TYPE, "text/plain; charset=utf-8"), (header::X_CONTENT_TYPE_OPTIONS, "nosniff")],
+            [
+                (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+                (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            ],
             challenge.to_owned(),
         )
             .into_response(),

@@ -1,4 +1,5 @@
 //! The receiver's answers, from fixtures: what is enqueued and what is refused.
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
 use async_trait::async_trait;
 use axum::body::Body;
@@ -78,36 +79,74 @@ fn app() -> App {
 }
 
 fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(format!("{}/../../tests/fixtures/{name}.json", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    std::fs::read(format!(
+        "{}/../../tests/fixtures/{name}.json",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
 }
 
-async fn post(app: &App, path: &str, headers: &[(&str, &str)], body: Vec<u8>) -> (StatusCode, serde_json::Value, Option<String>) {
+async fn post(
+    app: &App,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> (StatusCode, serde_json::Value, Option<String>) {
     let mut req = Request::post(path).header("content-type", "application/json");
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
-    let resp = app.router.clone().oneshot(req.body(Body::from(body)).unwrap()).await.unwrap();
+    let resp = app
+        .router
+        .clone()
+        .oneshot(req.body(Body::from(body)).unwrap())
+        .await
+        .unwrap();
     let status = resp.status();
-    let ct = resp.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned());
-    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
-    (status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null), ct)
+    let ct = resp
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+        ct,
+    )
 }
 
 fn queued(app: &App) -> Vec<Envelope> {
-    app.queue.bodies.lock().unwrap().iter().map(|b| serde_json::from_str(b).unwrap()).collect()
+    app.queue
+        .bodies
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|b| serde_json::from_str(b).unwrap())
+        .collect()
 }
 
 #[tokio::test]
 async fn a_valid_360dialog_webhook_is_queued_unchanged() {
     let app = app();
     let body = fixture("multi");
-    let (status, json, _) = post(&app, "/webhooks/whatsapp/111", &[("authorization", "Bearer tok-111")], body.clone()).await;
+    let (status, json, _) = post(
+        &app,
+        "/webhooks/whatsapp/111",
+        &[("authorization", "Bearer tok-111")],
+        body.clone(),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(json["status"], "queued");
     let q = queued(&app);
     assert_eq!(q.len(), 1);
     assert_eq!(q[0].phone_number_id, "111");
-    assert_eq!(q[0].payload, serde_json::from_slice::<serde_json::Value>(&body).unwrap());
+    assert_eq!(
+        q[0].payload,
+        serde_json::from_slice::<serde_json::Value>(&body).unwrap()
+    );
 }
 
 #[tokio::test]
@@ -115,31 +154,132 @@ async fn bad_requests_get_their_status_and_enqueue_nothing() {
     let app = app();
     let ok = fixture("text");
     let auth = ("authorization", "Bearer tok-111");
-    let cases: Vec<(&str, Vec<(&str, &str)>, Vec<u8>, StatusCode, &str)> = vec![
-        ("/webhooks/whatsapp/111", vec![], ok.clone(), StatusCode::UNAUTHORIZED, "unauthorized"),
-        ("/webhooks/whatsapp/111", vec![("authorization", "Bearer tok-222")], ok.clone(), StatusCode::UNAUTHORIZED, "unauthorized"),
-        ("/webhooks/whatsapp/111", vec![("authorization", "tok-111")], ok.clone(), StatusCode::UNAUTHORIZED, "unauthorized"),
+    type Case<'a> = (
+        &'a str,
+        Vec<(&'a str, &'a str)>,
+        Vec<u8>,
+        StatusCode,
+        &'a str,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "/webhooks/whatsapp/111",
+            vec![],
+            ok.clone(),
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+        ),
+        (
+            "/webhooks/whatsapp/111",
+            vec![("authorization", "Bearer tok-222")],
+            ok.clone(),
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+        ),
+        (
+            "/webhooks/whatsapp/111",
+            vec![("authorization", "tok-111")],
+            ok.clone(),
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+        ),
         // Unknown channel: the same answer as a wrong token.
-        ("/webhooks/whatsapp/999", vec![auth], ok.clone(), StatusCode::UNAUTHORIZED, "unauthorized"),
-        ("/webhooks/whatsapp/..%2f111", vec![auth], ok.clone(), StatusCode::UNAUTHORIZED, "unauthorized"),
-        ("/webhooks/whatsapp/111", vec![auth], b"{not json".to_vec(), StatusCode::BAD_REQUEST, "not-json"),
-        ("/webhooks/whatsapp/111", vec![auth], b"".to_vec(), StatusCode::BAD_REQUEST, "not-json"),
-        ("/webhooks/whatsapp/111", vec![auth], b"{\"hello\":1}".to_vec(), StatusCode::BAD_REQUEST, "not-a-webhook"),
-        ("/webhooks/whatsapp/111", vec![auth], b"[1,2]".to_vec(), StatusCode::BAD_REQUEST, "not-a-webhook"),
-        ("/webhooks/whatsapp/111", vec![auth], br#"{"object":"page","entry":[]}"#.to_vec(), StatusCode::BAD_REQUEST, "not-a-webhook"),
+        (
+            "/webhooks/whatsapp/999",
+            vec![auth],
+            ok.clone(),
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+        ),
+        (
+            "/webhooks/whatsapp/..%2f111",
+            vec![auth],
+            ok.clone(),
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+        ),
+        (
+            "/webhooks/whatsapp/111",
+            vec![auth],
+            b"{not json".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "not-json",
+        ),
+        (
+            "/webhooks/whatsapp/111",
+            vec![auth],
+            b"".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "not-json",
+        ),
+        (
+            "/webhooks/whatsapp/111",
+            vec![auth],
+            b"{\"hello\":1}".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "not-a-webhook",
+        ),
+        (
+            "/webhooks/whatsapp/111",
+            vec![auth],
+            b"[1,2]".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "not-a-webhook",
+        ),
+        (
+            "/webhooks/whatsapp/111",
+            vec![auth],
+            br#"{"object":"page","entry":[]}"#.to_vec(),
+            StatusCode::BAD_REQUEST,
+            "not-a-webhook",
+        ),
         // A signing secret is configured for 222: the bearer alone is not enough.
-        ("/webhooks/whatsapp/222", vec![("authorization", "Bearer tok-222")], ok.clone(), StatusCode::UNAUTHORIZED, "unauthorized"),
-        ("/webhooks/whatsapp/222", vec![("authorization", "Bearer tok-222"), ("x-360dialog-signature", "sha256=00")], ok.clone(), StatusCode::UNAUTHORIZED, "unauthorized"),
-        ("/webhooks/whatsapp/333", vec![("x-hub-signature-256", "sha256=deadbeef")], ok.clone(), StatusCode::UNAUTHORIZED, "unauthorized"),
-        ("/webhooks/whatsapp/333", vec![auth], ok.clone(), StatusCode::UNAUTHORIZED, "unauthorized"),
+        (
+            "/webhooks/whatsapp/222",
+            vec![("authorization", "Bearer tok-222")],
+            ok.clone(),
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+        ),
+        (
+            "/webhooks/whatsapp/222",
+            vec![
+                ("authorization", "Bearer tok-222"),
+                ("x-360dialog-signature", "sha256=00"),
+            ],
+            ok.clone(),
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+        ),
+        (
+            "/webhooks/whatsapp/333",
+            vec![("x-hub-signature-256", "sha256=deadbeef")],
+            ok.clone(),
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+        ),
+        (
+            "/webhooks/whatsapp/333",
+            vec![auth],
+            ok.clone(),
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+        ),
     ];
     for (path, headers, body, want, slug) in cases {
         let (status, json, ct) = post(&app, path, &headers, body).await;
         assert_eq!(status, want, "{path} {headers:?}");
-        assert_eq!(json["type"], format!("urn:relay:problem:{slug}"), "{path} {headers:?}");
+        assert_eq!(
+            json["type"],
+            format!("urn:relay:problem:{slug}"),
+            "{path} {headers:?}"
+        );
         assert_eq!(ct.as_deref(), Some("application/problem+json"));
     }
-    assert!(queued(&app).is_empty(), "nothing is enqueued for a rejected request");
+    assert!(
+        queued(&app).is_empty(),
+        "nothing is enqueued for a rejected request"
+    );
 }
 
 #[tokio::test]
@@ -148,13 +288,22 @@ async fn signed_webhooks_are_checked_over_the_raw_bytes() {
     // Odd but valid JSON formatting: the signature is over these exact bytes.
     let body = fixture("status_read");
     let sig = sign_hub_signature(b"app-333", &body);
-    let (status, _, _) = post(&app, "/webhooks/whatsapp/333", &[("x-hub-signature-256", &sig)], body.clone()).await;
+    let (status, _, _) = post(
+        &app,
+        "/webhooks/whatsapp/333",
+        &[("x-hub-signature-256", &sig)],
+        body.clone(),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     let sig = sign_hub_signature(b"sig-222", &body);
     let (status, _, _) = post(
         &app,
         "/webhooks/whatsapp/222",
-        &[("authorization", "Bearer tok-222"), ("x-360dialog-signature", &sig)],
+        &[
+            ("authorization", "Bearer tok-222"),
+            ("x-360dialog-signature", &sig),
+        ],
         body.clone(),
     )
     .await;
@@ -162,7 +311,13 @@ async fn signed_webhooks_are_checked_over_the_raw_bytes() {
     let mut tampered = body.clone();
     tampered.push(b' ');
     let sig = sign_hub_signature(b"app-333", &body);
-    let (status, _, _) = post(&app, "/webhooks/whatsapp/333", &[("x-hub-signature-256", &sig)], tampered).await;
+    let (status, _, _) = post(
+        &app,
+        "/webhooks/whatsapp/333",
+        &[("x-hub-signature-256", &sig)],
+        tampered,
+    )
+    .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(queued(&app).len(), 2);
 }
@@ -172,7 +327,13 @@ async fn oversized_bodies_get_413_and_enqueue_nothing() {
     let app = app_with(RecordingQueue::default(), 1024);
     let mut big = fixture("text");
     big.extend(std::iter::repeat_n(b' ', 2048));
-    let (status, json, _) = post(&app, "/webhooks/whatsapp/111", &[("authorization", "Bearer tok-111")], big).await;
+    let (status, json, _) = post(
+        &app,
+        "/webhooks/whatsapp/111",
+        &[("authorization", "Bearer tok-111")],
+        big,
+    )
+    .await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(json["status"], 413);
     assert!(queued(&app).is_empty());
@@ -187,11 +348,23 @@ async fn a_queue_outage_is_503_so_the_sender_retries() {
         },
         4 << 20,
     );
-    let (status, json, _) = post(&app, "/webhooks/whatsapp/111", &[("authorization", "Bearer tok-111")], fixture("text")).await;
+    let (status, json, _) = post(
+        &app,
+        "/webhooks/whatsapp/111",
+        &[("authorization", "Bearer tok-111")],
+        fixture("text"),
+    )
+    .await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(json["type"], "urn:relay:problem:queue-unavailable");
     app.queue.failing.store(false, Ordering::SeqCst);
-    let (status, _, _) = post(&app, "/webhooks/whatsapp/111", &[("authorization", "Bearer tok-111")], fixture("text")).await;
+    let (status, _, _) = post(
+        &app,
+        "/webhooks/whatsapp/111",
+        &[("authorization", "Bearer tok-111")],
+        fixture("text"),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
 }
 
@@ -204,21 +377,39 @@ async fn webhooks_larger_than_a_queue_message_are_split_not_truncated() {
         },
         4 << 20,
     );
-    let (status, _, _) = post(&app, "/webhooks/whatsapp/111", &[("authorization", "Bearer tok-111")], fixture("multi")).await;
+    let (status, _, _) = post(
+        &app,
+        "/webhooks/whatsapp/111",
+        &[("authorization", "Bearer tok-111")],
+        fixture("multi"),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     let q = queued(&app);
     assert_eq!(q.len(), 6, "one piece per message, status and other change");
     let events: usize = q
         .iter()
-        .map(|e| relay_core::webhook::webhook_from_value(e.payload.clone()).unwrap().events().len())
+        .map(|e| {
+            relay_core::webhook::webhook_from_value(e.payload.clone())
+                .unwrap()
+                .events()
+                .len()
+        })
         .sum();
     assert_eq!(events, 6);
 }
 
 async fn get(app: &App, uri: &str) -> (StatusCode, String) {
-    let resp = app.router.clone().oneshot(Request::get(uri).body(Body::empty()).unwrap()).await.unwrap();
+    let resp = app
+        .router
+        .clone()
+        .oneshot(Request::get(uri).body(Body::empty()).unwrap())
+        .await
+        .unwrap();
     let status = resp.status();
-    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
+    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+        .await
+        .unwrap();
     (status, String::from_utf8_lossy(&bytes).into_owned())
 }
 
@@ -226,7 +417,10 @@ async fn get(app: &App, uri: &str) -> (StatusCode, String) {
 async fn meta_subscription_handshake() {
     let app = app();
     let ok = "/webhooks/whatsapp/333?hub.mode=subscribe&hub.verify_token=verify-333&hub.challenge=1158201444";
-    assert_eq!(get(&app, ok).await, (StatusCode::OK, "1158201444".to_owned()));
+    assert_eq!(
+        get(&app, ok).await,
+        (StatusCode::OK, "1158201444".to_owned())
+    );
     for bad in [
         "/webhooks/whatsapp/333?hub.mode=subscribe&hub.verify_token=wrong&hub.challenge=1",
         "/webhooks/whatsapp/333?hub.mode=other&hub.verify_token=verify-333&hub.challenge=1",
