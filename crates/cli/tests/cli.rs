@@ -1,0 +1,248 @@
+//! The `relay` binary as a user runs it: `relay serve` end to end on the embedded backends
+//! (including a restart), admin commands locally and against moto, and --help everywhere.
+
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
+use serde_json::Value;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const RELAY: &str = env!("CARGO_BIN_EXE_relay");
+
+const CONFIG: &str = r#"
+[server]
+listen = "127.0.0.1:0"
+
+[[tenants]]
+id = "apotheke-am-markt"
+name = "Apotheke am Markt"
+api_keys = ["${TEST_INBOX_KEY}"]
+retention_days = 30
+
+[[tenants.channels]]
+phone_number_id = "106540352242922"
+provider = "360dialog"
+webhook_token = "${TEST_WEBHOOK_TOKEN}"
+"#;
+
+fn relay(args: &[&str], dir: &Path) -> Output {
+    Command::new(RELAY)
+        .args(args)
+        .current_dir(dir)
+        .env("TEST_INBOX_KEY", "sk_cli_test_0123456789")
+        .env("TEST_WEBHOOK_TOKEN", "cli-webhook-token")
+        .output()
+        .unwrap()
+}
+
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn serve(dir: &Path) -> Server {
+    let port = free_port();
+    let child = Command::new(RELAY)
+        .args(["serve", "--config", "relay.toml", "--listen", &format!("127.0.0.1:{port}"), "--data-dir", "data"])
+        .current_dir(dir)
+        .env("TEST_INBOX_KEY", "sk_cli_test_0123456789")
+        .env("TEST_WEBHOOK_TOKEN", "cli-webhook-token")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "relay serve did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Server {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+    }
+}
+
+async fn conversations(http: &reqwest::Client, url: &str) -> Vec<Value> {
+    let v: Value = http
+        .get(format!("{url}/v1/conversations"))
+        .bearer_auth("sk_cli_test_0123456789")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["conversations"].as_array().unwrap().clone()
+}
+
+/// Polls until the router has caught up (it runs asynchronously behind the queue).
+async fn wait_for(http: &reqwest::Client, url: &str, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let c = conversations(http, url).await;
+        if pred(&c) {
+            return c;
+        }
+        assert!(Instant::now() < deadline, "pipeline did not catch up: {c:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn post(http: &reqwest::Client, url: &str, fixture: &str) -> u16 {
+    http.post(format!("{url}/webhooks/whatsapp/106540352242922"))
+        .bearer_auth("cli-webhook-token")
+        .body(relay_e2e::fixture(fixture))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn serve_runs_the_pipeline_and_keeps_data_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("relay.toml"), CONFIG).unwrap();
+    let http = reqwest::Client::new();
+    {
+        let server = serve(dir.path());
+        for f in ["multi", "text", "image", "bsuid_only", "text"] {
+            assert_eq!(post(&http, &server.url, f).await, 200);
+        }
+        let convs = wait_for(&http, &server.url, |c| c.len() == 3 && c.iter().any(|x| x["unread"] == 4)).await;
+        let erika = convs.iter().find(|c| c["name"] == "Erika Mustermann").unwrap();
+        assert_eq!(erika["unread"], 4, "the duplicate text counted once");
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("data/pseudonym.key")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "the key file is private");
+    }
+    // After a restart: the same data, the same contact ids, duplicates still recognised.
+    let server = serve(dir.path());
+    let before = conversations(&http, &server.url).await;
+    assert_eq!(before.len(), 3);
+    assert_eq!(post(&http, &server.url, "image").await, 200);
+    assert_eq!(post(&http, &server.url, "video").await, 200);
+    let after = wait_for(&http, &server.url, |c| c.iter().any(|x| x["unread"] == 5)).await;
+    assert_eq!(after.len(), 3);
+    let ids = |v: &[Value]| {
+        let mut ids: Vec<String> = v.iter().map(|c| c["contact_id"].as_str().unwrap().to_owned()).collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(ids(&before), ids(&after));
+
+    // Local admin commands see the same data directory.
+    let out = relay(&["dlq", "list", "--data-dir", "data"], dir.path());
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("empty"));
+    let out = relay(&["quarantine", "list", "--data-dir", "data"], dir.path());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn help_explains_every_command() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        vec!["--help"],
+        vec!["serve", "--help"],
+        vec!["config", "check", "--help"],
+        vec!["tenants", "apply", "--help"],
+        vec!["tenants", "list", "--help"],
+        vec!["quarantine", "list", "--help"],
+        vec!["dlq", "list", "--help"],
+        vec!["dlq", "redrive", "--help"],
+    ] {
+        let out = relay(&args, dir.path());
+        assert!(out.status.success(), "{args:?}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("Usage:"), "{args:?}: {text}");
+    }
+    let out = relay(&["--help"], dir.path());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for cmd in ["serve", "config", "tenants", "quarantine", "dlq"] {
+        assert!(text.contains(cmd), "--help mentions {cmd}");
+    }
+}
+
+#[test]
+fn a_bad_config_fails_fast_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("relay.toml"),
+        "[[tenants]]\nid = \"a\"\nname = \"A\"\n[[tenants.channels]]\nphone_number_id = \"1\"\nprovider = \"360dialog\"\n",
+    )
+    .unwrap();
+    for args in [vec!["config", "check"], vec!["serve", "--config", "relay.toml", "--data-dir", "d"]] {
+        let out = relay(&args, dir.path());
+        assert!(!out.status.success(), "{args:?} must fail");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("tenants[0].channels[0].webhook_token"), "{args:?}: {err}");
+    }
+    let out = relay(&["serve", "--config", "missing.toml"], dir.path());
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("missing.toml"));
+}
+
+#[test]
+fn config_check_accepts_a_good_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("relay.toml"), CONFIG).unwrap();
+    let out = relay(&["config", "check"], dir.path());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1 tenant(s), 1 channel(s)"));
+}
+
+#[tokio::test]
+async fn tenants_apply_and_list_against_moto() {
+    let moto = relay_e2e::Moto::start().unwrap();
+    let clients = moto.clients().await;
+    let d = relay_e2e::provision(&clients, "cli", 5).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("relay.toml"), CONFIG).unwrap();
+    let aws_env = |cmd: &mut Command| {
+        cmd.current_dir(dir.path())
+            .env("TEST_INBOX_KEY", "sk_cli_test_0123456789")
+            .env("TEST_WEBHOOK_TOKEN", "cli-webhook-token")
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_REGION", "eu-central-1")
+            .env("AWS_ENDPOINT_URL", &moto.endpoint);
+    };
+    let mut cmd = Command::new(RELAY);
+    cmd.args(["tenants", "apply", "--file", "relay.toml", "--table", &d.table, "--kms-key-id", &d.kms_key_id]);
+    aws_env(&mut cmd);
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("1 tenant(s), 1 channel(s), 1 API key(s)"), "{text}");
+    assert!(text.contains("created the pseudonymisation key"));
+
+    let mut cmd = Command::new(RELAY);
+    cmd.args(["tenants", "list", "--aws", "--table", &d.table]);
+    aws_env(&mut cmd);
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("apotheke-am-markt\tApotheke am Markt\t1 channel(s)"));
+
+    let mut cmd = Command::new(RELAY);
+    cmd.args(["dlq", "list", "--aws", "--dlq-url", &d.dlq_url]);
+    aws_env(&mut cmd);
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("empty"));
+}

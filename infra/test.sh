@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The whole test suite: unit, handler, moto-backed AWS adapter and end-to-end tests.
+# Makes the Python venv with moto on first use (infra/setup-venv.sh); tests start their own
+# moto server on a free loopback port.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./infra/setup-venv.sh
+export MOTO_SERVER="$PWD/.venv/bin/moto_server"
+exec cargo test --workspace --locked "$@"
