@@ -49,13 +49,25 @@ impl Drop for Server {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn serve(dir: &Path) -> Server {
     let port = free_port();
     let child = Command::new(RELAY)
-        .args(["serve", "--config", "relay.toml", "--listen", &format!("127.0.0.1:{port}"), "--data-dir", "data"])
+        .args([
+            "serve",
+            "--config",
+            "relay.toml",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+            "data",
+        ])
         .current_dir(dir)
         .env("TEST_INBOX_KEY", "sk_cli_test_0123456789")
         .env("TEST_WEBHOOK_TOKEN", "cli-webhook-token")
@@ -88,14 +100,21 @@ async fn conversations(http: &reqwest::Client, url: &str) -> Vec<Value> {
 }
 
 /// Polls until the router has caught up (it runs asynchronously behind the queue).
-async fn wait_for(http: &reqwest::Client, url: &str, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+async fn wait_for(
+    http: &reqwest::Client,
+    url: &str,
+    pred: impl Fn(&[Value]) -> bool,
+) -> Vec<Value> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let c = conversations(http, url).await;
         if pred(&c) {
             return c;
         }
-        assert!(Instant::now() < deadline, "pipeline did not catch up: {c:?}");
+        assert!(
+            Instant::now() < deadline,
+            "pipeline did not catch up: {c:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -121,14 +140,23 @@ async fn serve_runs_the_pipeline_and_keeps_data_across_restarts() {
         for f in ["multi", "text", "image", "bsuid_only", "text"] {
             assert_eq!(post(&http, &server.url, f).await, 200);
         }
-        let convs = wait_for(&http, &server.url, |c| c.len() == 3 && c.iter().any(|x| x["unread"] == 4)).await;
-        let erika = convs.iter().find(|c| c["name"] == "Erika Mustermann").unwrap();
+        let convs = wait_for(&http, &server.url, |c| {
+            c.len() == 3 && c.iter().any(|x| x["unread"] == 4)
+        })
+        .await;
+        let erika = convs
+            .iter()
+            .find(|c| c["name"] == "Erika Mustermann")
+            .unwrap();
         assert_eq!(erika["unread"], 4, "the duplicate text counted once");
     }
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(dir.path().join("data/pseudonym.key")).unwrap().permissions().mode();
+        let mode = std::fs::metadata(dir.path().join("data/pseudonym.key"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600, "the key file is private");
     }
     // After a restart: the same data, the same contact ids, duplicates still recognised.
@@ -140,7 +168,10 @@ async fn serve_runs_the_pipeline_and_keeps_data_across_restarts() {
     let after = wait_for(&http, &server.url, |c| c.iter().any(|x| x["unread"] == 5)).await;
     assert_eq!(after.len(), 3);
     let ids = |v: &[Value]| {
-        let mut ids: Vec<String> = v.iter().map(|c| c["contact_id"].as_str().unwrap().to_owned()).collect();
+        let mut ids: Vec<String> = v
+            .iter()
+            .map(|c| c["contact_id"].as_str().unwrap().to_owned())
+            .collect();
         ids.sort();
         ids
     };
@@ -151,7 +182,11 @@ async fn serve_runs_the_pipeline_and_keeps_data_across_restarts() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("empty"));
     let out = relay(&["quarantine", "list", "--data-dir", "data"], dir.path());
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -187,11 +222,17 @@ fn a_bad_config_fails_fast_naming_the_field() {
         "[[tenants]]\nid = \"a\"\nname = \"A\"\n[[tenants.channels]]\nphone_number_id = \"1\"\nprovider = \"360dialog\"\n",
     )
     .unwrap();
-    for args in [vec!["config", "check"], vec!["serve", "--config", "relay.toml", "--data-dir", "d"]] {
+    for args in [
+        vec!["config", "check"],
+        vec!["serve", "--config", "relay.toml", "--data-dir", "d"],
+    ] {
         let out = relay(&args, dir.path());
         assert!(!out.status.success(), "{args:?} must fail");
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains("tenants[0].channels[0].webhook_token"), "{args:?}: {err}");
+        assert!(
+            err.contains("tenants[0].channels[0].webhook_token"),
+            "{args:?}: {err}"
+        );
     }
     let out = relay(&["serve", "--config", "missing.toml"], dir.path());
     assert!(!out.status.success());
@@ -203,7 +244,11 @@ fn config_check_accepts_a_good_file() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("relay.toml"), CONFIG).unwrap();
     let out = relay(&["config", "check"], dir.path());
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("1 tenant(s), 1 channel(s)"));
 }
 
@@ -224,25 +269,52 @@ async fn tenants_apply_and_list_against_moto() {
             .env("AWS_ENDPOINT_URL", &moto.endpoint);
     };
     let mut cmd = Command::new(RELAY);
-    cmd.args(["tenants", "apply", "--file", "relay.toml", "--table", &d.table, "--kms-key-id", &d.kms_key_id]);
+    cmd.args([
+        "tenants",
+        "apply",
+        "--file",
+        "relay.toml",
+        "--table",
+        &d.table,
+        "--kms-key-id",
+        &d.kms_key_id,
+    ]);
     aws_env(&mut cmd);
     let out = cmd.output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("1 tenant(s), 1 channel(s), 1 API key(s)"), "{text}");
+    assert!(
+        text.contains("1 tenant(s), 1 channel(s), 1 API key(s)"),
+        "{text}"
+    );
     assert!(text.contains("created the pseudonymisation key"));
 
     let mut cmd = Command::new(RELAY);
     cmd.args(["tenants", "list", "--aws", "--table", &d.table]);
     aws_env(&mut cmd);
     let out = cmd.output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("apotheke-am-markt\tApotheke am Markt\t1 channel(s)"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains("apotheke-am-markt\tApotheke am Markt\t1 channel(s)")
+    );
 
     let mut cmd = Command::new(RELAY);
     cmd.args(["dlq", "list", "--aws", "--dlq-url", &d.dlq_url]);
     aws_env(&mut cmd);
     let out = cmd.output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("empty"));
 }

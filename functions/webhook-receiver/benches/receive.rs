@@ -1,1 +1,86 @@
-fn main() {}
+//! The receiver's in-process work per webhook (authenticate, parse, validate, build queue
+//! bodies), without the enqueue call. Goal: well under 100 µs for a 2 KB body.
+
+use axum::http::{HeaderMap, HeaderValue};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use relay_core::config::RelayConfig;
+use relay_core::tenant::sign_hub_signature;
+use std::hint::black_box;
+
+const CONFIG: &str = r#"
+[[tenants]]
+id = "a"
+name = "A"
+[[tenants.channels]]
+phone_number_id = "111"
+provider = "360dialog"
+webhook_token = "tok-0123456789abcdef"
+[[tenants.channels]]
+phone_number_id = "222"
+provider = "meta"
+app_secret = "app-secret-0123456789"
+verify_token = "v"
+"#;
+
+/// A realistic ~2 KB webhook: three text messages and a status, compact JSON as Meta sends it.
+fn body_2kb() -> Vec<u8> {
+    let path = format!(
+        "{}/../../tests/fixtures/multi.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(path).expect("fixture")).expect("json");
+    serde_json::to_vec(&v).expect("serialise")
+}
+
+fn bench(c: &mut Criterion) {
+    let config = RelayConfig::parse(CONFIG, &|_| None).expect("config");
+    let channels = &config.tenants[0].channels;
+    let body = body_2kb();
+    let mut g = c.benchmark_group("receiver");
+    g.throughput(Throughput::Bytes(body.len() as u64));
+
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        "authorization",
+        HeaderValue::from_static("Bearer tok-0123456789abcdef"),
+    );
+    g.bench_function(
+        format!("prepare/360dialog-bearer ({} B)", body.len()),
+        |b| {
+            b.iter(|| {
+                webhook_receiver::prepare(
+                    &channels[0],
+                    black_box(&headers),
+                    black_box(&body),
+                    1 << 20,
+                    0,
+                )
+                .is_ok()
+            })
+        },
+    );
+
+    let mut headers = HeaderMap::new();
+    let sig = sign_hub_signature(b"app-secret-0123456789", &body);
+    headers.insert(
+        "x-hub-signature-256",
+        HeaderValue::from_str(&sig).expect("header"),
+    );
+    g.bench_function(format!("prepare/meta-hmac ({} B)", body.len()), |b| {
+        b.iter(|| {
+            webhook_receiver::prepare(
+                &channels[1],
+                black_box(&headers),
+                black_box(&body),
+                1 << 20,
+                0,
+            )
+            .is_ok()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
