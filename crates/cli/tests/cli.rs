@@ -5,7 +5,7 @@
 
 use serde_json::Value;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
 const RELAY: &str = env!("CARGO_BIN_EXE_relay");
@@ -56,8 +56,14 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// Starts `relay serve` in `dir`, appending its output (debug level) to `dir/serve.log`.
 fn serve(dir: &Path) -> Server {
     let port = free_port();
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("serve.log"))
+        .unwrap();
     let child = Command::new(RELAY)
         .args([
             "serve",
@@ -71,8 +77,9 @@ fn serve(dir: &Path) -> Server {
         .current_dir(dir)
         .env("TEST_INBOX_KEY", "sk_cli_test_0123456789")
         .env("TEST_WEBHOOK_TOKEN", "cli-webhook-token")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .env("RUST_LOG", "debug")
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -176,6 +183,28 @@ async fn serve_runs_the_pipeline_and_keeps_data_across_restarts() {
         ids
     };
     assert_eq!(ids(&before), ids(&after));
+
+    // Nothing personal in the logs, at debug level: no number, name, text or secret.
+    let log = std::fs::read_to_string(dir.path().join("serve.log")).unwrap();
+    assert!(
+        log.contains("webhook queued") && log.contains("inbound message"),
+        "the debug log is captured"
+    );
+    for personal in [
+        "4915112345678",
+        "4917600011122",
+        "DE.1502576394655843",
+        "Erika",
+        "Mustermann",
+        "Hans Beispiel",
+        "Ibuprofen",
+        "Mein Rezept",
+        "wamid.",
+        "cli-webhook-token",
+        "sk_cli_test_0123456789",
+    ] {
+        assert!(!log.contains(personal), "{personal} appears in the log");
+    }
 
     // Local admin commands see the same data directory.
     let out = relay(&["dlq", "list", "--data-dir", "data"], dir.path());
