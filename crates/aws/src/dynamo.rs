@@ -240,6 +240,22 @@ impl DynamoMessageStore {
     }
 }
 
+/// The JSON `body` attribute of each item.
+fn bodies<T: serde::de::DeserializeOwned>(
+    items: &[Item],
+    what: &str,
+) -> Result<Vec<T>, StoreError> {
+    items
+        .iter()
+        .map(|i| {
+            let body =
+                get_s(i, "body").ok_or_else(|| corrupt(&format!("{what} item without body")))?;
+            serde_json::from_str(body)
+                .map_err(|_| corrupt(&format!("{what} body is not valid JSON")))
+        })
+        .collect()
+}
+
 /// A query of one partition (of the table or an index), filtered to live items.
 struct LiveQuery<'a> {
     index: Option<&'a str>,
@@ -553,14 +569,7 @@ impl MessageStore for DynamoMessageStore {
                 now,
             )
             .await?;
-        let mut out: Vec<Quarantined> = items
-            .iter()
-            .map(|i| {
-                let body =
-                    get_s(i, "body").ok_or_else(|| corrupt("quarantine item without body"))?;
-                serde_json::from_str(body).map_err(|_| corrupt("quarantine body is not valid JSON"))
-            })
-            .collect::<Result<_, _>>()?;
+        let mut out: Vec<Quarantined> = bodies(&items, "quarantine")?;
         out.sort_by(|a, b| b.received_at.cmp(&a.received_at).then(a.key.cmp(&b.key)));
         out.truncate(limit);
         Ok(out)
@@ -715,13 +724,7 @@ impl MessageStore for DynamoMessageStore {
                 now,
             )
             .await?;
-        let mut out: Vec<StoredStatus> = items
-            .iter()
-            .map(|i| {
-                let body = get_s(i, "body").ok_or_else(|| corrupt("status without body"))?;
-                serde_json::from_str(body).map_err(|_| corrupt("status body is not valid JSON"))
-            })
-            .collect::<Result<_, _>>()?;
+        let mut out: Vec<StoredStatus> = bodies(&items, "status")?;
         out.sort_by(|a, b| a.timestamp.cmp(&b.timestamp).then(a.status.cmp(&b.status)));
         Ok(out)
     }

@@ -166,14 +166,7 @@ pub async fn store_conformance(store: &dyn MessageStore) {
     );
 
     let convs = store
-        .list_conversations(
-            &a,
-            &PageRequest {
-                limit: 10,
-                cursor: None,
-            },
-            NOW,
-        )
+        .list_conversations(&a, &PageRequest::first(10), NOW)
         .await
         .expect("list");
     assert_eq!(convs.items.len(), 1);
@@ -209,15 +202,7 @@ pub async fn store_conformance(store: &dyn MessageStore) {
     );
 
     let msgs = store
-        .list_messages(
-            &a,
-            &c1,
-            &PageRequest {
-                limit: 10,
-                cursor: None,
-            },
-            NOW,
-        )
+        .list_messages(&a, &c1, &PageRequest::first(10), NOW)
         .await
         .expect("messages");
     let ids: Vec<&str> = msgs.items.iter().map(|m| m.wamid.as_str()).collect();
@@ -309,14 +294,7 @@ pub async fn store_conformance(store: &dyn MessageStore) {
 
     // --- tenant isolation -----------------------------------------------------------------
     let none = store
-        .list_conversations(
-            &b,
-            &PageRequest {
-                limit: 10,
-                cursor: None,
-            },
-            NOW,
-        )
+        .list_conversations(&b, &PageRequest::first(10), NOW)
         .await
         .expect("list");
     assert!(none.items.is_empty(), "another tenant sees nothing");
@@ -328,15 +306,7 @@ pub async fn store_conformance(store: &dyn MessageStore) {
             .is_none()
     );
     let none = store
-        .list_messages(
-            &b,
-            &c1,
-            &PageRequest {
-                limit: 10,
-                cursor: None,
-            },
-            NOW,
-        )
+        .list_messages(&b, &c1, &PageRequest::first(10), NOW)
         .await
         .expect("list");
     assert!(
@@ -454,14 +424,7 @@ pub async fn store_conformance(store: &dyn MessageStore) {
     let after_expiry = LATER + 1;
     assert!(
         store
-            .list_conversations(
-                &a,
-                &PageRequest {
-                    limit: 10,
-                    cursor: None
-                },
-                after_expiry
-            )
+            .list_conversations(&a, &PageRequest::first(10), after_expiry)
             .await
             .expect("list")
             .items
@@ -469,15 +432,7 @@ pub async fn store_conformance(store: &dyn MessageStore) {
     );
     assert!(
         store
-            .list_messages(
-                &a,
-                &c1,
-                &PageRequest {
-                    limit: 10,
-                    cursor: None
-                },
-                after_expiry
-            )
+            .list_messages(&a, &c1, &PageRequest::first(10), after_expiry)
             .await
             .expect("list")
             .items

@@ -63,8 +63,16 @@ fn inserted(n: usize) -> Recorded {
     }
 }
 
-fn parse_i64(s: &str) -> Result<i64, StoreError> {
-    s.parse().map_err(|_| StoreError::InvalidCursor)
+/// The (time, tie-breaker) position a page starts after; the very top without a cursor.
+fn keyset(page: &PageRequest) -> Result<(i64, String), StoreError> {
+    match &page.cursor {
+        None => Ok((i64::MAX, String::new())),
+        Some(c) => {
+            let p = cursor::decode(c, 2).ok_or(StoreError::InvalidCursor)?;
+            let ts = p[0].parse().map_err(|_| StoreError::InvalidCursor)?;
+            Ok((ts, p[1].clone()))
+        }
+    }
 }
 
 #[async_trait]
@@ -270,13 +278,7 @@ impl MessageStore for SqliteMessageStore {
         page: &PageRequest,
         now: i64,
     ) -> Result<Page<Conversation>, StoreError> {
-        let (after_ts, after_id) = match &page.cursor {
-            None => (i64::MAX, String::new()),
-            Some(c) => {
-                let p = cursor::decode(c, 2).ok_or(StoreError::InvalidCursor)?;
-                (parse_i64(&p[0])?, p[1].clone())
-            }
-        };
+        let (after_ts, after_id) = keyset(page)?;
         let conn = self.db.lock();
         let mut stmt = conn
             .prepare(
@@ -356,13 +358,7 @@ impl MessageStore for SqliteMessageStore {
         page: &PageRequest,
         now: i64,
     ) -> Result<Page<StoredMessage>, StoreError> {
-        let (before_ts, before_key) = match &page.cursor {
-            None => (i64::MAX, String::new()),
-            Some(c) => {
-                let p = cursor::decode(c, 2).ok_or(StoreError::InvalidCursor)?;
-                (parse_i64(&p[0])?, p[1].clone())
-            }
-        };
+        let (before_ts, before_key) = keyset(page)?;
         let conn = self.db.lock();
         let mut stmt = conn
             .prepare(

@@ -76,14 +76,7 @@ fn batch(records: &[(&str, String)]) -> SqsEvent {
 
 async fn conversations(f: &Fixture) -> Vec<relay_core::records::Conversation> {
     f.store
-        .list_conversations(
-            &f.tenant,
-            &PageRequest {
-                limit: 100,
-                cursor: None,
-            },
-            NOW,
-        )
+        .list_conversations(&f.tenant, &PageRequest::first(100), NOW)
         .await
         .unwrap()
         .items
@@ -94,15 +87,7 @@ async fn message_count(f: &Fixture) -> usize {
     for c in conversations(f).await {
         n += f
             .store
-            .list_messages(
-                &f.tenant,
-                &c.contact_id,
-                &PageRequest {
-                    limit: 200,
-                    cursor: None,
-                },
-                NOW,
-            )
+            .list_messages(&f.tenant, &c.contact_id, &PageRequest::first(200), NOW)
             .await
             .unwrap()
             .items
@@ -339,30 +324,14 @@ async fn messages_carry_the_tenant_retention() {
     let c = &conversations(&f).await[0];
     let msgs = f
         .store
-        .list_messages(
-            &f.tenant,
-            &c.contact_id,
-            &PageRequest {
-                limit: 10,
-                cursor: None,
-            },
-            NOW,
-        )
+        .list_messages(&f.tenant, &c.contact_id, &PageRequest::first(10), NOW)
         .await
         .unwrap();
     assert_eq!(msgs.items[0].expires_at, NOW + 30 * 86_400);
     let after = NOW + 30 * 86_400 + 1;
     assert!(
         f.store
-            .list_messages(
-                &f.tenant,
-                &c.contact_id,
-                &PageRequest {
-                    limit: 10,
-                    cursor: None
-                },
-                after
-            )
+            .list_messages(&f.tenant, &c.contact_id, &PageRequest::first(10), after)
             .await
             .unwrap()
             .items
