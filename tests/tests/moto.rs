@@ -20,7 +20,7 @@ name = "Apotheke A"
 api_keys = ["sk_test_aaaaaaaaaaaaaaaa"]
 retention_days = 7
 forward_url = "https://pms.example/hook"
-forward_secret = "whsec_super_secret_value"
+forward_secret = "whsec_c3VwZXJzZWNyZXR2YWx1ZTEyMzQ1Njc4"
 
 [[tenants.channels]]
 phone_number_id = "106540352242922"
@@ -96,7 +96,8 @@ async fn tenants_apply_keeps_secrets_out_of_the_table_and_the_directory_reads_th
         "d360-key-plaintext-never-stored",
         "meta-app-secret-plaintext",
         "meta-verify-token-plaintext",
-        "whsec_super_secret_value",
+        "whsec_c3VwZXJzZWNyZXR2YWx1ZTEyMzQ1Njc4",
+        "c3VwZXJzZWNyZXR2YWx1ZTEyMzQ1Njc4",
         "sk_test_aaaaaaaaaaaaaaaa",
     ] {
         assert!(

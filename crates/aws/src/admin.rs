@@ -160,6 +160,10 @@ pub async fn apply_tenants(
             if let Some(url) = &c.api_base_url {
                 item.insert("api_base_url".into(), s(url));
             }
+            item.insert(
+                "send_rate_per_second".into(),
+                n(i64::from(c.send_rate_per_second)),
+            );
             put(dynamo, table, item).await?;
             report.channels += 1;
         }
@@ -178,6 +182,10 @@ pub async fn apply_tenants(
         item.insert("tenant_id".into(), s(tenant.id.as_str()));
         item.insert("name".into(), s(&tenant.name));
         item.insert("retention_days".into(), n(i64::from(tenant.retention_days)));
+        item.insert(
+            "policy".into(),
+            s(serde_json::to_string(&tenant.policy).unwrap_or_default()),
+        );
         if let Some(url) = &tenant.forward_url {
             item.insert("forward_url".into(), s(url));
         }

@@ -167,6 +167,9 @@ impl DynamoDirectory {
             auth,
             send_key: self.secret(&item, &pk, "send_key").await?,
             api_base_url: get_s(&item, "api_base_url").map(str::to_owned),
+            send_rate_per_second: get_n(&item, "send_rate_per_second")
+                .and_then(|r| u32::try_from(r).ok())
+                .unwrap_or(relay_core::tenant::DEFAULT_SEND_RATE),
         }))
     }
 
@@ -183,6 +186,11 @@ impl DynamoDirectory {
                 .unwrap_or(DEFAULT_RETENTION_DAYS),
             forward_url: get_s(&item, "forward_url").map(str::to_owned),
             forward_secret: self.secret(&item, &pk, "forward_secret").await?,
+            policy: match get_s(&item, "policy") {
+                Some(p) => serde_json::from_str(p)
+                    .map_err(|_| StoreError::Corrupt("tenant item: unreadable policy".into()))?,
+                None => relay_core::policy::TenantPolicy::default(),
+            },
         }))
     }
 }

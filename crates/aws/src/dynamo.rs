@@ -203,6 +203,11 @@ impl DynamoMessageStore {
             last_message_at: get_n(item, "last_message_at").unwrap_or(0),
             last_inbound_at: get_n(item, "last_inbound_at"),
             unread: get_n(item, "unread").unwrap_or(0),
+            opted_out: item
+                .get("opted_out")
+                .and_then(|v| v.as_bool().ok())
+                .copied()
+                .unwrap_or(false),
         })
     }
 
@@ -217,7 +222,25 @@ impl DynamoMessageStore {
         if let Some(error) = get_s(item, "error") {
             m.error = serde_json::from_str::<ApiError>(error).ok();
         }
+        if let Some(wamid) = get_s(item, "wamid") {
+            m.wamid = wamid.to_owned();
+        }
         Ok(m)
+    }
+
+    /// Where a message lives, from its pointer (by row key or wamid key).
+    async fn locate(
+        &self,
+        tenant: &TenantId,
+        key: &str,
+    ) -> Result<Option<(String, String)>, StoreError> {
+        let Some(pointer) = self.get(wamid_pk(tenant, key), POINTER).await? else {
+            return Ok(None);
+        };
+        match (get_s(&pointer, "msg_pk"), get_s(&pointer, "msg_sk")) {
+            (Some(pk), Some(sk)) => Ok(Some((pk.to_owned(), sk.to_owned()))),
+            _ => Err(corrupt("pointer without target")),
+        }
     }
 
     async fn get_identity(
@@ -371,6 +394,7 @@ impl MessageStore for DynamoMessageStore {
             .build()
             .map_err(|_| corrupt("put"))?;
         let mut set = vec![
+            "phone_number_id = :pn",
             "contact_id = :c",
             "expires_at = :e",
             "gsi1pk = :g",
@@ -386,7 +410,8 @@ impl MessageStore for DynamoMessageStore {
             .expression_attribute_values(":g", s(conv_gsi_pk(tenant)))
             .expression_attribute_values(":zero", n(0))
             .expression_attribute_values(":gs0", s(format!("{:012}#{}", 0, contact.contact_id)))
-            .expression_attribute_values(":one", n(1));
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":pn", s(&contact.phone_number_id));
         for (attr, placeholder, value) in [
             ("name", ":name", &contact.name),
             ("wa_id", ":wa", &contact.wa_id),
@@ -700,6 +725,408 @@ impl MessageStore for DynamoMessageStore {
             }
             _ => Ok(None),
         }
+    }
+
+    async fn contact(
+        &self,
+        tenant: &TenantId,
+        contact: &ContactId,
+        now: i64,
+    ) -> Result<Option<ContactRecord>, StoreError> {
+        match self.get(contact_pk(tenant, contact), PROFILE).await? {
+            Some(item) if get_n(&item, "expires_at").unwrap_or(0) > now => {
+                Ok(Some(ContactRecord {
+                    conversation: Self::conversation_from(&item)?,
+                    wa_id: get_s(&item, "wa_id").map(str::to_owned),
+                    user_id: get_s(&item, "user_id").map(str::to_owned),
+                    username: get_s(&item, "username").map(str::to_owned),
+                    phone_number_id: get_s(&item, "phone_number_id").map(str::to_owned),
+                    send_backoff_until: get_n(&item, "send_backoff_until").unwrap_or(0),
+                }))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    async fn record_consent(
+        &self,
+        tenant: &TenantId,
+        contact: &ContactId,
+        entry: &ConsentEntry,
+    ) -> Result<Recorded, StoreError> {
+        let pk = contact_pk(tenant, contact);
+        let mut item = Item::new();
+        item.insert("pk".into(), s(&pk));
+        item.insert("sk".into(), s(format!("L#{:012}#{}", entry.at, entry.key)));
+        item.insert(
+            "body".into(),
+            s(serde_json::to_string(entry).unwrap_or_default()),
+        );
+        item.insert("expires_at".into(), n(entry.expires_at));
+        let recorded = self.put_new(item).await?;
+        // The newest entry decides, whatever the arrival order; repeated on duplicates (idempotent).
+        let mut v = Item::new();
+        v.insert(":at".into(), n(entry.at));
+        v.insert(
+            ":o".into(),
+            AttributeValue::Bool(entry.event == ConsentEvent::OptedOut),
+        );
+        self.update_if(
+            pk,
+            PROFILE,
+            "SET opted_out = :o, consent_at = :at",
+            "attribute_exists(pk) AND (attribute_not_exists(consent_at) OR consent_at <= :at)",
+            v,
+        )
+        .await?;
+        Ok(recorded)
+    }
+
+    async fn consent_ledger(
+        &self,
+        tenant: &TenantId,
+        contact: &ContactId,
+        now: i64,
+    ) -> Result<Vec<ConsentEntry>, StoreError> {
+        let mut values = Item::new();
+        values.insert(":pk".into(), s(contact_pk(tenant, contact)));
+        values.insert(":l".into(), s("L#"));
+        let items = self
+            .query_live(
+                LiveQuery {
+                    index: None,
+                    key_condition: "pk = :pk AND begins_with(sk, :l)",
+                    values,
+                    start: None,
+                    forward: true,
+                },
+                usize::MAX,
+                now,
+            )
+            .await?;
+        bodies(&items, "consent")
+    }
+
+    async fn claim_away_reply(
+        &self,
+        tenant: &TenantId,
+        contact: &ContactId,
+        now: i64,
+        interval: i64,
+    ) -> Result<bool, StoreError> {
+        let mut v = Item::new();
+        v.insert(":now".into(), n(now));
+        v.insert(":cut".into(), n(now - interval));
+        self.update_if(
+            contact_pk(tenant, contact),
+            PROFILE,
+            "SET away_replied_at = :now",
+            "attribute_exists(pk) AND (attribute_not_exists(away_replied_at) OR away_replied_at <= :cut)",
+            v,
+        )
+        .await
+    }
+
+    async fn clear_unread(&self, tenant: &TenantId, contact: &ContactId) -> Result<(), StoreError> {
+        let mut v = Item::new();
+        v.insert(":zero".into(), n(0));
+        self.update_if(
+            contact_pk(tenant, contact),
+            PROFILE,
+            "SET unread = :zero",
+            "attribute_exists(pk)",
+            v,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn set_send_backoff(
+        &self,
+        tenant: &TenantId,
+        contact: &ContactId,
+        until: i64,
+    ) -> Result<(), StoreError> {
+        let mut v = Item::new();
+        v.insert(":u".into(), n(until));
+        self.update_if(
+            contact_pk(tenant, contact),
+            PROFILE,
+            "SET send_backoff_until = :u",
+            "attribute_exists(pk) AND (attribute_not_exists(send_backoff_until) OR send_backoff_until < :u)",
+            v,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn create_outbound(
+        &self,
+        tenant: &TenantId,
+        message: &StoredMessage,
+        idempotency: Option<&IdempotencyRecord>,
+    ) -> Result<CreateOutcome, StoreError> {
+        let pk = contact_pk(tenant, &message.contact_id);
+        let sk = message_sk(message.timestamp, &message.wamid_key);
+        let body =
+            serde_json::to_string(message).map_err(|_| corrupt("message does not serialise"))?;
+        let put_message = Put::builder()
+            .table_name(&self.table)
+            .item("pk", s(&pk))
+            .item("sk", s(&sk))
+            .item("body", s(body))
+            .item("status", s(DeliveryStatus::Queued.as_str()))
+            .item("status_rank", n(0))
+            .item("send_lease_until", n(0))
+            .item("attempts", n(0))
+            .item("expires_at", n(message.expires_at))
+            .condition_expression("attribute_not_exists(pk)")
+            .build()
+            .map_err(|_| corrupt("put"))?;
+        let put_pointer = Put::builder()
+            .table_name(&self.table)
+            .item("pk", s(wamid_pk(tenant, &message.wamid_key)))
+            .item("sk", s(POINTER))
+            .item("msg_pk", s(&pk))
+            .item("msg_sk", s(&sk))
+            .item("expires_at", n(message.expires_at))
+            .condition_expression("attribute_not_exists(pk)")
+            .build()
+            .map_err(|_| corrupt("put"))?;
+        let mut tx = self.client.transact_write_items();
+        let idem_pk = idempotency.map(|i| format!("T#{tenant}#IDEM#{}", i.key_hash));
+        if let (Some(idem), Some(idem_pk)) = (idempotency, &idem_pk) {
+            let put_idem = Put::builder()
+                .table_name(&self.table)
+                .item("pk", s(idem_pk))
+                .item("sk", s("IDEM"))
+                .item("message_key", s(&message.wamid_key))
+                .item("request_hash", s(&idem.request_hash))
+                .item("expires_at", n(message.expires_at))
+                .condition_expression("attribute_not_exists(pk)")
+                .build()
+                .map_err(|_| corrupt("put"))?;
+            tx = tx.transact_items(TransactWriteItem::builder().put(put_idem).build());
+        }
+        let result = tx
+            .transact_items(TransactWriteItem::builder().put(put_message).build())
+            .transact_items(TransactWriteItem::builder().put(put_pointer).build())
+            .send()
+            .await;
+        if let Err(e) = result {
+            let reasons: Vec<bool> = e
+                .as_service_error()
+                .and_then(|s| match s {
+                    aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(c) => Some(c),
+                    _ => None,
+                })
+                .map(|c| c.cancellation_reasons().iter().map(|r| r.code() == Some("ConditionalCheckFailed")).collect())
+                .unwrap_or_default();
+            if !reasons.iter().any(|r| *r) {
+                return Err(StoreError::Unavailable(sdk_error("TransactWriteItems", &e)));
+            }
+            if let Some(idem_pk) = idem_pk
+                && reasons.first() == Some(&true)
+                && let Some(item) = self.get(idem_pk, "IDEM").await?
+            {
+                return Ok(CreateOutcome::Existing {
+                    message_key: get_s(&item, "message_key").unwrap_or_default().to_owned(),
+                    request_hash: get_s(&item, "request_hash").map(str::to_owned),
+                });
+            }
+            return Ok(CreateOutcome::Existing {
+                message_key: message.wamid_key.clone(),
+                request_hash: None,
+            });
+        }
+        let mut v = Item::new();
+        v.insert(":ts".into(), n(message.timestamp));
+        v.insert(
+            ":gs".into(),
+            s(format!("{:012}#{}", message.timestamp, message.contact_id)),
+        );
+        self.update_if(
+            pk,
+            PROFILE,
+            "SET last_message_at = :ts, gsi1sk = :gs",
+            "attribute_exists(pk) AND (attribute_not_exists(last_message_at) OR last_message_at < :ts)",
+            v,
+        )
+        .await?;
+        Ok(CreateOutcome::Created)
+    }
+
+    async fn claim_send(
+        &self,
+        tenant: &TenantId,
+        message_key: &str,
+        now: i64,
+        lease_secs: i64,
+    ) -> Result<Claim, StoreError> {
+        let Some((pk, sk)) = self.locate(tenant, message_key).await? else {
+            return Ok(Claim::Missing);
+        };
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(&pk))
+            .key("sk", s(&sk))
+            .update_expression("SET send_lease_until = :lease ADD attempts :one")
+            .condition_expression(
+                "attribute_exists(pk) AND expires_at > :now AND status_rank = :zero AND send_lease_until <= :now",
+            )
+            .expression_attribute_values(":lease", n(now + lease_secs))
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":now", n(now))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await;
+        match result {
+            Ok(out) => Ok(Claim::Claimed {
+                attempt: out
+                    .attributes
+                    .as_ref()
+                    .and_then(|a| get_n(a, "attempts"))
+                    .unwrap_or(1) as u32,
+            }),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|x| x.is_conditional_check_failed_exception()) =>
+            {
+                match self.get(pk, &sk).await? {
+                    Some(item) if get_n(&item, "expires_at").unwrap_or(0) > now => {
+                        if get_n(&item, "status_rank").unwrap_or(0) > 0 {
+                            Ok(Claim::Done)
+                        } else {
+                            Ok(Claim::InFlight)
+                        }
+                    }
+                    _ => Ok(Claim::Missing),
+                }
+            }
+            Err(e) => Err(StoreError::Unavailable(sdk_error("UpdateItem", &e))),
+        }
+    }
+
+    async fn complete_send(
+        &self,
+        tenant: &TenantId,
+        message_key: &str,
+        wamid: &str,
+        wamid_key: &str,
+    ) -> Result<(), StoreError> {
+        let Some((pk, sk)) = self.locate(tenant, message_key).await? else {
+            return Ok(());
+        };
+        // The pointer first: a status webhook can arrive before this call returns.
+        let mut item = Item::new();
+        item.insert("pk".into(), s(wamid_pk(tenant, wamid_key)));
+        item.insert("sk".into(), s(POINTER));
+        item.insert("msg_pk".into(), s(&pk));
+        item.insert("msg_sk".into(), s(&sk));
+        item.insert(
+            "expires_at".into(),
+            n(relay_core::unix_now() + 400 * 86_400),
+        );
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(|e| StoreError::Unavailable(sdk_error("PutItem", &e)))?;
+        let mut v = Item::new();
+        v.insert(":w".into(), s(wamid));
+        v.insert(":zero".into(), n(0));
+        self.update_if(
+            pk.clone(),
+            &sk,
+            "SET wamid = :w, send_lease_until = :zero",
+            "attribute_exists(pk)",
+            v,
+        )
+        .await?;
+        let mut v = Item::new();
+        v.insert(":r".into(), n(1));
+        v.insert(":s".into(), s(DeliveryStatus::Sent.as_str()));
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(pk))
+            .key("sk", s(sk))
+            .update_expression("SET status_rank = :r, #status = :s")
+            .condition_expression("attribute_exists(pk) AND status_rank < :r")
+            .expression_attribute_names("#status", "status")
+            .set_expression_attribute_values(Some(v))
+            .send()
+            .await
+            .map(|_| ())
+            .or_else(|e| {
+                if e.as_service_error()
+                    .is_some_and(|x| x.is_conditional_check_failed_exception())
+                {
+                    Ok(())
+                } else {
+                    Err(StoreError::Unavailable(sdk_error("UpdateItem", &e)))
+                }
+            })
+    }
+
+    async fn fail_send(
+        &self,
+        tenant: &TenantId,
+        message_key: &str,
+        error: &ApiError,
+    ) -> Result<(), StoreError> {
+        let Some((pk, sk)) = self.locate(tenant, message_key).await? else {
+            return Ok(());
+        };
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(pk))
+            .key("sk", s(sk))
+            .update_expression(
+                "SET status_rank = :r, #status = :s, #error = :e, send_lease_until = :zero",
+            )
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#error", "error")
+            .expression_attribute_values(":r", n(i64::from(DeliveryStatus::Failed.rank())))
+            .expression_attribute_values(":s", s(DeliveryStatus::Failed.as_str()))
+            .expression_attribute_values(":e", s(serde_json::to_string(error).unwrap_or_default()))
+            .expression_attribute_values(":zero", n(0))
+            .send()
+            .await
+            .map(|_| ())
+            .or_else(|e| {
+                if e.as_service_error()
+                    .is_some_and(|x| x.is_conditional_check_failed_exception())
+                {
+                    Ok(())
+                } else {
+                    Err(StoreError::Unavailable(sdk_error("UpdateItem", &e)))
+                }
+            })
+    }
+
+    async fn release_send(&self, tenant: &TenantId, message_key: &str) -> Result<(), StoreError> {
+        let Some((pk, sk)) = self.locate(tenant, message_key).await? else {
+            return Ok(());
+        };
+        let mut v = Item::new();
+        v.insert(":zero".into(), n(0));
+        self.update_if(
+            pk,
+            &sk,
+            "SET send_lease_until = :zero",
+            "attribute_exists(pk)",
+            v,
+        )
+        .await
+        .map(|_| ())
     }
 
     async fn statuses(

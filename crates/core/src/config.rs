@@ -4,7 +4,10 @@
 //! Secret values may be written as `"${ENV_VAR}"`. Every error names the field it is about.
 
 use crate::ids::{TenantId, secret_digest};
-use crate::tenant::{Channel, DEFAULT_RETENTION_DAYS, Provider, Tenant, WebhookAuth};
+use crate::policy::{BusinessHours, OptOutPolicy, TIMEZONE, TenantPolicy};
+use crate::tenant::{
+    Channel, DEFAULT_RETENTION_DAYS, DEFAULT_SEND_RATE, Provider, Tenant, WebhookAuth,
+};
 use secrecy::SecretString;
 use serde::Deserialize;
 use std::collections::HashSet;
@@ -51,8 +54,45 @@ pub struct TenantSection {
     pub retention_days: Option<u32>,
     pub forward_url: Option<String>,
     pub forward_secret: Option<String>,
+    /// Whether forwarded events include message text (default false: ids and types only).
+    pub forward_content: Option<bool>,
+    pub opt_out: Option<OptOutSection>,
+    pub business_hours: Option<BusinessHoursSection>,
     #[serde(default)]
     pub channels: Vec<ChannelSection>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OptOutSection {
+    pub keywords: Option<Vec<String>>,
+    pub opt_in_keywords: Option<Vec<String>>,
+    pub confirmation_text: Option<String>,
+    pub opt_in_text: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BusinessHoursSection {
+    pub timezone: Option<String>,
+    pub away_text: String,
+    pub away_interval_hours: Option<u32>,
+    #[serde(default)]
+    pub closed_dates: Vec<String>,
+    #[serde(default)]
+    pub mon: Vec<String>,
+    #[serde(default)]
+    pub tue: Vec<String>,
+    #[serde(default)]
+    pub wed: Vec<String>,
+    #[serde(default)]
+    pub thu: Vec<String>,
+    #[serde(default)]
+    pub fri: Vec<String>,
+    #[serde(default)]
+    pub sat: Vec<String>,
+    #[serde(default)]
+    pub sun: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -67,6 +107,7 @@ pub struct ChannelSection {
     pub app_secret: Option<String>,
     pub verify_token: Option<String>,
     pub access_token: Option<String>,
+    pub send_rate_per_second: Option<u32>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -164,12 +205,26 @@ impl RelayConfig {
             {
                 problems.push(format!("{at}.forward_url: must be an http(s) URL"));
             }
+            let policy = policy(&at, t, &mut problems);
             let forward_secret = opt_secret(
                 &format!("{at}.forward_secret"),
                 &t.forward_secret,
                 env,
                 &mut problems,
             );
+            if let Some(secret) = &forward_secret
+                && crate::jobs::webhook_secret_key(secrecy::ExposeSecret::expose_secret(secret))
+                    .is_err()
+            {
+                problems.push(format!(
+                    "{at}.forward_secret: must be \"whsec_\" followed by base64 (at least 16 bytes)"
+                ));
+            }
+            if t.forward_url.is_some() != forward_secret.is_some() {
+                problems.push(format!(
+                    "{at}.forward_url: forward_url and forward_secret go together"
+                ));
+            }
 
             let mut channels = Vec::new();
             for (ci, c) in t.channels.iter().enumerate() {
@@ -249,6 +304,13 @@ impl RelayConfig {
                         (None, None)
                     }
                 };
+                if c.send_rate_per_second == Some(0)
+                    || c.send_rate_per_second.is_some_and(|r| r > 1000)
+                {
+                    problems.push(format!(
+                        "{at}.send_rate_per_second: must be between 1 and 1000"
+                    ));
+                }
                 if let Some(url) = &c.api_base_url
                     && !(url.starts_with("https://") || url.starts_with("http://"))
                 {
@@ -261,6 +323,7 @@ impl RelayConfig {
                         auth,
                         send_key,
                         api_base_url: c.api_base_url.clone(),
+                        send_rate_per_second: c.send_rate_per_second.unwrap_or(DEFAULT_SEND_RATE),
                     });
                 }
             }
@@ -271,6 +334,7 @@ impl RelayConfig {
                     retention_days,
                     forward_url: t.forward_url.clone(),
                     forward_secret,
+                    policy,
                 },
                 api_key_digests,
                 channels,
@@ -302,6 +366,76 @@ impl RelayConfig {
     pub fn max_body_bytes(&self) -> usize {
         self.server.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES)
     }
+}
+
+fn policy(at: &str, t: &TenantSection, problems: &mut Vec<String>) -> TenantPolicy {
+    let mut policy = TenantPolicy {
+        forward_content: t.forward_content.unwrap_or(false),
+        ..TenantPolicy::default()
+    };
+    if let Some(o) = &t.opt_out {
+        let d = OptOutPolicy::default();
+        policy.opt_out = OptOutPolicy {
+            keywords: o.keywords.clone().unwrap_or(d.keywords),
+            opt_in_keywords: o.opt_in_keywords.clone().unwrap_or(d.opt_in_keywords),
+            confirmation_text: o.confirmation_text.clone().unwrap_or(d.confirmation_text),
+            opt_in_text: o.opt_in_text.clone().unwrap_or(d.opt_in_text),
+        };
+        for (field, text) in [
+            ("confirmation_text", &policy.opt_out.confirmation_text),
+            ("opt_in_text", &policy.opt_out.opt_in_text),
+        ] {
+            if text.trim().is_empty() || text.chars().count() > 4096 {
+                problems.push(format!(
+                    "{at}.opt_out.{field}: must be 1 to 4096 characters"
+                ));
+            }
+        }
+    }
+    if let Some(b) = &t.business_hours {
+        let at = format!("{at}.business_hours");
+        if b.timezone.as_deref().is_some_and(|tz| tz != TIMEZONE) {
+            problems.push(format!("{at}.timezone: only {TIMEZONE:?} is supported"));
+        }
+        if b.away_text.trim().is_empty() || b.away_text.chars().count() > 4096 {
+            problems.push(format!("{at}.away_text: must be 1 to 4096 characters"));
+        }
+        let interval = b
+            .away_interval_hours
+            .unwrap_or(crate::policy::DEFAULT_AWAY_INTERVAL_HOURS);
+        if !(1..=720).contains(&interval) {
+            problems.push(format!(
+                "{at}.away_interval_hours: must be between 1 and 720"
+            ));
+        }
+        let mut weekly: [Vec<(u16, u16)>; 7] = Default::default();
+        for (i, (name, list)) in BusinessHours::day_names()
+            .iter()
+            .zip([&b.mon, &b.tue, &b.wed, &b.thu, &b.fri, &b.sat, &b.sun])
+            .enumerate()
+        {
+            for (j, s) in list.iter().enumerate() {
+                match BusinessHours::parse_interval(s) {
+                    Ok(iv) => weekly[i].push(iv),
+                    Err(e) => problems.push(format!("{at}.{name}[{j}]: {e}")),
+                }
+            }
+        }
+        for (j, d) in b.closed_dates.iter().enumerate() {
+            if !BusinessHours::valid_date(d) {
+                problems.push(format!(
+                    "{at}.closed_dates[{j}]: {d:?} is not a date like \"2026-12-24\""
+                ));
+            }
+        }
+        policy.business_hours = Some(BusinessHours {
+            weekly,
+            closed_dates: b.closed_dates.clone(),
+            away_text: b.away_text.clone(),
+            away_interval_hours: interval,
+        });
+    }
+    policy
 }
 
 /// A secret field: either the literal value or `${VAR}` looked up in the environment.
@@ -367,7 +501,7 @@ name = "Apotheke am Markt"
 api_keys = ["${INBOX_KEY}"]
 retention_days = 14
 forward_url = "https://pms.example/hooks/whatsapp"
-forward_secret = "whsec_abc"
+forward_secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
 [[tenants.channels]]
 phone_number_id = "106540352242922"

@@ -132,6 +132,11 @@ impl Pseudonymizer {
         ContactId(format!("c_{}", self.identity_key(tenant, identity)))
     }
 
+    /// A stable key derived from a value for a purpose (deterministic ids of auto-replies).
+    pub fn derived_key(&self, tenant: &TenantId, purpose: &str, value: &str) -> String {
+        self.hex128(tenant, purpose, value)
+    }
+
     /// The key under which a wamid is stored and logged.
     pub fn wamid_key(&self, tenant: &TenantId, wamid: &str) -> String {
         self.hex128(tenant, "wamid", wamid)

@@ -43,6 +43,25 @@ pub trait InboundQueue: Send + Sync {
     async fn enqueue(&self, bodies: &[String]) -> Result<(), QueueError>;
 }
 
+/// Where jobs for reply-sender (sends, read receipts, forwards) go.
+#[async_trait]
+pub trait OutboundQueue: Send + Sync {
+    async fn enqueue_jobs(&self, jobs: &[crate::jobs::Job]) -> Result<(), QueueError>;
+}
+
+/// What the job handler may do with a job it received, beyond succeeding or failing.
+#[async_trait]
+pub trait JobControl: Send + Sync {
+    /// Makes a received job visible again after `delay` (SQS ChangeMessageVisibility).
+    async fn retry_after(
+        &self,
+        receipt: &str,
+        delay: std::time::Duration,
+    ) -> Result<(), QueueError>;
+    /// Puts a copy of the job on the dead-letter queue (the caller then lets the original go).
+    async fn dead_letter(&self, body: &str) -> Result<(), QueueError>;
+}
+
 /// Conversations, messages, statuses and events of every tenant. Every write is idempotent:
 /// the same input twice has the effect of once.
 #[async_trait]
@@ -123,6 +142,86 @@ pub trait MessageStore: Send + Sync {
         wamid_key: &str,
         now: i64,
     ) -> Result<Option<StoredMessage>, StoreError>;
+
+    /// The full contact, unless unknown or expired.
+    async fn contact(
+        &self,
+        tenant: &TenantId,
+        contact: &ContactId,
+        now: i64,
+    ) -> Result<Option<ContactRecord>, StoreError>;
+
+    /// Records a consent change (once per entry key) and sets the contact's opt-out state.
+    async fn record_consent(
+        &self,
+        tenant: &TenantId,
+        contact: &ContactId,
+        entry: &ConsentEntry,
+    ) -> Result<Recorded, StoreError>;
+
+    /// The contact's consent ledger, oldest first.
+    async fn consent_ledger(
+        &self,
+        tenant: &TenantId,
+        contact: &ContactId,
+        now: i64,
+    ) -> Result<Vec<ConsentEntry>, StoreError>;
+
+    /// True (and remembered) if no away reply went to this contact in the last `interval` seconds.
+    async fn claim_away_reply(
+        &self,
+        tenant: &TenantId,
+        contact: &ContactId,
+        now: i64,
+        interval: i64,
+    ) -> Result<bool, StoreError>;
+
+    async fn clear_unread(&self, tenant: &TenantId, contact: &ContactId) -> Result<(), StoreError>;
+
+    async fn set_send_backoff(
+        &self,
+        tenant: &TenantId,
+        contact: &ContactId,
+        until: i64,
+    ) -> Result<(), StoreError>;
+
+    /// Stores a new outbound message (status `queued`) under `message.wamid_key` (its row key),
+    /// unless that row key, or the idempotency key, exists already.
+    async fn create_outbound(
+        &self,
+        tenant: &TenantId,
+        message: &StoredMessage,
+        idempotency: Option<&IdempotencyRecord>,
+    ) -> Result<CreateOutcome, StoreError>;
+
+    /// Takes a lease on an outbound message before sending it (see [`Claim`]).
+    async fn claim_send(
+        &self,
+        tenant: &TenantId,
+        message_key: &str,
+        now: i64,
+        lease_secs: i64,
+    ) -> Result<Claim, StoreError>;
+
+    /// Records a successful send: the wamid (and its key, for statuses) and status `sent`.
+    async fn complete_send(
+        &self,
+        tenant: &TenantId,
+        message_key: &str,
+        wamid: &str,
+        wamid_key: &str,
+    ) -> Result<(), StoreError>;
+
+    /// Records a final failure with its reason.
+    async fn fail_send(
+        &self,
+        tenant: &TenantId,
+        message_key: &str,
+        error: &crate::webhook::ApiError,
+    ) -> Result<(), StoreError>;
+
+    /// Gives up the lease after a transient failure, so a later attempt can claim it.
+    async fn release_send(&self, tenant: &TenantId, message_key: &str) -> Result<(), StoreError>;
 
     /// The statuses recorded for one message (by wamid key), oldest first.
     async fn statuses(

@@ -43,6 +43,8 @@ pub struct StoredMessage {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ContactUpdate {
     pub contact_id: ContactId,
+    /// The channel the customer wrote to: replies go out through it.
+    pub phone_number_id: String,
     pub name: Option<String>,
     pub wa_id: Option<String>,
     pub user_id: Option<String>,
@@ -98,6 +100,70 @@ pub struct Conversation {
     pub last_message_at: i64,
     pub last_inbound_at: Option<i64>,
     pub unread: i64,
+    #[serde(default)]
+    pub opted_out: bool,
+}
+
+/// Everything the relay keeps about a contact (the conversation plus what sending needs).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContactRecord {
+    pub conversation: Conversation,
+    pub wa_id: Option<String>,
+    pub user_id: Option<String>,
+    pub username: Option<String>,
+    pub phone_number_id: Option<String>,
+    /// Until when sends to this contact wait (after WhatsApp's pair rate limit, 131056).
+    pub send_backoff_until: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConsentEvent {
+    OptedOut,
+    OptedIn,
+}
+
+/// One entry of a contact's consent ledger: what changed, when, and what caused it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConsentEntry {
+    /// De-duplication key (the causing message's id, or a request id).
+    pub key: String,
+    pub event: ConsentEvent,
+    pub at: i64,
+    /// `message:<id>` for a keyword message, `api` for the inbox API.
+    pub source: String,
+    pub expires_at: i64,
+}
+
+/// An `Idempotency-Key` of the inbox API, by hash, with the hash of the request it was used for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyRecord {
+    pub key_hash: String,
+    pub request_hash: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CreateOutcome {
+    Created,
+    /// The message (or the idempotency key) exists already: the earlier message's row key and,
+    /// for an idempotency key, the hash of the request it was first used with.
+    Existing {
+        message_key: String,
+        request_hash: Option<String>,
+    },
+}
+
+/// The sender's claim on an outbound message before it calls WhatsApp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// Go ahead; this is attempt number `attempt`.
+    Claimed { attempt: u32 },
+    /// Sent (or failed) already: do not send again.
+    Done,
+    /// Another attempt holds a live lease: try later.
+    InFlight,
+    /// No such message (expired or erased): nothing to do.
+    Missing,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

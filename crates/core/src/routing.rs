@@ -3,7 +3,10 @@
 
 use crate::envelope::Envelope;
 use crate::ids::{ContactId, Identity, Pseudonymizer, TenantId, content_digest};
-use crate::ports::{Directory, MessageStore, StoreError};
+use crate::jobs::Job;
+use crate::outbound::{ValidReply, queued_message};
+use crate::policy::Keyword;
+use crate::ports::{Directory, MessageStore, OutboundQueue, QueueError, StoreError};
 use crate::records::*;
 use crate::tenant::Tenant;
 use crate::webhook::{Contact, Event, Message, Status, webhook_from_value};
@@ -29,7 +32,13 @@ pub enum RouteError {
     /// May succeed on a retry.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Side effects (replies, forwards) could not be queued; a retry re-queues them.
+    #[error(transparent)]
+    Queue(#[from] QueueError),
 }
+
+/// The 24-hour customer service window: automatic replies only go out inside it.
+pub const SERVICE_WINDOW_SECS: i64 = 24 * 3600;
 
 #[derive(Clone)]
 pub struct Router {
@@ -37,6 +46,7 @@ pub struct Router {
     directory: Arc<dyn Directory>,
     pseudonymizer: Arc<Pseudonymizer>,
     clock: Clock,
+    outbound: Option<Arc<dyn OutboundQueue>>,
 }
 
 impl Router {
@@ -50,7 +60,15 @@ impl Router {
             directory,
             pseudonymizer,
             clock: Arc::new(unix_now),
+            outbound: None,
         }
+    }
+
+    /// Enables the routing rules that act (opt-out, away replies, forwarding): their jobs go
+    /// to this queue. Without it the router only stores.
+    pub fn with_outbound(mut self, queue: Arc<dyn OutboundQueue>) -> Self {
+        self.outbound = Some(queue);
+        self
     }
 
     pub fn with_clock(mut self, clock: Clock) -> Self {
@@ -101,48 +119,48 @@ impl Router {
         tenant: &Tenant,
         event: Event,
         now: i64,
-    ) -> Result<Recorded, StoreError> {
+    ) -> Result<Recorded, RouteError> {
         let expires_at = now + tenant.retention_secs();
-        match event {
+        let recorded = match event {
             Event::Message {
-                contact, message, ..
+                contact,
+                message,
+                metadata,
+                ..
             } => {
+                let pnid = metadata.phone_number_id.as_str();
                 match self
-                    .inbound(tenant, contact.as_ref(), &message, now, expires_at)
+                    .inbound(tenant, pnid, contact.as_ref(), &message, now, expires_at)
                     .await?
                 {
-                    Some(r) => Ok(r),
+                    Some(r) => r,
                     None => {
                         let raw = json!({"id": message.id, "type": message.kind});
                         self.event(&tenant.id, "message_without_sender", raw, now, expires_at)
-                            .await
+                            .await?
                     }
                 }
             }
-            Event::Status { status, .. } => self.status(tenant, &status, expires_at).await,
+            Event::Status { status, .. } => self.status(tenant, &status, expires_at).await?,
             Event::Error { error, .. } => {
                 let raw = serde_json::to_value(&error).unwrap_or(Value::Null);
-                self.event(&tenant.id, "error", raw, now, expires_at).await
+                self.event(&tenant.id, "error", raw, now, expires_at)
+                    .await?
             }
             Event::Other {
                 field,
                 value,
                 waba_id,
             } => {
-                self.event(
-                    &tenant.id,
-                    &field,
-                    json!({"waba_id": waba_id, "value": value}),
-                    now,
-                    expires_at,
-                )
-                .await
+                let raw = json!({"waba_id": waba_id, "value": value});
+                self.event(&tenant.id, &field, raw, now, expires_at).await?
             }
             Event::Unrecognized { raw, .. } => {
                 self.event(&tenant.id, "unrecognized", raw, now, expires_at)
-                    .await
+                    .await?
             }
-        }
+        };
+        Ok(recorded)
     }
 
     fn identity_keys(
@@ -167,11 +185,12 @@ impl Router {
     async fn inbound(
         &self,
         tenant: &Tenant,
+        phone_number_id: &str,
         contact: Option<&Contact>,
         message: &Message,
         now: i64,
         expires_at: i64,
-    ) -> Result<Option<Recorded>, StoreError> {
+    ) -> Result<Option<Recorded>, RouteError> {
         let bsuid = contact
             .and_then(|c| c.user_id.as_deref())
             .or(message.from_user_id.as_deref());
@@ -208,6 +227,7 @@ impl Router {
         };
         let update = ContactUpdate {
             contact_id,
+            phone_number_id: phone_number_id.to_owned(),
             name: contact
                 .and_then(|c| c.profile.as_ref())
                 .and_then(|p| p.name.clone()),
@@ -231,7 +251,156 @@ impl Router {
             duplicate = recorded == Recorded::Duplicate,
             "inbound message"
         );
+        // Side effects run on duplicates too: their ids are derived from the message, so a
+        // retry after a crash completes them and a plain duplicate changes nothing.
+        if let Some(queue) = &self.outbound {
+            self.after_inbound(queue.as_ref(), tenant, &stored, &update.contact_id, now)
+                .await?;
+        }
         Ok(Some(recorded))
+    }
+
+    async fn after_inbound(
+        &self,
+        queue: &dyn OutboundQueue,
+        tenant: &Tenant,
+        message: &StoredMessage,
+        contact: &ContactId,
+        now: i64,
+    ) -> Result<(), RouteError> {
+        let policy = &tenant.policy;
+        let mut jobs = Vec::new();
+        let in_window = message.timestamp + SERVICE_WINDOW_SECS > now;
+        let keyword = (message.kind == "text")
+            .then(|| {
+                message
+                    .text
+                    .as_deref()
+                    .and_then(|t| policy.opt_out.keyword(t))
+            })
+            .flatten();
+        if let Some(keyword) = keyword {
+            let (event, text, event_type) = match keyword {
+                Keyword::OptOut => (
+                    ConsentEvent::OptedOut,
+                    &policy.opt_out.confirmation_text,
+                    "contact.opted_out",
+                ),
+                Keyword::OptIn => (
+                    ConsentEvent::OptedIn,
+                    &policy.opt_out.opt_in_text,
+                    "contact.opted_in",
+                ),
+            };
+            let entry = ConsentEntry {
+                key: message.id.clone(),
+                event,
+                at: message.timestamp,
+                source: format!("message:{}", message.id),
+                expires_at: message.expires_at,
+            };
+            self.store
+                .record_consent(&tenant.id, contact, &entry)
+                .await?;
+            tracing::info!(tenant = %tenant.id, contact = %contact, event = event_type, "consent changed");
+            // The confirmation goes out even to someone who just opted out: it answers their
+            // request, it does not start a conversation.
+            if in_window {
+                let key = self
+                    .pseudonymizer
+                    .derived_key(&tenant.id, event_type, &message.wamid);
+                jobs.push(
+                    self.auto_reply(tenant, contact, &key, text, now, message.expires_at)
+                        .await?,
+                );
+            }
+            if tenant.forward_url.is_some() {
+                jobs.push(Job::Forward {
+                    tenant: tenant.id.clone(),
+                    webhook_id: format!("consent_{}", message.id),
+                    created_at: message.timestamp,
+                    payload: json!({"type": event_type, "timestamp": message.timestamp,
+                                    "data": {"contact_id": contact, "message_id": message.id}}),
+                });
+            }
+        } else if let Some(hours) = &policy.business_hours
+            && in_window
+            && !hours.is_open(message.timestamp)
+        {
+            let key = self
+                .pseudonymizer
+                .derived_key(&tenant.id, "away", &message.wamid);
+            let opted_out = self
+                .store
+                .conversation(&tenant.id, contact, now)
+                .await?
+                .is_some_and(|c| c.opted_out);
+            let interval = i64::from(hours.away_interval_hours) * 3600;
+            // Either this message wins the interval, or an earlier attempt for it already did.
+            let due = !opted_out
+                && (self
+                    .store
+                    .claim_away_reply(&tenant.id, contact, now, interval)
+                    .await?
+                    || self
+                        .store
+                        .message_by_wamid(&tenant.id, &key, now)
+                        .await?
+                        .is_some());
+            if due {
+                jobs.push(
+                    self.auto_reply(
+                        tenant,
+                        contact,
+                        &key,
+                        &hours.away_text,
+                        now,
+                        message.expires_at,
+                    )
+                    .await?,
+                );
+            }
+        }
+        if tenant.forward_url.is_some() {
+            let mut data = json!({"message_id": message.id, "contact_id": contact, "type": message.kind,
+                                  "timestamp": message.timestamp, "reply_to": message.reply_to});
+            if policy.forward_content {
+                data["text"] = json!(message.text);
+                data["content"] = message.content.clone();
+                data["wamid"] = json!(message.wamid);
+            }
+            jobs.push(Job::Forward {
+                tenant: tenant.id.clone(),
+                webhook_id: format!("msg_{}", message.id),
+                created_at: message.timestamp,
+                payload: json!({"type": "message.received", "timestamp": message.timestamp, "data": data}),
+            });
+        }
+        if !jobs.is_empty() {
+            queue.enqueue_jobs(&jobs).await?;
+        }
+        Ok(())
+    }
+
+    /// Stores an automatic text reply under a derived key (idempotent) and returns its job.
+    async fn auto_reply(
+        &self,
+        tenant: &Tenant,
+        contact: &ContactId,
+        key: &str,
+        text: &str,
+        now: i64,
+        expires_at: i64,
+    ) -> Result<Job, StoreError> {
+        let message = queued_message(key, contact, &ValidReply::text(text), None, now, expires_at);
+        self.store
+            .create_outbound(&tenant.id, &message, None)
+            .await?;
+        Ok(Job::Send {
+            tenant: tenant.id.clone(),
+            contact: contact.clone(),
+            message_key: key.to_owned(),
+        })
     }
 
     async fn status(
@@ -239,7 +408,7 @@ impl Router {
         tenant: &Tenant,
         status: &Status,
         expires_at: i64,
-    ) -> Result<Recorded, StoreError> {
+    ) -> Result<Recorded, RouteError> {
         let (keys, _) = self.identity_keys(
             &tenant.id,
             status.recipient_user_id.as_deref(),
@@ -262,6 +431,22 @@ impl Router {
         };
         let recorded = self.store.record_status(&tenant.id, &stored).await?;
         tracing::debug!(tenant = %tenant.id, wamid_key = %stored.wamid_key, status = stored.status.as_str(), "status");
+        if let (Some(queue), Some(_)) = (&self.outbound, &tenant.forward_url) {
+            let message = self
+                .store
+                .message_by_wamid(&tenant.id, &stored.wamid_key, (self.clock)())
+                .await?;
+            let job = Job::Forward {
+                tenant: tenant.id.clone(),
+                webhook_id: format!("st_{}_{}", stored.wamid_key, stored.status.as_str()),
+                created_at: stored.timestamp,
+                payload: json!({"type": "message.status", "timestamp": stored.timestamp, "data": {
+                    "message_id": message.as_ref().map(|m| m.id.clone()),
+                    "contact_id": message.as_ref().map(|m| m.contact_id.clone()).or(stored.contact_id.clone()),
+                    "status": stored.status, "errors": stored.errors}}),
+            };
+            queue.enqueue_jobs(&[job]).await?;
+        }
         Ok(recorded)
     }
 

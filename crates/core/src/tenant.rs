@@ -2,6 +2,7 @@
 //! channel's provider. Pure functions: no I/O.
 
 use crate::ids::{TenantId, secret_digest};
+use crate::policy::TenantPolicy;
 use hmac::{Hmac, Mac};
 use secrecy::{ExposeSecret, SecretString};
 use sha2::Sha256;
@@ -16,6 +17,7 @@ pub struct Tenant {
     pub retention_days: u32,
     pub forward_url: Option<String>,
     pub forward_secret: Option<SecretString>,
+    pub policy: TenantPolicy,
 }
 
 impl Tenant {
@@ -73,6 +75,19 @@ pub struct Channel {
     /// 360dialog `D360-API-KEY` or Meta access token, for sending (outbound issue).
     pub send_key: Option<SecretString>,
     pub api_base_url: Option<String>,
+    /// Messages per second this channel may send (WhatsApp's default throughput is 80/s).
+    pub send_rate_per_second: u32,
+}
+
+pub const DEFAULT_SEND_RATE: u32 = 80;
+
+impl Channel {
+    pub fn provider(&self) -> Provider {
+        match self.auth {
+            WebhookAuth::Dialog360 { .. } => Provider::Dialog360,
+            WebhookAuth::Meta { .. } => Provider::Meta,
+        }
+    }
 }
 
 /// The headers the receiver hands to [`WebhookAuth::verify`]; all optional.

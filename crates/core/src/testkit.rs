@@ -44,6 +44,7 @@ fn message(
 fn update(contact: &ContactId, name: &str, ts: i64) -> ContactUpdate {
     ContactUpdate {
         contact_id: contact.clone(),
+        phone_number_id: "111".into(),
         name: Some(name.to_owned()),
         wa_id: Some("4915100000000".into()),
         user_id: None,
@@ -486,4 +487,348 @@ pub async fn store_conformance(store: &dyn MessageStore) {
         Recorded::Duplicate
     );
     assert_eq!(store.list_quarantine(10, NOW).await.expect("list"), vec![q]);
+
+    outbound_rules(store).await;
+}
+
+/// Outbound messages, consent and the per-contact counters the senders need.
+async fn outbound_rules(store: &dyn MessageStore) {
+    use crate::outbound::{ValidReply, queued_message};
+    let p = Pseudonymizer::new([7; 32]);
+    let t = tenant("conf-c");
+    let c = contact_for(store, &p, &t, "4915100000077").await;
+    let m = message(&p, &t, &c, "wamid.IN1", NOW + 10);
+    let mut upd = update(&c, "Kundin", NOW + 10);
+    upd.phone_number_id = "106540352242922".into();
+    store.record_inbound(&t, &m, &upd).await.expect("record");
+
+    let rec = store
+        .contact(&t, &c, NOW)
+        .await
+        .expect("contact")
+        .expect("exists");
+    assert_eq!(
+        rec.phone_number_id.as_deref(),
+        Some("106540352242922"),
+        "replies know the channel"
+    );
+    assert_eq!(rec.wa_id.as_deref(), Some("4915100000000"));
+    assert!(!rec.conversation.opted_out);
+    assert!(
+        store
+            .contact(&tenant("conf-a"), &c, NOW)
+            .await
+            .expect("contact")
+            .is_none()
+    );
+
+    // --- consent: ledger once per key, newest entry decides ---------------------------------
+    let entry = |key: &str, event, at| ConsentEntry {
+        key: key.into(),
+        event,
+        at,
+        source: format!("message:{key}"),
+        expires_at: LATER,
+    };
+    assert_eq!(
+        store
+            .record_consent(&t, &c, &entry("k1", ConsentEvent::OptedOut, NOW + 20))
+            .await
+            .expect("consent"),
+        Recorded::New
+    );
+    assert_eq!(
+        store
+            .record_consent(&t, &c, &entry("k1", ConsentEvent::OptedOut, NOW + 20))
+            .await
+            .expect("consent"),
+        Recorded::Duplicate
+    );
+    assert!(
+        store
+            .conversation(&t, &c, NOW)
+            .await
+            .expect("get")
+            .expect("c")
+            .opted_out
+    );
+    // An older opt-in arriving late does not undo the newer opt-out.
+    store
+        .record_consent(&t, &c, &entry("k0", ConsentEvent::OptedIn, NOW + 15))
+        .await
+        .expect("consent");
+    assert!(
+        store
+            .conversation(&t, &c, NOW)
+            .await
+            .expect("get")
+            .expect("c")
+            .opted_out
+    );
+    store
+        .record_consent(&t, &c, &entry("k2", ConsentEvent::OptedIn, NOW + 30))
+        .await
+        .expect("consent");
+    assert!(
+        !store
+            .conversation(&t, &c, NOW)
+            .await
+            .expect("get")
+            .expect("c")
+            .opted_out
+    );
+    let ledger: Vec<String> = store
+        .consent_ledger(&t, &c, NOW)
+        .await
+        .expect("ledger")
+        .into_iter()
+        .map(|e| e.key)
+        .collect();
+    assert_eq!(ledger, ["k0", "k1", "k2"], "oldest first, each once");
+
+    // --- away replies: at most once per interval --------------------------------------------
+    assert!(
+        store
+            .claim_away_reply(&t, &c, NOW + 100, 3600)
+            .await
+            .expect("claim")
+    );
+    assert!(
+        !store
+            .claim_away_reply(&t, &c, NOW + 200, 3600)
+            .await
+            .expect("claim")
+    );
+    assert!(
+        store
+            .claim_away_reply(&t, &c, NOW + 100 + 3600, 3600)
+            .await
+            .expect("claim")
+    );
+
+    store.clear_unread(&t, &c).await.expect("clear");
+    assert_eq!(
+        store
+            .conversation(&t, &c, NOW)
+            .await
+            .expect("get")
+            .expect("c")
+            .unread,
+        0
+    );
+    store
+        .set_send_backoff(&t, &c, NOW + 50)
+        .await
+        .expect("backoff");
+    store
+        .set_send_backoff(&t, &c, NOW + 40)
+        .await
+        .expect("backoff");
+    assert_eq!(
+        store
+            .contact(&t, &c, NOW)
+            .await
+            .expect("get")
+            .expect("c")
+            .send_backoff_until,
+        NOW + 50,
+        "backoff only grows"
+    );
+
+    // --- outbound: create once, idempotency keys, send claims --------------------------------
+    let key = "0123456789abcdef0123456789abcdef";
+    let out = queued_message(
+        key,
+        &c,
+        &ValidReply::text("Ihr Rezept ist da."),
+        Some("wamid.IN1".into()),
+        NOW + 40,
+        LATER,
+    );
+    let idem = IdempotencyRecord {
+        key_hash: "idem1".into(),
+        request_hash: "req1".into(),
+    };
+    assert_eq!(
+        store
+            .create_outbound(&t, &out, Some(&idem))
+            .await
+            .expect("create"),
+        CreateOutcome::Created
+    );
+    let mut other = out.clone();
+    other.wamid_key = "fedcba9876543210fedcba9876543210".into();
+    other.id = format!("m_{}", other.wamid_key);
+    assert_eq!(
+        store
+            .create_outbound(&t, &other, Some(&idem))
+            .await
+            .expect("create"),
+        CreateOutcome::Existing {
+            message_key: key.into(),
+            request_hash: Some("req1".into())
+        },
+        "the same idempotency key answers with the first message"
+    );
+    assert_eq!(
+        store.create_outbound(&t, &out, None).await.expect("create"),
+        CreateOutcome::Existing {
+            message_key: key.into(),
+            request_hash: None
+        }
+    );
+    let conv = store
+        .conversation(&t, &c, NOW)
+        .await
+        .expect("get")
+        .expect("c");
+    assert_eq!(
+        conv.last_message_at,
+        NOW + 40,
+        "an outbound message is activity too"
+    );
+    assert_eq!(
+        conv.last_inbound_at,
+        Some(NOW + 10),
+        "but does not move the service window"
+    );
+    let listed = store
+        .list_messages(&t, &c, &PageRequest::first(10), NOW)
+        .await
+        .expect("list")
+        .items;
+    assert_eq!(listed.len(), 2, "the idempotent retry stored nothing");
+    assert_eq!(listed[0].direction, Direction::Outbound);
+    assert_eq!(listed[0].status, Some(DeliveryStatus::Queued));
+
+    assert_eq!(
+        store
+            .claim_send(&t, key, NOW + 50, 30)
+            .await
+            .expect("claim"),
+        Claim::Claimed { attempt: 1 }
+    );
+    assert_eq!(
+        store
+            .claim_send(&t, key, NOW + 51, 30)
+            .await
+            .expect("claim"),
+        Claim::InFlight,
+        "a live lease blocks a twin"
+    );
+    assert_eq!(
+        store
+            .claim_send(&t, key, NOW + 81, 30)
+            .await
+            .expect("claim"),
+        Claim::Claimed { attempt: 2 },
+        "an expired lease does not"
+    );
+    store.release_send(&t, key).await.expect("release");
+    assert_eq!(
+        store
+            .claim_send(&t, key, NOW + 82, 30)
+            .await
+            .expect("claim"),
+        Claim::Claimed { attempt: 3 }
+    );
+    let wamid_key = p.wamid_key(&t, "wamid.OUT1");
+    store
+        .complete_send(&t, key, "wamid.OUT1", &wamid_key)
+        .await
+        .expect("complete");
+    assert_eq!(
+        store
+            .claim_send(&t, key, NOW + 200, 30)
+            .await
+            .expect("claim"),
+        Claim::Done,
+        "sent is never sent again"
+    );
+    let sent = store
+        .message_by_wamid(&t, &wamid_key, NOW)
+        .await
+        .expect("get")
+        .expect("found by its wamid");
+    assert_eq!(
+        (sent.status, sent.wamid.as_str(), sent.id.as_str()),
+        (Some(DeliveryStatus::Sent), "wamid.OUT1", out.id.as_str())
+    );
+    // Status webhooks for it now move it on.
+    store
+        .record_status(
+            &t,
+            &status(&p, &t, "wamid.OUT1", DeliveryStatus::Read, NOW + 300),
+        )
+        .await
+        .expect("status");
+    let read = store
+        .message_by_wamid(&t, key, NOW)
+        .await
+        .expect("get")
+        .expect("found by its row key");
+    assert_eq!(read.status, Some(DeliveryStatus::Read));
+    // A late complete_send (a slow retry) does not move read back to sent.
+    store
+        .complete_send(&t, key, "wamid.OUT1", &wamid_key)
+        .await
+        .expect("complete");
+    assert_eq!(
+        store
+            .message_by_wamid(&t, key, NOW)
+            .await
+            .expect("get")
+            .expect("m")
+            .status,
+        Some(DeliveryStatus::Read)
+    );
+
+    let failing = queued_message(
+        "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+        &c,
+        &ValidReply::text("x"),
+        None,
+        NOW + 60,
+        LATER,
+    );
+    store
+        .create_outbound(&t, &failing, None)
+        .await
+        .expect("create");
+    store
+        .claim_send(&t, &failing.wamid_key, NOW + 61, 30)
+        .await
+        .expect("claim");
+    let err = ApiError {
+        code: 131047,
+        title: Some("Re-engagement message".into()),
+        ..ApiError::default()
+    };
+    store
+        .fail_send(&t, &failing.wamid_key, &err)
+        .await
+        .expect("fail");
+    let f = store
+        .message_by_wamid(&t, &failing.wamid_key, NOW)
+        .await
+        .expect("get")
+        .expect("m");
+    assert_eq!(
+        (f.status, f.error.map(|e| e.code)),
+        (Some(DeliveryStatus::Failed), Some(131047))
+    );
+    assert_eq!(
+        store
+            .claim_send(&t, &failing.wamid_key, NOW + 62, 30)
+            .await
+            .expect("claim"),
+        Claim::Done
+    );
+    assert_eq!(
+        store
+            .claim_send(&t, "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb", NOW, 30)
+            .await
+            .expect("claim"),
+        Claim::Missing
+    );
 }

@@ -15,6 +15,10 @@ CREATE TABLE IF NOT EXISTS contacts (
     last_inbound_at INTEGER,
     last_message_at INTEGER NOT NULL DEFAULT 0,
     unread INTEGER NOT NULL DEFAULT 0,
+    phone_number_id TEXT,
+    opted_out INTEGER NOT NULL DEFAULT 0,
+    away_replied_at INTEGER,
+    send_backoff_until INTEGER NOT NULL DEFAULT 0,
     expires_at INTEGER NOT NULL,
     PRIMARY KEY (tenant, contact_id)
 );
@@ -35,10 +39,34 @@ CREATE TABLE IF NOT EXISTS messages (
     timestamp INTEGER NOT NULL,
     status_rank INTEGER,
     body TEXT NOT NULL,
+    -- Outbound: the sent message's wamid key (statuses find it by this), the send lease.
+    alias_key TEXT,
+    send_lease_until INTEGER NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,
     expires_at INTEGER NOT NULL,
     PRIMARY KEY (tenant, wamid_key)
 );
 CREATE INDEX IF NOT EXISTS messages_by_contact ON messages (tenant, contact_id, timestamp DESC, wamid_key DESC);
+CREATE INDEX IF NOT EXISTS messages_by_alias ON messages (tenant, alias_key);
+
+CREATE TABLE IF NOT EXISTS consent (
+    tenant TEXT NOT NULL,
+    contact_id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    expires_at INTEGER NOT NULL,
+    PRIMARY KEY (tenant, contact_id, key)
+);
+
+CREATE TABLE IF NOT EXISTS idempotency (
+    tenant TEXT NOT NULL,
+    key_hash TEXT NOT NULL,
+    message_key TEXT NOT NULL,
+    request_hash TEXT NOT NULL,
+    expires_at INTEGER NOT NULL,
+    PRIMARY KEY (tenant, key_hash)
+);
 
 CREATE TABLE IF NOT EXISTS statuses (
     tenant TEXT NOT NULL,

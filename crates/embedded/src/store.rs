@@ -6,6 +6,7 @@ use async_trait::async_trait;
 use relay_core::ids::{ContactId, TenantId};
 use relay_core::ports::{MessageStore, StoreError};
 use relay_core::records::*;
+use relay_core::webhook::{ApiError, DeliveryStatus};
 use rusqlite::{OptionalExtension, params};
 
 #[derive(Clone)]
@@ -163,8 +164,8 @@ impl MessageStore for SqliteMessageStore {
             .map_err(db_err)?;
         let unread = i64::from(n == 1);
         tx.execute(
-            "INSERT INTO contacts (tenant, contact_id, name, wa_id, user_id, username, last_inbound_at, last_message_at, unread, expires_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9)
+            "INSERT INTO contacts (tenant, contact_id, name, wa_id, user_id, username, last_inbound_at, last_message_at, unread, expires_at, phone_number_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9, ?10)
              ON CONFLICT (tenant, contact_id) DO UPDATE SET
                name = coalesce(excluded.name, name),
                wa_id = coalesce(excluded.wa_id, wa_id),
@@ -173,6 +174,7 @@ impl MessageStore for SqliteMessageStore {
                last_inbound_at = max(coalesce(last_inbound_at, 0), excluded.last_inbound_at),
                last_message_at = max(last_message_at, excluded.last_message_at),
                unread = unread + excluded.unread,
+               phone_number_id = excluded.phone_number_id,
                expires_at = max(expires_at, excluded.expires_at)",
             params![
                 tenant.as_str(),
@@ -183,7 +185,8 @@ impl MessageStore for SqliteMessageStore {
                 contact.username,
                 contact.last_inbound_at,
                 unread,
-                contact.expires_at
+                contact.expires_at,
+                contact.phone_number_id
             ],
         )
         .map_err(db_err)?;
@@ -217,7 +220,7 @@ impl MessageStore for SqliteMessageStore {
         tx.execute(
             "UPDATE messages SET status_rank = ?3,
                 body = json_set(body, '$.status', ?4, '$.error', json(coalesce(?5, json_extract(body, '$.error'), 'null')))
-             WHERE tenant = ?1 AND wamid_key = ?2 AND (status_rank IS NULL OR status_rank < ?3)",
+             WHERE tenant = ?1 AND (wamid_key = ?2 OR alias_key = ?2) AND (status_rank IS NULL OR status_rank < ?3)",
             params![
                 tenant.as_str(),
                 status.wamid_key,
@@ -282,7 +285,7 @@ impl MessageStore for SqliteMessageStore {
         let conn = self.db.lock();
         let mut stmt = conn
             .prepare(
-                "SELECT contact_id, name, last_message_at, last_inbound_at, unread FROM contacts
+                "SELECT contact_id, name, last_message_at, last_inbound_at, unread, opted_out FROM contacts
                  WHERE tenant = ?1 AND expires_at > ?2
                    AND (last_message_at < ?3 OR (last_message_at = ?3 AND contact_id < ?4))
                  ORDER BY last_message_at DESC, contact_id DESC LIMIT ?5",
@@ -299,13 +302,15 @@ impl MessageStore for SqliteMessageStore {
                         r.get::<_, i64>(2)?,
                         r.get::<_, Option<i64>>(3)?,
                         r.get::<_, i64>(4)?,
+                        r.get::<_, bool>(5)?,
                     ))
                 },
             )
             .map_err(db_err)?;
         let mut items = Vec::new();
         for row in rows {
-            let (id, name, last_message_at, last_inbound_at, unread) = row.map_err(db_err)?;
+            let (id, name, last_message_at, last_inbound_at, unread, opted_out) =
+                row.map_err(db_err)?;
             items.push(Conversation {
                 contact_id: ContactId::parse(&id)
                     .map_err(|_| StoreError::Corrupt("invalid contact id".into()))?,
@@ -313,6 +318,7 @@ impl MessageStore for SqliteMessageStore {
                 last_message_at,
                 last_inbound_at,
                 unread,
+                opted_out,
             });
         }
         let next_cursor = if items.len() > limit {
@@ -334,7 +340,7 @@ impl MessageStore for SqliteMessageStore {
     ) -> Result<Option<Conversation>, StoreError> {
         let conn = self.db.lock();
         conn.query_row(
-            "SELECT name, last_message_at, last_inbound_at, unread FROM contacts
+            "SELECT name, last_message_at, last_inbound_at, unread, opted_out FROM contacts
              WHERE tenant = ?1 AND contact_id = ?2 AND expires_at > ?3",
             params![tenant.as_str(), contact.as_str(), now],
             |r| {
@@ -344,11 +350,286 @@ impl MessageStore for SqliteMessageStore {
                     last_message_at: r.get(1)?,
                     last_inbound_at: r.get(2)?,
                     unread: r.get(3)?,
+                    opted_out: r.get(4)?,
                 })
             },
         )
         .optional()
         .map_err(db_err)
+    }
+
+    async fn contact(
+        &self,
+        tenant: &TenantId,
+        contact: &ContactId,
+        now: i64,
+    ) -> Result<Option<ContactRecord>, StoreError> {
+        let conn = self.db.lock();
+        conn.query_row(
+            "SELECT name, last_message_at, last_inbound_at, unread, opted_out, wa_id, user_id, username,
+                    phone_number_id, send_backoff_until
+             FROM contacts WHERE tenant = ?1 AND contact_id = ?2 AND expires_at > ?3",
+            params![tenant.as_str(), contact.as_str(), now],
+            |r| {
+                Ok(ContactRecord {
+                    conversation: Conversation {
+                        contact_id: contact.clone(),
+                        name: r.get(0)?,
+                        last_message_at: r.get(1)?,
+                        last_inbound_at: r.get(2)?,
+                        unread: r.get(3)?,
+                        opted_out: r.get(4)?,
+                    },
+                    wa_id: r.get(5)?,
+                    user_id: r.get(6)?,
+                    username: r.get(7)?,
+                    phone_number_id: r.get(8)?,
+                    send_backoff_until: r.get(9)?,
+                })
+            },
+        )
+        .optional()
+        .map_err(db_err)
+    }
+
+    async fn record_consent(
+        &self,
+        tenant: &TenantId,
+        contact: &ContactId,
+        entry: &ConsentEntry,
+    ) -> Result<Recorded, StoreError> {
+        let mut conn = self.db.lock();
+        let tx = conn.transaction().map_err(db_err)?;
+        let n = tx
+            .execute(
+                "INSERT INTO consent (tenant, contact_id, key, at, body, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT DO NOTHING",
+                params![tenant.as_str(), contact.as_str(), entry.key, entry.at, to_json(entry), entry.expires_at],
+            )
+            .map_err(db_err)?;
+        if n == 1 {
+            // The newest entry decides; an older one arriving late does not override it.
+            tx.execute(
+                "UPDATE contacts SET opted_out = (
+                    SELECT json_extract(body, '$.event') = 'opted_out' FROM consent
+                    WHERE tenant = ?1 AND contact_id = ?2 ORDER BY at DESC, key DESC LIMIT 1)
+                 WHERE tenant = ?1 AND contact_id = ?2",
+                params![tenant.as_str(), contact.as_str()],
+            )
+            .map_err(db_err)?;
+        }
+        tx.commit().map_err(db_err)?;
+        Ok(inserted(n))
+    }
+
+    async fn consent_ledger(
+        &self,
+        tenant: &TenantId,
+        contact: &ContactId,
+        now: i64,
+    ) -> Result<Vec<ConsentEntry>, StoreError> {
+        let conn = self.db.lock();
+        let mut stmt = conn
+            .prepare(
+                "SELECT body FROM consent WHERE tenant = ?1 AND contact_id = ?2 AND expires_at > ?3 ORDER BY at, key",
+            )
+            .map_err(db_err)?;
+        let rows = stmt
+            .query_map(params![tenant.as_str(), contact.as_str(), now], |r| {
+                r.get::<_, String>(0)
+            })
+            .map_err(db_err)?;
+        rows.map(|r| from_json(&r.map_err(db_err)?)).collect()
+    }
+
+    async fn claim_away_reply(
+        &self,
+        tenant: &TenantId,
+        contact: &ContactId,
+        now: i64,
+        interval: i64,
+    ) -> Result<bool, StoreError> {
+        let conn = self.db.lock();
+        let n = conn
+            .execute(
+                "UPDATE contacts SET away_replied_at = ?3
+                 WHERE tenant = ?1 AND contact_id = ?2 AND (away_replied_at IS NULL OR away_replied_at <= ?3 - ?4)",
+                params![tenant.as_str(), contact.as_str(), now, interval],
+            )
+            .map_err(db_err)?;
+        Ok(n == 1)
+    }
+
+    async fn clear_unread(&self, tenant: &TenantId, contact: &ContactId) -> Result<(), StoreError> {
+        let conn = self.db.lock();
+        conn.execute(
+            "UPDATE contacts SET unread = 0 WHERE tenant = ?1 AND contact_id = ?2",
+            params![tenant.as_str(), contact.as_str()],
+        )
+        .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn set_send_backoff(
+        &self,
+        tenant: &TenantId,
+        contact: &ContactId,
+        until: i64,
+    ) -> Result<(), StoreError> {
+        let conn = self.db.lock();
+        conn.execute(
+            "UPDATE contacts SET send_backoff_until = max(send_backoff_until, ?3) WHERE tenant = ?1 AND contact_id = ?2",
+            params![tenant.as_str(), contact.as_str(), until],
+        )
+        .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn create_outbound(
+        &self,
+        tenant: &TenantId,
+        message: &StoredMessage,
+        idempotency: Option<&IdempotencyRecord>,
+    ) -> Result<CreateOutcome, StoreError> {
+        let mut conn = self.db.lock();
+        let tx = conn.transaction().map_err(db_err)?;
+        if let Some(idem) = idempotency {
+            let existing: Option<(String, String)> = tx
+                .query_row(
+                    "SELECT message_key, request_hash FROM idempotency WHERE tenant = ?1 AND key_hash = ?2 AND expires_at > ?3",
+                    params![tenant.as_str(), idem.key_hash, message.received_at],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()
+                .map_err(db_err)?;
+            if let Some((message_key, request_hash)) = existing {
+                return Ok(CreateOutcome::Existing {
+                    message_key,
+                    request_hash: Some(request_hash),
+                });
+            }
+            tx.execute(
+                "INSERT OR REPLACE INTO idempotency (tenant, key_hash, message_key, request_hash, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![tenant.as_str(), idem.key_hash, message.wamid_key, idem.request_hash, message.expires_at],
+            )
+            .map_err(db_err)?;
+        }
+        let n = tx
+            .execute(
+                "INSERT INTO messages (tenant, wamid_key, contact_id, timestamp, status_rank, body, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6) ON CONFLICT DO NOTHING",
+                params![
+                    tenant.as_str(),
+                    message.wamid_key,
+                    message.contact_id.as_str(),
+                    message.timestamp,
+                    to_json(message),
+                    message.expires_at
+                ],
+            )
+            .map_err(db_err)?;
+        if n == 0 {
+            return Ok(CreateOutcome::Existing {
+                message_key: message.wamid_key.clone(),
+                request_hash: None,
+            });
+        }
+        tx.execute(
+            "UPDATE contacts SET last_message_at = max(last_message_at, ?3) WHERE tenant = ?1 AND contact_id = ?2",
+            params![tenant.as_str(), message.contact_id.as_str(), message.timestamp],
+        )
+        .map_err(db_err)?;
+        tx.commit().map_err(db_err)?;
+        Ok(CreateOutcome::Created)
+    }
+
+    async fn claim_send(
+        &self,
+        tenant: &TenantId,
+        message_key: &str,
+        now: i64,
+        lease_secs: i64,
+    ) -> Result<Claim, StoreError> {
+        let mut conn = self.db.lock();
+        let tx = conn.transaction().map_err(db_err)?;
+        let row: Option<(i64, i64, i64)> = tx
+            .query_row(
+                "SELECT coalesce(status_rank, 0), send_lease_until, attempts FROM messages
+                 WHERE tenant = ?1 AND wamid_key = ?2 AND expires_at > ?3",
+                params![tenant.as_str(), message_key, now],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()
+            .map_err(db_err)?;
+        let claim = match row {
+            None => Claim::Missing,
+            Some((rank, _, _)) if rank > 0 => Claim::Done,
+            Some((_, lease, _)) if lease > now => Claim::InFlight,
+            Some((_, _, attempts)) => {
+                tx.execute(
+                    "UPDATE messages SET send_lease_until = ?3, attempts = attempts + 1 WHERE tenant = ?1 AND wamid_key = ?2",
+                    params![tenant.as_str(), message_key, now + lease_secs],
+                )
+                .map_err(db_err)?;
+                Claim::Claimed {
+                    attempt: attempts as u32 + 1,
+                }
+            }
+        };
+        tx.commit().map_err(db_err)?;
+        Ok(claim)
+    }
+
+    async fn complete_send(
+        &self,
+        tenant: &TenantId,
+        message_key: &str,
+        wamid: &str,
+        wamid_key: &str,
+    ) -> Result<(), StoreError> {
+        let conn = self.db.lock();
+        conn.execute(
+            "UPDATE messages SET alias_key = ?3, send_lease_until = 0,
+                body = json_set(body, '$.wamid', ?4, '$.status',
+                    CASE WHEN coalesce(status_rank, 0) < 1 THEN 'sent' ELSE json_extract(body, '$.status') END),
+                status_rank = max(coalesce(status_rank, 0), 1)
+             WHERE tenant = ?1 AND wamid_key = ?2",
+            params![tenant.as_str(), message_key, wamid_key, wamid],
+        )
+        .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn fail_send(
+        &self,
+        tenant: &TenantId,
+        message_key: &str,
+        error: &ApiError,
+    ) -> Result<(), StoreError> {
+        let conn = self.db.lock();
+        conn.execute(
+            "UPDATE messages SET status_rank = ?3, send_lease_until = 0,
+                body = json_set(body, '$.status', 'failed', '$.error', json(?4))
+             WHERE tenant = ?1 AND wamid_key = ?2",
+            params![
+                tenant.as_str(),
+                message_key,
+                DeliveryStatus::Failed.rank(),
+                to_json(error)
+            ],
+        )
+        .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn release_send(&self, tenant: &TenantId, message_key: &str) -> Result<(), StoreError> {
+        let conn = self.db.lock();
+        conn.execute(
+            "UPDATE messages SET send_lease_until = 0 WHERE tenant = ?1 AND wamid_key = ?2",
+            params![tenant.as_str(), message_key],
+        )
+        .map_err(db_err)?;
+        Ok(())
     }
 
     async fn list_messages(
@@ -406,7 +687,7 @@ impl MessageStore for SqliteMessageStore {
         let conn = self.db.lock();
         let body: Option<String> = conn
             .query_row(
-                "SELECT body FROM messages WHERE tenant = ?1 AND wamid_key = ?2 AND expires_at > ?3",
+                "SELECT body FROM messages WHERE tenant = ?1 AND (wamid_key = ?2 OR alias_key = ?2) AND expires_at > ?3",
                 params![tenant.as_str(), wamid_key, now],
                 |r| r.get(0),
             )

@@ -38,7 +38,7 @@ pub async fn handle(router: &Router, event: SqsEvent) -> Result<SqsBatchResponse
                     RouteError::Malformed(_) => {
                         tracing::error!(message_id = %message_id, error = %e, "record is malformed; it will reach the DLQ after its retries")
                     }
-                    RouteError::Store(_) => {
+                    RouteError::Store(_) | RouteError::Queue(_) => {
                         tracing::warn!(message_id = %message_id, error = %e, "record failed; the queue retries it")
                     }
                 }
