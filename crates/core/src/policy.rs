@@ -12,7 +12,7 @@ pub const DEFAULT_OPT_IN_TEXT: &str = "Willkommen zurück! Mit STOP melden Sie s
 pub const DEFAULT_AWAY_INTERVAL_HOURS: u32 = 12;
 pub const TIMEZONE: &str = "Europe/Berlin";
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TenantPolicy {
     /// Whether forwarded events include message text and captions.
     #[serde(default)]
@@ -20,16 +20,6 @@ pub struct TenantPolicy {
     pub opt_out: OptOutPolicy,
     #[serde(default)]
     pub business_hours: Option<BusinessHours>,
-}
-
-impl Default for TenantPolicy {
-    fn default() -> Self {
-        TenantPolicy {
-            forward_content: false,
-            opt_out: OptOutPolicy::default(),
-            business_hours: None,
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -100,7 +90,7 @@ impl BusinessHours {
         };
         let local = ts.to_zoned_datetime(tz);
         let date = local.date().to_string();
-        if self.closed_dates.iter().any(|d| *d == date) {
+        if self.closed_dates.contains(&date) {
             return false;
         }
         let day = local.weekday().to_monday_zero_offset() as usize;
