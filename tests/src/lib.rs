@@ -111,7 +111,52 @@ pub struct Deployment {
     pub table: String,
     pub queue_url: String,
     pub dlq_url: String,
+    pub outbound_url: String,
+    pub outbound_dlq_url: String,
     pub kms_key_id: String,
+}
+
+async fn queue_with_dlq(
+    clients: &relay_aws::Clients,
+    name: &str,
+    max_receives: u32,
+) -> anyhow::Result<(String, String)> {
+    let dlq_url = clients
+        .sqs
+        .create_queue()
+        .queue_name(format!("{name}-dlq"))
+        .attributes(QueueAttributeName::MessageRetentionPeriod, "1209600")
+        .send()
+        .await
+        .context("CreateQueue dlq")?
+        .queue_url
+        .context("no dlq url")?;
+    let dlq_arn = clients
+        .sqs
+        .get_queue_attributes()
+        .queue_url(&dlq_url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await?
+        .attributes
+        .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
+        .context("no dlq arn")?;
+    let queue_url = clients
+        .sqs
+        .create_queue()
+        .queue_name(name)
+        .attributes(QueueAttributeName::MaximumMessageSize, "1048576")
+        .attributes(QueueAttributeName::VisibilityTimeout, "0")
+        .attributes(
+            QueueAttributeName::RedrivePolicy,
+            format!(r#"{{"deadLetterTargetArn":"{dlq_arn}","maxReceiveCount":"{max_receives}"}}"#),
+        )
+        .send()
+        .await
+        .context("CreateQueue")?
+        .queue_url
+        .context("no queue url")?;
+    Ok((queue_url, dlq_url))
 }
 
 /// The table, queues (with a redrive policy) and KMS key, named with `prefix`.
@@ -173,41 +218,10 @@ pub async fn provision(
         .await
         .context("UpdateTimeToLive")?;
 
-    let dlq_url = clients
-        .sqs
-        .create_queue()
-        .queue_name(format!("{prefix}-inbound-dlq"))
-        .attributes(QueueAttributeName::MessageRetentionPeriod, "1209600")
-        .send()
-        .await
-        .context("CreateQueue dlq")?
-        .queue_url
-        .context("no dlq url")?;
-    let dlq_arn = clients
-        .sqs
-        .get_queue_attributes()
-        .queue_url(&dlq_url)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
-        .await?
-        .attributes
-        .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
-        .context("no dlq arn")?;
-    let queue_url = clients
-        .sqs
-        .create_queue()
-        .queue_name(format!("{prefix}-inbound"))
-        .attributes(QueueAttributeName::MaximumMessageSize, "1048576")
-        .attributes(QueueAttributeName::VisibilityTimeout, "0")
-        .attributes(
-            QueueAttributeName::RedrivePolicy,
-            format!(r#"{{"deadLetterTargetArn":"{dlq_arn}","maxReceiveCount":"{max_receives}"}}"#),
-        )
-        .send()
-        .await
-        .context("CreateQueue")?
-        .queue_url
-        .context("no queue url")?;
+    let (queue_url, dlq_url) =
+        queue_with_dlq(clients, &format!("{prefix}-inbound"), max_receives).await?;
+    let (outbound_url, outbound_dlq_url) =
+        queue_with_dlq(clients, &format!("{prefix}-outbound"), 100).await?;
     let kms_key_id = clients
         .kms
         .create_key()
@@ -222,6 +236,8 @@ pub async fn provision(
         table,
         queue_url,
         dlq_url,
+        outbound_url,
+        outbound_dlq_url,
         kms_key_id,
     })
 }

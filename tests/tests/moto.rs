@@ -229,6 +229,7 @@ async fn stack(prefix: &str, max_receives: u32) -> Stack {
     let inbox = inbox_api::router(Inbox {
         directory: Arc::new(clients.directory(&d.table)),
         store: Arc::new(clients.store(&d.table)),
+        outbound: Arc::new(clients.job_queue(&d.outbound_url, Some(d.outbound_dlq_url.clone()))),
         clock: relay_core::system_clock(),
     });
     let router = Router::new(

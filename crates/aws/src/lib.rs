@@ -15,7 +15,7 @@ pub use directory::DynamoDirectory;
 pub use dynamo::DynamoMessageStore;
 pub use kms::KmsSecrets;
 pub use settings::{Settings, SettingsError};
-pub use sqs::SqsInboundQueue;
+pub use sqs::{SqsInboundQueue, SqsJobQueue};
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 
@@ -106,6 +106,10 @@ impl Clients {
 
     pub fn inbound_queue(&self, url: &str) -> SqsInboundQueue {
         SqsInboundQueue::new(self.sqs.clone(), url)
+    }
+
+    pub fn job_queue(&self, url: &str, dlq_url: Option<String>) -> SqsJobQueue {
+        SqsJobQueue::new(self.sqs.clone(), url, dlq_url)
     }
 
     /// The pseudonymiser of this deployment (its key is read from the table once).

@@ -10,6 +10,10 @@ pub struct Settings {
     pub inbound_queue_url: Option<String>,
     /// `MAX_BODY_BYTES`: largest webhook body (receiver only; default 4 MiB).
     pub max_body_bytes: usize,
+    /// `OUTBOUND_QUEUE_URL`: jobs for reply-sender (router, inbox API, reply-sender).
+    pub outbound_queue_url: Option<String>,
+    /// `OUTBOUND_DLQ_URL`: where reply-sender puts jobs it gives up on.
+    pub outbound_dlq_url: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -39,7 +43,15 @@ impl Settings {
             table,
             inbound_queue_url: env("INBOUND_QUEUE_URL").filter(|s| !s.is_empty()),
             max_body_bytes,
+            outbound_queue_url: env("OUTBOUND_QUEUE_URL").filter(|s| !s.is_empty()),
+            outbound_dlq_url: env("OUTBOUND_DLQ_URL").filter(|s| !s.is_empty()),
         })
+    }
+
+    pub fn require_outbound_queue(&self) -> Result<&str, SettingsError> {
+        self.outbound_queue_url
+            .as_deref()
+            .ok_or(SettingsError::Missing("OUTBOUND_QUEUE_URL"))
     }
 
     pub fn require_inbound_queue(&self) -> Result<&str, SettingsError> {

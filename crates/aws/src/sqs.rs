@@ -65,3 +65,90 @@ impl InboundQueue for SqsInboundQueue {
         Ok(())
     }
 }
+
+/// The outbound (jobs) queue on SQS: enqueue for the router and the inbox API, retry delays
+/// and dead letters for reply-sender.
+#[derive(Clone, Debug)]
+pub struct SqsJobQueue {
+    client: Client,
+    url: String,
+    dlq_url: Option<String>,
+}
+
+impl SqsJobQueue {
+    pub fn new(client: Client, url: impl Into<String>, dlq_url: Option<String>) -> Self {
+        SqsJobQueue {
+            client,
+            url: url.into(),
+            dlq_url,
+        }
+    }
+}
+
+#[async_trait]
+impl relay_core::ports::OutboundQueue for SqsJobQueue {
+    async fn enqueue_jobs(&self, jobs: &[relay_core::jobs::Job]) -> Result<(), QueueError> {
+        // Jobs are small (a reference or one event), so batches of 10 stay far below 1 MiB.
+        for chunk in jobs.chunks(10) {
+            let mut batch = self.client.send_message_batch().queue_url(&self.url);
+            for (i, job) in chunk.iter().enumerate() {
+                let entry = aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .message_body(job.to_body())
+                    .build()
+                    .map_err(|_| {
+                        QueueError::Unavailable("SendMessageBatch: invalid entry".into())
+                    })?;
+                batch = batch.entries(entry);
+            }
+            let out = batch
+                .send()
+                .await
+                .map_err(|e| sqs_error("SendMessageBatch", &e))?;
+            if !out.failed().is_empty() {
+                let codes: Vec<&str> = out.failed().iter().map(|f| f.code()).collect();
+                return Err(QueueError::Unavailable(format!(
+                    "SendMessageBatch: {}",
+                    codes.join(", ")
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl relay_core::ports::JobControl for SqsJobQueue {
+    async fn retry_after(
+        &self,
+        receipt: &str,
+        delay: std::time::Duration,
+    ) -> Result<(), QueueError> {
+        // SQS caps a message's visibility at 12 hours.
+        let secs = delay.as_secs().min(43_200) as i32;
+        self.client
+            .change_message_visibility()
+            .queue_url(&self.url)
+            .receipt_handle(receipt)
+            .visibility_timeout(secs)
+            .send()
+            .await
+            .map_err(|e| sqs_error("ChangeMessageVisibility", &e))?;
+        Ok(())
+    }
+
+    async fn dead_letter(&self, body: &str) -> Result<(), QueueError> {
+        let dlq = self
+            .dlq_url
+            .as_deref()
+            .ok_or_else(|| QueueError::Unavailable("no OUTBOUND_DLQ_URL configured".into()))?;
+        self.client
+            .send_message()
+            .queue_url(dlq)
+            .message_body(body)
+            .send()
+            .await
+            .map_err(|e| sqs_error("SendMessage", &e))?;
+        Ok(())
+    }
+}

@@ -137,6 +137,9 @@ enum DlqCommand {
     List {
         #[command(flatten)]
         target: Target,
+        /// Which local queue: "inbound" (webhooks) or "outbound" (replies, forwards).
+        #[arg(long, default_value = "inbound")]
+        queue: String,
         /// The dead-letter queue URL (with --aws).
         #[arg(long, env = "INBOUND_DLQ_URL")]
         dlq_url: Option<String>,
@@ -147,6 +150,9 @@ enum DlqCommand {
     Redrive {
         #[command(flatten)]
         target: Target,
+        /// Which local queue: "inbound" (webhooks) or "outbound" (replies, forwards).
+        #[arg(long, default_value = "inbound")]
+        queue: String,
         /// The dead-letter queue URL (with --aws).
         #[arg(long, env = "INBOUND_DLQ_URL")]
         dlq_url: Option<String>,
@@ -369,6 +375,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     target,
                     dlq_url,
                     limit,
+                    queue,
                 },
         } => {
             if target.aws {
@@ -382,7 +389,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 );
             } else {
                 let local = serve::Local::open(&target.data_dir)?;
-                let list = local.queue.dlq_list(limit)?;
+                let list = local.queue_named(&queue)?.dlq_list(limit)?;
                 print_dead(
                     list.iter()
                         .map(|d| (&d.message_id, d.receive_count, d.sent_at_ms, d.size)),
@@ -396,6 +403,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     target,
                     dlq_url,
                     queue_url,
+                    queue: local_queue,
                 },
         } => {
             let moved = if target.aws {
@@ -412,10 +420,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .await?
             } else {
                 let local = serve::Local::open(&target.data_dir)?;
-                if local.queue.dlq_depth()? == 0 {
+                let q = local.queue_named(&local_queue)?;
+                if q.dlq_depth()? == 0 {
                     0
                 } else {
-                    local.queue.dlq_redrive()?
+                    q.dlq_redrive()?
                 }
             };
             println!("moved {moved} message(s) back to the queue");

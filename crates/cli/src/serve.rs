@@ -1,16 +1,18 @@
 //! `relay serve`: the whole pipeline on one machine. The webhook-receiver and inbox-api
-//! routers share one listener; a worker drives the message-router's SQS handler from the
-//! embedded queue, exactly as the Lambda event source mapping does on AWS.
+//! routers share one listener; workers drive the message-router and reply-sender SQS handlers
+//! from the embedded queues, exactly as the Lambda event source mappings do on AWS.
 
 use anyhow::Context;
-use aws_lambda_events::sqs::{SqsEvent, SqsMessage};
+use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use inbox_api::Inbox;
 use relay_core::config::RelayConfig;
 use relay_core::directory::StaticDirectory;
 use relay_core::ids::Pseudonymizer;
 use relay_core::routing::Router;
 use relay_embedded::{Database, SqliteMessageStore, SqliteQueue};
+use reply_sender::{ChannelLimiter, RetryPolicy, Sender};
 use std::collections::HashSet;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -19,14 +21,19 @@ use tokio::sync::watch;
 use webhook_receiver::Receiver;
 
 pub const INBOUND_QUEUE: &str = "inbound";
+pub const OUTBOUND_QUEUE: &str = "outbound";
 /// As the SAM template's redrive policy: after this many receives a message is dead.
 pub const MAX_RECEIVES: u32 = 5;
+/// reply-sender bounds its own attempts (and dead-letters explicitly); the queue's bound is a
+/// safety net above the 24 hours of forward retries.
+pub const OUTBOUND_MAX_RECEIVES: u32 = 100;
 const VISIBILITY: Duration = Duration::from_secs(30);
 
 /// The local backends under `data_dir`.
 pub struct Local {
     pub store: Arc<SqliteMessageStore>,
     pub queue: Arc<SqliteQueue>,
+    pub outbound: Arc<SqliteQueue>,
     pub pseudonymizer: Arc<Pseudonymizer>,
 }
 
@@ -45,12 +52,22 @@ impl Local {
         Ok(Local {
             store: Arc::new(SqliteMessageStore::new(db.clone())),
             queue: Arc::new(SqliteQueue::new(db.clone(), INBOUND_QUEUE, MAX_RECEIVES)),
+            outbound: Arc::new(SqliteQueue::new(db, OUTBOUND_QUEUE, OUTBOUND_MAX_RECEIVES)),
             pseudonymizer: Arc::new(Pseudonymizer::new(key)),
         })
     }
+
+    /// The queue an admin command names.
+    pub fn queue_named(&self, name: &str) -> anyhow::Result<Arc<SqliteQueue>> {
+        match name {
+            INBOUND_QUEUE => Ok(self.queue.clone()),
+            OUTBOUND_QUEUE => Ok(self.outbound.clone()),
+            other => anyhow::bail!("no queue {other:?}: use \"inbound\" or \"outbound\""),
+        }
+    }
 }
 
-/// A running local relay; dropping the shutdown sender stops it.
+/// A running local relay; sending `true` on `shutdown` stops it.
 pub struct Running {
     pub addr: SocketAddr,
     pub shutdown: watch::Sender<bool>,
@@ -68,7 +85,21 @@ pub async fn start(
         local.store.clone(),
         directory.clone(),
         local.pseudonymizer.clone(),
-    );
+    )
+    .with_outbound(local.outbound.clone());
+    let sender = Arc::new(Sender {
+        store: local.store.clone(),
+        directory: directory.clone(),
+        control: local.outbound.clone(),
+        pseudonymizer: local.pseudonymizer.clone(),
+        whatsapp: relay_whatsapp::WhatsAppClient::default(),
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()?,
+        limiter: ChannelLimiter::default(),
+        policy: RetryPolicy::default(),
+        clock: relay_core::system_clock(),
+    });
 
     let app = webhook_receiver::router(Receiver {
         directory: directory.clone(),
@@ -78,6 +109,7 @@ pub async fn start(
     .merge(inbox_api::router(Inbox {
         directory,
         store: local.store.clone(),
+        outbound: local.outbound.clone(),
         clock: relay_core::system_clock(),
     }))
     .fallback(relay_http::not_found);
@@ -90,10 +122,32 @@ pub async fn start(
     let addr = listener.local_addr()?;
     let (shutdown, mut stop) = watch::channel(false);
 
-    let worker = tokio::spawn(drive_router(
+    let router = Arc::new(router);
+    let routing = tokio::spawn(drive(
         local.queue.clone(),
-        router,
         shutdown.subscribe(),
+        Retry::Backoff,
+        move |event| {
+            let router = router.clone();
+            async move {
+                message_router::handle(&router, event)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+        },
+    ));
+    let sending = tokio::spawn(drive(
+        local.outbound.clone(),
+        shutdown.subscribe(),
+        Retry::HandlerSetsDelay,
+        move |event| {
+            let sender = sender.clone();
+            async move {
+                reply_sender::handle(&sender, event)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+        },
     ));
     let sweeper = tokio::spawn(sweep(local.store.clone(), shutdown.subscribe()));
     let done = tokio::spawn(async move {
@@ -103,7 +157,8 @@ pub async fn start(
             })
             .await
             .context("HTTP server failed")?;
-        worker.await.context("worker panicked")?;
+        routing.await.context("router worker panicked")?;
+        sending.await.context("sender worker panicked")?;
         sweeper.abort();
         Ok(())
     });
@@ -114,8 +169,26 @@ pub async fn start(
     })
 }
 
-/// The message-router, fed from the embedded queue in batches of up to 10 (as SQS does).
-async fn drive_router(queue: Arc<SqliteQueue>, router: Router, mut stop: watch::Receiver<bool>) {
+/// Who decides when a failed record comes back.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Retry {
+    /// The driver backs off by receive count (what the visibility timeout does on SQS).
+    Backoff,
+    /// The handler already set the delay (reply-sender's ChangeMessageVisibility).
+    HandlerSetsDelay,
+}
+
+/// Feeds a handler from an embedded queue in batches of up to 10, as an SQS event source
+/// mapping does: records the handler reports as failed stay; the others are deleted.
+async fn drive<H, F>(
+    queue: Arc<SqliteQueue>,
+    mut stop: watch::Receiver<bool>,
+    retry: Retry,
+    handler: H,
+) where
+    H: Fn(SqsEvent) -> F,
+    F: Future<Output = Result<SqsBatchResponse, String>>,
+{
     loop {
         if *stop.borrow() {
             break;
@@ -123,7 +196,7 @@ async fn drive_router(queue: Arc<SqliteQueue>, router: Router, mut stop: watch::
         let batch = match queue.receive(10, VISIBILITY) {
             Ok(b) => b,
             Err(e) => {
-                tracing::error!(error = %e, "receiving from the local queue failed");
+                tracing::error!(error = %e, "receiving from a local queue failed");
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 continue;
             }
@@ -148,7 +221,7 @@ async fn drive_router(queue: Arc<SqliteQueue>, router: Router, mut stop: watch::
             record.event_source = Some("relay:embedded".into());
             event.records.push(record);
         }
-        let failed: HashSet<String> = match message_router::handle(&router, event).await {
+        let failed: HashSet<String> = match handler(event).await {
             Ok(resp) => resp
                 .batch_item_failures
                 .into_iter()
@@ -160,12 +233,14 @@ async fn drive_router(queue: Arc<SqliteQueue>, router: Router, mut stop: watch::
             }
         };
         for m in &batch {
-            let result = if failed.contains(&m.message_id) {
-                // Back off like the visibility timeout would, but sooner, for a snappy local loop.
-                let delay = Duration::from_secs(1u64 << m.receive_count.min(5));
-                queue.retry_after(&m.receipt, delay)
-            } else {
-                queue.delete(&m.receipt).map(|_| ())
+            let result = match (failed.contains(&m.message_id), retry) {
+                (false, _) => queue.delete(&m.receipt).map(|_| ()),
+                (true, Retry::HandlerSetsDelay) => Ok(()),
+                // Sooner than SQS's visibility timeout, for a snappy local loop.
+                (true, Retry::Backoff) => queue.retry_after(
+                    &m.receipt,
+                    Duration::from_secs(1u64 << m.receive_count.min(5)),
+                ),
             };
             if let Err(e) = result {
                 tracing::error!(error = %e, message_id = %m.message_id, "queue bookkeeping failed; the message will be retried");

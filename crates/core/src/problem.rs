@@ -14,6 +14,9 @@ pub struct Problem {
     pub status: u16,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// Extension members (RFC 9457 §3.2), e.g. `window_closed_at`.
+    #[serde(flatten)]
+    pub extensions: serde_json::Map<String, serde_json::Value>,
 }
 
 impl Problem {
@@ -23,7 +26,13 @@ impl Problem {
             title: title.to_owned(),
             status,
             detail: None,
+            extensions: serde_json::Map::new(),
         }
+    }
+
+    pub fn with(mut self, key: &str, value: impl Into<serde_json::Value>) -> Self {
+        self.extensions.insert(key.to_owned(), value.into());
+        self
     }
 
     pub fn with_detail(mut self, detail: impl Into<String>) -> Self {

@@ -236,3 +236,28 @@ impl InboundQueue for SqliteQueue {
         Ok(())
     }
 }
+
+#[async_trait]
+impl relay_core::ports::OutboundQueue for SqliteQueue {
+    async fn enqueue_jobs(&self, jobs: &[relay_core::jobs::Job]) -> Result<(), QueueError> {
+        let bodies: Vec<String> = jobs.iter().map(relay_core::jobs::Job::to_body).collect();
+        self.enqueue(&bodies).await
+    }
+}
+
+#[async_trait]
+impl relay_core::ports::JobControl for SqliteQueue {
+    async fn retry_after(&self, receipt: &str, delay: Duration) -> Result<(), QueueError> {
+        SqliteQueue::retry_after(self, receipt, delay)
+    }
+
+    async fn dead_letter(&self, body: &str) -> Result<(), QueueError> {
+        let conn = self.db.lock();
+        conn.execute(
+            "INSERT INTO queue (queue, body, sent_at_ms, visible_at_ms) VALUES (?1, ?2, ?3, ?3)",
+            params![self.dlq_name(), body, now_ms()],
+        )
+        .map_err(q_err)?;
+        Ok(())
+    }
+}

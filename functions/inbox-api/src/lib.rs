@@ -4,17 +4,24 @@
 //!
 //! Times are Unix seconds, as WhatsApp gives them.
 
+use axum::body::Bytes;
+use axum::extract::DefaultBodyLimit;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::HeaderMap;
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use relay_core::Clock;
 use relay_core::ids::{ContactId, TenantId, secret_digest};
-use relay_core::ports::{Directory, MessageStore, StoreError};
+use relay_core::jobs::Job;
+use relay_core::outbound::{ReplyRequest, queued_message};
+use relay_core::ports::{Directory, MessageStore, OutboundQueue, StoreError};
 use relay_core::records::{Conversation, PageRequest, StoredMessage};
+use relay_core::records::{CreateOutcome, Direction, IdempotencyRecord};
 use relay_http::{ProblemResponse, bearer, problem};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -30,12 +37,19 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/healthz"),
     ("GET", "/v1/conversations"),
     ("GET", "/v1/conversations/{contact_id}/messages"),
+    ("POST", "/v1/conversations/{contact_id}/messages"),
+    ("POST", "/v1/conversations/{contact_id}/read"),
 ];
+
+/// Largest reply body accepted (a text of 4096 characters is at most 16 KiB of UTF-8).
+pub const MAX_REPLY_BYTES: usize = 64 * 1024;
 
 #[derive(Clone)]
 pub struct Inbox {
     pub directory: Arc<dyn Directory>,
     pub store: Arc<dyn MessageStore>,
+    /// Where replies and read receipts go (reply-sender's queue).
+    pub outbound: Arc<dyn OutboundQueue>,
     pub clock: Clock,
 }
 
@@ -45,8 +59,11 @@ pub fn router(state: Inbox) -> Router {
         .route("/v1/conversations", get(list_conversations))
         .route(
             "/v1/conversations/{contact_id}/messages",
-            get(list_messages),
+            get(list_messages)
+                .post(send_message)
+                .layer(DefaultBodyLimit::max(MAX_REPLY_BYTES)),
         )
+        .route("/v1/conversations/{contact_id}/read", post(mark_read))
         .with_state(state)
 }
 
@@ -137,6 +154,7 @@ fn conversation_json(c: &Conversation) -> Value {
         "last_inbound_at": c.last_inbound_at,
         "window_expires_at": c.last_inbound_at.map(|t| t + SERVICE_WINDOW_SECS),
         "unread": c.unread,
+        "opted_out": c.opted_out,
     })
 }
 
@@ -223,4 +241,285 @@ async fn list_messages(
         "messages": result.items.iter().map(message_json).collect::<Vec<_>>(),
         "next_cursor": result.next_cursor,
     })))
+}
+
+fn detailed(status: u16, slug: &str, title: &str, detail: impl Into<String>) -> ProblemResponse {
+    ProblemResponse(relay_http::Problem::new(status, slug, title).with_detail(detail))
+}
+
+fn queue_problem(e: relay_core::ports::QueueError) -> ProblemResponse {
+    tracing::error!(error = %e, "enqueue failed");
+    problem(
+        503,
+        "queue-unavailable",
+        "The reply could not be queued; retry (with the same Idempotency-Key)",
+    )
+}
+
+fn hex_sha256(parts: &[&[u8]]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update((p.len() as u64).to_be_bytes());
+        h.update(p);
+    }
+    hex::encode(&h.finalize()[..16])
+}
+
+/// `POST /v1/conversations/{contact_id}/messages`: checks the reply against WhatsApp's rules
+/// and the contact's state, stores it as `queued` and hands it to reply-sender.
+async fn send_message(
+    State(state): State<Inbox>,
+    Authenticated(tenant): Authenticated,
+    Path(contact_id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ProblemResponse> {
+    let not_found = || problem(404, "not-found", "No such conversation");
+    let contact = ContactId::parse(&contact_id).map_err(|_| not_found())?;
+    let body = match body {
+        Ok(b) => b,
+        Err(r) if r.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return Err(problem(413, "too-large", "The request body is too large"));
+        }
+        Err(_) => {
+            return Err(problem(
+                400,
+                "unreadable-body",
+                "The body could not be read",
+            ));
+        }
+    };
+    let idempotency_key = match headers.get("idempotency-key") {
+        None => None,
+        Some(v) => match v.to_str() {
+            Ok(k) if !k.is_empty() && k.len() <= 255 => Some(k.to_owned()),
+            _ => {
+                return Err(detailed(
+                    400,
+                    "bad-idempotency-key",
+                    "Invalid Idempotency-Key",
+                    "1 to 255 visible ASCII characters",
+                ));
+            }
+        },
+    };
+    let value: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
+        detailed(
+            400,
+            "not-json",
+            "The body is not JSON",
+            format!("line {}, column {}", e.line(), e.column()),
+        )
+    })?;
+    // serde's messages can quote the input; the detail names the position only.
+    let request: ReplyRequest = serde_json::from_value(value).map_err(|_| {
+        detailed(
+            422,
+            "invalid-message",
+            "The body is not a reply this API accepts",
+            "see the OpenAPI document for the reply types",
+        )
+    })?;
+    let reply = request
+        .validate()
+        .map_err(|e| detailed(422, e.slug, "WhatsApp would refuse this message", e.detail))?;
+
+    let now = (state.clock)();
+    let Some(record) = state
+        .store
+        .contact(&tenant, &contact, now)
+        .await
+        .map_err(store_problem)?
+    else {
+        return Err(not_found());
+    };
+    if record.conversation.opted_out {
+        return Err(detailed(
+            409,
+            "opted-out",
+            "The contact has opted out",
+            "they can opt in again by sending START",
+        ));
+    }
+    let window_closed_at = record
+        .conversation
+        .last_inbound_at
+        .map(|t| t + SERVICE_WINDOW_SECS);
+    if !reply.is_template && window_closed_at.is_none_or(|t| t <= now) {
+        let p = relay_http::Problem::new(
+            422,
+            "window-closed",
+            "The 24-hour customer service window is closed",
+        )
+        .with_detail("outside the window only approved templates may be sent")
+        .with("window_closed_at", serde_json::json!(window_closed_at));
+        return Err(ProblemResponse(p));
+    }
+    let reply_to_wamid = match &reply.reply_to {
+        None => None,
+        Some(id) => {
+            let bad = || {
+                detailed(
+                    422,
+                    "invalid-message",
+                    "reply_to is not a message of this conversation",
+                    "give the id of a message in this conversation",
+                )
+            };
+            let key = id
+                .strip_prefix("m_")
+                .filter(|k| k.len() == 32 && k.bytes().all(|b| b.is_ascii_hexdigit()))
+                .ok_or_else(bad)?;
+            let m = state
+                .store
+                .message_by_wamid(&tenant, key, now)
+                .await
+                .map_err(store_problem)?
+                .ok_or_else(bad)?;
+            if m.contact_id != contact || m.wamid.is_empty() {
+                return Err(bad());
+            }
+            Some(m.wamid)
+        }
+    };
+
+    let key = uuid::Uuid::new_v4().simple().to_string();
+    let expires_at = now
+        + state
+            .directory
+            .tenant(&tenant)
+            .await
+            .map_err(store_problem)?
+            .map(|t| t.retention_secs())
+            .unwrap_or(i64::from(relay_core::tenant::DEFAULT_RETENTION_DAYS) * 86_400);
+    let message = queued_message(&key, &contact, &reply, reply_to_wamid, now, expires_at);
+    let idempotency = idempotency_key.map(|k| IdempotencyRecord {
+        key_hash: hex_sha256(&[tenant.as_str().as_bytes(), k.as_bytes()]),
+        request_hash: hex_sha256(&[contact.as_str().as_bytes(), &body]),
+    });
+    let message_key = match state
+        .store
+        .create_outbound(&tenant, &message, idempotency.as_ref())
+        .await
+        .map_err(store_problem)?
+    {
+        CreateOutcome::Created => key,
+        CreateOutcome::Existing {
+            message_key,
+            request_hash,
+        } => {
+            if let (Some(first), Some(idem)) = (request_hash, &idempotency)
+                && first != idem.request_hash
+            {
+                return Err(detailed(
+                    422,
+                    "idempotency-key-reused",
+                    "This Idempotency-Key was used for another request",
+                    "use a new key for a new message",
+                ));
+            }
+            message_key
+        }
+    };
+    let job = Job::Send {
+        tenant: tenant.clone(),
+        contact: contact.clone(),
+        message_key: message_key.clone(),
+    };
+    // Enqueued again on an idempotent repeat: if the first attempt stored but did not queue,
+    // this completes it; if it did, reply-sender's claim makes the twin a no-op.
+    state
+        .outbound
+        .enqueue_jobs(&[job])
+        .await
+        .map_err(queue_problem)?;
+    let current = state
+        .store
+        .message_by_wamid(&tenant, &message_key, now)
+        .await
+        .map_err(store_problem)?;
+    let status = current
+        .as_ref()
+        .and_then(|m| m.status)
+        .map(|s| s.as_str())
+        .unwrap_or("queued");
+    tracing::info!(tenant = %tenant, contact = %contact, message = %format!("m_{message_key}"), kind = reply.kind, "reply queued");
+    Ok((
+        StatusCode::ACCEPTED,
+        [(header::CACHE_CONTROL, "no-store")],
+        Json(json!({"id": format!("m_{message_key}"), "status": status})),
+    )
+        .into_response())
+}
+
+/// `POST /v1/conversations/{contact_id}/read`: read receipt for the newest inbound message,
+/// and the unread count back to zero.
+async fn mark_read(
+    State(state): State<Inbox>,
+    Authenticated(tenant): Authenticated,
+    Path(contact_id): Path<String>,
+) -> Result<Response, ProblemResponse> {
+    let not_found = || problem(404, "not-found", "No such conversation");
+    let contact = ContactId::parse(&contact_id).map_err(|_| not_found())?;
+    let now = (state.clock)();
+    if state
+        .store
+        .conversation(&tenant, &contact, now)
+        .await
+        .map_err(store_problem)?
+        .is_none()
+    {
+        return Err(not_found());
+    }
+    let mut newest_inbound = None;
+    let mut cursor = None;
+    // The newest inbound message is nearly always on the first page; look a few pages deep.
+    for _ in 0..5 {
+        let page = state
+            .store
+            .list_messages(
+                &tenant,
+                &contact,
+                &PageRequest {
+                    limit: MAX_PAGE,
+                    cursor,
+                },
+                now,
+            )
+            .await
+            .map_err(store_problem)?;
+        newest_inbound = page
+            .items
+            .into_iter()
+            .find(|m| m.direction == Direction::Inbound);
+        if newest_inbound.is_some() || page.next_cursor.is_none() {
+            break;
+        }
+        cursor = page.next_cursor;
+    }
+    if let Some(m) = &newest_inbound {
+        let job = Job::MarkRead {
+            tenant: tenant.clone(),
+            contact: contact.clone(),
+            wamid_key: m.wamid_key.clone(),
+        };
+        state
+            .outbound
+            .enqueue_jobs(&[job])
+            .await
+            .map_err(queue_problem)?;
+    }
+    state
+        .store
+        .clear_unread(&tenant, &contact)
+        .await
+        .map_err(store_problem)?;
+    tracing::info!(tenant = %tenant, contact = %contact, "conversation marked read");
+    Ok((
+        StatusCode::ACCEPTED,
+        [(header::CACHE_CONTROL, "no-store")],
+        Json(json!({"read_up_to": newest_inbound.map(|m| m.id), "unread": 0})),
+    )
+        .into_response())
 }

@@ -8,6 +8,7 @@ use inbox_api::{Inbox, OPENAPI, ROUTES, router};
 use relay_core::config::RelayConfig;
 use relay_core::directory::StaticDirectory;
 use relay_core::ids::Pseudonymizer;
+use relay_core::ports::MessageStore;
 use relay_core::routing::Router;
 use relay_embedded::{Database, SqliteMessageStore};
 use serde_json::{Value, json};
@@ -46,7 +47,26 @@ fn text_webhook(pnid: &str, from: &str, name: &str, wamid: &str, ts: i64, body: 
         "messages":[{"from":from,"id":wamid,"timestamp":ts.to_string(),"type":"text","text":{"body":body}}]}}]}]})
 }
 
+/// Records the jobs the API hands to reply-sender.
+#[derive(Default)]
+struct Jobs(std::sync::Mutex<Vec<relay_core::jobs::Job>>);
+
+#[async_trait::async_trait]
+impl relay_core::ports::OutboundQueue for Jobs {
+    async fn enqueue_jobs(
+        &self,
+        jobs: &[relay_core::jobs::Job],
+    ) -> Result<(), relay_core::ports::QueueError> {
+        self.0.lock().unwrap().extend(jobs.iter().cloned());
+        Ok(())
+    }
+}
+
 async fn setup() -> axum::Router {
+    setup_full().await.0
+}
+
+async fn setup_full() -> (axum::Router, Arc<Jobs>, Arc<SqliteMessageStore>) {
     let config = RelayConfig::parse(CONFIG, &|_| None).unwrap();
     let directory = Arc::new(StaticDirectory::from_config(&config));
     let store = Arc::new(SqliteMessageStore::new(Database::in_memory()));
@@ -88,12 +108,31 @@ async fn setup() -> axum::Router {
     )
     .await
     .unwrap();
-    router(Inbox {
+    // A customer of A who last wrote two days ago: the service window is closed.
+    let w = text_webhook(
+        "111",
+        "4915199999999",
+        "Alter Kunde",
+        "wamid.OLD",
+        NOW - 2 * 86_400,
+        "Vor zwei Tagen",
+    );
+    r.route(
+        &relay_core::envelope::envelopes("111", 0, w, 1 << 20)
+            .unwrap()
+            .remove(0),
+    )
+    .await
+    .unwrap();
+    let jobs = Arc::new(Jobs::default());
+    let app = router(Inbox {
         directory,
-        store,
+        store: store.clone(),
+        outbound: jobs.clone(),
         clock: Arc::new(|| NOW),
     })
-    .fallback(relay_http::not_found)
+    .fallback(relay_http::not_found);
+    (app, jobs, store)
 }
 
 async fn get(app: &axum::Router, uri: &str, auth: Option<&str>) -> (StatusCode, Value) {
@@ -122,7 +161,7 @@ async fn conversations_are_listed_with_window_and_unread() {
     let (status, body) = get(&app, "/v1/conversations", Some(KEY_A)).await;
     assert_eq!(status, StatusCode::OK);
     let convs = body["conversations"].as_array().unwrap();
-    assert_eq!(convs.len(), 3);
+    assert_eq!(convs.len(), 4);
     assert_eq!(convs[0]["name"], "Kunde 2", "most recent activity first");
     let first = convs.iter().find(|c| c["name"] == "Kunde 0").unwrap();
     assert_eq!(first["unread"], 5);
@@ -319,13 +358,327 @@ async fn openapi_document_matches_the_router() {
     // fallback problem; an existing one answers 200, 401 or a 404 of its own).
     let app = setup().await;
     for (method, path) in &served {
-        assert_eq!(method, "GET");
         let uri = path.replace("{contact_id}", "c_00000000000000000000000000000000");
-        let (status, body) = get(&app, &uri, Some(KEY_A)).await;
+        let (status, body) = if method == "GET" {
+            get(&app, &uri, Some(KEY_A)).await
+        } else {
+            post(
+                &app,
+                &uri,
+                Some(KEY_A),
+                json!({"type": "text", "text": "x"}),
+                &[],
+            )
+            .await
+        };
         let unrouted = body["title"] == "No such resource";
         assert!(
             !unrouted,
             "{method} {path} is documented but not routed (status {status})"
         );
     }
+}
+
+async fn post(
+    app: &axum::Router,
+    uri: &str,
+    auth: Option<&str>,
+    body: Value,
+    headers: &[(&str, &str)],
+) -> (StatusCode, Value) {
+    let mut req = Request::post(uri).header("content-type", "application/json");
+    if let Some(a) = auth {
+        req = req.header("authorization", a);
+    }
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = app
+        .clone()
+        .oneshot(req.body(Body::from(body.to_string())).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status();
+    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+async fn contact_named(app: &axum::Router, key: &str, name: &str) -> String {
+    let (_, convs) = get(app, "/v1/conversations", Some(key)).await;
+    convs["conversations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap()["contact_id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_reply_is_queued_stored_and_handed_to_the_sender() {
+    let (app, jobs, _) = setup_full().await;
+    let c = contact_named(&app, KEY_A, "Kunde 0").await;
+    let uri = format!("/v1/conversations/{c}/messages");
+    let (status, body) = post(
+        &app,
+        &uri,
+        Some(KEY_A),
+        json!({"type": "text", "text": "Ihr Ibuprofen ist da."}),
+        &[],
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["status"], "queued");
+    let id = body["id"].as_str().unwrap().to_owned();
+    let (_, msgs) = get(&app, &uri, Some(KEY_A)).await;
+    let first = &msgs["messages"][0];
+    assert_eq!(
+        (
+            first["id"].as_str(),
+            first["direction"].as_str(),
+            first["status"].as_str()
+        ),
+        (Some(id.as_str()), Some("outbound"), Some("queued"))
+    );
+    assert_eq!(first["text"], "Ihr Ibuprofen ist da.");
+    let jobs = jobs.0.lock().unwrap().clone();
+    assert!(
+        matches!(&jobs[..], [relay_core::jobs::Job::Send { message_key, .. }] if format!("m_{message_key}") == id)
+    );
+}
+
+#[tokio::test]
+async fn idempotency_keys_answer_the_same_and_send_once() {
+    let (app, jobs, _) = setup_full().await;
+    let c = contact_named(&app, KEY_A, "Kunde 1").await;
+    let uri = format!("/v1/conversations/{c}/messages");
+    let body = json!({"type": "text", "text": "Einmal bitte"});
+    let (s1, a) = post(
+        &app,
+        &uri,
+        Some(KEY_A),
+        body.clone(),
+        &[("idempotency-key", "order-42")],
+    )
+    .await;
+    let (s2, b) = post(
+        &app,
+        &uri,
+        Some(KEY_A),
+        body.clone(),
+        &[("idempotency-key", "order-42")],
+    )
+    .await;
+    assert_eq!((s1, s2), (StatusCode::ACCEPTED, StatusCode::ACCEPTED));
+    assert_eq!(a["id"], b["id"], "same key, same answer");
+    let (_, msgs) = get(&app, &uri, Some(KEY_A)).await;
+    let outbound = msgs["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["direction"] == "outbound")
+        .count();
+    assert_eq!(outbound, 1, "one message stored");
+    // Each answer hands the job on again; reply-sender's claim makes the twin a no-op.
+    assert_eq!(jobs.0.lock().unwrap().len(), 2);
+    let (status, p) = post(
+        &app,
+        &uri,
+        Some(KEY_A),
+        json!({"type": "text", "text": "Etwas anderes"}),
+        &[("idempotency-key", "order-42")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(p["type"], "urn:relay:problem:idempotency-key-reused");
+}
+
+#[tokio::test]
+async fn refused_replies_say_why_and_queue_nothing() {
+    let (app, jobs, store) = setup_full().await;
+    let open = contact_named(&app, KEY_A, "Kunde 0").await;
+    let closed = contact_named(&app, KEY_A, "Alter Kunde").await;
+    let other_tenant = contact_named(&app, KEY_B, "Kundin B").await;
+    let at = |c: &str| format!("/v1/conversations/{c}/messages");
+
+    let (status, p) = post(
+        &app,
+        &at(&closed),
+        Some(KEY_A),
+        json!({"type": "text", "text": "Hallo?"}),
+        &[],
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(p["type"], "urn:relay:problem:window-closed");
+    assert_eq!(
+        p["window_closed_at"],
+        NOW - 2 * 86_400 + 86_400,
+        "says when it closed"
+    );
+
+    let cases = [
+        (
+            at(&open),
+            json!({"type": "text", "text": "x".repeat(4097)}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "text-too-long",
+        ),
+        (
+            at(&open),
+            json!({"type": "interactive", "interactive": {"type": "button", "body": {"text": "?"},
+            "action": {"buttons": [{"type": "reply", "reply": {"id": "a", "title": "Viel zu langer Buttontitel"}}]}}}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-interactive",
+        ),
+        (
+            at(&open),
+            json!({"type": "fax", "text": "x"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-message",
+        ),
+        (
+            at(&open),
+            json!({"type": "text", "text": "x", "reply_to": "m_00000000000000000000000000000000"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-message",
+        ),
+        (
+            at(&other_tenant),
+            json!({"type": "text", "text": "x"}),
+            StatusCode::NOT_FOUND,
+            "not-found",
+        ),
+        (
+            at("c_00000000000000000000000000000000"),
+            json!({"type": "text", "text": "x"}),
+            StatusCode::NOT_FOUND,
+            "not-found",
+        ),
+    ];
+    for (uri, body, want, slug) in cases {
+        let (status, p) = post(&app, &uri, Some(KEY_A), body, &[]).await;
+        assert_eq!(status, want, "{slug}");
+        assert_eq!(p["type"], format!("urn:relay:problem:{slug}"));
+    }
+    // Opted out: refused, templates too.
+    let c = relay_core::ids::ContactId::parse(&open).unwrap();
+    let entry = relay_core::records::ConsentEntry {
+        key: "stop-1".into(),
+        event: relay_core::records::ConsentEvent::OptedOut,
+        at: NOW,
+        source: "test".into(),
+        expires_at: NOW + 86_400,
+    };
+    relay_core::ports::MessageStore::record_consent(
+        store.as_ref(),
+        &relay_core::ids::TenantId::parse("apotheke-a").unwrap(),
+        &c,
+        &entry,
+    )
+    .await
+    .unwrap();
+    for body in [
+        json!({"type": "text", "text": "x"}),
+        json!({"type": "template", "template": {"name": "abholbereit", "language": "de"}}),
+    ] {
+        let (status, p) = post(&app, &at(&open), Some(KEY_A), body, &[]).await;
+        assert_eq!(status, StatusCode::CONFLICT);
+        assert_eq!(p["type"], "urn:relay:problem:opted-out");
+    }
+    assert!(jobs.0.lock().unwrap().is_empty(), "nothing was queued");
+
+    // A template may go out after the window closed.
+    let (status, _) = post(
+        &app,
+        &at(&closed),
+        Some(KEY_A),
+        json!({"type": "template", "template": {"name": "abholbereit", "language": "de"}}),
+        &[],
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+}
+
+#[tokio::test]
+async fn replies_can_quote_a_message_of_the_conversation() {
+    let (app, _, store) = setup_full().await;
+    let c = contact_named(&app, KEY_A, "Kunde 0").await;
+    let uri = format!("/v1/conversations/{c}/messages");
+    let (_, msgs) = get(&app, &uri, Some(KEY_A)).await;
+    let inbound = msgs["messages"][0]["id"].as_str().unwrap().to_owned();
+    let (status, body) = post(
+        &app,
+        &uri,
+        Some(KEY_A),
+        json!({"type": "text", "text": "Gern!", "reply_to": inbound}),
+        &[],
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let key = body["id"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("m_")
+        .to_owned();
+    let stored = store
+        .message_by_wamid(
+            &relay_core::ids::TenantId::parse("apotheke-a").unwrap(),
+            &key,
+            NOW,
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        stored.reply_to.as_deref(),
+        Some("wamid.A04"),
+        "sent as context with the quoted wamid"
+    );
+}
+
+#[tokio::test]
+async fn marking_read_clears_unread_and_sends_a_read_receipt() {
+    let (app, jobs, _) = setup_full().await;
+    let c = contact_named(&app, KEY_A, "Kunde 0").await;
+    let (status, body) = post(
+        &app,
+        &format!("/v1/conversations/{c}/read"),
+        Some(KEY_A),
+        json!({}),
+        &[],
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(body["unread"], 0);
+    let (_, convs) = get(&app, "/v1/conversations", Some(KEY_A)).await;
+    let conv = convs["conversations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["contact_id"] == c.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(conv["unread"], 0);
+    let jobs = jobs.0.lock().unwrap().clone();
+    assert!(
+        matches!(&jobs[..], [relay_core::jobs::Job::MarkRead { .. }]),
+        "{jobs:?}"
+    );
+    let (status, _) = post(
+        &app,
+        "/v1/conversations/c_00000000000000000000000000000000/read",
+        Some(KEY_A),
+        json!({}),
+        &[],
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
 }

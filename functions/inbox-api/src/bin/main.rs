@@ -11,6 +11,7 @@ async fn main() -> Result<(), lambda_http::Error> {
     let inbox = Inbox {
         directory: Arc::new(clients.directory(&settings.table)),
         store: Arc::new(clients.store(&settings.table)),
+        outbound: Arc::new(clients.job_queue(settings.require_outbound_queue()?, None)),
         clock: relay_core::system_clock(),
     };
     lambda_http::run(router(inbox).fallback(relay_http::not_found)).await

@@ -11,11 +11,13 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let settings = relay_aws::Settings::from_env()?;
     let clients = relay_aws::Clients::new(&relay_aws::sdk_config(None).await);
     let pseudonymizer = clients.pseudonymizer(&settings.table).await?;
+    let outbound = clients.job_queue(settings.require_outbound_queue()?, None);
     let router = Router::new(
         Arc::new(clients.store(&settings.table)),
         Arc::new(clients.directory(&settings.table)),
         Arc::new(pseudonymizer),
-    );
+    )
+    .with_outbound(Arc::new(outbound));
     let router = &router;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
         message_router::handle(router, event.payload).await

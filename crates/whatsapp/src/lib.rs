@@ -1,0 +1,238 @@
+//! Sending through WhatsApp: 360dialog's Cloud API proxy (`POST {base}/messages` with
+//! `D360-API-KEY`) or Meta's Graph API directly (`POST {base}/{phone_number_id}/messages` with a
+//! bearer token). Every failure is classified (transient, per-recipient, permanent) so the
+//! sender knows whether to retry. Errors carry codes and titles, never message content.
+
+use relay_core::outbound::{Failure, classify_meta_code};
+use relay_core::tenant::{Channel, Provider};
+use relay_core::webhook::ApiError;
+use secrecy::ExposeSecret;
+use serde_json::Value;
+use std::time::Duration;
+
+pub const DIALOG360_BASE_URL: &str = "https://waba-v2.360dialog.io";
+pub const META_BASE_URL: &str = "https://graph.facebook.com/v21.0";
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{} ({:?})", error.title.as_deref().unwrap_or("send failed"), failure)]
+pub struct SendError {
+    pub failure: Failure,
+    /// What to record with the message: Meta's code and title where there is one.
+    pub error: Box<ApiError>,
+    /// The provider asked us to wait this long (Retry-After).
+    pub retry_after: Option<Duration>,
+}
+
+impl SendError {
+    fn new(failure: Failure, code: i64, title: impl Into<String>) -> Self {
+        SendError {
+            failure,
+            error: Box::new(ApiError {
+                code,
+                title: Some(title.into()),
+                ..ApiError::default()
+            }),
+            retry_after: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct WhatsAppClient {
+    http: reqwest::Client,
+}
+
+impl Default for WhatsAppClient {
+    fn default() -> Self {
+        Self::new(Duration::from_secs(10))
+    }
+}
+
+impl WhatsAppClient {
+    pub fn new(timeout: Duration) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(Duration::from_secs(5))
+            .user_agent(concat!(
+                "pharmacy-whatsapp-relay/",
+                env!("CARGO_PKG_VERSION")
+            ))
+            .build()
+            .unwrap_or_default();
+        WhatsAppClient { http }
+    }
+
+    fn request(
+        &self,
+        channel: &Channel,
+        body: &Value,
+    ) -> Result<reqwest::RequestBuilder, SendError> {
+        let key = channel.send_key.as_ref().ok_or_else(|| {
+            SendError::new(
+                Failure::Permanent,
+                0,
+                "the channel has no sending credentials (api_key / access_token)",
+            )
+        })?;
+        let req = match channel.provider() {
+            Provider::Dialog360 => {
+                let base = channel
+                    .api_base_url
+                    .as_deref()
+                    .unwrap_or(DIALOG360_BASE_URL)
+                    .trim_end_matches('/');
+                self.http
+                    .post(format!("{base}/messages"))
+                    .header("D360-API-KEY", key.expose_secret())
+            }
+            Provider::Meta => {
+                let base = channel
+                    .api_base_url
+                    .as_deref()
+                    .unwrap_or(META_BASE_URL)
+                    .trim_end_matches('/');
+                self.http
+                    .post(format!("{base}/{}/messages", channel.phone_number_id))
+                    .bearer_auth(key.expose_secret())
+            }
+        };
+        Ok(req.json(body))
+    }
+
+    /// Sends a Cloud API message body; the wamid on success.
+    pub async fn send(&self, channel: &Channel, body: &Value) -> Result<String, SendError> {
+        let resp = self.call(channel, body).await?;
+        resp.pointer("/messages/0/id")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| {
+                SendError::new(
+                    Failure::Transient,
+                    0,
+                    "the provider's answer has no message id",
+                )
+            })
+    }
+
+    /// Marks an inbound message as read.
+    pub async fn mark_read(&self, channel: &Channel, wamid: &str) -> Result<(), SendError> {
+        self.call(channel, &relay_core::outbound::mark_read_body(wamid))
+            .await
+            .map(|_| ())
+    }
+
+    async fn call(&self, channel: &Channel, body: &Value) -> Result<Value, SendError> {
+        let resp = match self.request(channel, body)?.send().await {
+            Ok(r) => r,
+            Err(e) if e.is_timeout() => {
+                return Err(SendError::new(Failure::Transient, 0, "timeout"));
+            }
+            Err(e) if e.is_connect() => {
+                return Err(SendError::new(Failure::Transient, 0, "connection failed"));
+            }
+            Err(_) => return Err(SendError::new(Failure::Transient, 0, "request failed")),
+        };
+        let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let text = resp.text().await.unwrap_or_default();
+        let json: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        if (200..300).contains(&status) {
+            return Ok(json);
+        }
+        let mut err = classify(status, &json, &text);
+        err.retry_after = retry_after;
+        Err(err)
+    }
+}
+
+/// Maps a failed answer to what the sender should do (domain-facts §5).
+pub fn classify(status: u16, json: &Value, raw: &str) -> SendError {
+    let meta: Option<ApiError> = json
+        .get("error")
+        .and_then(|e| serde_json::from_value::<ApiError>(e.clone()).ok())
+        .filter(|e| e.code != 0);
+    if let Some(mut e) = meta {
+        // The message may echo recipient data: keep only code and a generic title.
+        let failure = classify_meta_code(e.code);
+        e.message = None;
+        e.error_data = None;
+        if e.title.is_none() {
+            e.title = Some(format!("WhatsApp error {}", e.code));
+        }
+        return SendError {
+            failure,
+            error: Box::new(e),
+            retry_after: None,
+        };
+    }
+    let lower = raw.to_ascii_lowercase();
+    match status {
+        429 => SendError::new(Failure::Transient, 429, "rate limited (HTTP 429)"),
+        // 360dialog signals its own endpoint rate limit with a 400.
+        400 if lower.contains("rate limit") || lower.contains("too many") => SendError::new(
+            Failure::Transient,
+            400,
+            "rate limited by 360dialog (HTTP 400)",
+        ),
+        401 => SendError::new(
+            Failure::Permanent,
+            401,
+            "the API key was refused (HTTP 401)",
+        ),
+        403 => SendError::new(Failure::Permanent, 403, "the channel is blocked (HTTP 403)"),
+        500..=599 => SendError::new(
+            Failure::Transient,
+            i64::from(status),
+            format!("provider error (HTTP {status})"),
+        ),
+        s => SendError::new(
+            Failure::Permanent,
+            i64::from(s),
+            format!("refused (HTTP {s})"),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn classification() {
+        let meta = |code: i64| json!({"error": {"code": code, "message": "Recipient 4915100000000 ...", "error_data": {"details": "x"}}});
+        assert_eq!(classify(400, &meta(131047), "").failure, Failure::Permanent);
+        assert_eq!(classify(400, &meta(130429), "").failure, Failure::Transient);
+        assert_eq!(
+            classify(400, &meta(131056), "").failure,
+            Failure::PairRateLimited
+        );
+        let e = classify(400, &meta(131026), "");
+        assert!(
+            e.error.message.is_none() && e.error.error_data.is_none(),
+            "no echoed recipient data is kept"
+        );
+        assert_eq!(classify(429, &Value::Null, "").failure, Failure::Transient);
+        assert_eq!(
+            classify(
+                400,
+                &Value::Null,
+                "{\"meta\":{\"developer_message\":\"Rate limit hit\"}}"
+            )
+            .failure,
+            Failure::Transient
+        );
+        assert_eq!(
+            classify(400, &Value::Null, "bad request").failure,
+            Failure::Permanent
+        );
+        assert_eq!(classify(401, &Value::Null, "").failure, Failure::Permanent);
+        assert_eq!(classify(403, &Value::Null, "").failure, Failure::Permanent);
+        assert_eq!(classify(502, &Value::Null, "").failure, Failure::Transient);
+    }
+}

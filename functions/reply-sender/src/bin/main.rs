@@ -1,0 +1,34 @@
+//! Lambda entry point: wiring only.
+
+use aws_lambda_events::sqs::SqsEvent;
+use lambda_runtime::{LambdaEvent, service_fn};
+use reply_sender::{ChannelLimiter, RetryPolicy, Sender};
+use std::sync::Arc;
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    relay_aws::init_tracing(relay_aws::LogFormat::Json);
+    let settings = relay_aws::Settings::from_env()?;
+    let clients = relay_aws::Clients::new(&relay_aws::sdk_config(None).await);
+    let sender = Sender {
+        store: Arc::new(clients.store(&settings.table)),
+        directory: Arc::new(clients.directory(&settings.table)),
+        control: Arc::new(clients.job_queue(
+            settings.require_outbound_queue()?,
+            settings.outbound_dlq_url.clone(),
+        )),
+        pseudonymizer: Arc::new(clients.pseudonymizer(&settings.table).await?),
+        whatsapp: relay_whatsapp::WhatsAppClient::default(),
+        http: reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(10))
+            .build()?,
+        limiter: ChannelLimiter::default(),
+        policy: RetryPolicy::default(),
+        clock: relay_core::system_clock(),
+    };
+    let sender = &sender;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
+        reply_sender::handle(sender, event.payload).await
+    }))
+    .await
+}
