@@ -2,6 +2,8 @@
 //! SQS, DynamoDB and KMS protocols for the AWS SDK), the deployment's resources created in it
 //! as `template.yaml` declares them, and helpers to serve routers on real sockets.
 
+pub mod fake;
+
 use anyhow::{Context, bail};
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,

@@ -1,0 +1,145 @@
+//! A fake 360dialog (and a fake pharmacy endpoint for forwards) as a real HTTP server on a
+//! loopback port: it records every request and answers from a script, success by default.
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde_json::{Value, json};
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// One scripted answer.
+#[derive(Debug, Clone)]
+pub enum Reply {
+    /// 200 with a fresh wamid (or `{"success": true}` for read receipts).
+    Ok,
+    /// Any status with a JSON body.
+    Status(u16, Value),
+    /// A Meta error object with this code, as 360dialog relays it (HTTP 400).
+    MetaError(i64),
+    /// Answer only after this long (to exercise client timeouts).
+    Slow(Duration),
+}
+
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub path: String,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Recorded {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    script: VecDeque<Reply>,
+    requests: Vec<Recorded>,
+    next_id: u64,
+}
+
+/// The fake server; clones share state.
+#[derive(Clone, Default)]
+pub struct Fake {
+    inner: Arc<Mutex<Inner>>,
+    pub url: String,
+}
+
+impl Fake {
+    /// Starts a fake on a free loopback port. Every POST path is accepted.
+    pub async fn start() -> Fake {
+        let mut fake = Fake::default();
+        let app = Router::new()
+            .route("/{*path}", post(answer))
+            .with_state(fake.clone());
+        fake.url = format!("http://{}", crate::serve(app).await);
+        fake
+    }
+
+    /// Queues answers for the next requests (then success again).
+    pub fn script(&self, replies: impl IntoIterator<Item = Reply>) {
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .script
+            .extend(replies);
+    }
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .requests
+            .clone()
+    }
+
+    /// The wamids handed out so far, in order.
+    pub fn wamids(&self) -> Vec<String> {
+        (1..=self.inner.lock().unwrap_or_else(|p| p.into_inner()).next_id)
+            .map(|i| format!("wamid.FAKE{i:06}"))
+            .collect()
+    }
+}
+
+async fn answer(
+    State(fake): State<Fake>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (reply, wamid) = {
+        let mut inner = fake.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner.requests.push(Recorded {
+            path: uri.path().to_owned(),
+            headers,
+            body: body.to_vec(),
+        });
+        let reply = inner.script.pop_front().unwrap_or(Reply::Ok);
+        let is_send = serde_json::from_slice::<Value>(&body)
+            .ok()
+            .is_some_and(|b| b.get("type").is_some());
+        let wamid = if matches!(reply, Reply::Ok | Reply::Slow(_)) && is_send {
+            inner.next_id += 1;
+            Some(format!("wamid.FAKE{:06}", inner.next_id))
+        } else {
+            None
+        };
+        (reply, wamid)
+    };
+    let ok = || match &wamid {
+        Some(w) => (
+            StatusCode::OK,
+            axum::Json(json!({"messaging_product": "whatsapp", "messages": [{"id": w}]})),
+        )
+            .into_response(),
+        None => (StatusCode::OK, axum::Json(json!({"success": true}))).into_response(),
+    };
+    match reply {
+        Reply::Ok => ok(),
+        Reply::Slow(d) => {
+            tokio::time::sleep(d).await;
+            ok()
+        }
+        Reply::Status(code, body) => (StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), axum::Json(body)).into_response(),
+        Reply::MetaError(code) => (
+            StatusCode::BAD_REQUEST,
+            axum::Json(json!({"error": {"message": "(#131047) Message failed to send", "type": "OAuthException", "code": code,
+                                        "error_data": {"messaging_product": "whatsapp", "details": "recipient 4915100000000"}}})),
+        )
+            .into_response(),
+    }
+}

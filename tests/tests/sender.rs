@@ -1,0 +1,395 @@
+//! reply-sender against a fake 360dialog on a real socket: success, retries, permanent
+//! failures, the pair rate limit, no double send on redelivery, read receipts, and signed
+//! forwards verified by an independent Standard Webhooks implementation.
+
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
+use relay_core::config::RelayConfig;
+use relay_core::directory::StaticDirectory;
+use relay_core::ids::{ContactId, Pseudonymizer, TenantId};
+use relay_core::jobs::Job;
+use relay_core::outbound::{ValidReply, queued_message};
+use relay_core::ports::{JobControl, MessageStore, QueueError};
+use relay_core::routing::Router;
+use relay_core::webhook::DeliveryStatus;
+use relay_e2e::fake::{Fake, Reply};
+use relay_embedded::{Database, SqliteMessageStore};
+use reply_sender::{ChannelLimiter, Outcome, RetryPolicy, Sender};
+use serde_json::json;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+/// Records what the handler asks of the queue.
+#[derive(Default)]
+struct Control {
+    retries: Mutex<Vec<Duration>>,
+    dead: Mutex<Vec<String>>,
+}
+
+#[async_trait::async_trait]
+impl JobControl for Control {
+    async fn retry_after(&self, _receipt: &str, delay: Duration) -> Result<(), QueueError> {
+        self.retries.lock().unwrap().push(delay);
+        Ok(())
+    }
+    async fn dead_letter(&self, body: &str) -> Result<(), QueueError> {
+        self.dead.lock().unwrap().push(body.to_owned());
+        Ok(())
+    }
+}
+
+struct Setup {
+    sender: Sender,
+    store: Arc<SqliteMessageStore>,
+    control: Arc<Control>,
+    fake: Fake,
+    forward: Fake,
+    tenant: TenantId,
+    contact: ContactId,
+    now: i64,
+}
+
+async fn setup() -> Setup {
+    let fake = Fake::start().await;
+    let forward = Fake::start().await;
+    let config = format!(
+        r#"
+[[tenants]]
+id = "apotheke-a"
+name = "A"
+forward_url = "{}/hooks/whatsapp"
+forward_secret = "{SECRET}"
+[[tenants.channels]]
+phone_number_id = "111"
+provider = "360dialog"
+webhook_token = "tok"
+api_key = "d360-test-key"
+api_base_url = "{}"
+send_rate_per_second = 1000
+"#,
+        forward.url, fake.url
+    );
+    let config = RelayConfig::parse(&config, &|_| None).unwrap();
+    let directory = Arc::new(StaticDirectory::from_config(&config));
+    let store = Arc::new(SqliteMessageStore::new(Database::in_memory()));
+    let pseudo = Arc::new(Pseudonymizer::new([5; 32]));
+    let now = relay_core::unix_now();
+    // A customer writes (so the contact, its channel and the window exist).
+    let hook = json!({"object":"whatsapp_business_account","entry":[{"id":"1","changes":[{"field":"messages","value":{
+        "metadata":{"phone_number_id":"111"},"contacts":[{"profile":{"name":"Erika"},"wa_id":"4915112345678"}],
+        "messages":[{"from":"4915112345678","id":"wamid.IN1","timestamp":now.to_string(),"type":"text","text":{"body":"Hallo"}}]}}]}]});
+    let router = Router::new(store.clone(), directory.clone(), pseudo.clone());
+    router
+        .route(
+            &relay_core::envelope::envelopes("111", 0, hook, 1 << 20)
+                .unwrap()
+                .remove(0),
+        )
+        .await
+        .unwrap();
+    let tenant = TenantId::parse("apotheke-a").unwrap();
+    let contact = store
+        .list_conversations(&tenant, &relay_core::records::PageRequest::first(1), now)
+        .await
+        .unwrap()
+        .items[0]
+        .contact_id
+        .clone();
+    let control = Arc::new(Control::default());
+    let sender = Sender {
+        store: store.clone(),
+        directory,
+        control: control.clone(),
+        pseudonymizer: pseudo,
+        whatsapp: relay_whatsapp::WhatsAppClient::new(Duration::from_millis(500)),
+        http: reqwest::Client::new(),
+        limiter: ChannelLimiter::default(),
+        policy: RetryPolicy {
+            send_attempts: 3,
+            ..RetryPolicy::default()
+        },
+        clock: relay_core::system_clock(),
+    };
+    Setup {
+        sender,
+        store,
+        control,
+        fake,
+        forward,
+        tenant,
+        contact,
+        now,
+    }
+}
+
+impl Setup {
+    async fn queue_text(&self, key: &str, text: &str) -> Job {
+        let m = queued_message(
+            key,
+            &self.contact,
+            &ValidReply::text(text),
+            Some("wamid.IN1".into()),
+            self.now,
+            self.now + 86_400,
+        );
+        self.store
+            .create_outbound(&self.tenant, &m, None)
+            .await
+            .unwrap();
+        Job::Send {
+            tenant: self.tenant.clone(),
+            contact: self.contact.clone(),
+            message_key: key.to_owned(),
+        }
+    }
+
+    async fn message(&self, key: &str) -> relay_core::records::StoredMessage {
+        self.store
+            .message_by_wamid(&self.tenant, key, self.now)
+            .await
+            .unwrap()
+            .unwrap()
+    }
+}
+
+const K1: &str = "11111111111111111111111111111111";
+
+#[tokio::test]
+async fn a_reply_is_sent_once_even_when_redelivered() {
+    let s = setup().await;
+    let job = s.queue_text(K1, "Ihr Rezept liegt bereit.").await;
+    assert_eq!(s.sender.process(&job, 1).await.unwrap(), Outcome::Done);
+    let reqs = s.fake.requests();
+    assert_eq!(reqs.len(), 1);
+    assert_eq!(reqs[0].path, "/messages");
+    assert_eq!(
+        reqs[0].header("d360-api-key").as_deref(),
+        Some("d360-test-key")
+    );
+    let body = reqs[0].json();
+    assert_eq!(body["to"], "4915112345678");
+    assert_eq!(body["type"], "text");
+    assert_eq!(body["text"]["body"], "Ihr Rezept liegt bereit.");
+    assert_eq!(body["context"]["message_id"], "wamid.IN1");
+    let m = s.message(K1).await;
+    assert_eq!(
+        (m.status, m.wamid.as_str()),
+        (Some(DeliveryStatus::Sent), "wamid.FAKE000001")
+    );
+
+    // SQS redelivers the same job (the Lambda timed out after sending): nothing is sent.
+    assert_eq!(s.sender.process(&job, 2).await.unwrap(), Outcome::Done);
+    assert_eq!(s.fake.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn transient_failures_retry_with_backoff_then_succeed() {
+    for first in [
+        Reply::Status(429, json!({"error": "Too Many Requests"})),
+        Reply::Status(
+            400,
+            json!({"meta": {"developer_message": "Rate limit hit"}}),
+        ),
+        Reply::Status(503, json!({})),
+        Reply::MetaError(130429),
+        Reply::Slow(Duration::from_secs(2)),
+    ] {
+        let s = setup().await;
+        s.fake.script([first.clone()]);
+        let job = s.queue_text(K1, "Bitte erneut").await;
+        let outcome = s.sender.process(&job, 1).await.unwrap();
+        assert!(
+            matches!(outcome, Outcome::RetryAfter(d) if d >= Duration::from_millis(500)),
+            "{first:?}: {outcome:?}"
+        );
+        assert_eq!(
+            s.message(K1).await.status,
+            Some(DeliveryStatus::Queued),
+            "{first:?}: still queued, lease released"
+        );
+        assert_eq!(
+            s.sender.process(&job, 2).await.unwrap(),
+            Outcome::Done,
+            "{first:?}"
+        );
+        assert_eq!(s.message(K1).await.status, Some(DeliveryStatus::Sent));
+    }
+}
+
+#[tokio::test]
+async fn permanent_failures_fail_at_once_with_the_reason() {
+    for (reply, code) in [
+        (Reply::MetaError(131047), 131047),
+        (Reply::MetaError(131026), 131026),
+        (Reply::MetaError(131048), 131048),
+        (Reply::MetaError(131050), 131050),
+        (Reply::MetaError(368), 368),
+        (Reply::Status(401, json!({"error": "invalid key"})), 401),
+        (Reply::Status(403, json!({"error": "blocked"})), 403),
+    ] {
+        let s = setup().await;
+        s.fake.script([reply]);
+        let job = s.queue_text(K1, "x").await;
+        assert_eq!(s.sender.process(&job, 1).await.unwrap(), Outcome::Done);
+        let m = s.message(K1).await;
+        assert_eq!(m.status, Some(DeliveryStatus::Failed), "{code}");
+        let err = m.error.unwrap();
+        assert_eq!(err.code, code);
+        assert!(
+            !format!("{err:?}").contains("4915100000000"),
+            "no echoed recipient data is stored"
+        );
+        assert_eq!(s.sender.process(&job, 2).await.unwrap(), Outcome::Done);
+        assert_eq!(s.fake.requests().len(), 1, "{code}: no retry");
+    }
+}
+
+#[tokio::test]
+async fn the_pair_rate_limit_holds_back_that_recipient_only() {
+    let s = setup().await;
+    s.fake.script([Reply::MetaError(131056)]);
+    let job = s.queue_text(K1, "x").await;
+    let outcome = s.sender.process(&job, 1).await.unwrap();
+    assert!(
+        matches!(outcome, Outcome::RetryAfter(d) if d >= Duration::from_secs(6)),
+        "{outcome:?}"
+    );
+    let rec = s
+        .store
+        .contact(&s.tenant, &s.contact, s.now)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(rec.send_backoff_until >= s.now + 6);
+    // Another message to the same person waits without calling WhatsApp.
+    let other = s.queue_text("22222222222222222222222222222222", "y").await;
+    assert!(matches!(
+        s.sender.process(&other, 1).await.unwrap(),
+        Outcome::RetryAfter(_)
+    ));
+    assert_eq!(s.fake.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn after_the_attempt_bound_the_job_is_dead_lettered_and_the_message_failed() {
+    let s = setup().await;
+    s.fake
+        .script(std::iter::repeat_n(Reply::Status(500, json!({})), 5));
+    let job = s.queue_text(K1, "x").await;
+    assert!(matches!(
+        s.sender.process(&job, 1).await.unwrap(),
+        Outcome::RetryAfter(_)
+    ));
+    assert!(matches!(
+        s.sender.process(&job, 2).await.unwrap(),
+        Outcome::RetryAfter(_)
+    ));
+    assert!(matches!(
+        s.sender.process(&job, 3).await.unwrap(),
+        Outcome::DeadLetter(_)
+    ));
+    let m = s.message(K1).await;
+    assert_eq!(m.status, Some(DeliveryStatus::Failed));
+    assert!(
+        m.error
+            .unwrap()
+            .title
+            .unwrap()
+            .contains("gave up after 3 attempts")
+    );
+    assert_eq!(s.fake.requests().len(), 3);
+}
+
+#[tokio::test]
+async fn the_batch_handler_sets_delays_and_dead_letters() {
+    let s = setup().await;
+    s.fake.script([Reply::Status(500, json!({}))]);
+    let job = s.queue_text(K1, "x").await;
+    let event: aws_lambda_events::sqs::SqsEvent = serde_json::from_value(json!({"Records": [
+        {"messageId": "a", "receiptHandle": "ra", "body": job.to_body(), "attributes": {"ApproximateReceiveCount": "1"}},
+        {"messageId": "b", "receiptHandle": "rb", "body": "not a job"},
+    ]}))
+    .unwrap();
+    let resp = reply_sender::handle(&s.sender, event).await.unwrap();
+    let failed: Vec<&str> = resp
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.as_str())
+        .collect();
+    assert_eq!(
+        failed,
+        ["a"],
+        "the retried job stays; the junk is dead-lettered and let go"
+    );
+    assert_eq!(s.control.retries.lock().unwrap().len(), 1);
+    assert_eq!(s.control.dead.lock().unwrap().as_slice(), ["not a job"]);
+}
+
+#[tokio::test]
+async fn read_receipts_name_the_inbound_message() {
+    let s = setup().await;
+    let key = s.sender.pseudonymizer.wamid_key(&s.tenant, "wamid.IN1");
+    let job = Job::MarkRead {
+        tenant: s.tenant.clone(),
+        contact: s.contact.clone(),
+        wamid_key: key,
+    };
+    assert_eq!(s.sender.process(&job, 1).await.unwrap(), Outcome::Done);
+    let body = s.fake.requests()[0].json();
+    assert_eq!(
+        body,
+        json!({"messaging_product": "whatsapp", "status": "read", "message_id": "wamid.IN1"})
+    );
+}
+
+#[tokio::test]
+async fn forwards_are_signed_per_standard_webhooks_and_retried() {
+    let s = setup().await;
+    let job = Job::Forward {
+        tenant: s.tenant.clone(),
+        webhook_id: "msg_m_123".into(),
+        created_at: s.now,
+        payload: json!({"type": "message.received", "data": {"message_id": "m_123"}}),
+    };
+    s.forward.script([Reply::Status(502, json!({}))]);
+    assert!(matches!(
+        s.sender.process(&job, 1).await.unwrap(),
+        Outcome::RetryAfter(_)
+    ));
+    assert_eq!(s.sender.process(&job, 2).await.unwrap(), Outcome::Done);
+    let reqs = s.forward.requests();
+    assert_eq!(reqs.len(), 2);
+    assert_eq!(
+        reqs[0].header("webhook-id"),
+        reqs[1].header("webhook-id"),
+        "a stable id for de-duplication"
+    );
+    let wh = standardwebhooks::Webhook::new(SECRET).unwrap();
+    for r in &reqs {
+        let mut headers = http::HeaderMap::new();
+        for name in ["webhook-id", "webhook-timestamp", "webhook-signature"] {
+            headers.insert(name, r.header(name).unwrap().parse().unwrap());
+        }
+        wh.verify(&r.body, &headers)
+            .expect("the independent verifier accepts our signature");
+        let mut tampered = r.body.clone();
+        tampered.push(b' ');
+        assert!(wh.verify(&tampered, &headers).is_err());
+    }
+    assert_eq!(reqs[1].json()["data"]["message_id"], "m_123");
+
+    // A receiver down for more than 24 hours: the job goes to the DLQ.
+    let old = Job::Forward {
+        tenant: s.tenant.clone(),
+        webhook_id: "msg_old".into(),
+        created_at: s.now - 25 * 3600,
+        payload: json!({}),
+    };
+    s.forward.script([Reply::Status(500, json!({}))]);
+    assert!(matches!(
+        s.sender.process(&old, 20).await.unwrap(),
+        Outcome::DeadLetter(_)
+    ));
+}
