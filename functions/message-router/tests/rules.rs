@@ -1,0 +1,300 @@
+//! Routing rules that act: opt-out/opt-in keywords, away replies outside opening hours, and
+//! forwarding. Jobs are recorded instead of sent.
+
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
+use aws_lambda_events::sqs::SqsEvent;
+use relay_core::config::RelayConfig;
+use relay_core::directory::StaticDirectory;
+use relay_core::ids::{Pseudonymizer, TenantId};
+use relay_core::jobs::Job;
+use relay_core::ports::{MessageStore, OutboundQueue, QueueError};
+use relay_core::records::{ConsentEvent, Direction, PageRequest};
+use relay_core::routing::Router;
+use relay_embedded::{Database, SqliteMessageStore};
+use serde_json::{Value, json};
+use std::sync::{Arc, Mutex};
+
+const NOW: i64 = 1_764_400_000;
+
+#[derive(Default)]
+struct Jobs(Mutex<Vec<Job>>);
+
+#[async_trait::async_trait]
+impl OutboundQueue for Jobs {
+    async fn enqueue_jobs(&self, jobs: &[Job]) -> Result<(), QueueError> {
+        self.0.lock().unwrap().extend(jobs.iter().cloned());
+        Ok(())
+    }
+}
+
+impl Jobs {
+    fn take(&self) -> Vec<Job> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
+}
+
+fn config(extra: &str) -> RelayConfig {
+    let text = format!(
+        r#"
+[[tenants]]
+id = "apotheke-a"
+name = "A"
+{extra}
+[[tenants.channels]]
+phone_number_id = "111"
+provider = "360dialog"
+webhook_token = "tok"
+"#
+    );
+    RelayConfig::parse(&text, &|_| None).unwrap()
+}
+
+struct Setup {
+    router: Router,
+    store: Arc<SqliteMessageStore>,
+    jobs: Arc<Jobs>,
+    tenant: TenantId,
+}
+
+fn setup(extra: &str) -> Setup {
+    let store = Arc::new(SqliteMessageStore::new(Database::in_memory()));
+    let jobs = Arc::new(Jobs::default());
+    let router = Router::new(
+        store.clone(),
+        Arc::new(StaticDirectory::from_config(&config(extra))),
+        Arc::new(Pseudonymizer::new([2; 32])),
+    )
+    .with_clock(Arc::new(|| NOW))
+    .with_outbound(jobs.clone());
+    Setup {
+        router,
+        store,
+        jobs,
+        tenant: TenantId::parse("apotheke-a").unwrap(),
+    }
+}
+
+fn text(wamid: &str, ts: i64, body: &str) -> String {
+    let w = json!({"object":"whatsapp_business_account","entry":[{"id":"1","changes":[{"field":"messages","value":{
+        "metadata":{"phone_number_id":"111"},"contacts":[{"profile":{"name":"Erika"},"wa_id":"4915112345678"}],
+        "messages":[{"from":"4915112345678","id":wamid,"timestamp":ts.to_string(),"type":"text","text":{"body":body}}]}}]}]});
+    relay_core::envelope::envelopes("111", 0, w, 1 << 20)
+        .unwrap()
+        .remove(0)
+}
+
+async fn route(s: &Setup, body: String) {
+    let event: SqsEvent =
+        serde_json::from_value(json!({"Records": [{"messageId": "1", "body": body}]})).unwrap();
+    let resp = message_router::handle(&s.router, event).await.unwrap();
+    assert!(resp.batch_item_failures.is_empty());
+}
+
+impl Setup {
+    async fn outbound_texts(&self) -> Vec<String> {
+        let c = self
+            .store
+            .list_conversations(&self.tenant, &PageRequest::first(1), NOW)
+            .await
+            .unwrap()
+            .items[0]
+            .contact_id
+            .clone();
+        let msgs = self
+            .store
+            .list_messages(&self.tenant, &c, &PageRequest::first(100), NOW)
+            .await
+            .unwrap()
+            .items;
+        msgs.into_iter()
+            .filter(|m| m.direction == Direction::Outbound)
+            .map(|m| m.text.unwrap_or_default())
+            .collect()
+    }
+}
+
+const FORWARD: &str = r#"forward_url = "https://pms.example/hook"
+forward_secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw""#;
+
+#[tokio::test]
+async fn stop_opts_out_with_a_ledger_entry_a_confirmation_and_a_forward() {
+    let s = setup(FORWARD);
+    route(&s, text("wamid.S1", NOW - 60, " Stopp ")).await;
+    let c = s
+        .store
+        .list_conversations(&s.tenant, &PageRequest::first(1), NOW)
+        .await
+        .unwrap()
+        .items[0]
+        .clone();
+    assert!(c.opted_out);
+    let ledger = s
+        .store
+        .consent_ledger(&s.tenant, &c.contact_id, NOW)
+        .await
+        .unwrap();
+    assert_eq!(ledger.len(), 1);
+    assert_eq!(
+        (ledger[0].event, ledger[0].at),
+        (ConsentEvent::OptedOut, NOW - 60)
+    );
+    assert!(
+        ledger[0].source.starts_with("message:m_"),
+        "which message caused it"
+    );
+    assert_eq!(
+        s.outbound_texts().await,
+        [relay_core::policy::DEFAULT_OPT_OUT_TEXT]
+    );
+    let jobs = s.jobs.take();
+    let kinds: Vec<&str> = jobs.iter().map(Job::kind).collect();
+    assert_eq!(kinds, ["send", "forward", "forward"]);
+    let types: Vec<Value> = jobs
+        .iter()
+        .filter_map(|j| match j {
+            Job::Forward { payload, .. } => Some(payload["type"].clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        types,
+        [json!("contact.opted_out"), json!("message.received")]
+    );
+
+    // The same webhook again: nothing new is stored; the jobs repeat with the same ids.
+    route(&s, text("wamid.S1", NOW - 60, " Stopp ")).await;
+    assert_eq!(
+        s.store
+            .consent_ledger(&s.tenant, &c.contact_id, NOW)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(s.outbound_texts().await.len(), 1, "one confirmation");
+    assert_eq!(s.jobs.take(), jobs, "the same jobs (idempotent ids)");
+
+    route(&s, text("wamid.S2", NOW - 30, "start")).await;
+    let c = s
+        .store
+        .conversation(&s.tenant, &c.contact_id, NOW)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!c.opted_out);
+    assert_eq!(
+        s.store
+            .consent_ledger(&s.tenant, &c.contact_id, NOW)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    assert!(
+        s.outbound_texts()
+            .await
+            .contains(&relay_core::policy::DEFAULT_OPT_IN_TEXT.to_owned())
+    );
+}
+
+#[tokio::test]
+async fn only_the_whole_text_is_a_keyword_and_custom_keywords_work() {
+    let s =
+        setup("[tenants.opt_out]\nkeywords = [\"ABMELDUNG\"]\nconfirmation_text = \"Abgemeldet.\"");
+    route(&s, text("wamid.K1", NOW - 60, "Bitte nicht stoppen")).await;
+    route(&s, text("wamid.K2", NOW - 50, "stop")).await;
+    let c = s
+        .store
+        .list_conversations(&s.tenant, &PageRequest::first(1), NOW)
+        .await
+        .unwrap()
+        .items[0]
+        .clone();
+    assert!(!c.opted_out, "STOP is not this tenant's keyword");
+    route(&s, text("wamid.K3", NOW - 40, "abmeldung")).await;
+    assert_eq!(s.outbound_texts().await, ["Abgemeldet."]);
+}
+
+const CLOSED: &str = r#"[tenants.business_hours]
+away_text = "Wir haben geschlossen und melden uns morgen."
+away_interval_hours = 12"#;
+
+#[tokio::test]
+async fn away_replies_go_out_once_per_interval_outside_opening_hours() {
+    // No opening hours at all: always closed.
+    let s = setup(CLOSED);
+    route(&s, text("wamid.A1", NOW - 60, "Hallo?")).await;
+    route(&s, text("wamid.A2", NOW - 50, "Noch da?")).await;
+    assert_eq!(
+        s.outbound_texts().await,
+        ["Wir haben geschlossen und melden uns morgen."]
+    );
+    // A redelivery of the first message re-queues its reply (same id), never a second one.
+    route(&s, text("wamid.A1", NOW - 60, "Hallo?")).await;
+    assert_eq!(s.outbound_texts().await.len(), 1);
+    let sends = s
+        .jobs
+        .take()
+        .into_iter()
+        .filter(|j| j.kind() == "send")
+        .count();
+    assert_eq!(sends, 2, "first delivery and redelivery of A1; none for A2");
+
+    // Old messages (outside the 24-hour window) get no automatic reply at all.
+    let s = setup(CLOSED);
+    route(&s, text("wamid.OLD", NOW - 2 * 86_400, "Hallo?")).await;
+    assert!(s.outbound_texts().await.is_empty());
+    assert!(s.jobs.take().is_empty());
+}
+
+#[tokio::test]
+async fn open_hours_get_no_away_reply() {
+    let s = setup(
+        r#"[tenants.business_hours]
+away_text = "Geschlossen"
+mon = ["00:00-24:00"]
+tue = ["00:00-24:00"]
+wed = ["00:00-24:00"]
+thu = ["00:00-24:00"]
+fri = ["00:00-24:00"]
+sat = ["00:00-24:00"]
+sun = ["00:00-24:00"]"#,
+    );
+    route(&s, text("wamid.O1", NOW - 60, "Hallo?")).await;
+    assert!(s.outbound_texts().await.is_empty());
+}
+
+#[tokio::test]
+async fn forwards_leave_out_content_unless_the_tenant_allows_it() {
+    for (extra, with_text) in [
+        (FORWARD.to_owned(), false),
+        (format!("{FORWARD}\nforward_content = true"), true),
+    ] {
+        let s = setup(&extra);
+        route(&s, text("wamid.F1", NOW - 60, "Mein Befund")).await;
+        let jobs = s.jobs.take();
+        let [
+            Job::Forward {
+                payload,
+                webhook_id,
+                ..
+            },
+        ] = &jobs[..]
+        else {
+            panic!("{jobs:?}")
+        };
+        assert!(webhook_id.starts_with("msg_m_"));
+        assert_eq!(payload["type"], "message.received");
+        assert_eq!(
+            payload.to_string().contains("Mein Befund"),
+            with_text,
+            "{extra}"
+        );
+        assert_eq!(
+            payload.to_string().contains("Erika"),
+            false,
+            "names are not forwarded"
+        );
+    }
+}
