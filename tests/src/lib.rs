@@ -340,3 +340,47 @@ pub fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(workspace_root().join(format!("tests/fixtures/{name}.json")))
         .expect("fixture exists")
 }
+
+/// Drains the outbound queue through reply-sender, deleting what it handled. Jobs it asks to
+/// retry stay hidden for their backoff and are not waited for. Returns (done, retried).
+pub async fn drain_jobs(
+    sqs: &aws_sdk_sqs::Client,
+    queue_url: &str,
+    sender: &reply_sender::Sender,
+) -> anyhow::Result<(usize, usize)> {
+    let (mut ok, mut retried) = (0, 0);
+    loop {
+        let event = receive_event(sqs, queue_url).await?;
+        if event.records.is_empty() {
+            return Ok((ok, retried));
+        }
+        let receipts: Vec<(String, String)> = event
+            .records
+            .iter()
+            .map(|r| {
+                (
+                    r.message_id.clone().unwrap_or_default(),
+                    r.receipt_handle.clone().unwrap_or_default(),
+                )
+            })
+            .collect();
+        let resp = reply_sender::handle(sender, event).await?;
+        let failures: Vec<String> = resp
+            .batch_item_failures
+            .into_iter()
+            .map(|f| f.item_identifier)
+            .collect();
+        for (id, receipt) in receipts {
+            if failures.contains(&id) {
+                retried += 1;
+            } else {
+                ok += 1;
+                sqs.delete_message()
+                    .queue_url(queue_url)
+                    .receipt_handle(receipt)
+                    .send()
+                    .await?;
+            }
+        }
+    }
+}

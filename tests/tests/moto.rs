@@ -13,13 +13,15 @@ use serde_json::Value;
 use std::sync::Arc;
 use webhook_receiver::Receiver;
 
+/// The test deployment's relay.toml; `FAKE_URL` and `FORWARD_URL` are the fake 360dialog and
+/// the fake pharmacy endpoint (nothing leaves the machine).
 const CONFIG: &str = r#"
 [[tenants]]
 id = "apotheke-a"
 name = "Apotheke A"
 api_keys = ["sk_test_aaaaaaaaaaaaaaaa"]
 retention_days = 7
-forward_url = "https://pms.example/hook"
+forward_url = "FORWARD_URL"
 forward_secret = "whsec_c3VwZXJzZWNyZXR2YWx1ZTEyMzQ1Njc4"
 
 [[tenants.channels]]
@@ -27,6 +29,7 @@ phone_number_id = "106540352242922"
 provider = "360dialog"
 webhook_token = "tok-plaintext-never-stored"
 api_key = "d360-key-plaintext-never-stored"
+api_base_url = "FAKE_URL"
 
 [[tenants.channels]]
 phone_number_id = "333"
@@ -45,7 +48,10 @@ webhook_token = "tok-b"
 "#;
 
 fn config(text: &str) -> RelayConfig {
-    RelayConfig::parse(text, &|_| None).unwrap()
+    let text = text
+        .replace("FAKE_URL", "http://127.0.0.1:9")
+        .replace("FORWARD_URL", "http://127.0.0.1:9/hook");
+    RelayConfig::parse(&text, &|_| None).unwrap()
 }
 
 async fn scan_all(clients: &relay_aws::Clients, table: &str) -> String {
@@ -199,6 +205,9 @@ async fn tenants_apply_keeps_secrets_out_of_the_table_and_the_directory_reads_th
 
 struct Stack {
     _moto: Moto,
+    fake: relay_e2e::fake::Fake,
+    forward: relay_e2e::fake::Fake,
+    sender: reply_sender::Sender,
     clients: relay_aws::Clients,
     d: relay_e2e::Deployment,
     router: Router,
@@ -211,11 +220,17 @@ async fn stack(prefix: &str, max_receives: u32) -> Stack {
     let moto = Moto::start().unwrap();
     let clients = moto.clients().await;
     let d = provision(&clients, prefix, max_receives).await.unwrap();
+    let fake = relay_e2e::fake::Fake::start().await;
+    let forward = relay_e2e::fake::Fake::start().await;
+    let text = CONFIG
+        .replace("FAKE_URL", &fake.url)
+        .replace("FORWARD_URL", &format!("{}/hook", forward.url));
+    let cfg = RelayConfig::parse(&text, &|_| None).unwrap();
     relay_aws::admin::apply_tenants(
         &clients.dynamo,
         &clients.secrets(Some(d.kms_key_id.clone())),
         &d.table,
-        &config(CONFIG),
+        &cfg,
         |_| {},
     )
     .await
@@ -232,15 +247,32 @@ async fn stack(prefix: &str, max_receives: u32) -> Stack {
         outbound: Arc::new(clients.job_queue(&d.outbound_url, Some(d.outbound_dlq_url.clone()))),
         clock: relay_core::system_clock(),
     });
+    let pseudonymizer = Arc::new(clients.pseudonymizer(&d.table).await.unwrap());
+    let jobs = Arc::new(clients.job_queue(&d.outbound_url, Some(d.outbound_dlq_url.clone())));
     let router = Router::new(
         Arc::new(clients.store(&d.table)),
         Arc::new(clients.directory(&d.table)),
-        Arc::new(clients.pseudonymizer(&d.table).await.unwrap()),
-    );
+        pseudonymizer.clone(),
+    )
+    .with_outbound(jobs.clone());
+    let sender = reply_sender::Sender {
+        store: Arc::new(clients.store(&d.table)),
+        directory: Arc::new(clients.directory(&d.table)),
+        control: jobs,
+        pseudonymizer,
+        whatsapp: relay_whatsapp::WhatsAppClient::default(),
+        http: reqwest::Client::new(),
+        limiter: reply_sender::ChannelLimiter::default(),
+        policy: reply_sender::RetryPolicy::default(),
+        clock: relay_core::system_clock(),
+    };
     let receiver_url = format!("http://{}", serve(receiver).await);
     let inbox_url = format!("http://{}", serve(inbox).await);
     Stack {
         _moto: moto,
+        fake,
+        forward,
+        sender,
         clients,
         d,
         router,
@@ -462,4 +494,112 @@ async fn poison_records_reach_the_dlq_and_relay_redrives_them() {
             .unwrap()
             .is_empty()
     );
+}
+
+fn webhook(value: Value) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [
+        {"field": "messages", "value": value}]}]}))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn reply_round_trip_on_aws_inbound_reply_statuses_read() {
+    let s = stack("reply", 5).await;
+    let token = "tok-plaintext-never-stored";
+    let now = relay_core::unix_now();
+    let meta = serde_json::json!({"display_phone_number": "4930123456", "phone_number_id": "106540352242922"});
+    let inbound = webhook(
+        serde_json::json!({"metadata": meta, "contacts": [{"profile": {"name": "Erika"}, "wa_id": "4915112345678"}],
+        "messages": [{"from": "4915112345678", "id": "wamid.RT1", "timestamp": now.to_string(), "type": "text", "text": {"body": "Ist mein Rezept fertig?"}}]}),
+    );
+    assert_eq!(s.post("106540352242922", token, inbound).await, 200);
+    drain(&s.clients.sqs, &s.d.queue_url, &s.router)
+        .await
+        .unwrap();
+
+    let (_, convs) = s.get("/v1/conversations", "sk_test_aaaaaaaaaaaaaaaa").await;
+    let cid = convs["conversations"][0]["contact_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let resp = s
+        .http
+        .post(format!("{}/v1/conversations/{cid}/messages", s.inbox_url))
+        .bearer_auth("sk_test_aaaaaaaaaaaaaaaa")
+        .json(&serde_json::json!({"type": "text", "text": "Ja, es liegt bereit."}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 202);
+    let id = resp.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let (done, retried) = relay_e2e::drain_jobs(&s.clients.sqs, &s.d.outbound_url, &s.sender)
+        .await
+        .unwrap();
+    assert_eq!(retried, 0);
+    assert!(done >= 2, "the send and the message.received forward");
+    let sends = s.fake.requests();
+    assert_eq!(sends.len(), 1);
+    assert_eq!(sends[0].json()["text"]["body"], "Ja, es liegt bereit.");
+    assert_eq!(
+        sends[0].header("d360-api-key").as_deref(),
+        Some("d360-key-plaintext-never-stored")
+    );
+    let wamid = s.fake.wamids()[0].clone();
+    assert!(
+        s.forward
+            .requests()
+            .iter()
+            .any(|r| r.json()["type"] == "message.received")
+    );
+
+    // WhatsApp reports the reply's progress, out of order.
+    for (status, dt) in [("delivered", 2), ("sent", 1), ("read", 3)] {
+        let st = webhook(
+            serde_json::json!({"metadata": meta, "statuses": [{"id": wamid, "status": status,
+            "timestamp": (now + dt).to_string(), "recipient_id": "4915112345678"}]}),
+        );
+        assert_eq!(s.post("106540352242922", token, st).await, 200);
+    }
+    drain(&s.clients.sqs, &s.d.queue_url, &s.router)
+        .await
+        .unwrap();
+    let (_, msgs) = s
+        .get(
+            &format!("/v1/conversations/{cid}/messages"),
+            "sk_test_aaaaaaaaaaaaaaaa",
+        )
+        .await;
+    let reply = msgs["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == id.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(reply["direction"], "outbound");
+    assert_eq!(reply["status"], "read");
+    assert_eq!(reply["wamid"], wamid.as_str());
+    // The status forwards name our message id.
+    relay_e2e::drain_jobs(&s.clients.sqs, &s.d.outbound_url, &s.sender)
+        .await
+        .unwrap();
+    let statuses: Vec<Value> = s
+        .forward
+        .requests()
+        .iter()
+        .map(|r| r.json())
+        .filter(|j| j["type"] == "message.status")
+        .collect();
+    assert_eq!(statuses.len(), 3);
+    assert!(
+        statuses
+            .iter()
+            .all(|j| j["data"]["message_id"] == id.as_str())
+    );
+    // Sent once, however often the jobs were handled.
+    assert_eq!(s.fake.requests().len(), 1);
 }

@@ -347,3 +347,105 @@ async fn tenants_apply_and_list_against_moto() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("empty"));
 }
+
+#[tokio::test]
+async fn serve_sends_replies_and_tracks_their_status() {
+    let fake = relay_e2e::fake::Fake::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = CONFIG.replace(
+        "webhook_token = \"${TEST_WEBHOOK_TOKEN}\"",
+        &format!("webhook_token = \"${{TEST_WEBHOOK_TOKEN}}\"\napi_key = \"d360-local-key\"\napi_base_url = \"{}\"", fake.url),
+    );
+    std::fs::write(dir.path().join("relay.toml"), config).unwrap();
+    let server = serve(dir.path());
+    let http = reqwest::Client::new();
+    let now = relay_core::unix_now();
+    let hook = |value: Value| serde_json::json!({"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [{"field": "messages", "value": value}]}]});
+    let meta = serde_json::json!({"phone_number_id": "106540352242922"});
+    let post_hook = |body: Value| {
+        let http = http.clone();
+        let url = server.url.clone();
+        async move {
+            http.post(format!("{url}/webhooks/whatsapp/106540352242922"))
+                .bearer_auth("cli-webhook-token")
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    let inbound = hook(
+        serde_json::json!({"metadata": meta, "contacts": [{"profile": {"name": "Erika"}, "wa_id": "4915112345678"}],
+        "messages": [{"from": "4915112345678", "id": "wamid.LOCAL1", "timestamp": now.to_string(), "type": "text", "text": {"body": "Hallo"}}]}),
+    );
+    assert_eq!(post_hook(inbound).await, 200);
+    let convs = wait_for(&http, &server.url, |c| c.len() == 1).await;
+    let cid = convs[0]["contact_id"].as_str().unwrap().to_owned();
+
+    let resp = http
+        .post(format!("{}/v1/conversations/{cid}/messages", server.url))
+        .bearer_auth("sk_cli_test_0123456789")
+        .json(&serde_json::json!({"type": "text", "text": "Ihre Bestellung ist da."}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 202);
+    let id = resp.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // reply-sender (driven from the embedded outbound queue) calls the fake 360dialog.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while fake.requests().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "no send reached the fake 360dialog"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let sent = &fake.requests()[0];
+    assert_eq!(
+        sent.header("d360-api-key").as_deref(),
+        Some("d360-local-key")
+    );
+    assert_eq!(sent.json()["to"], "4915112345678");
+    let wamid = fake.wamids()[0].clone();
+
+    for (status, dt) in [("sent", 1), ("delivered", 2), ("read", 3)] {
+        let st = hook(
+            serde_json::json!({"metadata": meta, "statuses": [{"id": wamid, "status": status,
+            "timestamp": (now + dt).to_string(), "recipient_id": "4915112345678"}]}),
+        );
+        assert_eq!(post_hook(st).await, 200);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let msgs: Value = http
+            .get(format!("{}/v1/conversations/{cid}/messages", server.url))
+            .bearer_auth("sk_cli_test_0123456789")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let reply = msgs["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["id"] == id.as_str())
+            .cloned();
+        if reply.as_ref().is_some_and(|r| r["status"] == "read") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the reply never showed read: {reply:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(fake.requests().len(), 1, "sent exactly once");
+}
