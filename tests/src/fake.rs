@@ -50,6 +50,10 @@ struct Inner {
     script: VecDeque<Reply>,
     requests: Vec<Recorded>,
     next_id: u64,
+    /// Like WhatsApp's throughput limit: more than this many requests in any second get 429.
+    limit_per_second: Option<usize>,
+    recent: VecDeque<std::time::Instant>,
+    rejected: usize,
 }
 
 /// The fake server; clones share state.
@@ -77,6 +81,22 @@ impl Fake {
             .unwrap_or_else(|p| p.into_inner())
             .script
             .extend(replies);
+    }
+
+    /// Answers 429 to requests beyond `n` in any one second.
+    pub fn limit_rate(&self, n: usize) {
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .limit_per_second = Some(n);
+    }
+
+    /// How many requests the rate limit refused.
+    pub fn rejected(&self) -> usize {
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .rejected
     }
 
     pub fn requests(&self) -> Vec<Recorded> {
@@ -108,7 +128,24 @@ async fn answer(
             headers,
             body: body.to_vec(),
         });
-        let reply = inner.script.pop_front().unwrap_or(Reply::Ok);
+        let now = std::time::Instant::now();
+        while inner
+            .recent
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(1))
+        {
+            inner.recent.pop_front();
+        }
+        inner.recent.push_back(now);
+        let over = inner
+            .limit_per_second
+            .is_some_and(|n| inner.recent.len() > n);
+        let reply = if over {
+            inner.rejected += 1;
+            Reply::Status(429, json!({"error": "rate limited"}))
+        } else {
+            inner.script.pop_front().unwrap_or(Reply::Ok)
+        };
         let is_send = serde_json::from_slice::<Value>(&body)
             .ok()
             .is_some_and(|b| b.get("type").is_some());

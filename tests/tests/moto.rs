@@ -265,6 +265,7 @@ async fn stack(prefix: &str, max_receives: u32) -> Stack {
         limiter: reply_sender::ChannelLimiter::default(),
         policy: reply_sender::RetryPolicy::default(),
         clock: relay_core::system_clock(),
+        concurrency: 1,
     };
     let receiver_url = format!("http://{}", serve(receiver).await);
     let inbox_url = format!("http://{}", serve(inbox).await);

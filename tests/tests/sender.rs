@@ -52,6 +52,10 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
+    setup_with_rate(1000).await
+}
+
+async fn setup_with_rate(rate: u32) -> Setup {
     let fake = Fake::start().await;
     let forward = Fake::start().await;
     let config = format!(
@@ -67,9 +71,9 @@ provider = "360dialog"
 webhook_token = "tok"
 api_key = "d360-test-key"
 api_base_url = "{}"
-send_rate_per_second = 1000
+send_rate_per_second = {}
 "#,
-        forward.url, fake.url
+        forward.url, fake.url, rate
     );
     let config = RelayConfig::parse(&config, &|_| None).unwrap();
     let directory = Arc::new(StaticDirectory::from_config(&config));
@@ -111,6 +115,7 @@ send_rate_per_second = 1000
             ..RetryPolicy::default()
         },
         clock: relay_core::system_clock(),
+        concurrency: 1,
     };
     Setup {
         sender,
@@ -392,4 +397,46 @@ async fn forwards_are_signed_per_standard_webhooks_and_retried() {
         s.sender.process(&old, 20).await.unwrap(),
         Outcome::DeadLetter(_)
     ));
+}
+
+#[tokio::test]
+async fn a_burst_of_1000_replies_drains_at_the_channel_rate_without_429s() {
+    // The channel may send 400/s; the fake refuses anything above 450 in a second.
+    let s = Arc::new(setup_with_rate(400).await);
+    s.fake.limit_rate(450);
+    let mut jobs = Vec::new();
+    for i in 0..1000u32 {
+        jobs.push(
+            s.queue_text(&format!("{i:032x}"), &format!("Nachricht {i}"))
+                .await,
+        );
+    }
+    let jobs = Arc::new(Mutex::new(jobs));
+    // Eight concurrent workers, as several Lambda pollers would be (sharing one limiter here).
+    let workers: Vec<_> = (0..8)
+        .map(|_| {
+            let (s, jobs) = (s.clone(), jobs.clone());
+            tokio::spawn(async move {
+                loop {
+                    let Some(job) = jobs.lock().unwrap().pop() else {
+                        break;
+                    };
+                    let outcome = s.sender.process(&job, 1).await.unwrap();
+                    assert_eq!(outcome, Outcome::Done);
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.await.unwrap();
+    }
+    assert_eq!(s.fake.rejected(), 0, "no 429 storm");
+    assert_eq!(s.fake.requests().len(), 1000);
+    let c = s
+        .store
+        .conversation(&s.tenant, &s.contact, s.now)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(c.last_message_at, s.now);
 }

@@ -14,6 +14,9 @@ pub struct Settings {
     pub outbound_queue_url: Option<String>,
     /// `OUTBOUND_DLQ_URL`: where reply-sender puts jobs it gives up on.
     pub outbound_dlq_url: Option<String>,
+    /// `SENDER_CONCURRENCY`: reply-sender's reserved concurrency (default 1); each instance
+    /// sends at its share of a channel's rate.
+    pub sender_concurrency: u32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +48,14 @@ impl Settings {
             max_body_bytes,
             outbound_queue_url: env("OUTBOUND_QUEUE_URL").filter(|s| !s.is_empty()),
             outbound_dlq_url: env("OUTBOUND_DLQ_URL").filter(|s| !s.is_empty()),
+            sender_concurrency: match env("SENDER_CONCURRENCY") {
+                None => 1,
+                Some(v) => v
+                    .parse()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or(SettingsError::NotANumber("SENDER_CONCURRENCY"))?,
+            },
         })
     }
 

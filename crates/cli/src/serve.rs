@@ -99,6 +99,7 @@ pub async fn start(
         limiter: ChannelLimiter::default(),
         policy: RetryPolicy::default(),
         clock: relay_core::system_clock(),
+        concurrency: 1,
     });
 
     let app = webhook_receiver::router(Receiver {

@@ -79,6 +79,9 @@ pub struct Sender {
     pub limiter: ChannelLimiter,
     pub policy: RetryPolicy,
     pub clock: Clock,
+    /// How many senders run at once (the Lambda's reserved concurrency): each paces itself to
+    /// its share of a channel's rate, so all together stay within it.
+    pub concurrency: u32,
 }
 
 /// What became of one job.
@@ -164,6 +167,10 @@ fn give_up_error(last: &ApiError, attempts: u32) -> ApiError {
 impl Sender {
     fn now(&self) -> i64 {
         (self.clock)()
+    }
+
+    fn share(&self, rate: u32) -> u32 {
+        (rate / self.concurrency.max(1)).max(1)
     }
 
     pub async fn process(&self, job: &Job, receives: u32) -> Result<Outcome, StoreError> {
@@ -259,7 +266,10 @@ impl Sender {
             message.reply_to.as_deref(),
         );
         self.limiter
-            .acquire(&channel.phone_number_id, channel.send_rate_per_second)
+            .acquire(
+                &channel.phone_number_id,
+                self.share(channel.send_rate_per_second),
+            )
             .await;
         match self.whatsapp.send(&channel, &body).await {
             Ok(wamid) => {
@@ -322,7 +332,10 @@ impl Sender {
             return Ok(Outcome::Done);
         };
         self.limiter
-            .acquire(&channel.phone_number_id, channel.send_rate_per_second)
+            .acquire(
+                &channel.phone_number_id,
+                self.share(channel.send_rate_per_second),
+            )
             .await;
         match self.whatsapp.mark_read(&channel, &message.wamid).await {
             Ok(()) => Ok(Outcome::Done),

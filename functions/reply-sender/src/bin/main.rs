@@ -25,6 +25,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         limiter: ChannelLimiter::default(),
         policy: RetryPolicy::default(),
         clock: relay_core::system_clock(),
+        concurrency: settings.sender_concurrency,
     };
     let sender = &sender;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
