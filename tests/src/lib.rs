@@ -3,6 +3,7 @@
 //! as `template.yaml` declares them, and helpers to serve routers on real sockets.
 
 pub mod fake;
+pub mod sender_fixture;
 
 use anyhow::{Context, bail};
 use aws_sdk_dynamodb::types::{
