@@ -13,24 +13,41 @@ fn bench(c: &mut Criterion) {
                                {"type": "reply", "reply": {"id": "tomorrow", "title": "Morgen"}}]}}});
     c.bench_function("reply/validate+body (interactive buttons)", |b| {
         b.iter(|| {
-            let reply = serde_json::from_value::<ReplyRequest>(black_box(request.clone())).expect("json").validate().expect("valid");
-            message_body(&Recipient::WaId("4915112345678".into()), reply.kind, &reply.object, None)
+            let reply = serde_json::from_value::<ReplyRequest>(black_box(request.clone()))
+                .expect("json")
+                .validate()
+                .expect("valid");
+            message_body(
+                &Recipient::WaId("4915112345678".into()),
+                reply.kind,
+                &reply.object,
+                None,
+            )
         })
     });
 
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
     // Pacing at the maximum channel rate so the figure is the relay's own cost per send.
     let s = rt.block_on(relay_e2e::sender_fixture::setup_with_rate(1000));
     let mut i = 0u64;
-    c.bench_function("send/one reply through reply-sender (SQLite, loopback fake 360dialog)", |b| {
-        b.iter(|| {
-            i += 1;
-            rt.block_on(async {
-                let job = s.queue_text(&format!("{i:032x}"), "Ihre Bestellung ist abholbereit.").await;
-                s.sender.process(&job, 1).await.expect("sent")
+    c.bench_function(
+        "send/one reply through reply-sender (SQLite, loopback fake 360dialog)",
+        |b| {
+            b.iter(|| {
+                i += 1;
+                rt.block_on(async {
+                    let job = s
+                        .queue_text(&format!("{i:032x}"), "Ihre Bestellung ist abholbereit.")
+                        .await;
+                    s.sender.process(&job, 1).await.expect("sent")
+                })
             })
-        })
-    });
+        },
+    );
 }
 
 criterion_group!(benches, bench);

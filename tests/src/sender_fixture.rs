@@ -154,4 +154,3 @@ impl Setup {
             .expect("fixture")
     }
 }
-

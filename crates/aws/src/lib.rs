@@ -14,7 +14,7 @@ mod sqs;
 pub use directory::DynamoDirectory;
 pub use dynamo::DynamoMessageStore;
 pub use kms::KmsSecrets;
-pub use settings::{Settings, SettingsError};
+pub use settings::{FUNCTION_ENV, FUNCTION_OPTIONAL_ENV, Settings, SettingsError};
 pub use sqs::{SqsInboundQueue, SqsJobQueue};
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};

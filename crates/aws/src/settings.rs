@@ -27,9 +27,51 @@ pub enum SettingsError {
     NotANumber(&'static str),
 }
 
+/// The environment each Lambda function requires (checked at start; `template.yaml` must set
+/// them, which a test checks).
+pub const FUNCTION_ENV: &[(&str, &[&str])] = &[
+    ("webhook-receiver", &["RELAY_TABLE", "INBOUND_QUEUE_URL"]),
+    ("message-router", &["RELAY_TABLE", "OUTBOUND_QUEUE_URL"]),
+    (
+        "reply-sender",
+        &["RELAY_TABLE", "OUTBOUND_QUEUE_URL", "OUTBOUND_DLQ_URL"],
+    ),
+    ("inbox-api", &["RELAY_TABLE", "OUTBOUND_QUEUE_URL"]),
+];
+
+/// Optional settings (with defaults) a function reads.
+pub const FUNCTION_OPTIONAL_ENV: &[(&str, &[&str])] = &[
+    ("webhook-receiver", &["MAX_BODY_BYTES", "RUST_LOG"]),
+    ("message-router", &["RUST_LOG"]),
+    ("reply-sender", &["SENDER_CONCURRENCY", "RUST_LOG"]),
+    ("inbox-api", &["RUST_LOG"]),
+];
+
 impl Settings {
     pub fn from_env() -> Result<Self, SettingsError> {
         Self::from_lookup(&|k| std::env::var(k).ok())
+    }
+
+    /// The settings of one function, failing fast if any variable it needs is missing.
+    pub fn for_function(name: &str) -> Result<Self, SettingsError> {
+        Self::for_function_from(name, &|k| std::env::var(k).ok())
+    }
+
+    pub fn for_function_from(
+        name: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, SettingsError> {
+        let required = FUNCTION_ENV
+            .iter()
+            .find(|(f, _)| *f == name)
+            .map(|(_, vars)| *vars)
+            .unwrap_or_default();
+        for var in required {
+            if env(var).filter(|v| !v.is_empty()).is_none() {
+                return Err(SettingsError::Missing(var));
+            }
+        }
+        Self::from_lookup(env)
     }
 
     pub fn from_lookup(env: &dyn Fn(&str) -> Option<String>) -> Result<Self, SettingsError> {
@@ -69,5 +111,35 @@ impl Settings {
         self.inbound_queue_url
             .as_deref()
             .ok_or(SettingsError::Missing("INBOUND_QUEUE_URL"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_function_fails_fast_without_its_variables() {
+        let none = |_: &str| None;
+        assert!(matches!(
+            Settings::for_function_from("reply-sender", &none),
+            Err(SettingsError::Missing("RELAY_TABLE"))
+        ));
+        let partial =
+            |k: &str| (k == "RELAY_TABLE" || k == "OUTBOUND_QUEUE_URL").then(|| "x".to_owned());
+        assert!(matches!(
+            Settings::for_function_from("reply-sender", &partial),
+            Err(SettingsError::Missing("OUTBOUND_DLQ_URL"))
+        ));
+        assert!(Settings::for_function_from("inbox-api", &partial).is_ok());
+        let bad = |k: &str| match k {
+            "RELAY_TABLE" | "INBOUND_QUEUE_URL" => Some("x".to_owned()),
+            "MAX_BODY_BYTES" => Some("lots".to_owned()),
+            _ => None,
+        };
+        assert!(matches!(
+            Settings::for_function_from("webhook-receiver", &bad),
+            Err(SettingsError::NotANumber("MAX_BODY_BYTES"))
+        ));
     }
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     relay_aws::init_tracing(relay_aws::LogFormat::Json);
-    let settings = relay_aws::Settings::from_env()?;
+    let settings = relay_aws::Settings::for_function("message-router")?;
     let clients = relay_aws::Clients::new(&relay_aws::sdk_config(None).await);
     let pseudonymizer = clients.pseudonymizer(&settings.table).await?;
     let outbound = clients.job_queue(settings.require_outbound_queue()?, None);

@@ -6,7 +6,7 @@ use webhook_receiver::{Receiver, router};
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     relay_aws::init_tracing(relay_aws::LogFormat::Json);
-    let settings = relay_aws::Settings::from_env()?;
+    let settings = relay_aws::Settings::for_function("webhook-receiver")?;
     let clients = relay_aws::Clients::new(&relay_aws::sdk_config(None).await);
     let receiver = Receiver {
         directory: Arc::new(clients.directory(&settings.table)),

@@ -1,0 +1,311 @@
+//! template.yaml and the code agree: every function the workspace builds is deployed, every
+//! variable a function requires is set (to the right resource), every route a router serves
+//! is wired, and every role grants what its function does with its table and queues —
+//! and nothing broader.
+
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
+use serde_yaml_ng::Value;
+use std::collections::{BTreeSet, HashMap};
+
+fn template() -> Value {
+    let path = format!("{}/../template.yaml", env!("CARGO_MANIFEST_DIR"));
+    serde_yaml_ng::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// The logical id a value refers to: `!Ref X`, `!GetAtt X.Arn`, or `${X...}` in a `!Sub`.
+fn refs(v: &Value) -> Vec<String> {
+    match v {
+        Value::Tagged(t) => {
+            let inner = t.value.as_str().unwrap_or_default();
+            match t.tag.to_string().as_str() {
+                "!Ref" => vec![inner.to_owned()],
+                "!GetAtt" => vec![inner.split('.').next().unwrap_or_default().to_owned()],
+                "!Sub" => inner
+                    .split("${")
+                    .skip(1)
+                    .filter_map(|p| p.split(['}', '.']).next())
+                    .map(str::to_owned)
+                    .collect(),
+                _ => vec![],
+            }
+        }
+        Value::Sequence(items) => items.iter().flat_map(refs).collect(),
+        _ => vec![],
+    }
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    match v {
+        Value::String(s) => vec![s.clone()],
+        Value::Sequence(items) => items
+            .iter()
+            .filter_map(|i| i.as_str().map(str::to_owned))
+            .collect(),
+        _ => vec![],
+    }
+}
+
+struct Function<'a> {
+    logical_id: String,
+    props: &'a Value,
+    statements: Vec<&'a Value>,
+}
+
+fn functions(t: &Value) -> HashMap<String, Function<'_>> {
+    let resources = t["Resources"].as_mapping().unwrap();
+    let mut out = HashMap::new();
+    for (id, r) in resources {
+        if r["Type"] != Value::from("AWS::Serverless::Function") {
+            continue;
+        }
+        let binary = r["Metadata"]["BuildProperties"]["Binary"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert_eq!(
+            r["Metadata"]["BuildMethod"],
+            Value::from("rust-cargolambda")
+        );
+        let role = &refs(&r["Properties"]["Role"])[0];
+        let role = &t["Resources"][role.as_str()];
+        let statements = role["Properties"]["Policies"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .flat_map(|p| {
+                p["PolicyDocument"]["Statement"]
+                    .as_sequence()
+                    .unwrap()
+                    .iter()
+            })
+            .collect();
+        out.insert(
+            binary,
+            Function {
+                logical_id: id.as_str().unwrap().to_owned(),
+                props: &r["Properties"],
+                statements,
+            },
+        );
+    }
+    out
+}
+
+fn allows(f: &Function, action: &str, resource: &str) -> bool {
+    f.statements.iter().any(|s| {
+        s["Effect"] == Value::from("Allow")
+            && strings(&s["Action"]).iter().any(|a| a == action)
+            && refs(&s["Resource"]).iter().any(|r| r == resource)
+    })
+}
+
+#[test]
+fn every_function_of_the_workspace_is_deployed() {
+    let t = template();
+    let fns = functions(&t);
+    let deployed: BTreeSet<&str> = fns.keys().map(String::as_str).collect();
+    let built: BTreeSet<&str> = relay_aws::FUNCTION_ENV.iter().map(|(f, _)| *f).collect();
+    assert_eq!(deployed, built);
+    for name in deployed {
+        let manifest = format!(
+            "{}/../functions/{name}/Cargo.toml",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        assert!(
+            std::path::Path::new(&manifest).exists(),
+            "{name} is a workspace package"
+        );
+    }
+    assert_eq!(
+        t["Globals"]["Function"]["Runtime"],
+        Value::from("provided.al2023")
+    );
+    assert_eq!(
+        t["Globals"]["Function"]["Architectures"][0],
+        Value::from("arm64")
+    );
+}
+
+#[test]
+fn every_variable_a_function_reads_is_set_to_the_right_resource() {
+    let t = template();
+    let globals = t["Globals"]["Function"]["Environment"]["Variables"]
+        .as_mapping()
+        .unwrap();
+    let target: HashMap<&str, &str> = [
+        ("RELAY_TABLE", "Table"),
+        ("INBOUND_QUEUE_URL", "InboundQueue"),
+        ("OUTBOUND_QUEUE_URL", "OutboundQueue"),
+        ("OUTBOUND_DLQ_URL", "OutboundDeadLetterQueue"),
+    ]
+    .into();
+    for (name, f) in functions(&t) {
+        let own = f.props["Environment"]["Variables"]
+            .as_mapping()
+            .cloned()
+            .unwrap_or_default();
+        let lookup = |var: &str| own.get(var).or_else(|| globals.get(var)).cloned();
+        let required = relay_aws::FUNCTION_ENV
+            .iter()
+            .find(|(n, _)| *n == name)
+            .unwrap()
+            .1;
+        let optional = relay_aws::FUNCTION_OPTIONAL_ENV
+            .iter()
+            .find(|(n, _)| *n == name)
+            .unwrap()
+            .1;
+        for var in required.iter().chain(optional) {
+            let value =
+                lookup(var).unwrap_or_else(|| panic!("{name}: {var} is not set in template.yaml"));
+            if let Some(resource) = target.get(var) {
+                assert_eq!(
+                    refs(&value),
+                    [resource.to_string()],
+                    "{name}: {var} points at the wrong resource"
+                );
+            }
+        }
+        for (var, _) in own.iter().chain(globals.iter()) {
+            let var = var.as_str().unwrap();
+            assert!(
+                required.contains(&var) || optional.contains(&var),
+                "{name}: {var} is set but never read"
+            );
+        }
+    }
+}
+
+#[test]
+fn every_route_is_wired_to_its_function() {
+    let t = template();
+    let fns = functions(&t);
+    let routes = |f: &Function| -> BTreeSet<(String, String)> {
+        f.props["Events"]
+            .as_mapping()
+            .unwrap()
+            .values()
+            .filter(|e| e["Type"] == Value::from("HttpApi"))
+            .map(|e| {
+                (
+                    e["Properties"]["Method"].as_str().unwrap().to_owned(),
+                    e["Properties"]["Path"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let want: BTreeSet<(String, String)> = inbox_api::ROUTES
+        .iter()
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect();
+    assert_eq!(routes(&fns["inbox-api"]), want);
+    let hook = webhook_receiver::WEBHOOK_ROUTE.to_owned();
+    assert_eq!(
+        routes(&fns["webhook-receiver"]),
+        [("GET".into(), hook.clone()), ("POST".into(), hook)].into()
+    );
+    assert!(routes(&fns["message-router"]).is_empty() && routes(&fns["reply-sender"]).is_empty());
+}
+
+#[test]
+fn every_role_grants_what_its_function_does_and_no_more() {
+    let t = template();
+    let fns = functions(&t);
+    let writes_store = ["dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Query"];
+    for (name, f) in &fns {
+        assert!(
+            allows(f, "dynamodb:GetItem", "Table"),
+            "{name} reads the table"
+        );
+        assert!(
+            allows(f, "kms:Decrypt", "RelayKey"),
+            "{name} decrypts secrets and queue messages"
+        );
+        if name != "webhook-receiver" {
+            for a in writes_store {
+                assert!(allows(f, a, "Table"), "{name}: {a}");
+            }
+        }
+        // Consumers of SQS event sources.
+        if let Some(events) = f.props["Events"].as_mapping() {
+            for e in events.values().filter(|e| e["Type"] == Value::from("SQS")) {
+                let queue = &refs(&e["Properties"]["Queue"])[0];
+                for a in [
+                    "sqs:ReceiveMessage",
+                    "sqs:DeleteMessage",
+                    "sqs:GetQueueAttributes",
+                ] {
+                    assert!(allows(f, a, queue), "{name}: {a} on {queue}");
+                }
+                assert_eq!(
+                    strings(&e["Properties"]["FunctionResponseTypes"]),
+                    ["ReportBatchItemFailures"],
+                    "{name}"
+                );
+                let visibility = t["Resources"][queue.as_str()]["Properties"]["VisibilityTimeout"]
+                    .as_u64()
+                    .unwrap();
+                let timeout = f.props["Timeout"].as_u64().unwrap();
+                assert!(
+                    visibility >= 6 * timeout,
+                    "{queue}: visibility {visibility} < 6 x {timeout}"
+                );
+                let receives = t["Resources"][queue.as_str()]["Properties"]["RedrivePolicy"]["maxReceiveCount"].as_u64().unwrap();
+                assert!(receives >= 5, "{queue}: maxReceiveCount {receives}");
+            }
+        }
+        // Producers: the queues named in their environment.
+        let env = f.props["Environment"]["Variables"]
+            .as_mapping()
+            .cloned()
+            .unwrap_or_default();
+        for (var, action) in [
+            ("INBOUND_QUEUE_URL", "sqs:SendMessage"),
+            ("OUTBOUND_DLQ_URL", "sqs:SendMessage"),
+            (
+                "OUTBOUND_QUEUE_URL",
+                if name == "reply-sender" {
+                    "sqs:ChangeMessageVisibility"
+                } else {
+                    "sqs:SendMessage"
+                },
+            ),
+        ] {
+            if let Some(v) = env.get(var) {
+                let queue = &refs(v)[0];
+                assert!(allows(f, action, queue), "{name}: {action} on {queue}");
+                if action == "sqs:SendMessage" {
+                    assert!(
+                        allows(f, "kms:GenerateDataKey", "RelayKey"),
+                        "{name} sends to an encrypted queue"
+                    );
+                }
+            }
+        }
+        // Least privilege: no wildcard actions; "*" resources only for X-Ray (it has no ARNs).
+        for s in &f.statements {
+            let actions = strings(&s["Action"]);
+            assert!(
+                actions.iter().all(|a| !a.contains('*')),
+                "{name}: wildcard action {actions:?}"
+            );
+            if s["Resource"] == Value::from("*") {
+                assert!(
+                    actions.iter().all(|a| a.starts_with("xray:")),
+                    "{name}: * resource for {actions:?}"
+                );
+            }
+        }
+    }
+    assert!(
+        !fns["webhook-receiver"]
+            .statements
+            .iter()
+            .any(|s| strings(&s["Action"])
+                .iter()
+                .any(|a| a == "dynamodb:PutItem")),
+        "the receiver never writes the table"
+    );
+    let _ = fns.values().map(|f| &f.logical_id).count();
+}
