@@ -56,7 +56,7 @@ fn functions(t: &Value) -> HashMap<String, Function<'_>> {
     let resources = t["Resources"].as_mapping().unwrap();
     let mut out = HashMap::new();
     for (id, r) in resources {
-        if r["Type"] != Value::from("AWS::Serverless::Function") {
+        if r["Type"] != *"AWS::Serverless::Function" {
             continue;
         }
         let binary = r["Metadata"]["BuildProperties"]["Binary"]
@@ -94,7 +94,7 @@ fn functions(t: &Value) -> HashMap<String, Function<'_>> {
 
 fn allows(f: &Function, action: &str, resource: &str) -> bool {
     f.statements.iter().any(|s| {
-        s["Effect"] == Value::from("Allow")
+        s["Effect"] == *"Allow"
             && strings(&s["Action"]).iter().any(|a| a == action)
             && refs(&s["Resource"]).iter().any(|r| r == resource)
     })
@@ -107,6 +107,9 @@ fn every_function_of_the_workspace_is_deployed() {
     let deployed: BTreeSet<&str> = fns.keys().map(String::as_str).collect();
     let built: BTreeSet<&str> = relay_aws::FUNCTION_ENV.iter().map(|(f, _)| *f).collect();
     assert_eq!(deployed, built);
+    for f in fns.values() {
+        assert!(f.logical_id.ends_with("Function"), "{}", f.logical_id);
+    }
     for name in deployed {
         let manifest = format!(
             "{}/../functions/{name}/Cargo.toml",
@@ -186,7 +189,7 @@ fn every_route_is_wired_to_its_function() {
             .as_mapping()
             .unwrap()
             .values()
-            .filter(|e| e["Type"] == Value::from("HttpApi"))
+            .filter(|e| e["Type"] == *"HttpApi")
             .map(|e| {
                 (
                     e["Properties"]["Method"].as_str().unwrap().to_owned(),
@@ -229,7 +232,7 @@ fn every_role_grants_what_its_function_does_and_no_more() {
         }
         // Consumers of SQS event sources.
         if let Some(events) = f.props["Events"].as_mapping() {
-            for e in events.values().filter(|e| e["Type"] == Value::from("SQS")) {
+            for e in events.values().filter(|e| e["Type"] == *"SQS") {
                 let queue = &refs(&e["Properties"]["Queue"])[0];
                 for a in [
                     "sqs:ReceiveMessage",
@@ -290,7 +293,7 @@ fn every_role_grants_what_its_function_does_and_no_more() {
                 actions.iter().all(|a| !a.contains('*')),
                 "{name}: wildcard action {actions:?}"
             );
-            if s["Resource"] == Value::from("*") {
+            if s["Resource"] == *"*" {
                 assert!(
                     actions.iter().all(|a| a.starts_with("xray:")),
                     "{name}: * resource for {actions:?}"
@@ -307,5 +310,4 @@ fn every_role_grants_what_its_function_does_and_no_more() {
                 .any(|a| a == "dynamodb:PutItem")),
         "the receiver never writes the table"
     );
-    let _ = fns.values().map(|f| &f.logical_id).count();
 }
