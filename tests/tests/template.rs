@@ -107,8 +107,9 @@ fn every_function_of_the_workspace_is_deployed() {
     let deployed: BTreeSet<&str> = fns.keys().map(String::as_str).collect();
     let built: BTreeSet<&str> = relay_aws::FUNCTION_ENV.iter().map(|(f, _)| *f).collect();
     assert_eq!(deployed, built);
-    for f in fns.values() {
+    for (name, f) in &fns {
         assert!(f.logical_id.ends_with("Function"), "{}", f.logical_id);
+        assert_eq!(f.props["CodeUri"], *format!("functions/{name}").as_str(), "{name} builds from its package");
     }
     for name in deployed {
         let manifest = format!(
