@@ -109,7 +109,11 @@ fn every_function_of_the_workspace_is_deployed() {
     assert_eq!(deployed, built);
     for (name, f) in &fns {
         assert!(f.logical_id.ends_with("Function"), "{}", f.logical_id);
-        assert_eq!(f.props["CodeUri"], *format!("functions/{name}").as_str(), "{name} builds from its package");
+        assert_eq!(
+            f.props["CodeUri"],
+            *format!("functions/{name}").as_str(),
+            "{name} builds from its package"
+        );
     }
     for name in deployed {
         let manifest = format!(
