@@ -2,6 +2,7 @@
 //! SQS, DynamoDB and KMS protocols for the AWS SDK), the deployment's resources created in it
 //! as `template.yaml` declares them, and helpers to serve routers on real sockets.
 
+pub mod counter;
 pub mod fake;
 pub mod sender_fixture;
 

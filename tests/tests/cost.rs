@@ -1,0 +1,238 @@
+//! Measures the AWS requests one inbound message and one reply cost, through the real code
+//! paths on moto, and writes them to `target/cost/measurements.json` for docs/cost.md
+//! (`python3 infra/cost.py` turns them into money). Also guards against regressions: the
+//! counts must stay within the bounds the design promises.
+
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
+use inbox_api::Inbox;
+use relay_core::config::RelayConfig;
+use relay_core::routing::Router;
+use relay_e2e::counter::CallCounter;
+use relay_e2e::fake::Fake;
+use relay_e2e::{Moto, drain, drain_jobs, provision, serve};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use webhook_receiver::Receiver;
+
+fn delta(after: &BTreeMap<String, u64>, before: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+    after
+        .iter()
+        .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0)))
+        .filter(|(_, v)| *v > 0)
+        .collect()
+}
+
+fn count(m: &BTreeMap<String, u64>, suffix: &str) -> u64 {
+    m.iter()
+        .filter(|(k, _)| k.ends_with(suffix))
+        .map(|(_, v)| v)
+        .sum()
+}
+
+#[tokio::test]
+async fn requests_per_inbound_message_and_per_reply_are_measured() {
+    let moto = Moto::start().unwrap();
+    let counter = CallCounter::default();
+    let clients = counter.clients(&moto.sdk_config().await);
+    let d = provision(&clients, "cost", 5).await.unwrap();
+    let fake = Fake::start().await;
+    let text = format!(
+        r#"
+[[tenants]]
+id = "apotheke"
+name = "Apotheke"
+api_keys = ["sk_cost_0123456789abcdef"]
+[[tenants.channels]]
+phone_number_id = "111"
+provider = "360dialog"
+webhook_token = "tok"
+api_key = "k"
+api_base_url = "{}"
+"#,
+        fake.url
+    );
+    let config = RelayConfig::parse(&text, &|_| None).unwrap();
+    relay_aws::admin::apply_tenants(
+        &clients.dynamo,
+        &clients.secrets(Some(d.kms_key_id.clone())),
+        &d.table,
+        &config,
+        |_| {},
+    )
+    .await
+    .unwrap();
+
+    let jobs = Arc::new(clients.job_queue(&d.outbound_url, Some(d.outbound_dlq_url.clone())));
+    let pseudonymizer = Arc::new(clients.pseudonymizer(&d.table).await.unwrap());
+    let receiver = serve(webhook_receiver::router(Receiver {
+        directory: Arc::new(clients.directory(&d.table)),
+        queue: Arc::new(clients.inbound_queue(&d.queue_url)),
+        max_body_bytes: 4 << 20,
+    }))
+    .await;
+    let inbox = serve(inbox_api::router(Inbox {
+        directory: Arc::new(clients.directory(&d.table)),
+        store: Arc::new(clients.store(&d.table)),
+        outbound: jobs.clone(),
+        clock: relay_core::system_clock(),
+    }))
+    .await;
+    let router = Router::new(
+        Arc::new(clients.store(&d.table)),
+        Arc::new(clients.directory(&d.table)),
+        pseudonymizer.clone(),
+    )
+    .with_outbound(jobs.clone());
+    let sender = reply_sender::Sender {
+        store: Arc::new(clients.store(&d.table)),
+        directory: Arc::new(clients.directory(&d.table)),
+        control: jobs,
+        pseudonymizer,
+        whatsapp: relay_whatsapp::WhatsAppClient::default(),
+        http: reqwest::Client::new(),
+        limiter: reply_sender::ChannelLimiter::default(),
+        policy: reply_sender::RetryPolicy::default(),
+        clock: relay_core::system_clock(),
+        concurrency: 1,
+    };
+    let http = reqwest::Client::new();
+    let now = relay_core::unix_now();
+    let hook = |value: Value| json!({"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [{"field": "messages", "value": value}]}]});
+    let meta = json!({"phone_number_id": "111"});
+    let post = |body: Value| {
+        let http = http.clone();
+        async move {
+            http.post(format!("http://{receiver}/webhooks/whatsapp/111"))
+                .bearer_auth("tok")
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    let inbound = |i: u64| {
+        hook(
+            json!({"metadata": meta, "contacts": [{"profile": {"name": "Erika"}, "wa_id": "4915112345678"}],
+            "messages": [{"from": "4915112345678", "id": format!("wamid.COST{i}"), "timestamp": now.to_string(), "type": "text", "text": {"body": "Hallo"}}]}),
+        )
+    };
+
+    // Warm up: the first message of a contact and the directory caches (a warm Lambda).
+    assert_eq!(post(inbound(0)).await, 200);
+    drain(&clients.sqs, &d.queue_url, &router).await.unwrap();
+
+    // --- one inbound message of a known contact, webhook to stored ------------------------------
+    const N: u64 = 10;
+    let before = counter.snapshot();
+    let t = std::time::Instant::now();
+    for i in 1..=N {
+        assert_eq!(post(inbound(i)).await, 200);
+    }
+    let receive_ms = t.elapsed().as_secs_f64() * 1000.0 / N as f64;
+    let t = std::time::Instant::now();
+    drain(&clients.sqs, &d.queue_url, &router).await.unwrap();
+    let route_ms = t.elapsed().as_secs_f64() * 1000.0 / N as f64;
+    let inbound_calls = delta(&counter.snapshot(), &before);
+
+    // --- one reply: inbox POST, send, three status webhooks routed -------------------------------
+    let convs: Value = http
+        .get(format!("http://{inbox}/v1/conversations"))
+        .bearer_auth("sk_cost_0123456789abcdef")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let cid = convs["conversations"][0]["contact_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let before = counter.snapshot();
+    let t = std::time::Instant::now();
+    for i in 0..N {
+        let r = http
+            .post(format!("http://{inbox}/v1/conversations/{cid}/messages"))
+            .bearer_auth("sk_cost_0123456789abcdef")
+            .json(&json!({"type": "text", "text": format!("Antwort {i}")}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 202);
+    }
+    let inbox_ms = t.elapsed().as_secs_f64() * 1000.0 / N as f64;
+    let t = std::time::Instant::now();
+    drain_jobs(&clients.sqs, &d.outbound_url, &sender)
+        .await
+        .unwrap();
+    let send_ms = t.elapsed().as_secs_f64() * 1000.0 / N as f64;
+    for wamid in fake.wamids() {
+        for (status, dt) in [("sent", 1), ("delivered", 2), ("read", 3)] {
+            let st = hook(
+                json!({"metadata": meta, "statuses": [{"id": wamid, "status": status,
+                "timestamp": (now + dt).to_string(), "recipient_id": "4915112345678"}]}),
+            );
+            assert_eq!(post(st).await, 200);
+        }
+    }
+    drain(&clients.sqs, &d.queue_url, &router).await.unwrap();
+    let reply_calls = delta(&counter.snapshot(), &before);
+    assert_eq!(fake.requests().len() as u64, N);
+
+    let per = |m: &BTreeMap<String, u64>| -> BTreeMap<String, f64> {
+        m.iter()
+            .map(|(k, v)| (k.clone(), *v as f64 / N as f64))
+            .collect()
+    };
+    let report = json!({
+        "messages_measured": N,
+        "per_inbound_message": per(&inbound_calls),
+        "per_reply_with_three_statuses": per(&reply_calls),
+        // Wall time per message of each handler's work including its AWS calls, against moto
+        // on loopback: an upper bound for Lambda duration (moto answers slower than DynamoDB).
+        "duration_ms": {"webhook-receiver": receive_ms, "message-router": route_ms, "inbox-api": inbox_ms, "reply-sender": send_ms},
+        "notes": "Counts per message through the real code paths on moto with warm caches; the test drains SQS itself (ReceiveMessage/DeleteMessage per message), which approximates the Lambda event source mapping (it batches up to 10).",
+    });
+    let dir = format!("{}/../target/cost", env!("CARGO_MANIFEST_DIR"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        format!("{dir}/measurements.json"),
+        serde_json::to_string_pretty(&report).unwrap(),
+    )
+    .unwrap();
+    println!("{}", serde_json::to_string_pretty(&report).unwrap());
+
+    // The design's promises, per inbound message of a known contact: one SendMessage; one
+    // transaction of three items; no KMS call on the hot path (keys and secrets are cached).
+    let per_in = |suffix: &str| count(&inbound_calls, suffix) as f64 / N as f64;
+    assert_eq!(per_in(".SendMessage"), 1.0, "{inbound_calls:?}");
+    assert_eq!(per_in(".TransactWriteItems"), 1.0, "{inbound_calls:?}");
+    assert_eq!(per_in("DynamoDB.TransactItems"), 3.0);
+    assert!(
+        per_in("DynamoDB_20120810.UpdateItem") <= 4.0,
+        "{inbound_calls:?}"
+    );
+    assert!(
+        per_in("DynamoDB_20120810.GetItem") <= 2.0,
+        "{inbound_calls:?}"
+    );
+    assert_eq!(
+        per_in("TrentService.Decrypt"),
+        0.0,
+        "no KMS call per message"
+    );
+    let per_reply = |suffix: &str| count(&reply_calls, suffix) as f64 / N as f64;
+    assert!(
+        per_reply("AmazonSQS.SendMessage") + per_reply("AmazonSQS.SendMessageBatch") <= 5.0,
+        "{reply_calls:?}"
+    );
+    // At most one: reply-sender's first lookup of the channel (then cached) decrypts its key.
+    assert!(
+        count(&reply_calls, "TrentService.Decrypt") <= 1,
+        "{reply_calls:?}"
+    );
+}
