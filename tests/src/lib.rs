@@ -284,13 +284,20 @@ pub async fn receive_event(
     Ok(event)
 }
 
-/// Drains the queue through the message-router handler, deleting what it routed (what the
-/// event source mapping does with a partial-batch response). Returns (routed, failed).
-pub async fn drain(
+/// Feeds a queue to an SQS handler as the Lambda event source mapping does, deleting what it
+/// handled, until the queue is empty. Failed records are made visible again at once when
+/// `redeliver_failures` (the test's stand-in for the visibility timeout); otherwise they stay
+/// hidden for the delay the handler set. Returns (handled, failed).
+async fn drain_with<F, Fut>(
     sqs: &aws_sdk_sqs::Client,
     queue_url: &str,
-    router: &relay_core::routing::Router,
-) -> anyhow::Result<(usize, usize)> {
+    redeliver_failures: bool,
+    handler: F,
+) -> anyhow::Result<(usize, usize)>
+where
+    F: Fn(aws_lambda_events::sqs::SqsEvent) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<aws_lambda_events::sqs::SqsBatchResponse>>,
+{
     let (mut ok, mut failed) = (0, 0);
     loop {
         let event = receive_event(sqs, queue_url).await?;
@@ -307,27 +314,28 @@ pub async fn drain(
                 )
             })
             .collect();
-        let resp = message_router::handle(router, event).await?;
+        let resp = handler(event).await?;
         let failures: Vec<String> = resp
             .batch_item_failures
             .into_iter()
             .map(|f| f.item_identifier)
             .collect();
         for (id, receipt) in receipts {
-            if failures.contains(&id) {
-                failed += 1;
-                // Make it visible again at once (the test's stand-in for the visibility timeout).
-                sqs.change_message_visibility()
-                    .queue_url(queue_url)
-                    .receipt_handle(receipt)
-                    .visibility_timeout(0)
-                    .send()
-                    .await?;
-            } else {
+            if !failures.contains(&id) {
                 ok += 1;
                 sqs.delete_message()
                     .queue_url(queue_url)
                     .receipt_handle(receipt)
+                    .send()
+                    .await?;
+                continue;
+            }
+            failed += 1;
+            if redeliver_failures {
+                sqs.change_message_visibility()
+                    .queue_url(queue_url)
+                    .receipt_handle(receipt)
+                    .visibility_timeout(0)
                     .send()
                     .await?;
             }
@@ -338,51 +346,31 @@ pub async fn drain(
     }
 }
 
-pub fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(workspace_root().join(format!("tests/fixtures/{name}.json")))
-        .expect("fixture exists")
+/// Drains the inbound queue through the message-router handler (failures come back at once).
+pub async fn drain(
+    sqs: &aws_sdk_sqs::Client,
+    queue_url: &str,
+    router: &relay_core::routing::Router,
+) -> anyhow::Result<(usize, usize)> {
+    drain_with(sqs, queue_url, true, |event| async move {
+        Ok(message_router::handle(router, event).await?)
+    })
+    .await
 }
 
-/// Drains the outbound queue through reply-sender, deleting what it handled. Jobs it asks to
-/// retry stay hidden for their backoff and are not waited for. Returns (done, retried).
+/// Drains the outbound queue through reply-sender; jobs it retries stay hidden for their backoff.
 pub async fn drain_jobs(
     sqs: &aws_sdk_sqs::Client,
     queue_url: &str,
     sender: &reply_sender::Sender,
 ) -> anyhow::Result<(usize, usize)> {
-    let (mut ok, mut retried) = (0, 0);
-    loop {
-        let event = receive_event(sqs, queue_url).await?;
-        if event.records.is_empty() {
-            return Ok((ok, retried));
-        }
-        let receipts: Vec<(String, String)> = event
-            .records
-            .iter()
-            .map(|r| {
-                (
-                    r.message_id.clone().unwrap_or_default(),
-                    r.receipt_handle.clone().unwrap_or_default(),
-                )
-            })
-            .collect();
-        let resp = reply_sender::handle(sender, event).await?;
-        let failures: Vec<String> = resp
-            .batch_item_failures
-            .into_iter()
-            .map(|f| f.item_identifier)
-            .collect();
-        for (id, receipt) in receipts {
-            if failures.contains(&id) {
-                retried += 1;
-            } else {
-                ok += 1;
-                sqs.delete_message()
-                    .queue_url(queue_url)
-                    .receipt_handle(receipt)
-                    .send()
-                    .await?;
-            }
-        }
-    }
+    drain_with(sqs, queue_url, false, |event| async move {
+        Ok(reply_sender::handle(sender, event).await?)
+    })
+    .await
+}
+
+pub fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(workspace_root().join(format!("tests/fixtures/{name}.json")))
+        .expect("fixture exists")
 }

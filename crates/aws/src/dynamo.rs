@@ -193,6 +193,21 @@ impl DynamoMessageStore {
         Ok(out)
     }
 
+    /// Every live item of one partition whose sort key starts with `prefix`, in key order.
+    async fn partition(&self, pk: String, prefix: &str, now: i64) -> Result<Vec<Item>, StoreError> {
+        let mut values = Item::new();
+        values.insert(":pk".into(), s(pk));
+        values.insert(":prefix".into(), s(prefix));
+        let q = LiveQuery {
+            index: None,
+            key_condition: "pk = :pk AND begins_with(sk, :prefix)",
+            values,
+            start: None,
+            forward: true,
+        };
+        self.query_live(q, usize::MAX, now).await
+    }
+
     fn conversation_from(item: &Item) -> Result<Conversation, StoreError> {
         Ok(Conversation {
             contact_id: ContactId::parse(
@@ -579,21 +594,7 @@ impl MessageStore for DynamoMessageStore {
         limit: usize,
         now: i64,
     ) -> Result<Vec<Quarantined>, StoreError> {
-        let mut values = Item::new();
-        values.insert(":pk".into(), s("QUARANTINE"));
-        let items = self
-            .query_live(
-                LiveQuery {
-                    index: None,
-                    key_condition: "pk = :pk",
-                    values,
-                    start: None,
-                    forward: true,
-                },
-                usize::MAX,
-                now,
-            )
-            .await?;
+        let items = self.partition("QUARANTINE".to_owned(), "Q#", now).await?;
         let mut out: Vec<Quarantined> = bodies(&items, "quarantine")?;
         out.sort_by(|a, b| b.received_at.cmp(&a.received_at).then(a.key.cmp(&b.key)));
         out.truncate(limit);
@@ -788,21 +789,8 @@ impl MessageStore for DynamoMessageStore {
         contact: &ContactId,
         now: i64,
     ) -> Result<Vec<ConsentEntry>, StoreError> {
-        let mut values = Item::new();
-        values.insert(":pk".into(), s(contact_pk(tenant, contact)));
-        values.insert(":l".into(), s("L#"));
         let items = self
-            .query_live(
-                LiveQuery {
-                    index: None,
-                    key_condition: "pk = :pk AND begins_with(sk, :l)",
-                    values,
-                    start: None,
-                    forward: true,
-                },
-                usize::MAX,
-                now,
-            )
+            .partition(contact_pk(tenant, contact), "L#", now)
             .await?;
         bodies(&items, "consent")
     }
@@ -1135,21 +1123,8 @@ impl MessageStore for DynamoMessageStore {
         wamid_key: &str,
         now: i64,
     ) -> Result<Vec<StoredStatus>, StoreError> {
-        let mut values = Item::new();
-        values.insert(":pk".into(), s(wamid_pk(tenant, wamid_key)));
-        values.insert(":st".into(), s("ST#"));
         let items = self
-            .query_live(
-                LiveQuery {
-                    index: None,
-                    key_condition: "pk = :pk AND begins_with(sk, :st)",
-                    values,
-                    start: None,
-                    forward: true,
-                },
-                usize::MAX,
-                now,
-            )
+            .partition(wamid_pk(tenant, wamid_key), "ST#", now)
             .await?;
         let mut out: Vec<StoredStatus> = bodies(&items, "status")?;
         out.sort_by(|a, b| a.timestamp.cmp(&b.timestamp).then(a.status.cmp(&b.status)));
