@@ -374,3 +374,53 @@ pub fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(workspace_root().join(format!("tests/fixtures/{name}.json")))
         .expect("fixture exists")
 }
+
+/// The deployment's handlers, wired to moto exactly as the Lambda mains wire them, with the
+/// HTTP functions served on loopback.
+pub struct Wired {
+    pub receiver_url: String,
+    pub inbox_url: String,
+    pub router: relay_core::routing::Router,
+    pub sender: reply_sender::Sender,
+}
+
+pub async fn wire(clients: &relay_aws::Clients, d: &Deployment) -> anyhow::Result<Wired> {
+    use std::sync::Arc;
+    let jobs = Arc::new(clients.job_queue(&d.outbound_url, Some(d.outbound_dlq_url.clone())));
+    let pseudonymizer = Arc::new(clients.pseudonymizer(&d.table).await?);
+    let receiver = webhook_receiver::router(webhook_receiver::Receiver {
+        directory: Arc::new(clients.directory(&d.table)),
+        queue: Arc::new(clients.inbound_queue(&d.queue_url)),
+        max_body_bytes: relay_core::config::DEFAULT_MAX_BODY_BYTES,
+    });
+    let inbox = inbox_api::router(inbox_api::Inbox {
+        directory: Arc::new(clients.directory(&d.table)),
+        store: Arc::new(clients.store(&d.table)),
+        outbound: jobs.clone(),
+        clock: relay_core::system_clock(),
+    });
+    let router = relay_core::routing::Router::new(
+        Arc::new(clients.store(&d.table)),
+        Arc::new(clients.directory(&d.table)),
+        pseudonymizer.clone(),
+    )
+    .with_outbound(jobs.clone());
+    let sender = reply_sender::Sender {
+        store: Arc::new(clients.store(&d.table)),
+        directory: Arc::new(clients.directory(&d.table)),
+        control: jobs,
+        pseudonymizer,
+        whatsapp: relay_whatsapp::WhatsAppClient::default(),
+        http: reqwest::Client::new(),
+        limiter: reply_sender::ChannelLimiter::default(),
+        policy: reply_sender::RetryPolicy::default(),
+        clock: relay_core::system_clock(),
+        concurrency: 1,
+    };
+    Ok(Wired {
+        receiver_url: format!("http://{}", serve(receiver).await),
+        inbox_url: format!("http://{}", serve(inbox).await),
+        router,
+        sender,
+    })
+}

@@ -5,16 +5,12 @@
 
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
-use inbox_api::Inbox;
 use relay_core::config::RelayConfig;
-use relay_core::routing::Router;
 use relay_e2e::counter::CallCounter;
 use relay_e2e::fake::Fake;
-use relay_e2e::{Moto, drain, drain_jobs, provision, serve};
+use relay_e2e::{Moto, drain, drain_jobs, provision};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use webhook_receiver::Receiver;
 
 fn delta(after: &BTreeMap<String, u64>, before: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
     after
@@ -64,45 +60,20 @@ api_base_url = "{}"
     .await
     .unwrap();
 
-    let jobs = Arc::new(clients.job_queue(&d.outbound_url, Some(d.outbound_dlq_url.clone())));
-    let pseudonymizer = Arc::new(clients.pseudonymizer(&d.table).await.unwrap());
-    let receiver = serve(webhook_receiver::router(Receiver {
-        directory: Arc::new(clients.directory(&d.table)),
-        queue: Arc::new(clients.inbound_queue(&d.queue_url)),
-        max_body_bytes: 4 << 20,
-    }))
-    .await;
-    let inbox = serve(inbox_api::router(Inbox {
-        directory: Arc::new(clients.directory(&d.table)),
-        store: Arc::new(clients.store(&d.table)),
-        outbound: jobs.clone(),
-        clock: relay_core::system_clock(),
-    }))
-    .await;
-    let router = Router::new(
-        Arc::new(clients.store(&d.table)),
-        Arc::new(clients.directory(&d.table)),
-        pseudonymizer.clone(),
-    )
-    .with_outbound(jobs.clone());
-    let sender = reply_sender::Sender {
-        store: Arc::new(clients.store(&d.table)),
-        directory: Arc::new(clients.directory(&d.table)),
-        control: jobs,
-        pseudonymizer,
-        whatsapp: relay_whatsapp::WhatsAppClient::default(),
-        http: reqwest::Client::new(),
-        limiter: reply_sender::ChannelLimiter::default(),
-        policy: reply_sender::RetryPolicy::default(),
-        clock: relay_core::system_clock(),
-        concurrency: 1,
-    };
+    let w = relay_e2e::wire(&clients, &d).await.unwrap();
+    let (receiver, inbox, router, sender) = (
+        w.receiver_url.trim_start_matches("http://").to_owned(),
+        w.inbox_url.trim_start_matches("http://").to_owned(),
+        w.router,
+        w.sender,
+    );
     let http = reqwest::Client::new();
     let now = relay_core::unix_now();
     let hook = |value: Value| json!({"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [{"field": "messages", "value": value}]}]});
     let meta = json!({"phone_number_id": "111"});
     let post = |body: Value| {
         let http = http.clone();
+        let receiver = receiver.clone();
         async move {
             http.post(format!("http://{receiver}/webhooks/whatsapp/111"))
                 .bearer_auth("tok")

@@ -2,16 +2,13 @@
 //! protocol, no SDK mocks.
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
-use inbox_api::Inbox;
 use relay_core::config::RelayConfig;
 use relay_core::ids::secret_digest;
 use relay_core::ports::{Directory, MessageStore};
 use relay_core::routing::Router;
 use relay_core::tenant::{AuthHeaders, sign_hub_signature};
-use relay_e2e::{Moto, drain, fixture, provision, serve};
+use relay_e2e::{Moto, drain, fixture, provision};
 use serde_json::Value;
-use std::sync::Arc;
-use webhook_receiver::Receiver;
 
 /// The test deployment's relay.toml; `FAKE_URL` and `FORWARD_URL` are the fake 360dialog and
 /// the fake pharmacy endpoint (nothing leaves the machine).
@@ -235,50 +232,17 @@ async fn stack(prefix: &str, max_receives: u32) -> Stack {
     )
     .await
     .unwrap();
-    // Wired exactly as the Lambda mains wire them.
-    let receiver = webhook_receiver::router(Receiver {
-        directory: Arc::new(clients.directory(&d.table)),
-        queue: Arc::new(clients.inbound_queue(&d.queue_url)),
-        max_body_bytes: 4 << 20,
-    });
-    let inbox = inbox_api::router(Inbox {
-        directory: Arc::new(clients.directory(&d.table)),
-        store: Arc::new(clients.store(&d.table)),
-        outbound: Arc::new(clients.job_queue(&d.outbound_url, Some(d.outbound_dlq_url.clone()))),
-        clock: relay_core::system_clock(),
-    });
-    let pseudonymizer = Arc::new(clients.pseudonymizer(&d.table).await.unwrap());
-    let jobs = Arc::new(clients.job_queue(&d.outbound_url, Some(d.outbound_dlq_url.clone())));
-    let router = Router::new(
-        Arc::new(clients.store(&d.table)),
-        Arc::new(clients.directory(&d.table)),
-        pseudonymizer.clone(),
-    )
-    .with_outbound(jobs.clone());
-    let sender = reply_sender::Sender {
-        store: Arc::new(clients.store(&d.table)),
-        directory: Arc::new(clients.directory(&d.table)),
-        control: jobs,
-        pseudonymizer,
-        whatsapp: relay_whatsapp::WhatsAppClient::default(),
-        http: reqwest::Client::new(),
-        limiter: reply_sender::ChannelLimiter::default(),
-        policy: reply_sender::RetryPolicy::default(),
-        clock: relay_core::system_clock(),
-        concurrency: 1,
-    };
-    let receiver_url = format!("http://{}", serve(receiver).await);
-    let inbox_url = format!("http://{}", serve(inbox).await);
+    let w = relay_e2e::wire(&clients, &d).await.unwrap();
     Stack {
         _moto: moto,
         fake,
         forward,
-        sender,
+        sender: w.sender,
         clients,
         d,
-        router,
-        receiver_url,
-        inbox_url,
+        router: w.router,
+        receiver_url: w.receiver_url,
+        inbox_url: w.inbox_url,
         http: reqwest::Client::new(),
     }
 }
