@@ -143,6 +143,7 @@ impl Setup {
             tenant: self.tenant.clone(),
             contact: self.contact.clone(),
             message_key: key.to_owned(),
+            consent_reply: false,
         }
     }
 

@@ -295,3 +295,46 @@ async fn a_burst_of_1000_replies_drains_at_the_channel_rate_without_429s() {
         .unwrap();
     assert_eq!(c.last_message_at, s.now);
 }
+
+#[tokio::test]
+async fn a_contact_who_opts_out_after_a_reply_was_accepted_does_not_get_it() {
+    let s = setup().await;
+    let job = s.queue_text(K1, "Angebot der Woche").await;
+    let stop = relay_core::records::ConsentEntry {
+        key: "stop".into(),
+        event: relay_core::records::ConsentEvent::OptedOut,
+        at: s.now,
+        source: "message:m_x".into(),
+        expires_at: s.now + 86_400,
+    };
+    s.store
+        .record_consent(&s.tenant, &s.contact, &stop)
+        .await
+        .unwrap();
+    assert_eq!(s.sender.process(&job, 1).await.unwrap(), Outcome::Done);
+    let m = s.message(K1).await;
+    assert_eq!(m.status, Some(DeliveryStatus::Failed));
+    assert!(m.error.unwrap().title.unwrap().contains("opted out"));
+    assert!(s.fake.requests().is_empty(), "nothing was sent");
+    // The confirmation of the opt-out itself still goes out.
+    let confirm = s
+        .queue_text("33333333333333333333333333333333", "Abgemeldet.")
+        .await;
+    let Job::Send {
+        tenant,
+        contact,
+        message_key,
+        ..
+    } = confirm
+    else {
+        unreachable!()
+    };
+    let confirm = Job::Send {
+        tenant,
+        contact,
+        message_key,
+        consent_reply: true,
+    };
+    assert_eq!(s.sender.process(&confirm, 1).await.unwrap(), Outcome::Done);
+    assert_eq!(s.fake.requests().len(), 1);
+}

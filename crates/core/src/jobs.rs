@@ -17,6 +17,10 @@ pub enum Job {
         tenant: TenantId,
         contact: ContactId,
         message_key: String,
+        /// The confirmation of an opt-out or opt-in: the one message that still goes to a
+        /// contact who opted out. Every other send to such a contact is refused at send time.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        consent_reply: bool,
     },
     /// Tell WhatsApp the customer's message (and those before it) was read.
     MarkRead {

@@ -310,7 +310,7 @@ impl Router {
                     .pseudonymizer
                     .derived_key(&tenant.id, event_type, &message.wamid);
                 jobs.push(
-                    self.auto_reply(tenant, contact, &key, text, now, message.expires_at)
+                    self.auto_reply(tenant, contact, &key, text, (now, message.expires_at), true)
                         .await?,
                 );
             }
@@ -354,8 +354,8 @@ impl Router {
                         contact,
                         &key,
                         &hours.away_text,
-                        now,
-                        message.expires_at,
+                        (now, message.expires_at),
+                        false,
                     )
                     .await?,
                 );
@@ -383,14 +383,15 @@ impl Router {
     }
 
     /// Stores an automatic text reply under a derived key (idempotent) and returns its job.
+    /// `(now, expires_at)`; `consent_reply` for opt-out/opt-in confirmations.
     async fn auto_reply(
         &self,
         tenant: &Tenant,
         contact: &ContactId,
         key: &str,
         text: &str,
-        now: i64,
-        expires_at: i64,
+        (now, expires_at): (i64, i64),
+        consent_reply: bool,
     ) -> Result<Job, StoreError> {
         let message = queued_message(key, contact, &ValidReply::text(text), None, now, expires_at);
         self.store
@@ -400,6 +401,7 @@ impl Router {
             tenant: tenant.id.clone(),
             contact: contact.clone(),
             message_key: key.to_owned(),
+            consent_reply,
         })
     }
 

@@ -426,6 +426,7 @@ async fn send_message(
         tenant: tenant.clone(),
         contact: contact.clone(),
         message_key: message_key.clone(),
+        consent_reply: false,
     };
     // Enqueued again on an idempotent repeat: if the first attempt stored but did not queue,
     // this completes it; if it did, reply-sender's claim makes the twin a no-op.

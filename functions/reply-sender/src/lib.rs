@@ -179,7 +179,11 @@ impl Sender {
                 tenant,
                 contact,
                 message_key,
-            } => self.send(tenant, contact, message_key).await,
+                consent_reply,
+            } => {
+                self.send(tenant, contact, message_key, *consent_reply)
+                    .await
+            }
             Job::MarkRead {
                 tenant,
                 contact,
@@ -201,6 +205,7 @@ impl Sender {
         tenant: &TenantId,
         contact_id: &ContactId,
         key: &str,
+        consent_reply: bool,
     ) -> Result<Outcome, StoreError> {
         let now = self.now();
         let Some(contact) = self.store.contact(tenant, contact_id, now).await? else {
@@ -212,6 +217,17 @@ impl Sender {
             title: Some(title.to_owned()),
             ..ApiError::default()
         };
+        if contact.conversation.opted_out && !consent_reply {
+            // They opted out after the reply was accepted: it is not sent.
+            self.store
+                .fail_send(
+                    tenant,
+                    key,
+                    &permanent("the contact opted out before it was sent"),
+                )
+                .await?;
+            return Ok(Outcome::Done);
+        }
         let channel = match &contact.phone_number_id {
             Some(pnid) => self.directory.channel(pnid).await?,
             None => None,
