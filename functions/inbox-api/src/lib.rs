@@ -398,12 +398,13 @@ async fn send_message(
         key_hash: hex_sha256(&[tenant.as_str().as_bytes(), k.as_bytes()]),
         request_hash: hex_sha256(&[contact.as_str().as_bytes(), &body]),
     });
-    let message_key = match state
+    let outcome = state
         .store
         .create_outbound(&tenant, &message, idempotency.as_ref())
         .await
-        .map_err(store_problem)?
-    {
+        .map_err(store_problem)?;
+    let created = outcome == CreateOutcome::Created;
+    let message_key = match outcome {
         CreateOutcome::Created => key,
         CreateOutcome::Existing {
             message_key,
@@ -435,11 +436,16 @@ async fn send_message(
         .enqueue_jobs(&[job])
         .await
         .map_err(queue_problem)?;
-    let current = state
-        .store
-        .message_by_wamid(&tenant, &message_key, now)
-        .await
-        .map_err(store_problem)?;
+    // A repeat (same Idempotency-Key) reports where the first message has got to.
+    let current = if created {
+        None
+    } else {
+        state
+            .store
+            .message_by_wamid(&tenant, &message_key, now)
+            .await
+            .map_err(store_problem)?
+    };
     let status = current
         .as_ref()
         .and_then(|m| m.status)
