@@ -22,12 +22,6 @@ impl SqsInboundQueue {
             max_bytes: SQS_MAX_MESSAGE_BYTES,
         }
     }
-
-    /// For a queue configured with a smaller `MaximumMessageSize`.
-    pub fn with_max_message_bytes(mut self, max: usize) -> Self {
-        self.max_bytes = max;
-        self
-    }
 }
 
 fn sqs_error<E: aws_sdk_sqs::error::ProvideErrorMetadata, R>(

@@ -28,6 +28,14 @@ pub fn unix_now() -> i64 {
         .unwrap_or(0)
 }
 
+/// Milliseconds since the Unix epoch.
+pub fn unix_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
 /// The clock the use cases read; tests pass a fixed one.
 pub type Clock = std::sync::Arc<dyn Fn() -> i64 + Send + Sync>;
 

@@ -79,9 +79,9 @@ impl Router {
     /// Routes one queue message. Safe to call again with the same body: nothing is stored or
     /// counted twice. On error, events before the failing one are stored; a retry finishes.
     pub async fn route(&self, body: &str) -> Result<RouteReport, RouteError> {
-        let envelope: Envelope = serde_json::from_str(body)
+        let mut envelope: Envelope = serde_json::from_str(body)
             .map_err(|_| RouteError::Malformed("not a relay envelope"))?;
-        let webhook = webhook_from_value(envelope.payload.clone())
+        let webhook = webhook_from_value(std::mem::take(&mut envelope.payload))
             .map_err(|_| RouteError::Malformed("payload is not a webhook"))?;
         let now = (self.clock)();
         let tenant = match self.directory.channel(&envelope.phone_number_id).await? {

@@ -359,6 +359,10 @@ proptest! {
     #[test]
     fn parsing_webhook_shaped_json_never_panics(v in json_value()) {
         let wrapped = serde_json::json!({"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [{"field": "messages", "value": v.clone()}]}]});
+        for candidate in [v.clone(), wrapped.clone()] {
+            // The receiver's quick check and the router's parse agree on what is a webhook.
+            prop_assert_eq!(validate_webhook(&candidate).is_ok(), webhook_from_value(candidate.clone()).is_ok());
+        }
         for candidate in [v, wrapped] {
             let bytes = serde_json::to_vec(&candidate).unwrap();
             if let Ok(w) = parse_webhook(&bytes) {

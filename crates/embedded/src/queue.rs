@@ -39,13 +39,6 @@ pub struct SqliteQueue {
     notify: Arc<Notify>,
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 fn q_err(e: rusqlite::Error) -> QueueError {
     QueueError::Unavailable(format!("sqlite: {e}"))
 }
@@ -76,7 +69,7 @@ impl SqliteQueue {
         max: usize,
         visibility: Duration,
     ) -> Result<Vec<ReceivedMessage>, QueueError> {
-        let now = now_ms();
+        let now = relay_core::unix_now_ms();
         let mut conn = self.db.lock();
         let tx = conn.transaction().map_err(q_err)?;
         tx.execute(
@@ -145,7 +138,11 @@ impl SqliteQueue {
         let conn = self.db.lock();
         conn.execute(
             "UPDATE queue SET visible_at_ms = ?3 WHERE queue = ?1 AND receipt = ?2",
-            params![self.name, receipt, now_ms() + delay.as_millis() as i64],
+            params![
+                self.name,
+                receipt,
+                relay_core::unix_now_ms() + delay.as_millis() as i64
+            ],
         )
         .map_err(q_err)?;
         Ok(())
@@ -195,7 +192,7 @@ impl SqliteQueue {
         let n = conn
             .execute(
                 "UPDATE queue SET queue = ?1, receive_count = 0, visible_at_ms = ?3, receipt = NULL WHERE queue = ?2",
-                params![self.name, self.dlq_name(), now_ms()],
+                params![self.name, self.dlq_name(), relay_core::unix_now_ms()],
             )
             .map_err(q_err)?;
         drop(conn);
@@ -219,7 +216,7 @@ impl InboundQueue for SqliteQueue {
                 max: MAX_MESSAGE_BYTES,
             });
         }
-        let now = now_ms();
+        let now = relay_core::unix_now_ms();
         {
             let mut conn = self.db.lock();
             let tx = conn.transaction().map_err(q_err)?;
@@ -255,7 +252,7 @@ impl relay_core::ports::JobControl for SqliteQueue {
         let conn = self.db.lock();
         conn.execute(
             "INSERT INTO queue (queue, body, sent_at_ms, visible_at_ms) VALUES (?1, ?2, ?3, ?3)",
-            params![self.dlq_name(), body, now_ms()],
+            params![self.dlq_name(), body, relay_core::unix_now_ms()],
         )
         .map_err(q_err)?;
         Ok(())

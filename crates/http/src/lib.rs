@@ -40,6 +40,16 @@ pub fn problem(status: u16, slug: &str, title: &str) -> ProblemResponse {
     ProblemResponse(Problem::new(status, slug, title))
 }
 
+/// A problem with a `detail` (written for people; never payload content or secrets).
+pub fn detailed(
+    status: u16,
+    slug: &str,
+    title: &str,
+    detail: impl Into<String>,
+) -> ProblemResponse {
+    ProblemResponse(Problem::new(status, slug, title).with_detail(detail))
+}
+
 /// The token of an `Authorization: Bearer …` header, if there is one.
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.as_bytes();

@@ -22,7 +22,7 @@ use relay_core::outbound::{ReplyRequest, queued_message};
 use relay_core::ports::{Directory, MessageStore, OutboundQueue, StoreError};
 use relay_core::records::{Conversation, PageRequest, StoredMessage};
 use relay_core::records::{CreateOutcome, Direction, IdempotencyRecord};
-use relay_http::{ProblemResponse, bearer, problem};
+use relay_http::{ProblemResponse, bearer, detailed, problem};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
@@ -241,10 +241,6 @@ async fn list_messages(
         "messages": result.items.iter().map(message_json).collect::<Vec<_>>(),
         "next_cursor": result.next_cursor,
     })))
-}
-
-fn detailed(status: u16, slug: &str, title: &str, detail: impl Into<String>) -> ProblemResponse {
-    ProblemResponse(relay_http::Problem::new(status, slug, title).with_detail(detail))
 }
 
 fn queue_problem(e: relay_core::ports::QueueError) -> ProblemResponse {
