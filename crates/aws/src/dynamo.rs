@@ -278,6 +278,24 @@ impl DynamoMessageStore {
     }
 }
 
+/// For a cancelled transaction, which of its items failed their condition (empty otherwise).
+fn condition_failures<R>(
+    e: &aws_sdk_dynamodb::error::SdkError<
+        aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError,
+        R,
+    >,
+) -> Vec<bool> {
+    use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError as E;
+    match e.as_service_error() {
+        Some(E::TransactionCanceledException(c)) => c
+            .cancellation_reasons()
+            .iter()
+            .map(|r| r.code() == Some("ConditionalCheckFailed"))
+            .collect(),
+        _ => vec![],
+    }
+}
+
 /// The JSON `body` attribute of each item.
 fn bodies<T: serde::de::DeserializeOwned>(
     items: &[Item],
@@ -461,24 +479,17 @@ impl MessageStore for DynamoMessageStore {
             .await;
         let recorded = match result {
             Ok(_) => Recorded::New,
-            Err(e) => {
-                let duplicate = e
-                    .as_service_error()
-                    .and_then(|s| match s {
-                        aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(c) => Some(c),
-                        _ => None,
-                    })
-                    .is_some_and(|c| {
-                        c.cancellation_reasons()
-                            .iter()
-                            .any(|r| r.code() == Some("ConditionalCheckFailed"))
-                    });
-                if duplicate {
-                    Recorded::Duplicate
-                } else {
-                    return Err(StoreError::Unavailable(sdk_error("TransactWriteItems", &e)));
+            // A failed condition means "already there" only if the message really is: a
+            // transaction cancelled by a concurrent twin must be retried, never taken as done.
+            Err(e) if condition_failures(&e).iter().any(|f| *f) => {
+                if self.get(pk.clone(), &sk).await?.is_none() {
+                    return Err(StoreError::Unavailable(
+                        "TransactWriteItems: cancelled by a concurrent write".into(),
+                    ));
                 }
+                Recorded::Duplicate
             }
+            Err(e) => return Err(StoreError::Unavailable(sdk_error("TransactWriteItems", &e))),
         };
         // Last activity only moves forward. Done on duplicates too: idempotent, and it completes
         // the work of an attempt that crashed between the transaction and this update.
@@ -902,14 +913,7 @@ impl MessageStore for DynamoMessageStore {
             .send()
             .await;
         if let Err(e) = result {
-            let reasons: Vec<bool> = e
-                .as_service_error()
-                .and_then(|s| match s {
-                    aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(c) => Some(c),
-                    _ => None,
-                })
-                .map(|c| c.cancellation_reasons().iter().map(|r| r.code() == Some("ConditionalCheckFailed")).collect())
-                .unwrap_or_default();
+            let reasons = condition_failures(&e);
             if !reasons.iter().any(|r| *r) {
                 return Err(StoreError::Unavailable(sdk_error("TransactWriteItems", &e)));
             }
@@ -921,6 +925,11 @@ impl MessageStore for DynamoMessageStore {
                     message_key: get_s(&item, "message_key").unwrap_or_default().to_owned(),
                     request_hash: get_s(&item, "request_hash").map(str::to_owned),
                 });
+            }
+            if self.get(pk.clone(), &sk).await?.is_none() {
+                return Err(StoreError::Unavailable(
+                    "TransactWriteItems: cancelled by a concurrent write".into(),
+                ));
             }
             return Ok(CreateOutcome::Existing {
                 message_key: message.wamid_key.clone(),
