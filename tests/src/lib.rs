@@ -118,6 +118,19 @@ pub struct Deployment {
     pub outbound_url: String,
     pub outbound_dlq_url: String,
     pub kms_key_id: String,
+    /// Wrapped data keys (`pk` only, TTL `expires_at`).
+    pub keys_table: String,
+    /// The audit log (`tenant` / `at`, TTL `expires_at`).
+    pub audit_table: String,
+}
+
+impl Deployment {
+    pub fn keyring(
+        &self,
+        clients: &relay_aws::Clients,
+    ) -> std::sync::Arc<relay_core::crypto::Keyring> {
+        std::sync::Arc::new(clients.keyring(&self.keys_table, &self.kms_key_id))
+    }
 }
 
 async fn queue_with_dlq(
@@ -222,6 +235,30 @@ pub async fn provision(
         .await
         .context("UpdateTimeToLive")?;
 
+    let keys_table = format!("{prefix}-keys");
+    clients
+        .dynamo
+        .create_table()
+        .table_name(&keys_table)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(attr("pk")?)
+        .key_schema(key("pk", KeyType::Hash)?)
+        .send()
+        .await
+        .context("CreateTable keys")?;
+    let audit_table = format!("{prefix}-audit");
+    clients
+        .dynamo
+        .create_table()
+        .table_name(&audit_table)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(attr("tenant")?)
+        .attribute_definitions(attr("at")?)
+        .key_schema(key("tenant", KeyType::Hash)?)
+        .key_schema(key("at", KeyType::Range)?)
+        .send()
+        .await
+        .context("CreateTable audit")?;
     let (queue_url, dlq_url) =
         queue_with_dlq(clients, &format!("{prefix}-inbound"), max_receives).await?;
     let (outbound_url, outbound_dlq_url) =
@@ -243,6 +280,8 @@ pub async fn provision(
         outbound_url,
         outbound_dlq_url,
         kms_key_id,
+        keys_table,
+        audit_table,
     })
 }
 
@@ -388,25 +427,40 @@ pub async fn wire(clients: &relay_aws::Clients, d: &Deployment) -> anyhow::Resul
     use std::sync::Arc;
     let jobs = Arc::new(clients.job_queue(&d.outbound_url, Some(d.outbound_dlq_url.clone())));
     let pseudonymizer = Arc::new(clients.pseudonymizer(&d.table).await?);
+    // Each function has its own keyring (its own cache), as each Lambda has.
     let receiver = webhook_receiver::router(webhook_receiver::Receiver {
         directory: Arc::new(clients.directory(&d.table)),
         queue: Arc::new(clients.inbound_queue(&d.queue_url)),
+        keys: d.keyring(clients),
         max_body_bytes: relay_core::config::DEFAULT_MAX_BODY_BYTES,
     });
+    let inbox_keys = d.keyring(clients);
+    let inbox_store = Arc::new(clients.sealed_store(&d.table, inbox_keys.clone()));
     let inbox = inbox_api::router(inbox_api::Inbox {
         directory: Arc::new(clients.directory(&d.table)),
-        store: Arc::new(clients.store(&d.table)),
+        store: inbox_store.clone(),
         outbound: jobs.clone(),
+        privacy: relay_core::privacy::Privacy {
+            store: inbox_store,
+            keys: inbox_keys,
+            pseudonymizer: pseudonymizer.clone(),
+        },
+        audit: Arc::new(clients.audit_log(&d.audit_table)),
+        audit_retention_secs: 365 * 86_400,
         clock: relay_core::system_clock(),
     });
+    let router_keys = d.keyring(clients);
     let router = relay_core::routing::Router::new(
-        Arc::new(clients.store(&d.table)),
+        Arc::new(clients.sealed_store(&d.table, router_keys.clone())),
         Arc::new(clients.directory(&d.table)),
         pseudonymizer.clone(),
+        router_keys,
     )
     .with_outbound(jobs.clone());
+    let sender_keys = d.keyring(clients);
     let sender = reply_sender::Sender {
-        store: Arc::new(clients.store(&d.table)),
+        store: Arc::new(clients.sealed_store(&d.table, sender_keys.clone())),
+        keys: sender_keys,
         directory: Arc::new(clients.directory(&d.table)),
         control: jobs,
         pseudonymizer,

@@ -38,7 +38,7 @@ impl JobControl for Control {
 
 pub struct Setup {
     pub sender: Sender,
-    pub store: Arc<SqliteMessageStore>,
+    pub store: Arc<relay_core::sealed::SealedStore>,
     pub control: Arc<Control>,
     pub fake: Fake,
     pub forward: Fake,
@@ -73,17 +73,26 @@ send_rate_per_second = {}
     );
     let config = RelayConfig::parse(&config, &|_| None).expect("fixture");
     let directory = Arc::new(StaticDirectory::from_config(&config));
-    let store = Arc::new(SqliteMessageStore::new(Database::in_memory()));
+    let keys = Arc::new(relay_core::crypto::Keyring::in_memory());
+    let store = Arc::new(relay_core::sealed::SealedStore::new(
+        Arc::new(SqliteMessageStore::new(Database::in_memory())),
+        keys.clone(),
+    ));
     let pseudo = Arc::new(Pseudonymizer::new([5; 32]));
     let now = relay_core::unix_now();
     // A customer writes (so the contact, its channel and the window exist).
     let hook = json!({"object":"whatsapp_business_account","entry":[{"id":"1","changes":[{"field":"messages","value":{
         "metadata":{"phone_number_id":"111"},"contacts":[{"profile":{"name":"Erika"},"wa_id":"4915112345678"}],
         "messages":[{"from":"4915112345678","id":"wamid.IN1","timestamp":now.to_string(),"type":"text","text":{"body":"Hallo"}}]}}]}]});
-    let router = Router::new(store.clone(), directory.clone(), pseudo.clone());
+    let router = Router::new(
+        store.clone(),
+        directory.clone(),
+        pseudo.clone(),
+        keys.clone(),
+    );
     router
         .route(
-            &relay_core::envelope::envelopes("111", 0, hook, 1 << 20)
+            &relay_core::envelope::envelopes("111", 0, hook, 1 << 20, None)
                 .expect("fixture")
                 .remove(0),
         )
@@ -103,6 +112,7 @@ send_rate_per_second = {}
         directory,
         control: control.clone(),
         pseudonymizer: pseudo,
+        keys,
         whatsapp: relay_whatsapp::WhatsAppClient::new(Duration::from_millis(500)),
         http: reqwest::Client::new(),
         limiter: ChannelLimiter::default(),

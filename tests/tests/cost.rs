@@ -201,9 +201,16 @@ api_base_url = "{}"
         per_reply("AmazonSQS.SendMessage") + per_reply("AmazonSQS.SendMessageBatch") <= 5.0,
         "{reply_calls:?}"
     );
-    // At most one: reply-sender's first lookup of the channel (then cached) decrypts its key.
+    // A handful per warm instance, none per reply: reply-sender's first lookup of the channel
+    // (its API key), and the contact's data key once in inbox-api and once in reply-sender
+    // (each function caches unwrapped keys for 15 minutes).
     assert!(
-        count(&reply_calls, "TrentService.Decrypt") <= 1,
+        count(&reply_calls, "TrentService.Decrypt") <= 3,
         "{reply_calls:?}"
+    );
+    assert_eq!(
+        count(&reply_calls, "TrentService.GenerateDataKey"),
+        0,
+        "the contact's key exists already: {reply_calls:?}"
     );
 }

@@ -146,6 +146,9 @@ fn every_variable_a_function_reads_is_set_to_the_right_resource() {
         ("INBOUND_QUEUE_URL", "InboundQueue"),
         ("OUTBOUND_QUEUE_URL", "OutboundQueue"),
         ("OUTBOUND_DLQ_URL", "OutboundDeadLetterQueue"),
+        ("KEYS_TABLE", "KeysTable"),
+        ("AUDIT_TABLE", "AuditTable"),
+        ("RELAY_KMS_KEY_ID", "RelayKey"),
     ]
     .into();
     for (name, f) in functions(&t) {
@@ -235,6 +238,37 @@ fn every_role_grants_what_its_function_does_and_no_more() {
                 assert!(allows(f, a, "Table"), "{name}: {a}");
             }
         }
+        // Every function seals or opens personal data: it reads and creates data keys.
+        for a in [
+            "dynamodb:GetItem",
+            "dynamodb:PutItem",
+            "dynamodb:UpdateItem",
+        ] {
+            assert!(allows(f, a, "KeysTable"), "{name}: {a} on KeysTable");
+        }
+        assert!(
+            allows(f, "kms:GenerateDataKey", "RelayKey"),
+            "{name} creates data keys"
+        );
+        // Only the inbox API erases: it alone may delete keys and items.
+        assert_eq!(
+            allows(f, "dynamodb:DeleteItem", "KeysTable"),
+            name == "inbox-api",
+            "{name}: DeleteItem on KeysTable"
+        );
+        assert_eq!(
+            allows(f, "dynamodb:BatchWriteItem", "Table"),
+            name == "inbox-api",
+            "{name}: BatchWriteItem on Table"
+        );
+        // The audit log is append-only for every function.
+        for a in [
+            "dynamodb:UpdateItem",
+            "dynamodb:DeleteItem",
+            "dynamodb:BatchWriteItem",
+        ] {
+            assert!(!allows(f, a, "AuditTable"), "{name}: {a} on AuditTable");
+        }
         // Consumers of SQS event sources.
         if let Some(events) = f.props["Events"].as_mapping() {
             for e in events.values().filter(|e| e["Type"] == *"SQS") {
@@ -306,13 +340,28 @@ fn every_role_grants_what_its_function_does_and_no_more() {
             }
         }
     }
-    assert!(
-        !fns["webhook-receiver"]
-            .statements
-            .iter()
-            .any(|s| strings(&s["Action"])
-                .iter()
-                .any(|a| a == "dynamodb:PutItem")),
-        "the receiver never writes the table"
+    assert!(allows(&fns["inbox-api"], "dynamodb:PutItem", "AuditTable"));
+    let t2 = &t["Resources"];
+    assert_eq!(
+        t2["KeysTable"]["Properties"]["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"],
+        Value::Bool(false),
+        "the key table must have no backups, or erasure could be undone"
     );
+    for table in ["Table", "AuditTable"] {
+        assert_eq!(
+            t2[table]["Properties"]["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"],
+            Value::Bool(true),
+            "{table} has backups"
+        );
+    }
+    for a in [
+        "dynamodb:PutItem",
+        "dynamodb:UpdateItem",
+        "dynamodb:DeleteItem",
+    ] {
+        assert!(
+            !allows(&fns["webhook-receiver"], a, "Table"),
+            "the receiver never writes the table ({a})"
+        );
+    }
 }

@@ -197,10 +197,16 @@ impl DynamoMessageStore {
     async fn partition(&self, pk: String, prefix: &str, now: i64) -> Result<Vec<Item>, StoreError> {
         let mut values = Item::new();
         values.insert(":pk".into(), s(pk));
-        values.insert(":prefix".into(), s(prefix));
+        // DynamoDB refuses an empty begins_with operand: the whole partition then.
+        let key_condition = if prefix.is_empty() {
+            "pk = :pk"
+        } else {
+            values.insert(":prefix".into(), s(prefix));
+            "pk = :pk AND begins_with(sk, :prefix)"
+        };
         let q = LiveQuery {
             index: None,
-            key_condition: "pk = :pk AND begins_with(sk, :prefix)",
+            key_condition,
             values,
             start: None,
             forward: true,
@@ -249,11 +255,24 @@ impl DynamoMessageStore {
         tenant: &TenantId,
         key: &str,
     ) -> Result<Option<(String, String)>, StoreError> {
+        Ok(self
+            .locate_with_expiry(tenant, key)
+            .await?
+            .map(|(pk, sk, _)| (pk, sk)))
+    }
+
+    /// [`Self::locate`], with the pointer's (= the message's) expiry.
+    async fn locate_with_expiry(
+        &self,
+        tenant: &TenantId,
+        key: &str,
+    ) -> Result<Option<(String, String, i64)>, StoreError> {
         let Some(pointer) = self.get(wamid_pk(tenant, key), POINTER).await? else {
             return Ok(None);
         };
+        let expires_at = get_n(&pointer, "expires_at").unwrap_or(0);
         match (get_s(&pointer, "msg_pk"), get_s(&pointer, "msg_sk")) {
-            (Some(pk), Some(sk)) => Ok(Some((pk.to_owned(), sk.to_owned()))),
+            (Some(pk), Some(sk)) => Ok(Some((pk.to_owned(), sk.to_owned(), expires_at))),
             _ => Err(corrupt("pointer without target")),
         }
     }
@@ -464,8 +483,16 @@ impl MessageStore for DynamoMessageStore {
         if contact.name.is_some() {
             update = update.expression_attribute_names("#name", "name");
         }
+        let mut add = "ADD unread :one".to_owned();
+        if !contact.identity_keys.is_empty() {
+            update = update.expression_attribute_values(
+                ":ik",
+                AttributeValue::Ss(contact.identity_keys.clone()),
+            );
+            add.push_str(", identity_keys :ik");
+        }
         let update = update
-            .update_expression(format!("SET {} ADD unread :one", set.join(", ")))
+            .update_expression(format!("SET {} {add}", set.join(", ")))
             .build()
             .map_err(|_| corrupt("update"))?;
 
@@ -769,13 +796,17 @@ impl MessageStore for DynamoMessageStore {
         let pk = contact_pk(tenant, contact);
         let mut item = Item::new();
         item.insert("pk".into(), s(&pk));
-        item.insert("sk".into(), s(format!("L#{:012}#{}", entry.at, entry.key)));
+        // Keyed by the entry's key alone, so an entry is recorded once whatever its time.
+        item.insert("sk".into(), s(format!("L#{}", entry.key)));
         item.insert(
             "body".into(),
             s(serde_json::to_string(entry).unwrap_or_default()),
         );
         item.insert("expires_at".into(), n(entry.expires_at));
         let recorded = self.put_new(item).await?;
+        if !entry.event.sets_opt_out() {
+            return Ok(recorded);
+        }
         // The newest entry decides, whatever the arrival order; repeated on duplicates (idempotent).
         let mut v = Item::new();
         v.insert(":at".into(), n(entry.at));
@@ -803,7 +834,9 @@ impl MessageStore for DynamoMessageStore {
         let items = self
             .partition(contact_pk(tenant, contact), "L#", now)
             .await?;
-        bodies(&items, "consent")
+        let mut entries: Vec<ConsentEntry> = bodies(&items, "consent")?;
+        entries.sort_by(|a, b| a.at.cmp(&b.at).then_with(|| a.key.cmp(&b.key)));
+        Ok(entries)
     }
 
     async fn claim_away_reply(
@@ -869,7 +902,13 @@ impl MessageStore for DynamoMessageStore {
         let sk = message_sk(message.timestamp, &message.wamid_key);
         let body =
             serde_json::to_string(message).map_err(|_| corrupt("message does not serialise"))?;
-        let put_message = Put::builder()
+        let idem_pk = idempotency.map(|i| format!("T#{tenant}#IDEM#{}", i.key_hash));
+        let mut put_message = Put::builder();
+        if let Some(idem_pk) = &idem_pk {
+            // Erasure deletes the idempotency item through this.
+            put_message = put_message.item("idem_pk", s(idem_pk));
+        }
+        let put_message = put_message
             .table_name(&self.table)
             .item("pk", s(&pk))
             .item("sk", s(&sk))
@@ -893,7 +932,6 @@ impl MessageStore for DynamoMessageStore {
             .build()
             .map_err(|_| corrupt("put"))?;
         let mut tx = self.client.transact_write_items();
-        let idem_pk = idempotency.map(|i| format!("T#{tenant}#IDEM#{}", i.key_hash));
         if let (Some(idem), Some(idem_pk)) = (idempotency, &idem_pk) {
             let put_idem = Put::builder()
                 .table_name(&self.table)
@@ -1011,22 +1049,21 @@ impl MessageStore for DynamoMessageStore {
         &self,
         tenant: &TenantId,
         message_key: &str,
+        _contact: &ContactId,
         wamid: &str,
         wamid_key: &str,
     ) -> Result<(), StoreError> {
-        let Some((pk, sk)) = self.locate(tenant, message_key).await? else {
+        let Some((pk, sk, expires_at)) = self.locate_with_expiry(tenant, message_key).await? else {
             return Ok(());
         };
-        // The pointer first: a status webhook can arrive before this call returns.
+        // The pointer first: a status webhook can arrive before this call returns. It expires
+        // with the message.
         let mut item = Item::new();
         item.insert("pk".into(), s(wamid_pk(tenant, wamid_key)));
         item.insert("sk".into(), s(POINTER));
         item.insert("msg_pk".into(), s(&pk));
         item.insert("msg_sk".into(), s(&sk));
-        item.insert(
-            "expires_at".into(),
-            n(relay_core::unix_now() + 400 * 86_400),
-        );
+        item.insert("expires_at".into(), n(expires_at));
         self.client
             .put_item()
             .table_name(&self.table)
@@ -1036,11 +1073,12 @@ impl MessageStore for DynamoMessageStore {
             .map_err(|e| StoreError::Unavailable(sdk_error("PutItem", &e)))?;
         let mut v = Item::new();
         v.insert(":w".into(), s(wamid));
+        v.insert(":wk".into(), s(wamid_key));
         v.insert(":zero".into(), n(0));
         self.update_if(
             pk.clone(),
             &sk,
-            "SET wamid = :w, send_lease_until = :zero",
+            "SET wamid = :w, sent_key = :wk, send_lease_until = :zero",
             "attribute_exists(pk)",
             v,
         )
@@ -1138,5 +1176,124 @@ impl MessageStore for DynamoMessageStore {
         let mut out: Vec<StoredStatus> = bodies(&items, "status")?;
         out.sort_by(|a, b| a.timestamp.cmp(&b.timestamp).then(a.status.cmp(&b.status)));
         Ok(out)
+    }
+
+    async fn erase_contact(
+        &self,
+        tenant: &TenantId,
+        contact: &ContactId,
+        identity_keys: &[String],
+    ) -> Result<ErasedItems, StoreError> {
+        let pk = contact_pk(tenant, contact);
+        // Everything in the contact's partition, expired or not.
+        let items = self.partition(pk.clone(), "", i64::MIN).await?;
+        let mut erased = ErasedItems::default();
+        let mut deletes: Vec<(String, String)> = Vec::new();
+        let mut identities: Vec<String> = identity_keys.to_vec();
+        let mut profile = None;
+        for item in &items {
+            let sk = get_s(item, "sk").unwrap_or_default().to_owned();
+            if sk == PROFILE {
+                if let Some(AttributeValue::Ss(keys)) = item.get("identity_keys") {
+                    identities.extend(keys.iter().cloned());
+                }
+                profile = Some(sk);
+                continue;
+            }
+            if sk.starts_with("M#") {
+                erased.messages += 1;
+                // The row key's partition (pointer, statuses) and the sent wamid's.
+                let row_key = sk.rsplit('#').next().unwrap_or_default();
+                let mut partitions = vec![wamid_pk(tenant, row_key)];
+                if let Some(k) = get_s(item, "sent_key") {
+                    partitions.push(wamid_pk(tenant, k));
+                }
+                for wpk in partitions {
+                    for w in self.partition(wpk.clone(), "", i64::MIN).await? {
+                        let wsk = get_s(&w, "sk").unwrap_or_default().to_owned();
+                        if wsk.starts_with("ST#") {
+                            erased.statuses += 1;
+                        } else {
+                            erased.index_items += 1;
+                        }
+                        deletes.push((wpk.clone(), wsk));
+                    }
+                }
+                if let Some(idem) = get_s(item, "idem_pk") {
+                    if self.get(idem.to_owned(), "IDEM").await?.is_some() {
+                        erased.index_items += 1;
+                    }
+                    deletes.push((idem.to_owned(), "IDEM".to_owned()));
+                }
+            } else if sk.starts_with("L#") {
+                erased.consent_entries += 1;
+            } else {
+                erased.index_items += 1;
+            }
+            deletes.push((pk.clone(), sk));
+        }
+        identities.sort();
+        identities.dedup();
+        for key in &identities {
+            let ipk = identity_pk(tenant, key);
+            if let Some(item) = self.get(ipk.clone(), "ID").await?
+                && get_s(&item, "contact_id") == Some(contact.as_str())
+            {
+                erased.identities += 1;
+                deletes.push((ipk, "ID".to_owned()));
+            }
+        }
+        self.delete_all(deletes).await?;
+        // The profile last: it names the identities, so a re-run after a crash finds them.
+        if let Some(sk) = profile {
+            self.delete_all(vec![(pk, sk)]).await?;
+            erased.profile = 1;
+        }
+        Ok(erased)
+    }
+}
+
+impl DynamoMessageStore {
+    /// Deletes items by key, 25 per BatchWriteItem, retrying what DynamoDB leaves unprocessed.
+    async fn delete_all(&self, keys: Vec<(String, String)>) -> Result<(), StoreError> {
+        use aws_sdk_dynamodb::types::{DeleteRequest, WriteRequest};
+        for chunk in keys.chunks(25) {
+            let mut requests: Vec<WriteRequest> = chunk
+                .iter()
+                .map(|(pk, sk)| {
+                    DeleteRequest::builder()
+                        .key("pk", s(pk))
+                        .key("sk", s(sk))
+                        .build()
+                        .map(|d| WriteRequest::builder().delete_request(d).build())
+                        .map_err(|_| corrupt("delete request"))
+                })
+                .collect::<Result<_, _>>()?;
+            for attempt in 0..8u32 {
+                if requests.is_empty() {
+                    break;
+                }
+                if attempt > 0 {
+                    tokio::time::sleep(std::time::Duration::from_millis(50 << attempt)).await;
+                }
+                let out = self
+                    .client
+                    .batch_write_item()
+                    .request_items(&self.table, requests)
+                    .send()
+                    .await
+                    .map_err(|e| StoreError::Unavailable(sdk_error("BatchWriteItem", &e)))?;
+                requests = out
+                    .unprocessed_items
+                    .and_then(|mut m| m.remove(&self.table))
+                    .unwrap_or_default();
+            }
+            if !requests.is_empty() {
+                return Err(StoreError::Unavailable(
+                    "BatchWriteItem: items left unprocessed; run the erasure again".into(),
+                ));
+            }
+        }
+        Ok(())
     }
 }

@@ -7,12 +7,14 @@
 pub mod admin;
 mod directory;
 mod dynamo;
+mod keys;
 mod kms;
 mod settings;
 mod sqs;
 
 pub use directory::DynamoDirectory;
 pub use dynamo::DynamoMessageStore;
+pub use keys::{DynamoAuditLog, DynamoKeyStore, KmsKeyWrapper};
 pub use kms::KmsSecrets;
 pub use settings::{FUNCTION_ENV, FUNCTION_OPTIONAL_ENV, Settings, SettingsError};
 pub use sqs::{SqsInboundQueue, SqsJobQueue};
@@ -93,6 +95,27 @@ impl Clients {
 
     pub fn store(&self, table: &str) -> DynamoMessageStore {
         DynamoMessageStore::new(self.dynamo.clone(), table)
+    }
+
+    /// The keyring of personal-data keys: wrapped keys in `keys_table`, KMS key `kms_key_id`.
+    pub fn keyring(&self, keys_table: &str, kms_key_id: &str) -> relay_core::crypto::Keyring {
+        relay_core::crypto::Keyring::new(
+            std::sync::Arc::new(DynamoKeyStore::new(self.dynamo.clone(), keys_table)),
+            std::sync::Arc::new(KmsKeyWrapper::new(self.kms.clone(), kms_key_id)),
+        )
+    }
+
+    /// The message store with every personal field sealed under `keyring`.
+    pub fn sealed_store(
+        &self,
+        table: &str,
+        keyring: std::sync::Arc<relay_core::crypto::Keyring>,
+    ) -> relay_core::sealed::SealedStore {
+        relay_core::sealed::SealedStore::new(std::sync::Arc::new(self.store(table)), keyring)
+    }
+
+    pub fn audit_log(&self, table: &str) -> DynamoAuditLog {
+        DynamoAuditLog::new(self.dynamo.clone(), table)
     }
 
     /// `kms_key_id` is only needed by writers (`relay tenants apply`).

@@ -17,7 +17,18 @@ pub struct Settings {
     /// `SENDER_CONCURRENCY`: reply-sender's reserved concurrency (default 1); each instance
     /// sends at its share of a channel's rate.
     pub sender_concurrency: u32,
+    /// `KEYS_TABLE`: the wrapped data keys (no backups, see `docs/privacy.md`).
+    pub keys_table: Option<String>,
+    /// `RELAY_KMS_KEY_ID`: the CMK that wraps data keys.
+    pub kms_key_id: Option<String>,
+    /// `AUDIT_TABLE`: the audit log (inbox-api).
+    pub audit_table: Option<String>,
+    /// `AUDIT_RETENTION_DAYS`: how long audit entries are kept (default 365).
+    pub audit_retention_days: u32,
 }
+
+/// Default retention of audit log entries.
+pub const DEFAULT_AUDIT_RETENTION_DAYS: u32 = 365;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
@@ -30,13 +41,44 @@ pub enum SettingsError {
 /// The environment each Lambda function requires (checked at start; `template.yaml` must set
 /// them, which a test checks).
 pub const FUNCTION_ENV: &[(&str, &[&str])] = &[
-    ("webhook-receiver", &["RELAY_TABLE", "INBOUND_QUEUE_URL"]),
-    ("message-router", &["RELAY_TABLE", "OUTBOUND_QUEUE_URL"]),
+    (
+        "webhook-receiver",
+        &[
+            "RELAY_TABLE",
+            "INBOUND_QUEUE_URL",
+            "KEYS_TABLE",
+            "RELAY_KMS_KEY_ID",
+        ],
+    ),
+    (
+        "message-router",
+        &[
+            "RELAY_TABLE",
+            "OUTBOUND_QUEUE_URL",
+            "KEYS_TABLE",
+            "RELAY_KMS_KEY_ID",
+        ],
+    ),
     (
         "reply-sender",
-        &["RELAY_TABLE", "OUTBOUND_QUEUE_URL", "OUTBOUND_DLQ_URL"],
+        &[
+            "RELAY_TABLE",
+            "OUTBOUND_QUEUE_URL",
+            "OUTBOUND_DLQ_URL",
+            "KEYS_TABLE",
+            "RELAY_KMS_KEY_ID",
+        ],
     ),
-    ("inbox-api", &["RELAY_TABLE", "OUTBOUND_QUEUE_URL"]),
+    (
+        "inbox-api",
+        &[
+            "RELAY_TABLE",
+            "OUTBOUND_QUEUE_URL",
+            "KEYS_TABLE",
+            "RELAY_KMS_KEY_ID",
+            "AUDIT_TABLE",
+        ],
+    ),
 ];
 
 /// Optional settings (with defaults) a function reads.
@@ -44,7 +86,7 @@ pub const FUNCTION_OPTIONAL_ENV: &[(&str, &[&str])] = &[
     ("webhook-receiver", &["MAX_BODY_BYTES", "RUST_LOG"]),
     ("message-router", &["RUST_LOG"]),
     ("reply-sender", &["SENDER_CONCURRENCY", "RUST_LOG"]),
-    ("inbox-api", &["RUST_LOG"]),
+    ("inbox-api", &["AUDIT_RETENTION_DAYS", "RUST_LOG"]),
 ];
 
 impl Settings {
@@ -98,7 +140,40 @@ impl Settings {
                     .filter(|n| *n > 0)
                     .ok_or(SettingsError::NotANumber("SENDER_CONCURRENCY"))?,
             },
+            keys_table: env("KEYS_TABLE").filter(|s| !s.is_empty()),
+            kms_key_id: env("RELAY_KMS_KEY_ID").filter(|s| !s.is_empty()),
+            audit_table: env("AUDIT_TABLE").filter(|s| !s.is_empty()),
+            audit_retention_days: match env("AUDIT_RETENTION_DAYS") {
+                None => DEFAULT_AUDIT_RETENTION_DAYS,
+                Some(v) => v
+                    .parse()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or(SettingsError::NotANumber("AUDIT_RETENTION_DAYS"))?,
+            },
         })
+    }
+
+    /// The keyring of personal-data keys (`KEYS_TABLE`, `RELAY_KMS_KEY_ID`).
+    pub fn keyring(
+        &self,
+        clients: &crate::Clients,
+    ) -> Result<std::sync::Arc<relay_core::crypto::Keyring>, SettingsError> {
+        let table = self
+            .keys_table
+            .as_deref()
+            .ok_or(SettingsError::Missing("KEYS_TABLE"))?;
+        let key = self
+            .kms_key_id
+            .as_deref()
+            .ok_or(SettingsError::Missing("RELAY_KMS_KEY_ID"))?;
+        Ok(std::sync::Arc::new(clients.keyring(table, key)))
+    }
+
+    pub fn require_audit_table(&self) -> Result<&str, SettingsError> {
+        self.audit_table
+            .as_deref()
+            .ok_or(SettingsError::Missing("AUDIT_TABLE"))
     }
 
     pub fn require_outbound_queue(&self) -> Result<&str, SettingsError> {
@@ -125,15 +200,31 @@ mod tests {
             Settings::for_function_from("reply-sender", &none),
             Err(SettingsError::Missing("RELAY_TABLE"))
         ));
-        let partial =
-            |k: &str| (k == "RELAY_TABLE" || k == "OUTBOUND_QUEUE_URL").then(|| "x".to_owned());
+        let partial = |k: &str| {
+            [
+                "RELAY_TABLE",
+                "OUTBOUND_QUEUE_URL",
+                "KEYS_TABLE",
+                "RELAY_KMS_KEY_ID",
+                "AUDIT_TABLE",
+            ]
+            .contains(&k)
+            .then(|| "x".to_owned())
+        };
         assert!(matches!(
             Settings::for_function_from("reply-sender", &partial),
             Err(SettingsError::Missing("OUTBOUND_DLQ_URL"))
         ));
         assert!(Settings::for_function_from("inbox-api", &partial).is_ok());
+        let no_audit = |k: &str| (k != "AUDIT_TABLE").then(|| "x".to_owned());
+        assert!(matches!(
+            Settings::for_function_from("inbox-api", &no_audit),
+            Err(SettingsError::Missing("AUDIT_TABLE"))
+        ));
         let bad = |k: &str| match k {
-            "RELAY_TABLE" | "INBOUND_QUEUE_URL" => Some("x".to_owned()),
+            "RELAY_TABLE" | "INBOUND_QUEUE_URL" | "KEYS_TABLE" | "RELAY_KMS_KEY_ID" => {
+                Some("x".to_owned())
+            }
             "MAX_BODY_BYTES" => Some("lots".to_owned()),
             _ => None,
         };

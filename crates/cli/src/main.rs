@@ -47,6 +47,72 @@ enum Command {
         #[command(subcommand)]
         command: DlqCommand,
     },
+    /// Data subject requests: export (GDPR Art. 15/20) or erase (Art. 17) one contact.
+    Contacts {
+        #[command(subcommand)]
+        command: ContactsCommand,
+    },
+    /// The audit log: who read or changed personal data, newest first.
+    Audit {
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        privacy: PrivacyArgs,
+        /// Only this tenant's entries.
+        #[arg(long)]
+        tenant: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Print JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Where the personal-data keys and the audit log are on AWS (ignored locally).
+#[derive(Args, Clone)]
+struct PrivacyArgs {
+    /// The DynamoDB table of wrapped data keys (with --aws).
+    #[arg(long, env = "KEYS_TABLE")]
+    keys_table: Option<String>,
+    /// The KMS key that wraps data keys (with --aws).
+    #[arg(long = "kms-key", env = "RELAY_KMS_KEY_ID")]
+    kms_key: Option<String>,
+    /// The audit log table (with --aws).
+    #[arg(long, env = "AUDIT_TABLE")]
+    audit_table: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum ContactsCommand {
+    /// Print everything the relay holds about a contact, decrypted, as one JSON document.
+    Export {
+        /// The contact id (c_ + 32 hex digits), as the inbox API shows it.
+        contact_id: String,
+        #[arg(long)]
+        tenant: String,
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        privacy: PrivacyArgs,
+        /// Write the document to this file (mode 0600) instead of standard output.
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+    },
+    /// Erase a contact: destroy its data key, delete every item, print the receipt.
+    /// Idempotent; run it again if it was interrupted.
+    Erase {
+        contact_id: String,
+        #[arg(long)]
+        tenant: String,
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        privacy: PrivacyArgs,
+        /// Confirm: erasure cannot be undone.
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 #[derive(Args)]
@@ -125,9 +191,11 @@ enum QuarantineCommand {
         target: Target,
         #[arg(long, default_value_t = 50)]
         limit: usize,
-        /// Include each event's payload (it may contain personal data).
+        /// Include each event's payload, decrypted (it may contain personal data).
         #[arg(long)]
         show_payload: bool,
+        #[command(flatten)]
+        privacy: PrivacyArgs,
     },
 }
 
@@ -189,6 +257,21 @@ async fn aws_clients(args: &AwsArgs) -> anyhow::Result<(relay_aws::Clients, Stri
         .context("--table (or RELAY_TABLE) is required with AWS")?;
     let sdk = relay_aws::sdk_config(args.endpoint_url.as_deref()).await;
     Ok((relay_aws::Clients::new(&sdk), table))
+}
+
+/// Writes a file only its owner can read (it holds personal data).
+fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut f = options
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    Ok(())
 }
 
 fn format_ms(ms: i64) -> String {
@@ -336,9 +419,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     target,
                     limit,
                     show_payload,
+                    privacy,
                 },
         } => {
-            let items = if target.aws {
+            let items = if target.aws && !show_payload {
                 let (clients, table) = aws_clients(&target.aws_args).await?;
                 relay_core::ports::MessageStore::list_quarantine(
                     &clients.store(&table),
@@ -347,13 +431,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 )
                 .await?
             } else {
-                let local = serve::Local::open(&target.data_dir)?;
-                relay_core::ports::MessageStore::list_quarantine(
-                    local.store.as_ref(),
-                    limit,
-                    relay_core::unix_now(),
-                )
-                .await?
+                // Payloads are sealed: read through the sealing store.
+                let (privacy, _) = privacy_for(&target, &privacy).await?;
+                privacy
+                    .store
+                    .list_quarantine(limit, relay_core::unix_now())
+                    .await?
             };
             if items.is_empty() {
                 println!("no quarantined events");
@@ -365,6 +448,92 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 );
                 if show_payload {
                     println!("{}", q.payload);
+                }
+            }
+            Ok(())
+        }
+        Command::Contacts {
+            command:
+                ContactsCommand::Export {
+                    contact_id,
+                    tenant,
+                    target,
+                    privacy,
+                    out,
+                },
+        } => {
+            let (t, c) = parse_subject(&tenant, &contact_id)?;
+            let (privacy, audit) = privacy_for(&target, &privacy).await?;
+            let result = privacy.export(&t, &c, relay_core::unix_now()).await;
+            audit_cli(audit.as_ref(), &t, "contact.export", &c, result.is_ok()).await;
+            let doc = result?.with_context(|| {
+                format!("no contact {c} in tenant {t} (unknown, erased or expired)")
+            })?;
+            let text = serde_json::to_string_pretty(&doc)?;
+            match out {
+                Some(path) => {
+                    write_private(&path, text.as_bytes())?;
+                    eprintln!("exported contact {c} to {}", path.display());
+                }
+                None => println!("{text}"),
+            }
+            Ok(())
+        }
+        Command::Contacts {
+            command:
+                ContactsCommand::Erase {
+                    contact_id,
+                    tenant,
+                    target,
+                    privacy,
+                    yes,
+                },
+        } => {
+            let (t, c) = parse_subject(&tenant, &contact_id)?;
+            if !yes {
+                anyhow::bail!(
+                    "erasing {c} cannot be undone: every message, status, consent entry and its data key are destroyed. Run again with --yes to confirm."
+                );
+            }
+            let (privacy, audit) = privacy_for(&target, &privacy).await?;
+            let result = privacy.erase(&t, &c, relay_core::unix_now()).await;
+            audit_cli(audit.as_ref(), &t, "contact.erase", &c, result.is_ok()).await;
+            let receipt = result
+                .context("erasure stopped part-way; run the same command again to finish it")?;
+            println!("{}", serde_json::to_string_pretty(&receipt)?);
+            Ok(())
+        }
+        Command::Audit {
+            target,
+            privacy,
+            tenant,
+            limit,
+            json,
+        } => {
+            let tenant = tenant
+                .map(|t| relay_core::ids::TenantId::parse(&t))
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("--tenant: {e}"))?;
+            let (_, audit) = privacy_for(&target, &privacy).await?;
+            let entries = audit
+                .list(tenant.as_ref(), limit, relay_core::unix_now())
+                .await?;
+            if entries.is_empty() && !json {
+                println!("no audit entries");
+            }
+            for e in entries {
+                if json {
+                    println!("{}", serde_json::to_string(&e)?);
+                } else {
+                    println!(
+                        "{}\t{}\t{}\t{}\t{}\t{}",
+                        format_ms(e.at_ms),
+                        e.tenant,
+                        e.actor,
+                        e.action,
+                        e.target.as_deref().unwrap_or("-"),
+                        e.result
+                    );
                 }
             }
             Ok(())
@@ -430,6 +599,76 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("moved {moved} message(s) back to the queue");
             Ok(())
         }
+    }
+}
+
+/// Export/erasure and the audit log, locally or on AWS.
+async fn privacy_for(
+    target: &Target,
+    p: &PrivacyArgs,
+) -> anyhow::Result<(
+    relay_core::privacy::Privacy,
+    std::sync::Arc<dyn relay_core::ports::AuditLog>,
+)> {
+    use std::sync::Arc;
+    if target.aws {
+        let (clients, table) = aws_clients(&target.aws_args).await?;
+        let keys_table = p
+            .keys_table
+            .as_deref()
+            .context("--keys-table (or KEYS_TABLE) is required with --aws")?;
+        let kms = p
+            .kms_key
+            .as_deref()
+            .context("--kms-key (or RELAY_KMS_KEY_ID) is required with --aws")?;
+        let audit_table = p
+            .audit_table
+            .as_deref()
+            .context("--audit-table (or AUDIT_TABLE) is required with --aws")?;
+        let keys = Arc::new(clients.keyring(keys_table, kms));
+        let privacy = relay_core::privacy::Privacy {
+            store: Arc::new(clients.sealed_store(&table, keys.clone())),
+            keys,
+            pseudonymizer: Arc::new(clients.pseudonymizer(&table).await?),
+        };
+        Ok((privacy, Arc::new(clients.audit_log(audit_table))))
+    } else {
+        let local = serve::Local::open(&target.data_dir)?;
+        Ok((local.privacy(), local.audit.clone()))
+    }
+}
+
+fn parse_subject(
+    tenant: &str,
+    contact: &str,
+) -> anyhow::Result<(relay_core::ids::TenantId, relay_core::ids::ContactId)> {
+    let t =
+        relay_core::ids::TenantId::parse(tenant).map_err(|e| anyhow::anyhow!("--tenant: {e}"))?;
+    let c = relay_core::ids::ContactId::parse(contact)
+        .map_err(|e| anyhow::anyhow!("contact id: {e}"))?;
+    Ok((t, c))
+}
+
+/// Records an operator's action in the audit log (the action is done; a failure is reported).
+async fn audit_cli(
+    audit: &dyn relay_core::ports::AuditLog,
+    tenant: &relay_core::ids::TenantId,
+    action: &str,
+    target: &relay_core::ids::ContactId,
+    ok: bool,
+) {
+    let now = relay_core::unix_now();
+    let entry = relay_core::records::AuditEntry {
+        at_ms: relay_core::unix_now_ms(),
+        tenant: tenant.clone(),
+        actor: "cli".into(),
+        action: action.into(),
+        target: Some(target.to_string()),
+        result: if ok { 200 } else { 500 },
+        expires_at: now + i64::from(relay_core::config::DEFAULT_AUDIT_RETENTION_DAYS) * 86_400,
+    };
+    if let Err(e) = audit.append(&entry).await {
+        eprintln!("warning: the audit entry could not be written: {e}");
     }
 }
 

@@ -6,10 +6,13 @@ use anyhow::Context;
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use inbox_api::Inbox;
 use relay_core::config::RelayConfig;
+use relay_core::crypto::{Keyring, LocalKeyWrapper};
 use relay_core::directory::StaticDirectory;
 use relay_core::ids::Pseudonymizer;
+use relay_core::privacy::Privacy;
 use relay_core::routing::Router;
-use relay_embedded::{Database, SqliteMessageStore, SqliteQueue};
+use relay_core::sealed::SealedStore;
+use relay_embedded::{Database, SqliteAuditLog, SqliteKeyStore, SqliteMessageStore, SqliteQueue};
 use reply_sender::{ChannelLimiter, RetryPolicy, Sender};
 use std::collections::HashSet;
 use std::future::Future;
@@ -31,7 +34,12 @@ const VISIBILITY: Duration = Duration::from_secs(30);
 
 /// The local backends under `data_dir`.
 pub struct Local {
+    /// The raw SQLite store (sealed values only); use `sealed` to read and write.
     pub store: Arc<SqliteMessageStore>,
+    /// The store as the handlers use it: personal fields sealed under contact keys.
+    pub sealed: Arc<SealedStore>,
+    pub keys: Arc<Keyring>,
+    pub audit: Arc<SqliteAuditLog>,
     pub queue: Arc<SqliteQueue>,
     pub outbound: Arc<SqliteQueue>,
     pub pseudonymizer: Arc<Pseudonymizer>,
@@ -49,8 +57,18 @@ impl Local {
         }
         let db = Database::open(&data_dir.join("relay.db"))?;
         let key = relay_embedded::load_or_create_key(&data_dir.join("pseudonym.key"))?;
+        // The local stand-in for the KMS key: wraps every contact's data key.
+        let master = relay_embedded::load_or_create_key(&data_dir.join("master.key"))?;
+        let keys = Arc::new(Keyring::new(
+            Arc::new(SqliteKeyStore::new(db.clone())),
+            Arc::new(LocalKeyWrapper::new(master)),
+        ));
+        let store = Arc::new(SqliteMessageStore::new(db.clone()));
         Ok(Local {
-            store: Arc::new(SqliteMessageStore::new(db.clone())),
+            sealed: Arc::new(SealedStore::new(store.clone(), keys.clone())),
+            store,
+            keys,
+            audit: Arc::new(SqliteAuditLog::new(db.clone())),
             queue: Arc::new(SqliteQueue::new(db.clone(), INBOUND_QUEUE, MAX_RECEIVES)),
             outbound: Arc::new(SqliteQueue::new(db, OUTBOUND_QUEUE, OUTBOUND_MAX_RECEIVES)),
             pseudonymizer: Arc::new(Pseudonymizer::new(key)),
@@ -58,6 +76,14 @@ impl Local {
     }
 
     /// The queue an admin command names.
+    pub fn privacy(&self) -> Privacy {
+        Privacy {
+            store: self.sealed.clone(),
+            keys: self.keys.clone(),
+            pseudonymizer: self.pseudonymizer.clone(),
+        }
+    }
+
     pub fn queue_named(&self, name: &str) -> anyhow::Result<Arc<SqliteQueue>> {
         match name {
             INBOUND_QUEUE => Ok(self.queue.clone()),
@@ -82,13 +108,15 @@ pub async fn start(
     let local = Local::open(&data_dir)?;
     let directory = Arc::new(StaticDirectory::from_config(config));
     let router = Router::new(
-        local.store.clone(),
+        local.sealed.clone(),
         directory.clone(),
         local.pseudonymizer.clone(),
+        local.keys.clone(),
     )
     .with_outbound(local.outbound.clone());
     let sender = Arc::new(Sender {
-        store: local.store.clone(),
+        store: local.sealed.clone(),
+        keys: local.keys.clone(),
         directory: directory.clone(),
         control: local.outbound.clone(),
         pseudonymizer: local.pseudonymizer.clone(),
@@ -105,12 +133,16 @@ pub async fn start(
     let app = webhook_receiver::router(Receiver {
         directory: directory.clone(),
         queue: local.queue.clone(),
+        keys: local.keys.clone(),
         max_body_bytes: config.max_body_bytes(),
     })
     .merge(inbox_api::router(Inbox {
         directory,
-        store: local.store.clone(),
+        store: local.sealed.clone(),
         outbound: local.outbound.clone(),
+        privacy: local.privacy(),
+        audit: local.audit.clone(),
+        audit_retention_secs: i64::from(config.audit_retention_days()) * 86_400,
         clock: relay_core::system_clock(),
     }))
     .fallback(relay_http::not_found);

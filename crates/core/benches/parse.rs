@@ -14,6 +14,8 @@ fn fixture(name: &str) -> Vec<u8> {
 }
 
 fn bench(c: &mut Criterion) {
+    let keys = relay_core::crypto::Keyring::in_memory();
+    let tenant = relay_core::ids::TenantId::parse("demo-apotheke").expect("id");
     let mut g = c.benchmark_group("webhook");
     for name in ["text", "multi"] {
         let body = fixture(name);
@@ -23,10 +25,54 @@ fn bench(c: &mut Criterion) {
         });
         let value: serde_json::Value = serde_json::from_slice(&body).expect("json");
         g.bench_function(format!("envelope/{name} ({} B)", body.len()), |b| {
-            b.iter(|| envelopes("106540352242922", 0, black_box(value.clone()), 1 << 20))
+            b.iter(|| {
+                envelopes(
+                    "106540352242922",
+                    0,
+                    black_box(value.clone()),
+                    1 << 20,
+                    None,
+                )
+            })
+        });
+        let sealer = ready(keys.transit_sealer(&tenant, 1_800_000_000)).expect("key");
+        g.bench_function(format!("envelope+seal/{name} ({} B)", body.len()), |b| {
+            b.iter(|| {
+                envelopes(
+                    "106540352242922",
+                    0,
+                    black_box(value.clone()),
+                    1 << 20,
+                    Some((&tenant, &sealer)),
+                )
+            })
         });
     }
     g.finish();
+
+    let mut g = c.benchmark_group("crypto");
+    let sealer = ready(keys.sealer(&tenant, "c_1", None)).expect("key");
+    let text =
+        "Guten Tag, ist mein Rezept für Ibuprofen 400 schon da? Viele Grüße, Erika Mustermann";
+    let sealed = sealer.seal_str("message.text", text);
+    g.bench_function("seal 84 B text", |b| {
+        b.iter(|| sealer.seal_str("message.text", black_box(text)))
+    });
+    g.bench_function("open 84 B text (cached key)", |b| {
+        b.iter(|| ready(keys.open(&tenant, "message.text", black_box(&sealed))))
+    });
+    g.finish();
+}
+
+/// Polls a future that never waits (the in-memory key store) to completion.
+fn ready<F: std::future::Future>(f: F) -> F::Output {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    let mut f = std::pin::pin!(f);
+    loop {
+        if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+    }
 }
 
 criterion_group!(benches, bench);

@@ -42,7 +42,12 @@ pub struct ServerSection {
     pub data_dir: Option<String>,
     /// Largest webhook body accepted (bytes); 413 above.
     pub max_body_bytes: Option<usize>,
+    /// How long audit log entries are kept (days; default 365).
+    pub audit_retention_days: Option<u32>,
 }
+
+/// Default retention of the audit log.
+pub const DEFAULT_AUDIT_RETENTION_DAYS: u32 = 365;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -56,6 +61,8 @@ pub struct TenantSection {
     pub forward_secret: Option<String>,
     /// Whether forwarded events include message text (default false: ids and types only).
     pub forward_content: Option<bool>,
+    /// Whether ad referral data is stored with messages (default false: dropped).
+    pub keep_referral: Option<bool>,
     pub opt_out: Option<OptOutSection>,
     pub business_hours: Option<BusinessHoursSection>,
     #[serde(default)]
@@ -159,6 +166,13 @@ impl RelayConfig {
             problems.push(format!(
                 "server.listen: {listen:?} is not an address like \"127.0.0.1:8080\""
             ));
+        }
+        if raw
+            .server
+            .audit_retention_days
+            .is_some_and(|d| !(1..=3650).contains(&d))
+        {
+            problems.push("server.audit_retention_days: must be between 1 and 3650".to_owned());
         }
         if raw.server.max_body_bytes == Some(0) {
             problems.push("server.max_body_bytes: must be greater than 0".to_owned());
@@ -366,11 +380,18 @@ impl RelayConfig {
     pub fn max_body_bytes(&self) -> usize {
         self.server.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES)
     }
+
+    pub fn audit_retention_days(&self) -> u32 {
+        self.server
+            .audit_retention_days
+            .unwrap_or(DEFAULT_AUDIT_RETENTION_DAYS)
+    }
 }
 
 fn policy(at: &str, t: &TenantSection, problems: &mut Vec<String>) -> TenantPolicy {
     let mut policy = TenantPolicy {
         forward_content: t.forward_content.unwrap_or(false),
+        keep_referral: t.keep_referral.unwrap_or(false),
         ..TenantPolicy::default()
     };
     if let Some(o) = &t.opt_out {

@@ -5,6 +5,8 @@
 //! truncated; a single message larger than the queue would be a WhatsApp protocol violation
 //! (text ≤ 4096 characters, media by id) and is refused with [`QueueError::TooLarge`].
 
+use crate::crypto::Sealer;
+use crate::ids::TenantId;
 use crate::ports::QueueError;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -18,9 +20,16 @@ pub struct Envelope {
     pub phone_number_id: String,
     /// When the receiver accepted it (Unix milliseconds).
     pub received_at_ms: i64,
-    /// The webhook (or a part of it), as received.
+    /// The tenant whose transit key sealed `payload`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<TenantId>,
+    /// The webhook (or a part of it), as received; sealed (a string, purpose `envelope`)
+    /// when `tenant` is set.
     pub payload: Value,
 }
+
+/// The purpose a queued webhook is sealed for.
+pub const ENVELOPE_PURPOSE: &str = "envelope";
 
 impl Envelope {
     pub fn to_body(&self) -> String {
@@ -29,18 +38,31 @@ impl Envelope {
     }
 }
 
-/// Queue bodies for a verified webhook, each at most `max_bytes`.
+/// Queue bodies for a verified webhook, each at most `max_bytes`, the payload sealed under
+/// the tenant's transit key when a sealer is given.
 pub fn envelopes(
     phone_number_id: &str,
     received_at_ms: i64,
     webhook: Value,
     max_bytes: usize,
+    sealer: Option<(&TenantId, &Sealer)>,
 ) -> Result<Vec<String>, QueueError> {
     let make = |payload: Value| {
+        let (tenant, payload) = match sealer {
+            Some((tenant, s)) => (
+                Some(tenant.clone()),
+                Value::String(s.seal(
+                    ENVELOPE_PURPOSE,
+                    &serde_json::to_vec(&payload).unwrap_or_default(),
+                )),
+            ),
+            None => (None, payload),
+        };
         Envelope {
             v: ENVELOPE_VERSION,
             phone_number_id: phone_number_id.to_owned(),
             received_at_ms,
+            tenant,
             payload,
         }
         .to_body()
@@ -137,7 +159,7 @@ mod tests {
     #[test]
     fn small_webhooks_stay_whole() {
         let w = big_webhook(1);
-        let bodies = envelopes("1", 5, w.clone(), 1 << 20).unwrap();
+        let bodies = envelopes("1", 5, w.clone(), 1 << 20, None).unwrap();
         assert_eq!(bodies.len(), 1);
         let e: Envelope = serde_json::from_str(&bodies[0]).unwrap();
         assert_eq!(e.payload, w);
@@ -147,7 +169,7 @@ mod tests {
     fn large_webhooks_split_without_losing_events() {
         let w = big_webhook(20);
         let all = webhook_from_value(w.clone()).unwrap().events();
-        let bodies = envelopes("1", 5, w, 4096).unwrap();
+        let bodies = envelopes("1", 5, w, 4096, None).unwrap();
         assert_eq!(bodies.len(), 22);
         let mut events = Vec::new();
         for b in &bodies {
@@ -162,7 +184,7 @@ mod tests {
     fn a_single_oversized_message_is_refused_not_truncated() {
         let w = big_webhook(2);
         assert!(matches!(
-            envelopes("1", 5, w, 800),
+            envelopes("1", 5, w, 800, None),
             Err(QueueError::TooLarge { .. })
         ));
     }

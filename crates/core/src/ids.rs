@@ -62,6 +62,14 @@ impl TenantId {
     }
 }
 
+impl TenantId {
+    /// The owner of data that belongs to no tenant (quarantined events). Not a valid tenant
+    /// id, so it cannot collide with one.
+    pub fn system() -> Self {
+        TenantId("_system".to_owned())
+    }
+}
+
 impl ContactId {
     pub fn parse(s: &str) -> Result<Self, InvalidId> {
         let ok = s.len() == 34

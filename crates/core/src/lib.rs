@@ -5,6 +5,7 @@
 //! SDK, an HTTP client or server, or a database.
 
 pub mod config;
+pub mod crypto;
 pub mod directory;
 pub mod envelope;
 pub mod ids;
@@ -12,9 +13,11 @@ pub mod jobs;
 pub mod outbound;
 pub mod policy;
 pub mod ports;
+pub mod privacy;
 pub mod problem;
 pub mod records;
 pub mod routing;
+pub mod sealed;
 pub mod tenant;
 #[cfg(feature = "testkit")]
 pub mod testkit;

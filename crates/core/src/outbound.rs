@@ -360,6 +360,7 @@ pub fn queued_message(
         status: Some(crate::webhook::DeliveryStatus::Queued),
         error: None,
         reply_to: reply_to_wamid,
+        referral: None,
         expires_at,
     }
 }

@@ -17,6 +17,10 @@ pub struct TenantPolicy {
     /// Whether forwarded events include message text and captions.
     #[serde(default)]
     pub forward_content: bool,
+    /// Whether click-to-WhatsApp ad data (`referral`: ad ids, click ids, URLs) is kept with
+    /// the message (default false: it is dropped on arrival; the pharmacy rarely needs it).
+    #[serde(default)]
+    pub keep_referral: bool,
     pub opt_out: OptOutPolicy,
     #[serde(default)]
     pub business_hours: Option<BusinessHours>,

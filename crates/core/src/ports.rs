@@ -208,6 +208,7 @@ pub trait MessageStore: Send + Sync {
         &self,
         tenant: &TenantId,
         message_key: &str,
+        contact: &ContactId,
         wamid: &str,
         wamid_key: &str,
     ) -> Result<(), StoreError>;
@@ -230,4 +231,27 @@ pub trait MessageStore: Send + Sync {
         wamid_key: &str,
         now: i64,
     ) -> Result<Vec<StoredStatus>, StoreError>;
+
+    /// Deletes every item of a contact: profile, messages, their pointers and statuses,
+    /// consent ledger, idempotency keys, identities (those given and those the profile names).
+    /// Idempotent; a re-run after a crash finishes the job. Returns what it deleted.
+    async fn erase_contact(
+        &self,
+        tenant: &TenantId,
+        contact: &ContactId,
+        identity_keys: &[String],
+    ) -> Result<ErasedItems, StoreError>;
+}
+
+/// The audit log: append-only (adapters have no update or delete), read by operators.
+#[async_trait]
+pub trait AuditLog: Send + Sync {
+    async fn append(&self, entry: &AuditEntry) -> Result<(), StoreError>;
+    /// Entries newest first, of one tenant or of all; expired ones are left out.
+    async fn list(
+        &self,
+        tenant: Option<&TenantId>,
+        limit: usize,
+        now: i64,
+    ) -> Result<Vec<AuditEntry>, StoreError>;
 }

@@ -1,6 +1,6 @@
 //! What the relay stores, independent of the storage technology.
 
-use crate::ids::ContactId;
+use crate::ids::{ContactId, TenantId};
 use crate::webhook::{ApiError, DeliveryStatus};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -36,6 +36,9 @@ pub struct StoredMessage {
     /// The wamid this message answers (`context.id`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reply_to: Option<String>,
+    /// Click-to-WhatsApp ad data, only if the tenant keeps it (`keep_referral`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub referral: Option<Value>,
     pub expires_at: i64,
 }
 
@@ -52,6 +55,9 @@ pub struct ContactUpdate {
     /// Meta's timestamp of the message: the 24-hour window runs from the newest one.
     pub last_inbound_at: i64,
     pub expires_at: i64,
+    /// The identity keys (hashes) this message named: kept on the contact, so erasure finds
+    /// every identity item without reading a phone number.
+    pub identity_keys: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -119,9 +125,21 @@ pub struct ContactRecord {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ConsentEvent {
+    /// The customer wrote first (a user-initiated conversation): recorded once per contact.
+    ConversationStarted,
     OptedOut,
     OptedIn,
 }
+
+impl ConsentEvent {
+    /// Whether the event changes the opt-out state.
+    pub fn sets_opt_out(self) -> bool {
+        matches!(self, ConsentEvent::OptedOut | ConsentEvent::OptedIn)
+    }
+}
+
+/// The ledger key of the [`ConsentEvent::ConversationStarted`] entry (one per contact).
+pub const FIRST_CONTACT_KEY: &str = "first_contact";
 
 /// One entry of a contact's consent ledger: what changed, when, and what caused it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -132,6 +150,47 @@ pub struct ConsentEntry {
     pub at: i64,
     /// `message:<id>` for a keyword message, `api` for the inbox API.
     pub source: String,
+    pub expires_at: i64,
+}
+
+/// What an erasure deleted, by kind (a count of items; a re-run counts only what was left).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErasedItems {
+    pub profile: usize,
+    pub messages: usize,
+    pub statuses: usize,
+    pub consent_entries: usize,
+    pub identities: usize,
+    /// Message pointers, idempotency keys and other index items.
+    pub index_items: usize,
+}
+
+impl ErasedItems {
+    pub fn total(&self) -> usize {
+        self.profile
+            + self.messages
+            + self.statuses
+            + self.consent_entries
+            + self.identities
+            + self.index_items
+    }
+}
+
+/// One entry of the audit log: who read or changed a contact's personal data, and how it went.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// Unix milliseconds.
+    pub at_ms: i64,
+    pub tenant: TenantId,
+    /// `api-key:{first 12 hex digits of the key's SHA-256}`, or `cli` for an operator.
+    pub actor: String,
+    /// What was done, e.g. `messages.list`, `contact.erase`.
+    pub action: String,
+    /// The pseudonymous contact id, when the action names one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// The HTTP status (or 200/500 for the CLI).
+    pub result: u16,
     pub expires_at: i64,
 }
 

@@ -1,7 +1,8 @@
 //! Use case of the message-router: turn one queued webhook into stored messages, contacts,
 //! statuses and events, each exactly once, for the right tenant.
 
-use crate::envelope::Envelope;
+use crate::crypto::{CryptoError, Keyring};
+use crate::envelope::{ENVELOPE_PURPOSE, Envelope};
 use crate::ids::{ContactId, Identity, Pseudonymizer, TenantId, content_digest};
 use crate::jobs::Job;
 use crate::outbound::{ValidReply, queued_message};
@@ -22,6 +23,9 @@ pub struct RouteReport {
     pub stored: usize,
     pub duplicates: usize,
     pub quarantined: usize,
+    /// Queue messages sealed under a transit key that no longer exists (older than a queue
+    /// keeps messages): dropped, they can never be read.
+    pub unreadable: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +49,7 @@ pub struct Router {
     store: Arc<dyn MessageStore>,
     directory: Arc<dyn Directory>,
     pseudonymizer: Arc<Pseudonymizer>,
+    keys: Arc<Keyring>,
     clock: Clock,
     outbound: Option<Arc<dyn OutboundQueue>>,
 }
@@ -54,11 +59,13 @@ impl Router {
         store: Arc<dyn MessageStore>,
         directory: Arc<dyn Directory>,
         pseudonymizer: Arc<Pseudonymizer>,
+        keys: Arc<Keyring>,
     ) -> Self {
         Router {
             store,
             directory,
             pseudonymizer,
+            keys,
             clock: Arc::new(unix_now),
             outbound: None,
         }
@@ -66,8 +73,12 @@ impl Router {
 
     /// Enables the routing rules that act (opt-out, away replies, forwarding): their jobs go
     /// to this queue. Without it the router only stores.
+    /// Forward payloads are sealed under the tenant's transit key on the way.
     pub fn with_outbound(mut self, queue: Arc<dyn OutboundQueue>) -> Self {
-        self.outbound = Some(queue);
+        self.outbound = Some(Arc::new(crate::sealed::SealedOutbound::new(
+            queue,
+            self.keys.clone(),
+        )));
         self
     }
 
@@ -81,7 +92,28 @@ impl Router {
     pub async fn route(&self, body: &str) -> Result<RouteReport, RouteError> {
         let mut envelope: Envelope = serde_json::from_str(body)
             .map_err(|_| RouteError::Malformed("not a relay envelope"))?;
-        let webhook = webhook_from_value(std::mem::take(&mut envelope.payload))
+        let mut payload = std::mem::take(&mut envelope.payload);
+        if let Value::String(sealed) = &payload {
+            let tenant = envelope
+                .tenant
+                .as_ref()
+                .ok_or(RouteError::Malformed("sealed payload without a tenant"))?;
+            let bytes = match self.keys.open(tenant, ENVELOPE_PURPOSE, sealed).await {
+                Ok(b) => b,
+                Err(CryptoError::Destroyed) => {
+                    tracing::warn!(tenant = %tenant, "queue message sealed under an expired transit key: dropped");
+                    return Ok(RouteReport {
+                        unreadable: 1,
+                        ..RouteReport::default()
+                    });
+                }
+                Err(CryptoError::Unavailable(e)) => return Err(StoreError::Unavailable(e).into()),
+                Err(_) => return Err(RouteError::Malformed("sealed payload does not open")),
+            };
+            payload = serde_json::from_slice(&bytes)
+                .map_err(|_| RouteError::Malformed("sealed payload is not JSON"))?;
+        }
+        let webhook = webhook_from_value(payload)
             .map_err(|_| RouteError::Malformed("payload is not a webhook"))?;
         let now = (self.clock)();
         let tenant = match self.directory.channel(&envelope.phone_number_id).await? {
@@ -223,6 +255,11 @@ impl Router {
             status: None,
             error: message.errors.first().cloned(),
             reply_to: message.context.as_ref().and_then(|c| c.id.clone()),
+            // Data minimisation: ad tracking data is dropped unless the pharmacy wants it.
+            referral: message
+                .referral
+                .clone()
+                .filter(|_| tenant.policy.keep_referral),
             expires_at,
         };
         let update = ContactUpdate {
@@ -238,11 +275,26 @@ impl Router {
                 .and_then(|p| p.username.clone()),
             last_inbound_at: stored.timestamp,
             expires_at,
+            identity_keys: keys,
         };
         let recorded = self
             .store
             .record_inbound(&tenant.id, &stored, &update)
             .await?;
+        // The consent ledger starts with the customer's first message: proof that they began
+        // the conversation. Once per contact (a later message finds the entry there).
+        if recorded == Recorded::New {
+            let entry = ConsentEntry {
+                key: FIRST_CONTACT_KEY.to_owned(),
+                event: ConsentEvent::ConversationStarted,
+                at: stored.timestamp,
+                source: format!("message:{}", stored.id),
+                expires_at,
+            };
+            self.store
+                .record_consent(&tenant.id, &update.contact_id, &entry)
+                .await?;
+        }
         tracing::debug!(
             tenant = %tenant.id,
             contact = %update.contact_id,

@@ -37,6 +37,7 @@ fn message(
         status: None,
         error: None,
         reply_to: None,
+        referral: None,
         expires_at: LATER,
     }
 }
@@ -51,6 +52,7 @@ fn update(contact: &ContactId, name: &str, ts: i64) -> ContactUpdate {
         username: None,
         last_inbound_at: ts,
         expires_at: LATER,
+        identity_keys: vec![],
     }
 }
 
@@ -489,6 +491,193 @@ pub async fn store_conformance(store: &dyn MessageStore) {
     assert_eq!(store.list_quarantine(10, NOW).await.expect("list"), vec![q]);
 
     outbound_rules(store).await;
+    erasure_rules(store).await;
+}
+
+/// Erasure deletes every item of one contact (and only of that one), idempotently.
+async fn erasure_rules(store: &dyn MessageStore) {
+    use crate::outbound::{ValidReply, queued_message};
+    let p = Pseudonymizer::new([8; 32]);
+    let t = tenant("conf-erase");
+    let gone = contact_for(store, &p, &t, "4915200000001").await;
+    let kept = contact_for(store, &p, &t, "4915200000002").await;
+    for (c, wamid) in [
+        (&gone, "wamid.E1"),
+        (&gone, "wamid.E2"),
+        (&kept, "wamid.K1"),
+    ] {
+        let mut u = update(c, "Name", NOW);
+        u.identity_keys = vec![p.identity_key(
+            &t,
+            Identity::WaId(if c == &gone {
+                "4915200000001"
+            } else {
+                "4915200000002"
+            }),
+        )];
+        store
+            .record_inbound(&t, &message(&p, &t, c, wamid, NOW), &u)
+            .await
+            .expect("record_inbound");
+        store
+            .record_status(&t, &status(&p, &t, wamid, DeliveryStatus::Read, NOW))
+            .await
+            .expect("record_status");
+    }
+    let entry = ConsentEntry {
+        key: FIRST_CONTACT_KEY.into(),
+        event: ConsentEvent::ConversationStarted,
+        at: NOW,
+        source: "message:x".into(),
+        expires_at: LATER,
+    };
+    store
+        .record_consent(&t, &gone, &entry)
+        .await
+        .expect("consent");
+    let reply = queued_message(
+        "erase-reply",
+        &gone,
+        &ValidReply::text("Hallo"),
+        None,
+        NOW,
+        LATER,
+    );
+    let idem = IdempotencyRecord {
+        key_hash: "idem-erase".into(),
+        request_hash: "r".into(),
+    };
+    store
+        .create_outbound(&t, &reply, Some(&idem))
+        .await
+        .expect("create_outbound");
+    store
+        .complete_send(
+            &t,
+            "erase-reply",
+            &gone,
+            "wamid.SENT",
+            &p.wamid_key(&t, "wamid.SENT"),
+        )
+        .await
+        .expect("complete_send");
+    store
+        .record_status(
+            &t,
+            &status(&p, &t, "wamid.SENT", DeliveryStatus::Delivered, NOW),
+        )
+        .await
+        .expect("record_status");
+
+    let erased = store.erase_contact(&t, &gone, &[]).await.expect("erase");
+    assert_eq!(erased.profile, 1, "erasure: the profile");
+    assert_eq!(erased.messages, 3, "erasure: two inbound, one outbound");
+    assert_eq!(erased.statuses, 3, "erasure: each message's statuses");
+    assert_eq!(erased.consent_entries, 1, "erasure: the consent ledger");
+    assert_eq!(
+        erased.identities, 1,
+        "erasure: identities named by the profile"
+    );
+    assert!(
+        erased.index_items >= 1,
+        "erasure: pointers and the idempotency key"
+    );
+
+    assert!(
+        store
+            .contact(&t, &gone, NOW)
+            .await
+            .expect("contact")
+            .is_none()
+    );
+    assert!(
+        store
+            .list_messages(&t, &gone, &PageRequest::first(10), NOW)
+            .await
+            .expect("list")
+            .items
+            .is_empty()
+    );
+    assert!(
+        store
+            .consent_ledger(&t, &gone, NOW)
+            .await
+            .expect("ledger")
+            .is_empty()
+    );
+    for w in ["wamid.E1", "wamid.E2", "wamid.SENT"] {
+        let k = p.wamid_key(&t, w);
+        assert!(
+            store
+                .statuses(&t, &k, NOW)
+                .await
+                .expect("statuses")
+                .is_empty(),
+            "erasure: statuses of {w}"
+        );
+        assert!(
+            store
+                .message_by_wamid(&t, &k, NOW)
+                .await
+                .expect("by wamid")
+                .is_none()
+        );
+    }
+    assert!(
+        store
+            .message_by_wamid(&t, "erase-reply", NOW)
+            .await
+            .expect("by key")
+            .is_none()
+    );
+    let ids = [p.identity_key(&t, Identity::WaId("4915200000001"))];
+    assert_eq!(
+        store.find_contact(&t, &ids).await.expect("find"),
+        None,
+        "erasure: identities"
+    );
+    // The idempotency key is free again (a new request may reuse it).
+    let again = queued_message(
+        "erase-reply-2",
+        &kept,
+        &ValidReply::text("x"),
+        None,
+        NOW,
+        LATER,
+    );
+    assert_eq!(
+        store
+            .create_outbound(&t, &again, Some(&idem))
+            .await
+            .expect("create"),
+        CreateOutcome::Created,
+        "erasure: the idempotency key"
+    );
+    // The other contact is untouched.
+    assert!(
+        store
+            .contact(&t, &kept, NOW)
+            .await
+            .expect("contact")
+            .is_some()
+    );
+    assert_eq!(
+        store
+            .statuses(&t, &p.wamid_key(&t, "wamid.K1"), NOW)
+            .await
+            .expect("statuses")
+            .len(),
+        1
+    );
+    // Idempotent.
+    assert_eq!(
+        store
+            .erase_contact(&t, &gone, &[])
+            .await
+            .expect("erase again"),
+        ErasedItems::default(),
+        "erasure: a re-run finds nothing left"
+    );
 }
 
 /// Outbound messages, consent and the per-contact counters the senders need.
@@ -734,7 +923,7 @@ async fn outbound_rules(store: &dyn MessageStore) {
     );
     let wamid_key = p.wamid_key(&t, "wamid.OUT1");
     store
-        .complete_send(&t, key, "wamid.OUT1", &wamid_key)
+        .complete_send(&t, key, &c, "wamid.OUT1", &wamid_key)
         .await
         .expect("complete");
     assert_eq!(
@@ -770,7 +959,7 @@ async fn outbound_rules(store: &dyn MessageStore) {
     assert_eq!(read.status, Some(DeliveryStatus::Read));
     // A late complete_send (a slow retry) does not move read back to sent.
     store
-        .complete_send(&t, key, "wamid.OUT1", &wamid_key)
+        .complete_send(&t, key, &c, "wamid.OUT1", &wamid_key)
         .await
         .expect("complete");
     assert_eq!(

@@ -104,6 +104,34 @@ CREATE TABLE IF NOT EXISTS queue (
     receipt TEXT
 );
 CREATE INDEX IF NOT EXISTS queue_by_visibility ON queue (queue, visible_at_ms, id);
+
+-- Data keys, wrapped under the master key file. Deleting a row shreds the data sealed under it.
+CREATE TABLE IF NOT EXISTS data_keys (
+    tenant TEXT NOT NULL,
+    keyref TEXT NOT NULL,
+    key_id TEXT NOT NULL,
+    wrapped BLOB NOT NULL,
+    expires_at INTEGER,
+    PRIMARY KEY (tenant, keyref)
+);
+
+-- The audit log: rows are never updated, and deleted only once expired.
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    tenant TEXT NOT NULL,
+    at_ms INTEGER NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT,
+    result INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_by_tenant ON audit (tenant, at_ms DESC);
+CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_no_early_delete BEFORE DELETE ON audit
+WHEN OLD.expires_at > CAST(strftime('%s', 'now') AS INTEGER)
+BEGIN SELECT RAISE(ABORT, 'audit entries are kept until they expire'); END;
 "#;
 
 #[derive(Debug, thiserror::Error)]
@@ -130,6 +158,8 @@ impl Database {
             let conn = Connection::open(path)?;
             conn.pragma_update(None, "journal_mode", "WAL")?;
             conn.pragma_update(None, "synchronous", "FULL")?;
+            // Deleted rows (erasure, expiry) are overwritten, not left in free pages.
+            conn.pragma_update(None, "secure_delete", "ON")?;
             conn.busy_timeout(std::time::Duration::from_secs(5))?;
             conn.execute_batch(SCHEMA)?;
             Ok(conn)
@@ -146,10 +176,53 @@ impl Database {
     /// A private in-memory database, for tests and benchmarks.
     pub fn in_memory() -> Self {
         let conn = Connection::open_in_memory().expect("in-memory SQLite opens");
+        conn.pragma_update(None, "secure_delete", "ON")
+            .expect("secure_delete applies");
         conn.execute_batch(SCHEMA).expect("schema applies");
         Database {
             conn: Arc::new(Mutex::new(conn)),
         }
+    }
+
+    /// Folds the write-ahead log into the file and truncates it, so deleted rows do not
+    /// linger in the WAL (after an erasure).
+    pub fn checkpoint(&self) -> rusqlite::Result<()> {
+        self.lock()
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+    }
+
+    /// Every text and blob value in every table, one per line (blobs lossily as UTF-8): what
+    /// someone reading the file would see. For privacy tests and audits of a data directory.
+    pub fn dump_values(&self) -> rusqlite::Result<String> {
+        let conn = self.lock();
+        let tables: Vec<String> = {
+            let mut stmt = conn.prepare("SELECT name FROM sqlite_master WHERE type = 'table'")?;
+            stmt.query_map([], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?
+        };
+        let mut out = String::new();
+        for table in tables {
+            let mut stmt = conn.prepare(&format!("SELECT * FROM \"{table}\""))?;
+            let n = stmt.column_count();
+            let mut rows = stmt.query([])?;
+            while let Some(row) = rows.next()? {
+                for i in 0..n {
+                    match row.get_ref(i)? {
+                        rusqlite::types::ValueRef::Text(t) | rusqlite::types::ValueRef::Blob(t) => {
+                            out.push_str(&String::from_utf8_lossy(t));
+                            out.push('\n');
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Runs a statement (admin tools and tests: e.g. proving the audit log refuses changes).
+    pub fn execute(&self, sql: &str) -> rusqlite::Result<usize> {
+        self.lock().execute(sql, [])
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, Connection> {

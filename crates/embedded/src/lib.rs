@@ -9,4 +9,4 @@ mod store;
 pub use db::{Database, DbError};
 pub use keys::{KeyError, load_or_create_key};
 pub use queue::{DeadLetter, MAX_MESSAGE_BYTES, ReceivedMessage, SqliteQueue};
-pub use store::SqliteMessageStore;
+pub use store::{SqliteAuditLog, SqliteKeyStore, SqliteMessageStore};

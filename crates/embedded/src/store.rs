@@ -3,8 +3,9 @@
 
 use crate::db::Database;
 use async_trait::async_trait;
+use relay_core::crypto::{CryptoError, KeyStore, WrappedKey};
 use relay_core::ids::{ContactId, TenantId};
-use relay_core::ports::{MessageStore, StoreError};
+use relay_core::ports::{AuditLog, MessageStore, StoreError};
 use relay_core::records::*;
 use relay_core::webhook::{ApiError, DeliveryStatus};
 use rusqlite::{OptionalExtension, params};
@@ -30,6 +31,10 @@ impl SqliteMessageStore {
             "identities",
             "contacts",
             "quarantine",
+            "consent",
+            "idempotency",
+            "data_keys",
+            "audit",
         ] {
             n += conn
                 .execute(
@@ -407,12 +412,14 @@ impl MessageStore for SqliteMessageStore {
                 params![tenant.as_str(), contact.as_str(), entry.key, entry.at, to_json(entry), entry.expires_at],
             )
             .map_err(db_err)?;
-        if n == 1 {
+        if n == 1 && entry.event.sets_opt_out() {
             // The newest entry decides; an older one arriving late does not override it.
             tx.execute(
                 "UPDATE contacts SET opted_out = (
                     SELECT json_extract(body, '$.event') = 'opted_out' FROM consent
-                    WHERE tenant = ?1 AND contact_id = ?2 ORDER BY at DESC, key DESC LIMIT 1)
+                    WHERE tenant = ?1 AND contact_id = ?2
+                      AND json_extract(body, '$.event') IN ('opted_out', 'opted_in')
+                    ORDER BY at DESC, key DESC LIMIT 1)
                  WHERE tenant = ?1 AND contact_id = ?2",
                 params![tenant.as_str(), contact.as_str()],
             )
@@ -584,6 +591,7 @@ impl MessageStore for SqliteMessageStore {
         &self,
         tenant: &TenantId,
         message_key: &str,
+        _contact: &ContactId,
         wamid: &str,
         wamid_key: &str,
     ) -> Result<(), StoreError> {
@@ -714,5 +722,216 @@ impl MessageStore for SqliteMessageStore {
             })
             .map_err(db_err)?;
         rows.map(|r| from_json(&r.map_err(db_err)?)).collect()
+    }
+
+    async fn erase_contact(
+        &self,
+        tenant: &TenantId,
+        contact: &ContactId,
+        identity_keys: &[String],
+    ) -> Result<ErasedItems, StoreError> {
+        let (t, c) = (tenant.as_str(), contact.as_str());
+        let mut erased = ErasedItems::default();
+        {
+            let mut conn = self.db.lock();
+            let tx = conn.transaction().map_err(db_err)?;
+            let run = |sql: &str| tx.execute(sql, params![t, c]).map_err(db_err);
+            erased.statuses = run(
+                "DELETE FROM statuses WHERE tenant = ?1 AND wamid_key IN (
+                   SELECT wamid_key FROM messages WHERE tenant = ?1 AND contact_id = ?2
+                   UNION SELECT alias_key FROM messages WHERE tenant = ?1 AND contact_id = ?2 AND alias_key IS NOT NULL)",
+            )?;
+            erased.index_items = run(
+                "DELETE FROM idempotency WHERE tenant = ?1 AND message_key IN (
+                   SELECT wamid_key FROM messages WHERE tenant = ?1 AND contact_id = ?2)",
+            )?;
+            erased.messages = run("DELETE FROM messages WHERE tenant = ?1 AND contact_id = ?2")?;
+            erased.consent_entries =
+                run("DELETE FROM consent WHERE tenant = ?1 AND contact_id = ?2")?;
+            erased.identities =
+                run("DELETE FROM identities WHERE tenant = ?1 AND contact_id = ?2")?;
+            for key in identity_keys {
+                erased.identities += tx
+                    .execute(
+                        "DELETE FROM identities WHERE tenant = ?1 AND identity_key = ?2",
+                        params![t, key],
+                    )
+                    .map_err(db_err)?;
+            }
+            erased.profile = run("DELETE FROM contacts WHERE tenant = ?1 AND contact_id = ?2")?;
+            tx.commit().map_err(db_err)?;
+        }
+        self.db.checkpoint().map_err(db_err)?;
+        Ok(erased)
+    }
+}
+
+/// Wrapped data keys in the `data_keys` table.
+#[derive(Clone)]
+pub struct SqliteKeyStore {
+    db: Database,
+}
+
+impl SqliteKeyStore {
+    pub fn new(db: Database) -> Self {
+        SqliteKeyStore { db }
+    }
+}
+
+fn key_err(e: rusqlite::Error) -> CryptoError {
+    CryptoError::Unavailable(format!("sqlite: {e}"))
+}
+
+#[async_trait]
+impl KeyStore for SqliteKeyStore {
+    async fn load(
+        &self,
+        tenant: &TenantId,
+        keyref: &str,
+    ) -> Result<Option<WrappedKey>, CryptoError> {
+        let conn = self.db.lock();
+        conn.query_row(
+            "SELECT key_id, wrapped, expires_at FROM data_keys WHERE tenant = ?1 AND keyref = ?2
+             AND (expires_at IS NULL OR expires_at > CAST(strftime('%s', 'now') AS INTEGER))",
+            params![tenant.as_str(), keyref],
+            |r| {
+                Ok(WrappedKey {
+                    key_id: r.get(0)?,
+                    wrapped: r.get(1)?,
+                    expires_at: r.get(2)?,
+                })
+            },
+        )
+        .optional()
+        .map_err(key_err)
+    }
+
+    async fn insert(
+        &self,
+        tenant: &TenantId,
+        keyref: &str,
+        key: &WrappedKey,
+    ) -> Result<Option<WrappedKey>, CryptoError> {
+        let n = {
+            let conn = self.db.lock();
+            conn.execute(
+                "INSERT INTO data_keys (tenant, keyref, key_id, wrapped, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT DO NOTHING",
+                params![tenant.as_str(), keyref, key.key_id, key.wrapped, key.expires_at],
+            )
+            .map_err(key_err)?
+        };
+        if n == 1 {
+            Ok(None)
+        } else {
+            self.load(tenant, keyref).await
+        }
+    }
+
+    async fn extend(
+        &self,
+        tenant: &TenantId,
+        keyref: &str,
+        key_id: &str,
+        expires_at: i64,
+    ) -> Result<(), CryptoError> {
+        let conn = self.db.lock();
+        conn.execute(
+            "UPDATE data_keys SET expires_at = max(coalesce(expires_at, 0), ?4)
+             WHERE tenant = ?1 AND keyref = ?2 AND key_id = ?3",
+            params![tenant.as_str(), keyref, key_id, expires_at],
+        )
+        .map_err(key_err)?;
+        Ok(())
+    }
+
+    async fn delete(&self, tenant: &TenantId, keyref: &str) -> Result<bool, CryptoError> {
+        let n = {
+            let conn = self.db.lock();
+            conn.execute(
+                "DELETE FROM data_keys WHERE tenant = ?1 AND keyref = ?2",
+                params![tenant.as_str(), keyref],
+            )
+            .map_err(key_err)?
+        };
+        self.db.checkpoint().map_err(key_err)?;
+        Ok(n == 1)
+    }
+}
+
+/// The audit log in the `audit` table (append-only by trigger).
+#[derive(Clone)]
+pub struct SqliteAuditLog {
+    db: Database,
+}
+
+impl SqliteAuditLog {
+    pub fn new(db: Database) -> Self {
+        SqliteAuditLog { db }
+    }
+}
+
+#[async_trait]
+impl AuditLog for SqliteAuditLog {
+    async fn append(&self, e: &AuditEntry) -> Result<(), StoreError> {
+        let conn = self.db.lock();
+        conn.execute(
+            "INSERT INTO audit (tenant, at_ms, actor, action, target, result, expires_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                e.tenant.as_str(),
+                e.at_ms,
+                e.actor,
+                e.action,
+                e.target,
+                e.result,
+                e.expires_at
+            ],
+        )
+        .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn list(
+        &self,
+        tenant: Option<&TenantId>,
+        limit: usize,
+        now: i64,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
+        let conn = self.db.lock();
+        let mut stmt = conn
+            .prepare(
+                "SELECT tenant, at_ms, actor, action, target, result, expires_at FROM audit
+                 WHERE (?1 IS NULL OR tenant = ?1) AND expires_at > ?2
+                 ORDER BY at_ms DESC, id DESC LIMIT ?3",
+            )
+            .map_err(db_err)?;
+        let rows = stmt
+            .query_map(
+                params![tenant.map(TenantId::as_str), now, limit as i64],
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        AuditEntry {
+                            at_ms: r.get(1)?,
+                            tenant: TenantId::system(),
+                            actor: r.get(2)?,
+                            action: r.get(3)?,
+                            target: r.get(4)?,
+                            result: r.get(5)?,
+                            expires_at: r.get(6)?,
+                        },
+                    ))
+                },
+            )
+            .map_err(db_err)?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (t, mut e) = row.map_err(db_err)?;
+            e.tenant = TenantId::parse(&t)
+                .map_err(|_| StoreError::Corrupt("audit row with an invalid tenant".into()))?;
+            out.push(e);
+        }
+        Ok(out)
     }
 }

@@ -12,14 +12,17 @@ use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::HeaderMap;
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use relay_core::Clock;
 use relay_core::ids::{ContactId, TenantId, secret_digest};
 use relay_core::jobs::Job;
 use relay_core::outbound::{ReplyRequest, queued_message};
-use relay_core::ports::{Directory, MessageStore, OutboundQueue, StoreError};
+use relay_core::ports::{AuditLog, Directory, MessageStore, OutboundQueue, StoreError};
+use relay_core::privacy::Privacy;
+use relay_core::records::AuditEntry;
 use relay_core::records::{Conversation, PageRequest, StoredMessage};
 use relay_core::records::{CreateOutcome, Direction, IdempotencyRecord};
 use relay_http::{ProblemResponse, bearer, detailed, problem};
@@ -39,6 +42,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/conversations/{contact_id}/messages"),
     ("POST", "/v1/conversations/{contact_id}/messages"),
     ("POST", "/v1/conversations/{contact_id}/read"),
+    ("GET", "/v1/contacts/{contact_id}/export"),
+    ("DELETE", "/v1/contacts/{contact_id}"),
 ];
 
 /// Largest reply body accepted (a text of 4096 characters is at most 16 KiB of UTF-8).
@@ -47,9 +52,15 @@ pub const MAX_REPLY_BYTES: usize = 64 * 1024;
 #[derive(Clone)]
 pub struct Inbox {
     pub directory: Arc<dyn Directory>,
+    /// A sealing store ([`relay_core::sealed::SealedStore`]).
     pub store: Arc<dyn MessageStore>,
     /// Where replies and read receipts go (reply-sender's queue).
     pub outbound: Arc<dyn OutboundQueue>,
+    /// Export and erasure.
+    pub privacy: Privacy,
+    pub audit: Arc<dyn AuditLog>,
+    /// How long audit entries are kept, in seconds.
+    pub audit_retention_secs: i64,
     pub clock: Clock,
 }
 
@@ -64,7 +75,79 @@ pub fn router(state: Inbox) -> Router {
                 .layer(DefaultBodyLimit::max(MAX_REPLY_BYTES)),
         )
         .route("/v1/conversations/{contact_id}/read", post(mark_read))
+        .route("/v1/contacts/{contact_id}/export", get(export_contact))
+        .route("/v1/contacts/{contact_id}", delete(erase_contact))
+        .route_layer(middleware::from_fn_with_state(state.clone(), audited))
         .with_state(state)
+}
+
+/// Filled by [`Authenticated`] so that the audit layer knows who called.
+#[derive(Clone, Default)]
+struct AuditSlot(Arc<std::sync::Mutex<Option<(TenantId, String)>>>);
+
+/// The audit action of a route, `None` for routes that touch no personal data.
+fn audit_action(method: &axum::http::Method, path: &str) -> Option<&'static str> {
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    Some(match (method.as_str(), parts.as_slice()) {
+        ("GET", ["v1", "conversations"]) => "conversations.list",
+        ("GET", ["v1", "conversations", _, "messages"]) => "messages.list",
+        ("POST", ["v1", "conversations", _, "messages"]) => "reply.create",
+        ("POST", ["v1", "conversations", _, "read"]) => "conversation.read",
+        ("GET", ["v1", "contacts", _, "export"]) => "contact.export",
+        ("DELETE", ["v1", "contacts", _]) => "contact.erase",
+        _ => return None,
+    })
+}
+
+/// Writes an audit entry for every authenticated call that reads or changes personal data.
+/// If the entry cannot be written, a read is answered 503 (nothing leaves unaudited); a
+/// change that already happened is answered as it went, and the failure is logged.
+async fn audited(
+    State(state): State<Inbox>,
+    mut request: axum::extract::Request,
+    next: middleware::Next,
+) -> Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let Some(action) = audit_action(&method, &path) else {
+        return next.run(request).await;
+    };
+    let slot = AuditSlot::default();
+    request.extensions_mut().insert(slot.clone());
+    let response = next.run(request).await;
+    let who = slot.0.lock().unwrap_or_else(|e| e.into_inner()).take();
+    let Some((tenant, actor)) = who else {
+        // Not authenticated: nothing was read or changed.
+        return response;
+    };
+    let target = path
+        .trim_matches('/')
+        .split('/')
+        .nth(2)
+        .and_then(|c| ContactId::parse(c).ok())
+        .map(|c| c.to_string());
+    let now = (state.clock)();
+    let entry = AuditEntry {
+        at_ms: relay_core::unix_now_ms(),
+        tenant,
+        actor,
+        action: action.to_owned(),
+        target,
+        result: response.status().as_u16(),
+        expires_at: now + state.audit_retention_secs,
+    };
+    if let Err(e) = state.audit.append(&entry).await {
+        tracing::error!(error = %e, action, "audit entry could not be written");
+        if method == axum::http::Method::GET && response.status().is_success() {
+            return problem(
+                503,
+                "audit-unavailable",
+                "The access could not be recorded; retry later",
+            )
+            .into_response();
+        }
+    }
+    response
 }
 
 /// The OpenAPI document of this API.
@@ -83,12 +166,17 @@ impl FromRequestParts<Inbox> for Authenticated {
     async fn from_request_parts(parts: &mut Parts, state: &Inbox) -> Result<Self, Self::Rejection> {
         let unauthorized = || problem(401, "unauthorized", "Missing or invalid API key");
         let key = bearer(&parts.headers).ok_or_else(unauthorized)?;
-        match state
-            .directory
-            .tenant_for_api_key(&secret_digest(key))
-            .await
-        {
-            Ok(Some(tenant)) => Ok(Authenticated(tenant)),
+        let digest = secret_digest(key);
+        match state.directory.tenant_for_api_key(&digest).await {
+            Ok(Some(tenant)) => {
+                if let Some(slot) = parts.extensions.get::<AuditSlot>() {
+                    // The key's id: a prefix of its SHA-256, never the key.
+                    let actor = format!("api-key:{}", &hex::encode(digest)[..12]);
+                    *slot.0.lock().unwrap_or_else(|e| e.into_inner()) =
+                        Some((tenant.clone(), actor));
+                }
+                Ok(Authenticated(tenant))
+            }
             Ok(None) => Err(unauthorized()),
             Err(e) => {
                 tracing::error!(error = %e, "API key lookup failed");
@@ -525,4 +613,49 @@ async fn mark_read(
         Json(json!({"read_up_to": newest_inbound.map(|m| m.id), "unread": 0})),
     )
         .into_response())
+}
+
+/// `GET /v1/contacts/{contact_id}/export`: everything about one contact, decrypted, as one
+/// JSON document (GDPR Art. 15 and 20).
+async fn export_contact(
+    State(state): State<Inbox>,
+    Authenticated(tenant): Authenticated,
+    Path(contact_id): Path<String>,
+) -> Result<Response, ProblemResponse> {
+    let not_found = || problem(404, "not-found", "No such contact");
+    let contact = ContactId::parse(&contact_id).map_err(|_| not_found())?;
+    let doc = state
+        .privacy
+        .export(&tenant, &contact, (state.clock)())
+        .await
+        .map_err(store_problem)?
+        .ok_or_else(not_found)?;
+    tracing::info!(tenant = %tenant, contact = %contact, "contact exported");
+    let mut response = ok_json(doc);
+    if let Ok(v) =
+        header::HeaderValue::from_str(&format!("attachment; filename=\"{contact}.json\""))
+    {
+        response
+            .headers_mut()
+            .insert(header::CONTENT_DISPOSITION, v);
+    }
+    Ok(response)
+}
+
+/// `DELETE /v1/contacts/{contact_id}`: erases the contact (GDPR Art. 17) and returns the
+/// receipt. Idempotent: erasing an erased or unknown contact returns a receipt with nothing
+/// deleted.
+async fn erase_contact(
+    State(state): State<Inbox>,
+    Authenticated(tenant): Authenticated,
+    Path(contact_id): Path<String>,
+) -> Result<Response, ProblemResponse> {
+    let contact =
+        ContactId::parse(&contact_id).map_err(|_| problem(404, "not-found", "No such contact"))?;
+    let receipt = state
+        .privacy
+        .erase(&tenant, &contact, (state.clock)())
+        .await
+        .map_err(store_problem)?;
+    Ok(ok_json(serde_json::to_value(&receipt).unwrap_or_default()))
 }

@@ -6,11 +6,15 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use inbox_api::{Inbox, OPENAPI, ROUTES, router};
 use relay_core::config::RelayConfig;
+use relay_core::crypto::{Keyring, LocalKeyWrapper};
 use relay_core::directory::StaticDirectory;
 use relay_core::ids::Pseudonymizer;
+use relay_core::ports::AuditLog;
 use relay_core::ports::MessageStore;
+use relay_core::privacy::Privacy;
 use relay_core::routing::Router;
-use relay_embedded::{Database, SqliteMessageStore};
+use relay_core::sealed::SealedStore;
+use relay_embedded::{Database, SqliteAuditLog, SqliteKeyStore, SqliteMessageStore};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use tower::ServiceExt;
@@ -66,14 +70,39 @@ async fn setup() -> axum::Router {
     setup_full().await.0
 }
 
-async fn setup_full() -> (axum::Router, Arc<Jobs>, Arc<SqliteMessageStore>) {
+async fn setup_full() -> (axum::Router, Arc<Jobs>, Arc<SealedStore>) {
+    let f = fixture().await;
+    (f.app, f.jobs, f.store)
+}
+
+struct Fixture {
+    app: axum::Router,
+    jobs: Arc<Jobs>,
+    store: Arc<SealedStore>,
+    /// The same data without opening: what the database holds.
+    raw: Arc<SqliteMessageStore>,
+    keys: Arc<Keyring>,
+    router: Router,
+    audit: Arc<SqliteAuditLog>,
+    db: Database,
+}
+
+async fn fixture() -> Fixture {
     let config = RelayConfig::parse(CONFIG, &|_| None).unwrap();
     let directory = Arc::new(StaticDirectory::from_config(&config));
-    let store = Arc::new(SqliteMessageStore::new(Database::in_memory()));
+    let db = Database::in_memory();
+    let keys = Arc::new(Keyring::new(
+        Arc::new(SqliteKeyStore::new(db.clone())),
+        Arc::new(LocalKeyWrapper::new([3; 32])),
+    ));
+    let raw = Arc::new(SqliteMessageStore::new(db.clone()));
+    let store = Arc::new(SealedStore::new(raw.clone(), keys.clone()));
+    let pseudonymizer = Arc::new(Pseudonymizer::new([1; 32]));
     let r = Router::new(
         store.clone(),
         directory.clone(),
-        Arc::new(Pseudonymizer::new([1; 32])),
+        pseudonymizer.clone(),
+        keys.clone(),
     )
     .with_clock(Arc::new(|| NOW));
     // Tenant A: 3 customers, the first with 5 messages. Tenant B: 1 customer.
@@ -87,7 +116,7 @@ async fn setup_full() -> (axum::Router, Arc<Jobs>, Arc<SqliteMessageStore>) {
                 NOW - 1000 + i * 10 + j,
                 &format!("Nachricht {i}/{j}"),
             );
-            let b = relay_core::envelope::envelopes("111", 0, w, 1 << 20)
+            let b = relay_core::envelope::envelopes("111", 0, w, 1 << 20, None)
                 .unwrap()
                 .remove(0);
             r.route(&b).await.unwrap();
@@ -102,7 +131,7 @@ async fn setup_full() -> (axum::Router, Arc<Jobs>, Arc<SqliteMessageStore>) {
         "Geheim B",
     );
     r.route(
-        &relay_core::envelope::envelopes("222", 0, w, 1 << 20)
+        &relay_core::envelope::envelopes("222", 0, w, 1 << 20, None)
             .unwrap()
             .remove(0),
     )
@@ -118,21 +147,38 @@ async fn setup_full() -> (axum::Router, Arc<Jobs>, Arc<SqliteMessageStore>) {
         "Vor zwei Tagen",
     );
     r.route(
-        &relay_core::envelope::envelopes("111", 0, w, 1 << 20)
+        &relay_core::envelope::envelopes("111", 0, w, 1 << 20, None)
             .unwrap()
             .remove(0),
     )
     .await
     .unwrap();
     let jobs = Arc::new(Jobs::default());
+    let audit = Arc::new(SqliteAuditLog::new(db.clone()));
     let app = router(Inbox {
         directory,
         store: store.clone(),
         outbound: jobs.clone(),
+        privacy: Privacy {
+            store: store.clone(),
+            keys: keys.clone(),
+            pseudonymizer,
+        },
+        audit: audit.clone(),
+        audit_retention_secs: 365 * 86_400,
         clock: Arc::new(|| NOW),
     })
     .fallback(relay_http::not_found);
-    (app, jobs, store)
+    Fixture {
+        app,
+        jobs,
+        store,
+        raw,
+        keys,
+        router: r,
+        audit,
+        db,
+    }
 }
 
 async fn get(app: &axum::Router, uri: &str, auth: Option<&str>) -> (StatusCode, Value) {
@@ -361,6 +407,8 @@ async fn openapi_document_matches_the_router() {
         let uri = path.replace("{contact_id}", "c_00000000000000000000000000000000");
         let (status, body) = if method == "GET" {
             get(&app, &uri, Some(KEY_A)).await
+        } else if method == "DELETE" {
+            delete(&app, &uri, Some(KEY_A)).await
         } else {
             post(
                 &app,
@@ -681,4 +729,311 @@ async fn marking_read_clears_unread_and_sends_a_read_receipt() {
     )
     .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+async fn delete(app: &axum::Router, uri: &str, auth: Option<&str>) -> (StatusCode, Value) {
+    let mut req = Request::delete(uri);
+    if let Some(a) = auth {
+        req = req.header("authorization", a);
+    }
+    let resp = app
+        .clone()
+        .oneshot(req.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status();
+    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn the_database_holds_no_personal_data_in_plaintext() {
+    let f = fixture().await;
+    let c = contact_named(&f.app, KEY_A, "Kunde 0").await;
+    let (status, _) = post(
+        &f.app,
+        &format!("/v1/conversations/{c}/messages"),
+        Some(KEY_A),
+        json!({"type": "text", "text": "Ihr Ibuprofen liegt bereit"}),
+        &[],
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let dump = f.db.dump_values().unwrap();
+    for personal in [
+        "Kunde 0",
+        "Kundin B",
+        "4915100000",
+        "4917000000",
+        "Nachricht 0/",
+        "Geheim B",
+        "Ibuprofen",
+        "wamid.A",
+    ] {
+        assert!(
+            !dump.contains(personal),
+            "{personal:?} is readable in the database"
+        );
+    }
+    // The API still reads it all.
+    let (_, body) = get(
+        &f.app,
+        &format!("/v1/conversations/{c}/messages"),
+        Some(KEY_A),
+    )
+    .await;
+    let texts: Vec<&str> = body["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["text"].as_str())
+        .collect();
+    assert!(texts.contains(&"Ihr Ibuprofen liegt bereit"));
+    assert!(texts.contains(&"Nachricht 0/4"));
+}
+
+#[tokio::test]
+async fn export_has_everything_decrypted_and_is_audited() {
+    let f = fixture().await;
+    let c = contact_named(&f.app, KEY_A, "Kunde 0").await;
+    post(
+        &f.app,
+        &format!("/v1/conversations/{c}/messages"),
+        Some(KEY_A),
+        json!({"type": "text", "text": "Antwort"}),
+        &[],
+    )
+    .await;
+    let (status, doc) = get(&f.app, &format!("/v1/contacts/{c}/export"), Some(KEY_A)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(doc["format"], "relay.contact-export.v1");
+    assert_eq!(doc["contact"]["contact_id"], c.as_str());
+    assert_eq!(doc["contact"]["name"], "Kunde 0");
+    assert_eq!(doc["contact"]["wa_id"], "49151000000");
+    let messages = doc["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 6, "five inbound, one reply");
+    assert_eq!(messages[0]["text"], "Nachricht 0/0", "oldest first");
+    assert_eq!(messages[0]["wamid"], "wamid.A00");
+    assert!(
+        messages
+            .iter()
+            .any(|m| m["text"] == "Antwort" && m["direction"] == "outbound")
+    );
+    assert!(messages.iter().all(|m| m["statuses"].is_array()));
+    let consent = doc["consent"].as_array().unwrap();
+    assert_eq!(
+        consent.len(),
+        1,
+        "the first message starts the ledger, once"
+    );
+    assert_eq!(consent[0]["event"], "conversation_started");
+    assert_eq!(
+        consent[0]["source"],
+        format!("message:{}", messages[0]["id"].as_str().unwrap())
+    );
+
+    // Another tenant's key sees nothing of it.
+    let (status, _) = get(&f.app, &format!("/v1/contacts/{c}/export"), Some(KEY_B)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = get(&f.app, &format!("/v1/contacts/{c}/export"), None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    let log = f.audit.list(None, 100, NOW).await.unwrap();
+    let actions: Vec<(&str, &str, Option<&str>, u16)> = log
+        .iter()
+        .map(|e| {
+            (
+                e.tenant.as_str(),
+                e.action.as_str(),
+                e.target.as_deref(),
+                e.result,
+            )
+        })
+        .collect();
+    assert!(actions.contains(&("apotheke-a", "contact.export", Some(c.as_str()), 200)));
+    assert!(actions.contains(&("apotheke-a", "reply.create", Some(c.as_str()), 202)));
+    assert!(actions.contains(&("apotheke-b", "contact.export", Some(c.as_str()), 404)));
+    assert!(
+        !log.iter().any(|e| e.result == 401),
+        "unauthenticated calls read nothing and name no tenant"
+    );
+    let actor = &log
+        .iter()
+        .find(|e| e.action == "contact.export")
+        .unwrap()
+        .actor;
+    assert!(actor.starts_with("api-key:") && actor.len() == "api-key:".len() + 12);
+    assert!(!actor.contains("sk_test"), "the key itself is never logged");
+}
+
+#[tokio::test]
+async fn erasure_deletes_everything_shreds_the_key_and_is_idempotent() {
+    let f = fixture().await;
+    let c = contact_named(&f.app, KEY_A, "Kunde 0").await;
+    let contact = relay_core::ids::ContactId::parse(&c).unwrap();
+    let tenant = relay_core::ids::TenantId::parse("apotheke-a").unwrap();
+    post(
+        &f.app,
+        &format!("/v1/conversations/{c}/messages"),
+        Some(KEY_A),
+        json!({"type": "text", "text": "Antwort"}),
+        &[("idempotency-key", "erase-test-1")],
+    )
+    .await;
+    // A copy of a sealed message as a backup would hold it.
+    let backup = f
+        .raw
+        .list_messages(
+            &tenant,
+            &contact,
+            &relay_core::records::PageRequest::first(1),
+            NOW,
+        )
+        .await
+        .unwrap()
+        .items
+        .remove(0);
+    let sealed_text = backup.text.clone().unwrap();
+    assert!(sealed_text.starts_with("s1."));
+
+    // Another tenant cannot erase it.
+    let (status, receipt) = delete(&f.app, &format!("/v1/contacts/{c}"), Some(KEY_B)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(receipt["key_destroyed"], false);
+    assert!(
+        receipt["deleted"]
+            .as_object()
+            .unwrap()
+            .values()
+            .all(|v| v == 0)
+    );
+
+    let (status, receipt) = delete(&f.app, &format!("/v1/contacts/{c}"), Some(KEY_A)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(receipt["contact_id"], c.as_str());
+    assert_eq!(receipt["erased_at"], NOW);
+    assert_eq!(receipt["key_destroyed"], true);
+    let d = &receipt["deleted"];
+    assert_eq!(d["profile"], 1);
+    assert_eq!(d["messages"], 6);
+    assert_eq!(d["consent_entries"], 1);
+    assert_eq!(d["identities"], 1);
+    assert_eq!(d["index_items"], 1, "the idempotency key");
+
+    // Gone from every read, and from the database.
+    assert!(
+        get(
+            &f.app,
+            &format!("/v1/conversations/{c}/messages"),
+            Some(KEY_A)
+        )
+        .await
+        .0 == StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        get(&f.app, &format!("/v1/contacts/{c}/export"), Some(KEY_A))
+            .await
+            .0,
+        StatusCode::NOT_FOUND
+    );
+    let (_, list) = get(&f.app, "/v1/conversations", Some(KEY_A)).await;
+    assert!(
+        !list["conversations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x["contact_id"] == c.as_str())
+    );
+    // Only the audit log names the contact still (pseudonymously: proof of the erasure).
+    let audit_rows = f.db.dump_values().unwrap().matches(c.as_str()).count();
+    let audit_entries = f
+        .audit
+        .list(None, 100, NOW)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|e| e.target.as_deref() == Some(c.as_str()))
+        .count();
+    assert_eq!(
+        audit_rows, audit_entries,
+        "a row outside the audit log still names the contact"
+    );
+    // The backup copy no longer opens: its key is gone.
+    assert!(matches!(
+        f.keys.open(&tenant, "message.text", &sealed_text).await,
+        Err(relay_core::crypto::CryptoError::Destroyed)
+    ));
+    // Other customers are untouched.
+    let (_, list) = get(&f.app, "/v1/conversations", Some(KEY_A)).await;
+    assert_eq!(list["conversations"].as_array().unwrap().len(), 3);
+
+    // Again: nothing left to do, same answer shape.
+    let (status, again) = delete(&f.app, &format!("/v1/contacts/{c}"), Some(KEY_A)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(again["key_destroyed"], false);
+    assert!(
+        again["deleted"]
+            .as_object()
+            .unwrap()
+            .values()
+            .all(|v| v == 0)
+    );
+
+    // The customer writes again: a new contact (same pseudonymous id), with only the new message.
+    let w = text_webhook(
+        "111",
+        "49151000000",
+        "Kunde 0",
+        "wamid.NEW",
+        NOW - 1,
+        "Neu hier",
+    );
+    f.router
+        .route(
+            &relay_core::envelope::envelopes("111", 0, w, 1 << 20, None)
+                .unwrap()
+                .remove(0),
+        )
+        .await
+        .unwrap();
+    let (_, doc) = get(&f.app, &format!("/v1/contacts/{c}/export"), Some(KEY_A)).await;
+    let texts: Vec<&str> = doc["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(texts, ["Neu hier"]);
+    assert!(
+        f.keys
+            .open(&tenant, "message.text", &sealed_text)
+            .await
+            .is_err()
+    );
+
+    let log = f.audit.list(Some(&tenant), 100, NOW).await.unwrap();
+    assert_eq!(
+        log.iter().filter(|e| e.action == "contact.erase").count(),
+        2
+    );
+}
+
+#[tokio::test]
+async fn the_audit_log_is_append_only() {
+    let f = fixture().await;
+    get(&f.app, "/v1/conversations", Some(KEY_A)).await;
+    assert_eq!(f.audit.list(None, 10, NOW).await.unwrap().len(), 1);
+    assert!(f.db.execute("UPDATE audit SET action = 'nothing'").is_err());
+    assert!(f.db.execute("DELETE FROM audit").is_err());
+    let e = &f.audit.list(None, 10, NOW).await.unwrap()[0];
+    assert_eq!(e.action, "conversations.list");
+    assert_eq!(e.target, None);
+    // The health check touches no personal data: not audited.
+    get(&f.app, "/healthz", None).await;
+    assert_eq!(f.audit.list(None, 10, NOW).await.unwrap().len(), 1);
 }

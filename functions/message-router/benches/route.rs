@@ -27,7 +27,7 @@ fn text(i: u64) -> String {
         "contacts":[{"profile":{"name":"Erika Mustermann"},"wa_id":format!("49151{}", i % 500)}],
         "messages":[{"from":format!("49151{}", i % 500),"id":format!("wamid.bench{i}"),"timestamp":(1_764_300_000 + i).to_string(),
                      "type":"text","text":{"body":"Guten Tag, ist mein Ibuprofen 400 schon da?"}}]}}]}]});
-    relay_core::envelope::envelopes("111", 0, w, 1 << 20)
+    relay_core::envelope::envelopes("111", 0, w, 1 << 20, None)
         .expect("fits")
         .remove(0)
 }
@@ -37,10 +37,16 @@ fn bench(c: &mut Criterion) {
         .build()
         .expect("runtime");
     let config = RelayConfig::parse(CONFIG, &|_| None).expect("config");
+    // As in production: every personal field sealed under the contact's key.
+    let keys = Arc::new(relay_core::crypto::Keyring::in_memory());
     let router = Router::new(
-        Arc::new(SqliteMessageStore::new(Database::in_memory())),
+        Arc::new(relay_core::sealed::SealedStore::new(
+            Arc::new(SqliteMessageStore::new(Database::in_memory())),
+            keys.clone(),
+        )),
         Arc::new(StaticDirectory::from_config(&config)),
         Arc::new(Pseudonymizer::new([3; 32])),
+        keys,
     );
     let mut i = 0u64;
     c.bench_function("router/new text message (SQLite in memory)", |b| {

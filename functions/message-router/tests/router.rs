@@ -29,19 +29,24 @@ webhook_token = "tok"
 
 struct Fixture {
     router: Router,
-    store: Arc<SqliteMessageStore>,
+    store: Arc<relay_core::sealed::SealedStore>,
     pseudo: Arc<Pseudonymizer>,
     tenant: TenantId,
 }
 
 fn setup() -> Fixture {
-    let store = Arc::new(SqliteMessageStore::new(Database::in_memory()));
+    let keys = Arc::new(relay_core::crypto::Keyring::in_memory());
+    let store = Arc::new(relay_core::sealed::SealedStore::new(
+        Arc::new(SqliteMessageStore::new(Database::in_memory())),
+        keys.clone(),
+    ));
     let config = RelayConfig::parse(CONFIG, &|_| None).unwrap();
     let pseudo = Arc::new(Pseudonymizer::new([9; 32]));
     let router = Router::new(
         store.clone(),
         Arc::new(StaticDirectory::from_config(&config)),
         pseudo.clone(),
+        keys,
     )
     .with_clock(Arc::new(|| NOW));
     Fixture {
@@ -61,7 +66,7 @@ fn fixture(name: &str) -> Value {
 }
 
 fn body(pnid: &str, payload: Value) -> String {
-    relay_core::envelope::envelopes(pnid, NOW * 1000, payload, 1 << 20)
+    relay_core::envelope::envelopes(pnid, NOW * 1000, payload, 1 << 20, None)
         .unwrap()
         .remove(0)
 }

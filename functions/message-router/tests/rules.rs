@@ -52,18 +52,24 @@ webhook_token = "tok"
 
 struct Setup {
     router: Router,
-    store: Arc<SqliteMessageStore>,
+    store: Arc<relay_core::sealed::SealedStore>,
     jobs: Arc<Jobs>,
+    keys: Arc<relay_core::crypto::Keyring>,
     tenant: TenantId,
 }
 
 fn setup(extra: &str) -> Setup {
-    let store = Arc::new(SqliteMessageStore::new(Database::in_memory()));
+    let keys = Arc::new(relay_core::crypto::Keyring::in_memory());
+    let store = Arc::new(relay_core::sealed::SealedStore::new(
+        Arc::new(SqliteMessageStore::new(Database::in_memory())),
+        keys.clone(),
+    ));
     let jobs = Arc::new(Jobs::default());
     let router = Router::new(
         store.clone(),
         Arc::new(StaticDirectory::from_config(&config(extra))),
         Arc::new(Pseudonymizer::new([2; 32])),
+        keys.clone(),
     )
     .with_clock(Arc::new(|| NOW))
     .with_outbound(jobs.clone());
@@ -71,6 +77,7 @@ fn setup(extra: &str) -> Setup {
         router,
         store,
         jobs,
+        keys,
         tenant: TenantId::parse("apotheke-a").unwrap(),
     }
 }
@@ -79,7 +86,7 @@ fn text(wamid: &str, ts: i64, body: &str) -> String {
     let w = json!({"object":"whatsapp_business_account","entry":[{"id":"1","changes":[{"field":"messages","value":{
         "metadata":{"phone_number_id":"111"},"contacts":[{"profile":{"name":"Erika"},"wa_id":"4915112345678"}],
         "messages":[{"from":"4915112345678","id":wamid,"timestamp":ts.to_string(),"type":"text","text":{"body":body}}]}}]}]});
-    relay_core::envelope::envelopes("111", 0, w, 1 << 20)
+    relay_core::envelope::envelopes("111", 0, w, 1 << 20, None)
         .unwrap()
         .remove(0)
 }
@@ -92,6 +99,30 @@ async fn route(s: &Setup, body: String) {
 }
 
 impl Setup {
+    /// The queued jobs, forward payloads opened (they travel sealed, never in plaintext).
+    async fn take_jobs(&self) -> Vec<Job> {
+        let mut out = Vec::new();
+        for mut job in self.jobs.take() {
+            if let Job::Forward {
+                tenant, payload, ..
+            } = &mut job
+            {
+                let sealed = payload.as_str().expect("forward payloads are sealed");
+                assert!(
+                    !sealed.contains("message"),
+                    "no plaintext in a sealed payload"
+                );
+                *payload =
+                    relay_core::sealed::open_forward_payload(&self.keys, tenant, payload.clone())
+                        .await
+                        .unwrap()
+                        .unwrap();
+            }
+            out.push(job);
+        }
+        out
+    }
+
     async fn outbound_texts(&self) -> Vec<String> {
         let c = self
             .store
@@ -134,20 +165,25 @@ async fn stop_opts_out_with_a_ledger_entry_a_confirmation_and_a_forward() {
         .consent_ledger(&s.tenant, &c.contact_id, NOW)
         .await
         .unwrap();
-    assert_eq!(ledger.len(), 1);
+    assert_eq!(ledger.len(), 2);
     assert_eq!(
         (ledger[0].event, ledger[0].at),
+        (ConsentEvent::ConversationStarted, NOW - 60),
+        "the customer's first message opens the ledger"
+    );
+    assert_eq!(
+        (ledger[1].event, ledger[1].at),
         (ConsentEvent::OptedOut, NOW - 60)
     );
     assert!(
-        ledger[0].source.starts_with("message:m_"),
+        ledger[1].source.starts_with("message:m_"),
         "which message caused it"
     );
     assert_eq!(
         s.outbound_texts().await,
         [relay_core::policy::DEFAULT_OPT_OUT_TEXT]
     );
-    let jobs = s.jobs.take();
+    let jobs = s.take_jobs().await;
     let kinds: Vec<&str> = jobs.iter().map(Job::kind).collect();
     assert_eq!(kinds, ["send", "forward", "forward"]);
     let types: Vec<Value> = jobs
@@ -170,10 +206,10 @@ async fn stop_opts_out_with_a_ledger_entry_a_confirmation_and_a_forward() {
             .await
             .unwrap()
             .len(),
-        1
+        2
     );
     assert_eq!(s.outbound_texts().await.len(), 1, "one confirmation");
-    assert_eq!(s.jobs.take(), jobs, "the same jobs (idempotent ids)");
+    assert_eq!(s.take_jobs().await, jobs, "the same jobs (idempotent ids)");
 
     route(&s, text("wamid.S2", NOW - 30, "start")).await;
     let c = s
@@ -188,8 +224,14 @@ async fn stop_opts_out_with_a_ledger_entry_a_confirmation_and_a_forward() {
             .consent_ledger(&s.tenant, &c.contact_id, NOW)
             .await
             .unwrap()
-            .len(),
-        2
+            .iter()
+            .map(|e| e.event)
+            .collect::<Vec<_>>(),
+        [
+            ConsentEvent::ConversationStarted,
+            ConsentEvent::OptedOut,
+            ConsentEvent::OptedIn
+        ]
     );
     assert!(
         s.outbound_texts()
@@ -245,7 +287,7 @@ async fn away_replies_go_out_once_per_interval_outside_opening_hours() {
     let s = setup(CLOSED);
     route(&s, text("wamid.OLD", NOW - 2 * 86_400, "Hallo?")).await;
     assert!(s.outbound_texts().await.is_empty());
-    assert!(s.jobs.take().is_empty());
+    assert!(s.take_jobs().await.is_empty());
 }
 
 #[tokio::test]
@@ -273,7 +315,7 @@ async fn forwards_leave_out_content_unless_the_tenant_allows_it() {
     ] {
         let s = setup(&extra);
         route(&s, text("wamid.F1", NOW - 60, "Mein Befund")).await;
-        let jobs = s.jobs.take();
+        let jobs = s.take_jobs().await;
         let [
             Job::Forward {
                 payload,

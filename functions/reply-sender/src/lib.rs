@@ -74,6 +74,8 @@ pub struct Sender {
     pub directory: Arc<dyn Directory>,
     pub control: Arc<dyn JobControl>,
     pub pseudonymizer: Arc<Pseudonymizer>,
+    /// Opens sealed forward payloads.
+    pub keys: Arc<relay_core::crypto::Keyring>,
     pub whatsapp: WhatsAppClient,
     pub http: reqwest::Client,
     pub limiter: ChannelLimiter,
@@ -291,7 +293,7 @@ impl Sender {
             Ok(wamid) => {
                 let wamid_key = self.pseudonymizer.wamid_key(tenant, &wamid);
                 self.store
-                    .complete_send(tenant, key, &wamid, &wamid_key)
+                    .complete_send(tenant, key, &message.contact_id, &wamid, &wamid_key)
                     .await?;
                 tracing::info!(tenant = %tenant, message = %message.id, wamid_key = %wamid_key, attempt, "sent");
                 Ok(Outcome::Done)
@@ -390,7 +392,25 @@ impl Sender {
             tracing::info!(tenant = %tenant, webhook_id, "forwarding is off for this tenant: dropped");
             return Outcome::Done;
         };
-        let body = serde_json::to_vec(payload).unwrap_or_default();
+        let payload = match relay_core::sealed::open_forward_payload(
+            &self.keys,
+            tenant,
+            payload.clone(),
+        )
+        .await
+        {
+            Ok(Some(p)) => p,
+            Ok(None) => {
+                tracing::warn!(tenant = %tenant, webhook_id, "forward sealed under an expired transit key: dropped");
+                return Outcome::Done;
+            }
+            Err(relay_core::ports::StoreError::Unavailable(e)) => {
+                tracing::warn!(error = %e, "key lookup failed");
+                return Outcome::RetryAfter(self.policy.backoff(receives));
+            }
+            Err(e) => return Outcome::DeadLetter(format!("forward payload does not open: {e}")),
+        };
+        let body = serde_json::to_vec(&payload).unwrap_or_default();
         let Ok(signature) = sign_webhook(secret.expose_secret(), webhook_id, now, &body) else {
             return Outcome::DeadLetter(
                 "the tenant's forward secret is not a whsec_ secret".into(),

@@ -11,6 +11,7 @@ use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use relay_core::crypto::{Keyring, Sealer};
 use relay_core::envelope::envelopes;
 use relay_core::ports::{Directory, InboundQueue, QueueError};
 use relay_core::tenant::AuthHeaders;
@@ -27,6 +28,8 @@ pub const WEBHOOK_ROUTE: &str = "/webhooks/whatsapp/{phone_number_id}";
 pub struct Receiver {
     pub directory: Arc<dyn Directory>,
     pub queue: Arc<dyn InboundQueue>,
+    /// Seals queued webhooks under the tenant's transit key.
+    pub keys: Arc<Keyring>,
     /// Bodies above this get 413.
     pub max_body_bytes: usize,
 }
@@ -61,6 +64,7 @@ pub fn prepare(
     body: &[u8],
     max_message_bytes: usize,
     received_at_ms: i64,
+    sealer: Option<&Sealer>,
 ) -> Result<Vec<String>, ProblemResponse> {
     let auth = AuthHeaders {
         authorization: headers
@@ -97,6 +101,7 @@ pub fn prepare(
         received_at_ms,
         value,
         max_message_bytes,
+        sealer.map(|s| (&channel.tenant_id, s)),
     )
     .map_err(|e| match e {
         QueueError::TooLarge { .. } => detailed(
@@ -169,12 +174,30 @@ async fn receive(
             .into_response();
         }
     };
+    let now_ms = relay_core::unix_now_ms();
+    let sealer = match state
+        .keys
+        .transit_sealer(&channel.tenant_id, now_ms / 1000)
+        .await
+    {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "transit key unavailable; answering 503 so the sender retries");
+            return problem(
+                503,
+                "keys-unavailable",
+                "The webhook could not be sealed; retry later",
+            )
+            .into_response();
+        }
+    };
     let bodies = match prepare(
         &channel,
         &headers,
         &body,
         state.queue.max_message_bytes(),
-        relay_core::unix_now_ms(),
+        now_ms,
+        Some(&sealer),
     ) {
         Ok(b) => b,
         Err(p) => {

@@ -61,17 +61,24 @@ impl InboundQueue for RecordingQueue {
 struct App {
     router: axum::Router,
     queue: Arc<RecordingQueue>,
+    keys: Arc<relay_core::crypto::Keyring>,
 }
 
 fn app_with(queue: RecordingQueue, max_body_bytes: usize) -> App {
     let queue = Arc::new(queue);
     let config = RelayConfig::parse(CONFIG, &|_| None).unwrap();
+    let keys = Arc::new(relay_core::crypto::Keyring::in_memory());
     let router = router(Receiver {
         directory: Arc::new(StaticDirectory::from_config(&config)),
         queue: queue.clone(),
+        keys: keys.clone(),
         max_body_bytes,
     });
-    App { router, queue }
+    App {
+        router,
+        queue,
+        keys,
+    }
 }
 
 fn app() -> App {
@@ -117,14 +124,40 @@ async fn post(
     )
 }
 
+/// The queued envelopes, their payloads opened with the tenant's transit key.
 fn queued(app: &App) -> Vec<Envelope> {
     app.queue
         .bodies
         .lock()
         .unwrap()
         .iter()
-        .map(|b| serde_json::from_str(b).unwrap())
+        .map(|b| {
+            let mut e: Envelope = serde_json::from_str(b).unwrap();
+            let tenant = e
+                .tenant
+                .clone()
+                .expect("sealed envelopes name their tenant");
+            let sealed = e
+                .payload
+                .as_str()
+                .expect("the payload is sealed")
+                .to_owned();
+            let plain = ready(app.keys.open(&tenant, "envelope", &sealed)).unwrap();
+            e.payload = serde_json::from_slice(&plain).unwrap();
+            e
+        })
         .collect()
+}
+
+/// Polls a future that never waits (the in-memory key store) to completion.
+fn ready<F: std::future::Future>(f: F) -> F::Output {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    let mut f = std::pin::pin!(f);
+    loop {
+        if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+    }
 }
 
 #[tokio::test]
@@ -140,6 +173,15 @@ async fn a_valid_360dialog_webhook_is_queued_unchanged() {
     .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(json["status"], "queued");
+    // What lies in the queue is sealed: no name, number or text of the webhook in it.
+    let raw = app.queue.bodies.lock().unwrap().join("\n");
+    let plain: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let wa_id = plain["entry"][0]["changes"][0]["value"]["contacts"][0]["wa_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(!raw.contains(&wa_id), "a phone number in the queue");
+    assert!(!raw.contains("wamid."), "a wamid in the queue");
     let q = queued(&app);
     assert_eq!(q.len(), 1);
     assert_eq!(q[0].phone_number_id, "111");

@@ -8,10 +8,19 @@ async fn main() -> Result<(), lambda_http::Error> {
     relay_aws::init_tracing(relay_aws::LogFormat::Json);
     let settings = relay_aws::Settings::for_function("inbox-api")?;
     let clients = relay_aws::Clients::new(&relay_aws::sdk_config(None).await);
+    let keys = settings.keyring(&clients)?;
+    let store = Arc::new(clients.sealed_store(&settings.table, keys.clone()));
     let inbox = Inbox {
         directory: Arc::new(clients.directory(&settings.table)),
-        store: Arc::new(clients.store(&settings.table)),
+        store: store.clone(),
         outbound: Arc::new(clients.job_queue(settings.require_outbound_queue()?, None)),
+        privacy: relay_core::privacy::Privacy {
+            store,
+            keys,
+            pseudonymizer: Arc::new(clients.pseudonymizer(&settings.table).await?),
+        },
+        audit: Arc::new(clients.audit_log(settings.require_audit_table()?)),
+        audit_retention_secs: i64::from(settings.audit_retention_days) * 86_400,
         clock: relay_core::system_clock(),
     };
     lambda_http::run(router(inbox).fallback(relay_http::not_found)).await

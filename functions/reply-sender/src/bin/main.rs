@@ -10,8 +10,10 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     relay_aws::init_tracing(relay_aws::LogFormat::Json);
     let settings = relay_aws::Settings::for_function("reply-sender")?;
     let clients = relay_aws::Clients::new(&relay_aws::sdk_config(None).await);
+    let keys = settings.keyring(&clients)?;
     let sender = Sender {
-        store: Arc::new(clients.store(&settings.table)),
+        store: Arc::new(clients.sealed_store(&settings.table, keys.clone())),
+        keys,
         directory: Arc::new(clients.directory(&settings.table)),
         control: Arc::new(clients.job_queue(
             settings.require_outbound_queue()?,

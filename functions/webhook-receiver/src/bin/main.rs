@@ -11,6 +11,7 @@ async fn main() -> Result<(), lambda_http::Error> {
     let receiver = Receiver {
         directory: Arc::new(clients.directory(&settings.table)),
         queue: Arc::new(clients.inbound_queue(settings.require_inbound_queue()?)),
+        keys: settings.keyring(&clients)?,
         max_body_bytes: settings.max_body_bytes,
     };
     lambda_http::run(router(receiver).fallback(relay_http::not_found)).await
