@@ -230,6 +230,9 @@ fn help_explains_every_command() {
         vec!["quarantine", "list", "--help"],
         vec!["dlq", "list", "--help"],
         vec!["dlq", "redrive", "--help"],
+        vec!["contacts", "export", "--help"],
+        vec!["contacts", "erase", "--help"],
+        vec!["audit", "--help"],
     ] {
         let out = relay(&args, dir.path());
         assert!(out.status.success(), "{args:?}");
@@ -238,7 +241,15 @@ fn help_explains_every_command() {
     }
     let out = relay(&["--help"], dir.path());
     let text = String::from_utf8_lossy(&out.stdout);
-    for cmd in ["serve", "config", "tenants", "quarantine", "dlq"] {
+    for cmd in [
+        "serve",
+        "config",
+        "tenants",
+        "quarantine",
+        "dlq",
+        "contacts",
+        "audit",
+    ] {
         assert!(text.contains(cmd), "--help mentions {cmd}");
     }
 }
@@ -448,4 +459,134 @@ async fn serve_sends_replies_and_tracks_their_status() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(fake.requests().len(), 1, "sent exactly once");
+}
+
+/// Local mode, as a user runs it: after traffic, neither the SQLite files nor the debug log
+/// hold the customer's name, number or words; `relay contacts export|erase` and `relay audit`
+/// work on the data directory.
+#[tokio::test]
+async fn serve_keeps_personal_data_sealed_and_contacts_can_be_exported_and_erased() {
+    const NAME: &str = "Frieda Beispielfrau";
+    const PHONE: &str = "4917612345678";
+    const TEXT: &str = "Ist mein Blutdruckmittel da?";
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("relay.toml"), CONFIG).unwrap();
+    let server = serve(dir.path());
+    let http = reqwest::Client::new();
+    let now = relay_core::unix_now();
+    let hook = serde_json::json!({"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [{"field": "messages", "value": {
+        "metadata": {"phone_number_id": "106540352242922"},
+        "contacts": [{"profile": {"name": NAME}, "wa_id": PHONE}],
+        "messages": [{"from": PHONE, "id": "wamid.LOCALPRIVACY1", "timestamp": now.to_string(), "type": "text", "text": {"body": TEXT}}]}}]}]});
+    let status = http
+        .post(format!("{}/webhooks/whatsapp/106540352242922", server.url))
+        .bearer_auth("cli-webhook-token")
+        .json(&hook)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status.as_u16(), 200);
+    let convs = wait_for(&http, &server.url, |c| c.len() == 1).await;
+    assert_eq!(convs[0]["name"], NAME);
+    let cid = convs[0]["contact_id"].as_str().unwrap().to_owned();
+
+    let personal = [
+        NAME,
+        PHONE,
+        TEXT,
+        "wamid.LOCALPRIVACY1",
+        "sk_cli_test_0123456789",
+    ];
+    let data = dir.path().join("data");
+    let mut files = String::new();
+    for f in ["relay.db", "relay.db-wal"] {
+        if let Ok(bytes) = std::fs::read(data.join(f)) {
+            files.push_str(&String::from_utf8_lossy(&bytes));
+        }
+    }
+    assert!(!files.is_empty());
+    for p in personal {
+        assert!(!files.contains(p), "the SQLite files contain {p:?}");
+    }
+    let key = std::fs::metadata(data.join("master.key")).unwrap();
+    #[cfg(unix)]
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&key.permissions()) & 0o777,
+        0o600
+    );
+
+    // Export to a file (owner-only), while serve runs.
+    let out = relay(
+        &[
+            "contacts",
+            "export",
+            &cid,
+            "--tenant",
+            "apotheke-am-markt",
+            "--data-dir",
+            "data",
+            "--out",
+            "export.json",
+        ],
+        dir.path(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("export.json")).unwrap()).unwrap();
+    assert_eq!(doc["contact"]["name"], NAME);
+    assert_eq!(doc["contact"]["wa_id"], PHONE);
+    assert_eq!(doc["messages"][0]["text"], TEXT);
+
+    // Erasure asks for confirmation, then deletes and reports.
+    let args = [
+        "contacts",
+        "erase",
+        &cid,
+        "--tenant",
+        "apotheke-am-markt",
+        "--data-dir",
+        "data",
+    ];
+    let out = relay(&args, dir.path());
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--yes"));
+    let out = relay(&[&args[..], &["--yes"]].concat(), dir.path());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let receipt: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(receipt["key_destroyed"], true);
+    assert_eq!(receipt["deleted"]["messages"], 1);
+    assert!(conversations(&http, &server.url).await.is_empty());
+    let out = relay(&[&args[..], &["--yes"]].concat(), dir.path());
+    let again: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(again["key_destroyed"], false, "idempotent");
+
+    let out = relay(&["audit", "--data-dir", "data", "--json"], dir.path());
+    assert!(out.status.success());
+    let log = String::from_utf8_lossy(&out.stdout);
+    let actions: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(actions.iter().any(|a| a["action"] == "contact.erase"
+        && a["actor"] == "cli"
+        && a["target"] == cid.as_str()));
+    assert!(actions.iter().any(|a| a["action"] == "contact.export"));
+    assert!(actions.iter().any(|a| a["action"] == "conversations.list"
+        && a["actor"].as_str().unwrap().starts_with("api-key:")));
+
+    drop(server);
+    let logs = std::fs::read_to_string(dir.path().join("serve.log")).unwrap();
+    assert!(logs.contains("webhook queued"), "debug logs were written");
+    for p in personal {
+        assert!(!logs.contains(p), "the serve log contains {p:?}");
+    }
 }
