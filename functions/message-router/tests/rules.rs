@@ -339,3 +339,42 @@ async fn forwards_leave_out_content_unless_the_tenant_allows_it() {
         );
     }
 }
+
+#[tokio::test]
+async fn ad_referral_data_is_dropped_unless_the_tenant_keeps_it() {
+    for (extra, kept) in [("", false), ("keep_referral = true", true)] {
+        let s = setup(extra);
+        let w = json!({"object":"whatsapp_business_account","entry":[{"id":"1","changes":[{"field":"messages","value":{
+            "metadata":{"phone_number_id":"111"},"contacts":[{"profile":{"name":"Erika"},"wa_id":"4915112345678"}],
+            "messages":[{"from":"4915112345678","id":"wamid.AD1","timestamp":(NOW - 10).to_string(),"type":"text",
+              "text":{"body":"Ich habe Ihre Anzeige gesehen"},
+              "referral":{"source_url":"https://fb.me/x","source_id":"ad-123","source_type":"ad","ctwa_clid":"click-456"}}]}}]}]});
+        route(
+            &s,
+            relay_core::envelope::envelopes("111", 0, w, 1 << 20, None)
+                .unwrap()
+                .remove(0),
+        )
+        .await;
+        let c = s
+            .store
+            .list_conversations(&s.tenant, &PageRequest::first(1), NOW)
+            .await
+            .unwrap()
+            .items[0]
+            .contact_id
+            .clone();
+        let m = s
+            .store
+            .list_messages(&s.tenant, &c, &PageRequest::first(1), NOW)
+            .await
+            .unwrap()
+            .items
+            .remove(0);
+        assert_eq!(m.text.as_deref(), Some("Ich habe Ihre Anzeige gesehen"));
+        assert_eq!(m.referral.is_some(), kept, "{extra:?}");
+        if kept {
+            assert_eq!(m.referral.unwrap()["ctwa_clid"], "click-456");
+        }
+    }
+}
