@@ -338,3 +338,43 @@ async fn a_contact_who_opts_out_after_a_reply_was_accepted_does_not_get_it() {
     assert_eq!(s.sender.process(&confirm, 1).await.unwrap(), Outcome::Done);
     assert_eq!(s.fake.requests().len(), 1);
 }
+
+#[tokio::test]
+async fn after_erasure_pending_sends_and_forwards_of_the_contact_go_nowhere() {
+    let s = setup().await;
+    let send = s
+        .queue_text(&format!("{:032x}", 7), "Ihr Rezept ist da")
+        .await;
+    let forward = Job::Forward {
+        tenant: s.tenant.clone(),
+        webhook_id: "msg_m_erased".into(),
+        created_at: s.now,
+        payload: json!({"type": "message.received", "data": {"message_id": "m_erased", "contact_id": s.contact}}),
+    };
+    let privacy = relay_core::privacy::Privacy {
+        store: s.store.clone(),
+        keys: s.store.keyring().clone(),
+        pseudonymizer: Arc::new(relay_core::ids::Pseudonymizer::new([5; 32])),
+    };
+    let receipt = privacy.erase(&s.tenant, &s.contact, s.now).await.unwrap();
+    assert!(receipt.key_destroyed);
+    assert_eq!(s.sender.process(&send, 1).await.unwrap(), Outcome::Done);
+    assert_eq!(s.sender.process(&forward, 1).await.unwrap(), Outcome::Done);
+    assert!(
+        s.fake.requests().is_empty(),
+        "nothing sent to an erased contact"
+    );
+    assert!(
+        s.forward.requests().is_empty(),
+        "nothing of an erased contact forwarded"
+    );
+    // Another contact's forward still goes out (the check is per contact, not a blanket stop).
+    let other = Job::Forward {
+        tenant: s.tenant.clone(),
+        webhook_id: "msg_m_other".into(),
+        created_at: s.now,
+        payload: json!({"type": "message.received", "data": {"message_id": "m_other"}}),
+    };
+    assert_eq!(s.sender.process(&other, 1).await.unwrap(), Outcome::Done);
+    assert_eq!(s.forward.requests().len(), 1);
+}

@@ -357,6 +357,111 @@ async fn tenants_apply_and_list_against_moto() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("empty"));
+
+    // A customer writes through the deployment's handlers; an operator exports and erases them.
+    let w = relay_e2e::wire(&clients, &d).await.unwrap();
+    let hook = serde_json::json!({"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [{"field": "messages", "value": {
+        "metadata": {"phone_number_id": "106540352242922"},
+        "contacts": [{"profile": {"name": "Grete Operator"}, "wa_id": "4915711111111"}],
+        "messages": [{"from": "4915711111111", "id": "wamid.CLIAWS1", "timestamp": relay_core::unix_now().to_string(), "type": "text", "text": {"body": "Bitte löschen Sie meine Daten"}}]}}]}]});
+    let http = reqwest::Client::new();
+    let status = http
+        .post(format!(
+            "{}/webhooks/whatsapp/106540352242922",
+            w.receiver_url
+        ))
+        .bearer_auth("cli-webhook-token")
+        .json(&hook)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status.as_u16(), 200);
+    relay_e2e::drain(&clients.sqs, &d.queue_url, &w.router)
+        .await
+        .unwrap();
+    let cid = conversations(&http, &w.inbox_url).await[0]["contact_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let privacy_args = [
+        "--aws",
+        "--table",
+        &d.table,
+        "--keys-table",
+        &d.keys_table,
+        "--kms-key",
+        &d.kms_key_id,
+        "--audit-table",
+        &d.audit_table,
+    ];
+    let run = |args: &[&str]| {
+        let mut cmd = Command::new(RELAY);
+        cmd.args(args).args(privacy_args);
+        aws_env(&mut cmd);
+        cmd.output().unwrap()
+    };
+    let out = run(&["contacts", "export", &cid, "--tenant", "apotheke-am-markt"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["contact"]["name"], "Grete Operator");
+    assert_eq!(doc["messages"][0]["text"], "Bitte löschen Sie meine Daten");
+    let out = run(&[
+        "contacts",
+        "erase",
+        &cid,
+        "--tenant",
+        "apotheke-am-markt",
+        "--yes",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let receipt: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(receipt["key_destroyed"], true);
+    assert_eq!(receipt["deleted"]["messages"], 1);
+    assert!(conversations(&http, &w.inbox_url).await.is_empty());
+    let out = run(&["audit", "--tenant", "apotheke-am-markt", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let entries: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for action in ["contact.export", "contact.erase"] {
+        assert!(
+            entries.iter().any(|e| e["action"] == action
+                && e["actor"] == "cli"
+                && e["target"] == cid.as_str()),
+            "{action} audited: {entries:?}"
+        );
+    }
+    // Without the key table the command says what is missing.
+    let mut cmd = Command::new(RELAY);
+    cmd.args([
+        "contacts",
+        "export",
+        &cid,
+        "--tenant",
+        "apotheke-am-markt",
+        "--aws",
+        "--table",
+        &d.table,
+    ]);
+    aws_env(&mut cmd);
+    cmd.env_remove("KEYS_TABLE");
+    let out = cmd.output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--keys-table"));
 }
 
 #[tokio::test]

@@ -1037,3 +1037,45 @@ async fn the_audit_log_is_append_only() {
     get(&f.app, "/healthz", None).await;
     assert_eq!(f.audit.list(None, 10, NOW).await.unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn an_erasure_interrupted_after_the_key_is_finished_by_a_rerun() {
+    let f = fixture().await;
+    let c = contact_named(&f.app, KEY_A, "Kunde 1").await;
+    let contact = relay_core::ids::ContactId::parse(&c).unwrap();
+    let tenant = relay_core::ids::TenantId::parse("apotheke-a").unwrap();
+    // The first run crashed right after destroying the key: the items are still there, sealed.
+    assert!(f.keys.destroy(&tenant, contact.as_str()).await.unwrap());
+    assert!(
+        f.raw
+            .contact(&tenant, &contact, NOW)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    // Reads meanwhile show nothing readable of it (names come back empty, messages are left out).
+    let (_, body) = get(
+        &f.app,
+        &format!("/v1/conversations/{c}/messages"),
+        Some(KEY_A),
+    )
+    .await;
+    assert_eq!(body["messages"], json!([]));
+
+    let (status, receipt) = delete(&f.app, &format!("/v1/contacts/{c}"), Some(KEY_A)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(receipt["key_destroyed"], false, "it was gone already");
+    assert_eq!(receipt["deleted"]["messages"], 1);
+    assert_eq!(receipt["deleted"]["profile"], 1);
+    assert_eq!(
+        receipt["deleted"]["identities"], 1,
+        "found through the profile although its ids no longer open"
+    );
+    assert!(
+        f.raw
+            .contact(&tenant, &contact, NOW)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}

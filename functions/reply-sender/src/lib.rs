@@ -410,6 +410,25 @@ impl Sender {
             }
             Err(e) => return Outcome::DeadLetter(format!("forward payload does not open: {e}")),
         };
+        // A contact erased since the event was queued: its data must not reach the pharmacy
+        // afresh after the erasure (the router stores the contact before it queues a forward,
+        // so a missing contact means erased or expired).
+        if let Some(contact) = payload["data"]["contact_id"]
+            .as_str()
+            .and_then(|c| ContactId::parse(c).ok())
+        {
+            match self.store.conversation(tenant, &contact, now).await {
+                Ok(Some(_)) => {}
+                Ok(None) => {
+                    tracing::info!(tenant = %tenant, contact = %contact, webhook_id, "contact erased or expired: forward dropped");
+                    return Outcome::Done;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "contact lookup failed");
+                    return Outcome::RetryAfter(self.policy.backoff(receives));
+                }
+            }
+        }
         let body = serde_json::to_vec(&payload).unwrap_or_default();
         let Ok(signature) = sign_webhook(secret.expose_secret(), webhook_id, now, &body) else {
             return Outcome::DeadLetter(
