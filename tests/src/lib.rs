@@ -432,6 +432,7 @@ pub async fn wire(clients: &relay_aws::Clients, d: &Deployment) -> anyhow::Resul
         directory: Arc::new(clients.directory(&d.table)),
         queue: Arc::new(clients.inbound_queue(&d.queue_url)),
         keys: d.keyring(clients),
+        pseudonymizer: pseudonymizer.clone(),
         max_body_bytes: relay_core::config::DEFAULT_MAX_BODY_BYTES,
     });
     let inbox_keys = d.keyring(clients);

@@ -181,7 +181,7 @@ api_base_url = "{}"
     let inbound = |wamid: &str, body: &str| {
         hook(
             json!({"metadata": meta, "contacts": [{"profile": {"name": NAME}, "wa_id": PHONE}],
-            "messages": [{"from": PHONE, "id": wamid, "timestamp": now.to_string(), "type": "text", "text": {"body": body}}]}),
+            "messages": [{"from": PHONE, "id": wamid, "timestamp": (now - 60).to_string(), "type": "text", "text": {"body": body}}]}),
         )
     };
 
@@ -282,7 +282,15 @@ api_base_url = "{}"
     assert_eq!(statuses.len(), 3, "{statuses:?}");
     assert_eq!(export["consent"][0]["event"], "conversation_started");
 
-    // Erasure: the key first, then every item. A backup taken now is shredded by it.
+    // A webhook of the customer still waits on the queue when the erasure comes.
+    assert_eq!(
+        post(inbound("wamid.IN-FLIGHT", "Noch eine Frage")).await,
+        200
+    );
+    let in_flight = peek(&clients, &d.queue_url).await;
+    assert_eq!(in_flight.len(), 1);
+
+    // Erasure: the keys first, then every item. A backup taken now is shredded by it.
     let backup = sealed_under(&main, &cid);
     assert!(
         backup.len() >= 4,
@@ -324,6 +332,22 @@ api_base_url = "{}"
             "a backed-up value still opens"
         );
     }
+    // The queued webhook no longer opens either: the router drops it, nothing comes back.
+    let envelope: relay_core::envelope::Envelope = serde_json::from_str(&in_flight[0]).unwrap();
+    assert!(matches!(
+        fresh
+            .open(&tenant, "envelope", envelope.payload.as_str().unwrap())
+            .await,
+        Err(relay_core::crypto::CryptoError::Destroyed)
+    ));
+    drain(&clients.sqs, &d.queue_url, &w.router).await.unwrap();
+    assert!(
+        !scan(&clients, &d.table)
+            .await
+            .iter()
+            .any(|i| i.contains(&cid)),
+        "the in-flight webhook brought the contact back"
+    );
     let again: Value = http
         .delete(format!("{}/v1/contacts/{cid}", w.inbox_url))
         .bearer_auth(API_KEY)

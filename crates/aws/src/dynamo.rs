@@ -1178,6 +1178,20 @@ impl MessageStore for DynamoMessageStore {
         Ok(out)
     }
 
+    async fn contact_identity_keys(
+        &self,
+        tenant: &TenantId,
+        contact: &ContactId,
+    ) -> Result<Vec<String>, StoreError> {
+        let profile = self.get(contact_pk(tenant, contact), PROFILE).await?;
+        let mut keys = match profile.as_ref().and_then(|p| p.get("identity_keys")) {
+            Some(AttributeValue::Ss(keys)) => keys.clone(),
+            _ => Vec::new(),
+        };
+        keys.sort();
+        Ok(keys)
+    }
+
     async fn erase_contact(
         &self,
         tenant: &TenantId,

@@ -134,6 +134,7 @@ pub async fn start(
         directory: directory.clone(),
         queue: local.queue.clone(),
         keys: local.keys.clone(),
+        pseudonymizer: local.pseudonymizer.clone(),
         max_body_bytes: config.max_body_bytes(),
     })
     .merge(inbox_api::router(Inbox {

@@ -416,20 +416,50 @@ impl Keyring {
         Ok(s)
     }
 
-    /// Opens a sealed value of `tenant` sealed for `purpose`.
+    /// Opens a sealed value of `tenant` sealed for `purpose`. A key cached here opens even if
+    /// another instance destroyed it moments ago (for at most [`KEY_CACHE_TTL`]); use
+    /// [`Self::open_current`] where that matters.
     pub async fn open(
         &self,
         tenant: &TenantId,
         purpose: &str,
         sealed: &str,
     ) -> Result<Vec<u8>, CryptoError> {
+        self.open_with(tenant, purpose, sealed, false).await
+    }
+
+    /// Opens a sealed value only if its key is still the current generation in the key store
+    /// (one consistent read): what a writer uses before it stores what it opened, so that a
+    /// message queued before its contact was erased cannot bring the contact back.
+    pub async fn open_current(
+        &self,
+        tenant: &TenantId,
+        purpose: &str,
+        sealed: &str,
+    ) -> Result<Vec<u8>, CryptoError> {
+        self.open_with(tenant, purpose, sealed, true).await
+    }
+
+    async fn open_with(
+        &self,
+        tenant: &TenantId,
+        purpose: &str,
+        sealed: &str,
+        current: bool,
+    ) -> Result<Vec<u8>, CryptoError> {
         let p = parse(sealed)?;
         let ck = (tenant.clone(), p.keyref.to_owned(), p.key_id.to_owned());
         let key = match self.cached(&ck) {
-            Some(k) => k,
-            None => match self.store.load(tenant, p.keyref).await? {
+            Some(k) if !current => k,
+            _ => match self.store.load(tenant, p.keyref).await? {
                 Some(w) if w.key_id == p.key_id => self.unwrap(tenant, p.keyref, &w).await?,
-                _ => return Err(CryptoError::Destroyed),
+                _ => {
+                    self.cache
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .pop(&ck);
+                    return Err(CryptoError::Destroyed);
+                }
             },
         };
         let cipher = Aes256Gcm::new(key.expose().into());
@@ -678,8 +708,22 @@ mod tests {
                 Err(CryptoError::Destroyed)
             ));
             // Another instance (fresh cache, same stores) cannot open it either.
-            let other = Keyring::new(store, wrapper);
+            let other = Keyring::new(store.clone(), wrapper.clone());
             assert!(other.open(&t("a"), "text", &copy).await.is_err());
+            // An instance that cached the key before: `open` still may (bounded by the cache
+            // TTL), `open_current` may not.
+            let warm = Keyring::new(store.clone(), wrapper.clone());
+            let c2 = warm
+                .sealer(&t("a"), "c_2", None)
+                .await
+                .unwrap()
+                .seal_str("text", "x");
+            assert!(ring.destroy(&t("a"), "c_2").await.unwrap());
+            assert!(warm.open(&t("a"), "text", &c2).await.is_ok());
+            assert!(matches!(
+                warm.open_current(&t("a"), "text", &c2).await,
+                Err(CryptoError::Destroyed)
+            ));
             // The next write creates a new generation; the old copy stays unreadable.
             let s2 = ring.sealer(&t("a"), "c_1", None).await.unwrap();
             assert_ne!(s2.key_id, s.key_id);

@@ -85,6 +85,175 @@ pub fn envelopes(
     Ok(out)
 }
 
+/// The WhatsApp user a webhook (or a piece of one) is about: whose key seals it on the queue.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Owner {
+    Bsuid(String),
+    WaId(String),
+}
+
+impl Owner {
+    pub fn identity(&self) -> crate::ids::Identity<'_> {
+        match self {
+            Owner::Bsuid(v) => crate::ids::Identity::Bsuid(v),
+            Owner::WaId(v) => crate::ids::Identity::WaId(v),
+        }
+    }
+
+    fn matches(&self, contact: &Value) -> bool {
+        let field = |k: &str| contact.get(k).and_then(Value::as_str);
+        match self {
+            Owner::Bsuid(v) => field("user_id") == Some(v),
+            Owner::WaId(v) => field("wa_id") == Some(v),
+        }
+    }
+}
+
+fn str_at<'a>(v: &'a Value, k: &str) -> Option<&'a str> {
+    v.get(k).and_then(Value::as_str).filter(|s| !s.is_empty())
+}
+
+/// The owner of each item of a `messages` change value (`None` for errors and for messages
+/// that name nobody), the BSUID before the number, as the router resolves contacts.
+fn item_owners(value: &Value) -> Vec<Option<Owner>> {
+    let contacts = value
+        .get("contacts")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    for m in value
+        .get("messages")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let owner = match (str_at(m, "from_user_id"), str_at(m, "from"), contacts) {
+            (Some(b), _, _) => Some(Owner::Bsuid(b.to_owned())),
+            (None, Some(w), _) => Some(Owner::WaId(w.to_owned())),
+            (None, None, [only]) => str_at(only, "user_id")
+                .map(|b| Owner::Bsuid(b.to_owned()))
+                .or_else(|| str_at(only, "wa_id").map(|w| Owner::WaId(w.to_owned()))),
+            _ => None,
+        };
+        out.push(owner);
+    }
+    for st in value
+        .get("statuses")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        out.push(
+            str_at(st, "recipient_user_id")
+                .map(|b| Owner::Bsuid(b.to_owned()))
+                .or_else(|| str_at(st, "recipient_id").map(|w| Owner::WaId(w.to_owned()))),
+        );
+    }
+    for _ in value
+        .get("errors")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        out.push(None);
+    }
+    out
+}
+
+fn changes(webhook: &Value) -> impl Iterator<Item = &Value> {
+    webhook
+        .get("entry")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .flat_map(|e| {
+            e.get("changes")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+        })
+}
+
+/// Cuts a webhook so that each piece is about one WhatsApp user at most: the whole webhook if
+/// it is about exactly one (the usual case), else one piece per message, status and error,
+/// each with only its own user in `contacts`. Pieces about nobody (errors, account updates)
+/// have `None`. Each piece is then sealed under its owner's key, so erasing a contact shreds
+/// its webhooks on the queues and in the dead-letter queues too.
+pub fn pieces_by_owner(webhook: Value) -> Vec<(Option<Owner>, Value)> {
+    let mut owners: Vec<Option<Owner>> = Vec::new();
+    for change in changes(&webhook) {
+        let is_messages = change.get("field").and_then(Value::as_str) == Some("messages");
+        match change.get("value") {
+            Some(v) if is_messages => {
+                let items = item_owners(v);
+                if items.is_empty() {
+                    owners.push(None);
+                }
+                owners.extend(items);
+            }
+            _ => owners.push(None),
+        }
+    }
+    owners.dedup();
+    if let [single] = owners.as_slice() {
+        return vec![(single.clone(), webhook)];
+    }
+    split(&webhook)
+        .into_iter()
+        .map(|mut piece| {
+            let owner = changes(&piece)
+                .next()
+                .and_then(|c| c.get("value"))
+                .and_then(|v| item_owners(v).into_iter().next())
+                .flatten();
+            keep_contacts_of(&mut piece, owner.as_ref());
+            (owner, piece)
+        })
+        .collect()
+}
+
+/// Leaves in a single-change piece only the contact entries of `owner` (none without one).
+fn keep_contacts_of(piece: &mut Value, owner: Option<&Owner>) {
+    let value = piece
+        .get_mut("entry")
+        .and_then(|e| e.get_mut(0))
+        .and_then(|e| e.get_mut("changes"))
+        .and_then(|c| c.get_mut(0))
+        .and_then(|c| c.get_mut("value"))
+        .and_then(Value::as_object_mut);
+    let Some(value) = value else { return };
+    if let Some(Value::Array(contacts)) = value.get_mut("contacts") {
+        contacts.retain(|c| owner.is_some_and(|o| o.matches(c)));
+        if contacts.is_empty() {
+            value.remove("contacts");
+        }
+    }
+}
+
+/// Queue bodies for pieces of a verified webhook, each sealed by its own sealer and at most
+/// `max_bytes`; a piece too large is split further (one per message/status/error).
+pub fn sealed_envelopes(
+    phone_number_id: &str,
+    received_at_ms: i64,
+    tenant: &TenantId,
+    pieces: Vec<(Sealer, Value)>,
+    max_bytes: usize,
+) -> Result<Vec<String>, QueueError> {
+    let mut out = Vec::new();
+    for (sealer, piece) in pieces {
+        let mut bodies = envelopes(
+            phone_number_id,
+            received_at_ms,
+            piece,
+            max_bytes,
+            Some((tenant, &sealer)),
+        )?;
+        out.append(&mut bodies);
+    }
+    Ok(out)
+}
+
 /// One webhook per message, status and error (and per change for other fields), each keeping
 /// its entry id, metadata and contacts.
 fn split(webhook: &Value) -> Vec<Value> {
@@ -178,6 +347,59 @@ mod tests {
             events.extend(webhook_from_value(e.payload).unwrap().events());
         }
         assert_eq!(events, all);
+    }
+
+    #[test]
+    fn a_webhook_about_one_user_stays_whole() {
+        let w = big_webhook(3);
+        let mut w2 = w.clone();
+        w2["entry"][0]["changes"].as_array_mut().unwrap().pop();
+        let pieces = pieces_by_owner(w2.clone());
+        assert_eq!(pieces, vec![(Some(Owner::WaId("49151".into())), w2)]);
+    }
+
+    #[test]
+    fn a_webhook_about_several_users_is_cut_per_user_without_their_names() {
+        let w = json!({"object":"whatsapp_business_account","entry":[{"id":"1","changes":[
+            {"field":"messages","value":{"metadata":{"phone_number_id":"1"},
+             "contacts":[{"wa_id":"49151","profile":{"name":"Anna"}},{"wa_id":"49152","user_id":"DE.b2","profile":{"name":"Bert"}}],
+             "messages":[
+               {"from":"49151","id":"wamid.a","timestamp":"1","type":"text","text":{"body":"A"}},
+               {"from":"49152","from_user_id":"DE.b2","id":"wamid.b","timestamp":"1","type":"text","text":{"body":"B"}}],
+             "statuses":[{"id":"wamid.s","status":"read","timestamp":"2","recipient_id":"49153"}],
+             "errors":[{"code":131000,"title":"x"}]}},
+            {"field":"account_update","value":{"event":"X"}}]}]});
+        let all = webhook_from_value(w.clone()).unwrap().events();
+        let pieces = pieces_by_owner(w);
+        let owners: Vec<Option<Owner>> = pieces.iter().map(|(o, _)| o.clone()).collect();
+        assert_eq!(
+            owners,
+            [
+                Some(Owner::WaId("49151".into())),
+                Some(Owner::Bsuid("DE.b2".into())),
+                Some(Owner::WaId("49153".into())),
+                None,
+                None
+            ]
+        );
+        let text = |i: usize| pieces[i].1.to_string();
+        assert!(text(0).contains("Anna") && !text(0).contains("Bert"));
+        assert!(text(1).contains("Bert") && !text(1).contains("Anna"));
+        for i in 2..5 {
+            assert!(
+                !text(i).contains("Anna") && !text(i).contains("Bert"),
+                "{i}"
+            );
+        }
+        // Nothing lost: the pieces carry every event, each contact still with its message.
+        let mut events = Vec::new();
+        for (_, p) in pieces {
+            events.extend(webhook_from_value(p).unwrap().events());
+        }
+        assert_eq!(events.len(), all.len());
+        for e in &all {
+            assert!(events.contains(e), "{e:?}");
+        }
     }
 
     #[test]

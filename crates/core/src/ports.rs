@@ -232,6 +232,13 @@ pub trait MessageStore: Send + Sync {
         now: i64,
     ) -> Result<Vec<StoredStatus>, StoreError>;
 
+    /// The identity hashes (BSUID, wa_id) the store has recorded for a contact, expired or not.
+    async fn contact_identity_keys(
+        &self,
+        tenant: &TenantId,
+        contact: &ContactId,
+    ) -> Result<Vec<String>, StoreError>;
+
     /// Deletes every item of a contact: profile, messages, their pointers and statuses,
     /// consent ledger, idempotency keys, identities (those given and those the profile names).
     /// Idempotent; a re-run after a crash finishes the job. Returns what it deleted.

@@ -19,7 +19,7 @@ pub struct ErasureReceipt {
     pub contact_id: ContactId,
     /// Unix seconds.
     pub erased_at: i64,
-    /// True if this run destroyed the contact's data key (false on a re-run: it was gone).
+    /// True if this run destroyed a data key of the contact (false on a re-run: all were gone).
     pub key_destroyed: bool,
     pub deleted: ErasedItems,
 }
@@ -109,8 +109,9 @@ impl Privacy {
         contact: &ContactId,
         now: i64,
     ) -> Result<ErasureReceipt, StoreError> {
-        // The identity items are found through hashes of the ids, while they can be read.
-        let mut identity_keys = Vec::new();
+        // Every identity of the contact: recorded by the store, and (for data written before it
+        // recorded them) hashed from the profile's ids while they still open.
+        let mut identity_keys = self.store.contact_identity_keys(tenant, contact).await?;
         if let Some(record) = self.store.contact(tenant, contact, i64::MIN).await? {
             if let Some(b) = record.user_id.as_deref() {
                 identity_keys.push(self.pseudonymizer.identity_key(tenant, Identity::Bsuid(b)));
@@ -119,11 +120,22 @@ impl Privacy {
                 identity_keys.push(self.pseudonymizer.identity_key(tenant, Identity::WaId(w)));
             }
         }
-        let key_destroyed = self
+        identity_keys.sort();
+        identity_keys.dedup();
+        // The keys first: the contact's own, and the key of each of its identities (webhooks on
+        // the queues are sealed under the identity they arrived with). From here on no copy
+        // anywhere opens.
+        let mut key_destroyed = self
             .keys
             .destroy(tenant, contact_keyref(contact))
             .await
             .map_err(|e: CryptoError| StoreError::from(e))?;
+        for k in &identity_keys {
+            let alias = format!("c_{k}");
+            if alias != contact.as_str() {
+                key_destroyed |= self.keys.destroy(tenant, &alias).await?;
+            }
+        }
         let deleted = self
             .store
             .erase_contact(tenant, contact, &identity_keys)

@@ -23,8 +23,8 @@ pub struct RouteReport {
     pub stored: usize,
     pub duplicates: usize,
     pub quarantined: usize,
-    /// Queue messages sealed under a transit key that no longer exists (older than a queue
-    /// keeps messages): dropped, they can never be read.
+    /// Queue messages sealed under a key that no longer exists (their contact was erased, or
+    /// a transit key expired): dropped, they can never be read.
     pub unreadable: usize,
 }
 
@@ -98,10 +98,17 @@ impl Router {
                 .tenant
                 .as_ref()
                 .ok_or(RouteError::Malformed("sealed payload without a tenant"))?;
-            let bytes = match self.keys.open(tenant, ENVELOPE_PURPOSE, sealed).await {
+            // The key must still be current: a webhook queued before its customer was erased
+            // must not store them again.
+            let bytes = match self
+                .keys
+                .open_current(tenant, ENVELOPE_PURPOSE, sealed)
+                .await
+            {
                 Ok(b) => b,
                 Err(CryptoError::Destroyed) => {
-                    tracing::warn!(tenant = %tenant, "queue message sealed under an expired transit key: dropped");
+                    // Its contact was erased while it waited, or it outlived its transit key.
+                    tracing::warn!(tenant = %tenant, "queue message sealed under a destroyed key: dropped");
                     return Ok(RouteReport {
                         unreadable: 1,
                         ..RouteReport::default()

@@ -430,6 +430,14 @@ impl MessageStore for SealedStore {
         self.inner.statuses(tenant, wamid_key, now).await
     }
 
+    async fn contact_identity_keys(
+        &self,
+        tenant: &TenantId,
+        contact: &ContactId,
+    ) -> Result<Vec<String>, StoreError> {
+        self.inner.contact_identity_keys(tenant, contact).await
+    }
+
     async fn erase_contact(
         &self,
         tenant: &TenantId,
@@ -446,7 +454,7 @@ impl MessageStore for SealedStore {
 pub const FORWARD_PURPOSE: &str = "forward";
 
 /// An [`crate::ports::OutboundQueue`] that seals the payload of every forward job (it may
-/// carry message content) under the tenant's transit key; reply-sender opens it.
+/// carry message content) under its contact's key; reply-sender opens it.
 pub struct SealedOutbound {
     inner: Arc<dyn crate::ports::OutboundQueue>,
     keys: Arc<Keyring>,
@@ -474,11 +482,24 @@ impl crate::ports::OutboundQueue for SealedOutbound {
             } = &mut job
                 && !payload.is_string()
             {
-                let s = self
-                    .keys
-                    .transit_sealer(tenant, now)
-                    .await
-                    .map_err(|e| crate::ports::QueueError::Unavailable(e.to_string()))?;
+                // Under the contact's key when it names one (erasure shreds it, dead-lettered
+                // or not), else the tenant's transit key.
+                let contact = payload["data"]["contact_id"]
+                    .as_str()
+                    .and_then(|c| ContactId::parse(c).ok());
+                let s = match contact {
+                    Some(c) => {
+                        self.keys
+                            .sealer(
+                                tenant,
+                                crate::crypto::contact_keyref(&c),
+                                Some(now + crate::crypto::TRANSIT_KEY_EXTRA_SECS),
+                            )
+                            .await
+                    }
+                    None => self.keys.transit_sealer(tenant, now).await,
+                }
+                .map_err(|e| crate::ports::QueueError::Unavailable(e.to_string()))?;
                 *payload = seal_value(&s, FORWARD_PURPOSE, payload);
             }
             sealed.push(job);

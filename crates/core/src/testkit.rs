@@ -569,6 +569,14 @@ async fn erasure_rules(store: &dyn MessageStore) {
         .await
         .expect("record_status");
 
+    assert_eq!(
+        store
+            .contact_identity_keys(&t, &gone)
+            .await
+            .expect("identity keys"),
+        vec![p.identity_key(&t, Identity::WaId("4915200000001"))],
+        "the store names a contact's identities"
+    );
     let erased = store.erase_contact(&t, &gone, &[]).await.expect("erase");
     assert_eq!(erased.profile, 1, "erasure: the profile");
     assert_eq!(erased.messages, 3, "erasure: two inbound, one outbound");

@@ -724,6 +724,21 @@ impl MessageStore for SqliteMessageStore {
         rows.map(|r| from_json(&r.map_err(db_err)?)).collect()
     }
 
+    async fn contact_identity_keys(
+        &self,
+        tenant: &TenantId,
+        contact: &ContactId,
+    ) -> Result<Vec<String>, StoreError> {
+        let conn = self.db.lock();
+        let mut stmt = conn
+            .prepare("SELECT identity_key FROM identities WHERE tenant = ?1 AND contact_id = ?2 ORDER BY identity_key")
+            .map_err(db_err)?;
+        let rows = stmt
+            .query_map(params![tenant.as_str(), contact.as_str()], |r| r.get(0))
+            .map_err(db_err)?;
+        rows.collect::<Result<Vec<String>, _>>().map_err(db_err)
+    }
+
     async fn erase_contact(
         &self,
         tenant: &TenantId,

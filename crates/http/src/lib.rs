@@ -6,6 +6,7 @@ use http::{HeaderMap, HeaderValue, StatusCode, header};
 pub use relay_core::problem::Problem;
 
 /// An RFC 9457 problem as an axum response.
+#[derive(Debug)]
 pub struct ProblemResponse(pub Problem);
 
 impl From<Problem> for ProblemResponse {

@@ -50,18 +50,17 @@ fn bench(c: &mut Criterion) {
         HeaderValue::from_static("Bearer tok-0123456789abcdef"),
     );
     g.bench_function(
-        format!("prepare/360dialog-bearer ({} B)", body.len()),
+        format!("prepare+seal/360dialog-bearer ({} B)", body.len()),
         |b| {
             b.iter(|| {
-                webhook_receiver::prepare(
-                    &channels[0],
-                    black_box(&headers),
-                    black_box(&body),
-                    1 << 20,
-                    0,
-                    Some(&sealer),
-                )
-                .is_ok()
+                let pieces =
+                    webhook_receiver::prepare(&channels[0], black_box(&headers), black_box(&body))
+                        .expect("valid");
+                let sealed = pieces
+                    .into_iter()
+                    .map(|(_, p)| (sealer.clone(), p))
+                    .collect();
+                webhook_receiver::seal(&channels[0], sealed, 1 << 20, 0).is_ok()
             })
         },
     );
@@ -72,17 +71,16 @@ fn bench(c: &mut Criterion) {
         "x-hub-signature-256",
         HeaderValue::from_str(&sig).expect("header"),
     );
-    g.bench_function(format!("prepare/meta-hmac ({} B)", body.len()), |b| {
+    g.bench_function(format!("prepare+seal/meta-hmac ({} B)", body.len()), |b| {
         b.iter(|| {
-            webhook_receiver::prepare(
-                &channels[1],
-                black_box(&headers),
-                black_box(&body),
-                1 << 20,
-                0,
-                Some(&sealer),
-            )
-            .is_ok()
+            let pieces =
+                webhook_receiver::prepare(&channels[1], black_box(&headers), black_box(&body))
+                    .expect("valid");
+            let sealed = pieces
+                .into_iter()
+                .map(|(_, p)| (sealer.clone(), p))
+                .collect();
+            webhook_receiver::seal(&channels[1], sealed, 1 << 20, 0).is_ok()
         })
     });
     g.finish();

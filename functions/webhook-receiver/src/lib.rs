@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use relay_core::crypto::{Keyring, Sealer};
-use relay_core::envelope::envelopes;
+use relay_core::envelope::{Owner, pieces_by_owner, sealed_envelopes};
 use relay_core::ports::{Directory, InboundQueue, QueueError};
 use relay_core::tenant::AuthHeaders;
 use relay_core::webhook::{PayloadError, validate_webhook};
@@ -28,8 +28,10 @@ pub const WEBHOOK_ROUTE: &str = "/webhooks/whatsapp/{phone_number_id}";
 pub struct Receiver {
     pub directory: Arc<dyn Directory>,
     pub queue: Arc<dyn InboundQueue>,
-    /// Seals queued webhooks under the tenant's transit key.
+    /// Seals queued webhooks under the key of the customer they are about.
     pub keys: Arc<Keyring>,
+    /// Names those keys (a customer's key is named by their pseudonymous contact id).
+    pub pseudonymizer: Arc<relay_core::ids::Pseudonymizer>,
     /// Bodies above this get 413.
     pub max_body_bytes: usize,
 }
@@ -56,16 +58,13 @@ fn valid_phone_number_id(s: &str) -> bool {
     !s.is_empty() && s.len() <= 32 && s.bytes().all(|b| b.is_ascii_digit())
 }
 
-/// The in-process work of one webhook: authenticate, validate, cut into queue bodies.
-/// Separate from the handler so that it can be benchmarked without a queue.
+/// The in-process work of one webhook before sealing: authenticate, validate, cut into pieces
+/// about one WhatsApp user each. Separate from the handler so that it can be benchmarked.
 pub fn prepare(
     channel: &relay_core::tenant::Channel,
     headers: &HeaderMap,
     body: &[u8],
-    max_message_bytes: usize,
-    received_at_ms: i64,
-    sealer: Option<&Sealer>,
-) -> Result<Vec<String>, ProblemResponse> {
+) -> Result<Vec<(Option<Owner>, serde_json::Value)>, ProblemResponse> {
     let auth = AuthHeaders {
         authorization: headers
             .get(header::AUTHORIZATION)
@@ -96,12 +95,23 @@ pub fn prepare(
             e.to_string(),
         )
     })?;
-    envelopes(
+    Ok(pieces_by_owner(value))
+}
+
+/// Seals each piece (under its owner's contact key, or the tenant's transit key) into queue
+/// bodies of at most `max_message_bytes`.
+pub fn seal(
+    channel: &relay_core::tenant::Channel,
+    pieces: Vec<(Sealer, serde_json::Value)>,
+    max_message_bytes: usize,
+    received_at_ms: i64,
+) -> Result<Vec<String>, ProblemResponse> {
+    sealed_envelopes(
         &channel.phone_number_id,
         received_at_ms,
-        value,
+        &channel.tenant_id,
+        pieces,
         max_message_bytes,
-        sealer.map(|s| (&channel.tenant_id, s)),
     )
     .map_err(|e| match e {
         QueueError::TooLarge { .. } => detailed(
@@ -116,6 +126,44 @@ pub fn prepare(
             "The queue is unavailable; retry later",
         ),
     })
+}
+
+/// The sealer of each piece: its owner's key (created on a customer's first message), the
+/// tenant's transit key for pieces about nobody. Read per webhook (the current generation), so
+/// nothing is sealed under a key that an erasure destroyed.
+async fn sealers(
+    state: &Receiver,
+    tenant: &relay_core::ids::TenantId,
+    pieces: Vec<(Option<Owner>, serde_json::Value)>,
+    now: i64,
+) -> Result<Vec<(Sealer, serde_json::Value)>, relay_core::crypto::CryptoError> {
+    let mut known: Vec<(Option<Owner>, Sealer)> = Vec::new();
+    let mut out = Vec::with_capacity(pieces.len());
+    for (owner, piece) in pieces {
+        let sealer = match known.iter().find(|(o, _)| *o == owner) {
+            Some((_, s)) => s.clone(),
+            None => {
+                let s = match &owner {
+                    Some(o) => {
+                        let keyref = state.pseudonymizer.contact_id(tenant, o.identity());
+                        state
+                            .keys
+                            .sealer(
+                                tenant,
+                                keyref.as_str(),
+                                Some(now + relay_core::crypto::TRANSIT_KEY_EXTRA_SECS),
+                            )
+                            .await?
+                    }
+                    None => state.keys.transit_sealer(tenant, now).await?,
+                };
+                known.push((owner, s.clone()));
+                s
+            }
+        };
+        out.push((sealer, piece));
+    }
+    Ok(out)
 }
 
 async fn receive(
@@ -175,14 +223,18 @@ async fn receive(
         }
     };
     let now_ms = relay_core::unix_now_ms();
-    let sealer = match state
-        .keys
-        .transit_sealer(&channel.tenant_id, now_ms / 1000)
-        .await
-    {
-        Ok(s) => s,
+    let refused = |p: ProblemResponse| {
+        tracing::warn!(phone_number_id = %phone_number_id, status = p.0.status, problem = p.0.slug(), bytes = body.len(), "webhook refused");
+        p.into_response()
+    };
+    let pieces = match prepare(&channel, &headers, &body) {
+        Ok(p) => p,
+        Err(p) => return refused(p),
+    };
+    let pieces = match sealers(&state, &channel.tenant_id, pieces, now_ms / 1000).await {
+        Ok(p) => p,
         Err(e) => {
-            tracing::error!(error = %e, "transit key unavailable; answering 503 so the sender retries");
+            tracing::error!(error = %e, "data keys unavailable; answering 503 so the sender retries");
             return problem(
                 503,
                 "keys-unavailable",
@@ -191,19 +243,9 @@ async fn receive(
             .into_response();
         }
     };
-    let bodies = match prepare(
-        &channel,
-        &headers,
-        &body,
-        state.queue.max_message_bytes(),
-        now_ms,
-        Some(&sealer),
-    ) {
+    let bodies = match seal(&channel, pieces, state.queue.max_message_bytes(), now_ms) {
         Ok(b) => b,
-        Err(p) => {
-            tracing::warn!(phone_number_id = %phone_number_id, status = p.0.status, problem = p.0.slug(), bytes = body.len(), "webhook refused");
-            return p.into_response();
-        }
+        Err(p) => return refused(p),
     };
     if let Err(e) = state.queue.enqueue(&bodies).await {
         tracing::error!(phone_number_id = %phone_number_id, error = %e, "enqueue failed; answering 503 so the sender retries");

@@ -72,6 +72,7 @@ fn app_with(queue: RecordingQueue, max_body_bytes: usize) -> App {
         directory: Arc::new(StaticDirectory::from_config(&config)),
         queue: queue.clone(),
         keys: keys.clone(),
+        pseudonymizer: Arc::new(relay_core::ids::Pseudonymizer::new([4; 32])),
         max_body_bytes,
     });
     App {
@@ -161,9 +162,9 @@ fn ready<F: std::future::Future>(f: F) -> F::Output {
 }
 
 #[tokio::test]
-async fn a_valid_360dialog_webhook_is_queued_unchanged() {
+async fn a_webhook_about_one_customer_is_queued_whole_under_their_key() {
     let app = app();
-    let body = fixture("multi");
+    let body = fixture("text");
     let (status, json, _) = post(
         &app,
         "/webhooks/whatsapp/111",
@@ -173,6 +174,39 @@ async fn a_valid_360dialog_webhook_is_queued_unchanged() {
     .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(json["status"], "queued");
+    let plain: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let wa_id = plain["entry"][0]["changes"][0]["value"]["contacts"][0]["wa_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Sealed under the key named by the customer's contact id.
+    let raw = app.queue.bodies.lock().unwrap()[0].clone();
+    let tenant = relay_core::ids::TenantId::parse("apotheke-a").unwrap();
+    let contact = relay_core::ids::Pseudonymizer::new([4; 32])
+        .contact_id(&tenant, relay_core::ids::Identity::WaId(&wa_id));
+    let envelope: Envelope = serde_json::from_str(&raw).unwrap();
+    assert_eq!(
+        relay_core::crypto::sealed_keyref(envelope.payload.as_str().unwrap()),
+        Some(contact.as_str())
+    );
+    let q = queued(&app);
+    assert_eq!(q.len(), 1);
+    assert_eq!(q[0].phone_number_id, "111");
+    assert_eq!(q[0].payload, plain, "unchanged once opened");
+}
+
+#[tokio::test]
+async fn a_webhook_about_several_customers_is_queued_per_customer_losing_nothing() {
+    let app = app();
+    let body = fixture("multi");
+    let (status, _, _) = post(
+        &app,
+        "/webhooks/whatsapp/111",
+        &[("authorization", "Bearer tok-111")],
+        body.clone(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
     // What lies in the queue is sealed: no name, number or text of the webhook in it.
     let raw = app.queue.bodies.lock().unwrap().join("\n");
     let plain: serde_json::Value = serde_json::from_slice(&body).unwrap();
@@ -182,13 +216,18 @@ async fn a_valid_360dialog_webhook_is_queued_unchanged() {
         .to_owned();
     assert!(!raw.contains(&wa_id), "a phone number in the queue");
     assert!(!raw.contains("wamid."), "a wamid in the queue");
-    let q = queued(&app);
-    assert_eq!(q.len(), 1);
-    assert_eq!(q[0].phone_number_id, "111");
-    assert_eq!(
-        q[0].payload,
-        serde_json::from_slice::<serde_json::Value>(&body).unwrap()
-    );
+    let events =
+        |v: serde_json::Value| relay_core::webhook::webhook_from_value(v).unwrap().events();
+    let want = events(plain);
+    let mut got = Vec::new();
+    for e in queued(&app) {
+        assert_eq!(e.phone_number_id, "111");
+        got.extend(events(e.payload));
+    }
+    assert_eq!(got.len(), want.len());
+    for e in &want {
+        assert!(got.contains(e), "{e:?} was lost");
+    }
 }
 
 #[tokio::test]

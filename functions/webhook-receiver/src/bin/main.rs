@@ -12,6 +12,7 @@ async fn main() -> Result<(), lambda_http::Error> {
         directory: Arc::new(clients.directory(&settings.table)),
         queue: Arc::new(clients.inbound_queue(settings.require_inbound_queue()?)),
         keys: settings.keyring(&clients)?,
+        pseudonymizer: Arc::new(clients.pseudonymizer(&settings.table).await?),
         max_body_bytes: settings.max_body_bytes,
     };
     lambda_http::run(router(receiver).fallback(relay_http::not_found)).await
