@@ -7,7 +7,9 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use base64::Engine;
 use serde_json::{Value, json};
+use sha2::Digest;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -45,8 +47,26 @@ impl Recorded {
     }
 }
 
+/// How the fake serves a media file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaMode {
+    /// `GET /{id}` and the download both work; the hash is right.
+    Good,
+    /// The announced SHA-256 is not the file's.
+    WrongHash,
+    /// `GET /{id}` answers 404 (expired or unknown media id).
+    NotFound,
+    /// The download sends each 16 KiB piece after this many milliseconds.
+    Slow(u64),
+    /// `GET /{id}` announces no size; the download is larger than the relay's limit.
+    Unannounced,
+    /// The download answers 500.
+    DownloadFails,
+}
+
 #[derive(Default)]
 struct Inner {
+    media: std::collections::HashMap<String, (Vec<u8>, MediaMode)>,
     script: VecDeque<Reply>,
     requests: Vec<Recorded>,
     next_id: u64,
@@ -68,10 +88,24 @@ impl Fake {
     pub async fn start() -> Fake {
         let mut fake = Fake::default();
         let app = Router::new()
-            .route("/{*path}", post(answer))
+            .route("/{*path}", post(answer).get(media))
             .with_state(fake.clone());
         fake.url = format!("http://{}", crate::serve(app).await);
         fake
+    }
+
+    /// Serves `bytes` as WhatsApp media `id`.
+    pub fn add_media(&self, id: &str, bytes: Vec<u8>, mode: MediaMode) {
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .media
+            .insert(id.to_owned(), (bytes, mode));
+    }
+
+    /// The base64 SHA-256 of `bytes`, as webhooks carry it.
+    pub fn sha256_b64(bytes: &[u8]) -> String {
+        base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(bytes))
     }
 
     /// Queues answers for the next requests (then success again).
@@ -178,5 +212,75 @@ async fn answer(
                                         "error_data": {"messaging_product": "whatsapp", "details": "recipient 4915100000000"}}})),
         )
             .into_response(),
+    }
+}
+
+/// `GET /{media-id}` (where the file is) and `GET /whatsapp_business/attachments/?mid=…` (the
+/// download, as 360dialog proxies Meta's CDN URL).
+async fn media(State(fake): State<Fake>, uri: axum::http::Uri, headers: HeaderMap) -> Response {
+    let path = uri.path().trim_matches('/').to_owned();
+    let query = uri.query().unwrap_or_default().to_owned();
+    let (entry, id) = {
+        let mut inner = fake.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner.requests.push(Recorded {
+            path: format!("GET /{path}?{query}"),
+            headers,
+            body: Vec::new(),
+        });
+        let id = if path == "whatsapp_business/attachments" {
+            query
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("mid="))
+                .unwrap_or_default()
+                .to_owned()
+        } else {
+            path.clone()
+        };
+        (inner.media.get(&id).cloned(), id)
+    };
+    let not_found = || {
+        (
+            StatusCode::NOT_FOUND,
+            axum::Json(json!({"error": {"code": 100, "message": "Unsupported get request.", "type": "GraphMethodException"}})),
+        )
+            .into_response()
+    };
+    let Some((bytes, mode)) = entry else {
+        return not_found();
+    };
+    if path != "whatsapp_business/attachments" {
+        if mode == MediaMode::NotFound {
+            return not_found();
+        }
+        let sha = if mode == MediaMode::WrongHash {
+            Fake::sha256_b64(b"something else")
+        } else {
+            Fake::sha256_b64(&bytes)
+        };
+        let mut answer = json!({
+            "messaging_product": "whatsapp",
+            "url": format!("https://lookaside.fbsbx.com/whatsapp_business/attachments/?mid={id}&ext=1&hash=ATx"),
+            "mime_type": "image/jpeg",
+            "sha256": sha,
+            "id": id,
+        });
+        if mode != MediaMode::Unannounced {
+            answer["file_size"] = json!(bytes.len());
+        }
+        return (StatusCode::OK, axum::Json(answer)).into_response();
+    }
+    match mode {
+        MediaMode::DownloadFails => (StatusCode::INTERNAL_SERVER_ERROR, "boom").into_response(),
+        MediaMode::Slow(ms) => {
+            let pieces: Vec<Vec<u8>> = bytes.chunks(16 * 1024).map(<[u8]>::to_vec).collect();
+            let stream =
+                futures_util::stream::unfold(pieces.into_iter(), move |mut it| async move {
+                    let next = it.next()?;
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                    Some((Ok::<_, std::io::Error>(Bytes::from(next)), it))
+                });
+            (StatusCode::OK, axum::body::Body::from_stream(stream)).into_response()
+        }
+        _ => (StatusCode::OK, bytes).into_response(),
     }
 }

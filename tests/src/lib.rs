@@ -122,6 +122,8 @@ pub struct Deployment {
     pub keys_table: String,
     /// The audit log (`tenant` / `at`, TTL `expires_at`).
     pub audit_table: String,
+    /// Sealed media files.
+    pub media_bucket: String,
 }
 
 impl Deployment {
@@ -259,6 +261,19 @@ pub async fn provision(
         .send()
         .await
         .context("CreateTable audit")?;
+    let media_bucket = format!("{prefix}-media");
+    clients
+        .s3
+        .create_bucket()
+        .bucket(&media_bucket)
+        .create_bucket_configuration(
+            aws_sdk_s3::types::CreateBucketConfiguration::builder()
+                .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::EuCentral1)
+                .build(),
+        )
+        .send()
+        .await
+        .context("CreateBucket")?;
     let (queue_url, dlq_url) =
         queue_with_dlq(clients, &format!("{prefix}-inbound"), max_receives).await?;
     let (outbound_url, outbound_dlq_url) =
@@ -282,6 +297,7 @@ pub async fn provision(
         kms_key_id,
         keys_table,
         audit_table,
+        media_bucket,
     })
 }
 
@@ -445,7 +461,10 @@ pub async fn wire(clients: &relay_aws::Clients, d: &Deployment) -> anyhow::Resul
             store: inbox_store,
             keys: inbox_keys,
             pseudonymizer: pseudonymizer.clone(),
+            blobs: Arc::new(clients.blob_store(&d.media_bucket)),
         },
+        blobs: Arc::new(clients.blob_store(&d.media_bucket)),
+        max_media_response_bytes: Some(5_000_000),
         audit: Arc::new(clients.audit_log(&d.audit_table)),
         audit_retention_secs: 365 * 86_400,
         clock: relay_core::system_clock(),
@@ -462,6 +481,8 @@ pub async fn wire(clients: &relay_aws::Clients, d: &Deployment) -> anyhow::Resul
     let sender = reply_sender::Sender {
         store: Arc::new(clients.sealed_store(&d.table, sender_keys.clone())),
         keys: sender_keys,
+        blobs: Arc::new(clients.blob_store(&d.media_bucket)),
+        max_media_bytes: relay_core::media::DEFAULT_MAX_MEDIA_BYTES,
         directory: Arc::new(clients.directory(&d.table)),
         control: jobs,
         pseudonymizer,

@@ -45,6 +45,9 @@ pub struct Setup {
     pub tenant: TenantId,
     pub contact: ContactId,
     pub now: i64,
+    pub router: Router,
+    pub blobs: relay_core::media::MemoryBlobStore,
+    pub pseudo: Arc<Pseudonymizer>,
 }
 
 pub async fn setup() -> Setup {
@@ -74,6 +77,7 @@ send_rate_per_second = {}
     let config = RelayConfig::parse(&config, &|_| None).expect("fixture");
     let directory = Arc::new(StaticDirectory::from_config(&config));
     let keys = Arc::new(relay_core::crypto::Keyring::in_memory());
+    let blobs = relay_core::media::MemoryBlobStore::default();
     let store = Arc::new(relay_core::sealed::SealedStore::new(
         Arc::new(SqliteMessageStore::new(Database::in_memory())),
         keys.clone(),
@@ -111,8 +115,10 @@ send_rate_per_second = {}
         store: store.clone(),
         directory,
         control: control.clone(),
-        pseudonymizer: pseudo,
+        pseudonymizer: pseudo.clone(),
         keys,
+        blobs: Arc::new(blobs.clone()),
+        max_media_bytes: 1 << 20,
         whatsapp: relay_whatsapp::WhatsAppClient::new(Duration::from_millis(500)),
         http: reqwest::Client::new(),
         limiter: ChannelLimiter::default(),
@@ -132,10 +138,48 @@ send_rate_per_second = {}
         tenant,
         contact,
         now,
+        router,
+        blobs,
+        pseudo,
     }
 }
 
 impl Setup {
+    /// The customer sends an image (WhatsApp media id `media_id`, announced hash `sha256`);
+    /// returns the fetch job the router would queue.
+    pub async fn inbound_image(&self, wamid: &str, media_id: &str, sha256: &str) -> Job {
+        let hook = json!({"object":"whatsapp_business_account","entry":[{"id":"1","changes":[{"field":"messages","value":{
+            "metadata":{"phone_number_id":"111"},"contacts":[{"profile":{"name":"Erika"},"wa_id":"4915112345678"}],
+            "messages":[{"from":"4915112345678","id":wamid,"timestamp":self.now.to_string(),"type":"image",
+              "image":{"id":media_id,"mime_type":"image/jpeg","sha256":sha256,"caption":"Mein Rezept"}}]}}]}]});
+        self.router
+            .route(
+                &relay_core::envelope::envelopes("111", 0, hook, 1 << 20, None)
+                    .expect("fixture")
+                    .remove(0),
+            )
+            .await
+            .expect("fixture");
+        Job::FetchMedia {
+            tenant: self.tenant.clone(),
+            contact: self.contact.clone(),
+            message_key: self.pseudo.wamid_key(&self.tenant, wamid),
+        }
+    }
+
+    /// The stored message of an inbound wamid (opened).
+    pub async fn inbound(&self, wamid: &str) -> relay_core::records::StoredMessage {
+        self.store
+            .message_by_wamid(
+                &self.tenant,
+                &self.pseudo.wamid_key(&self.tenant, wamid),
+                self.now,
+            )
+            .await
+            .expect("store")
+            .expect("the message is stored")
+    }
+
     pub async fn queue_text(&self, key: &str, text: &str) -> Job {
         let m = queued_message(
             key,

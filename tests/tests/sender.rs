@@ -355,6 +355,7 @@ async fn after_erasure_pending_sends_and_forwards_of_the_contact_go_nowhere() {
         store: s.store.clone(),
         keys: s.store.keyring().clone(),
         pseudonymizer: Arc::new(relay_core::ids::Pseudonymizer::new([5; 32])),
+        blobs: Arc::new(relay_core::media::MemoryBlobStore::default()),
     };
     let receipt = privacy.erase(&s.tenant, &s.contact, s.now).await.unwrap();
     assert!(receipt.key_destroyed);
@@ -377,4 +378,184 @@ async fn after_erasure_pending_sends_and_forwards_of_the_contact_go_nowhere() {
     };
     assert_eq!(s.sender.process(&other, 1).await.unwrap(), Outcome::Done);
     assert_eq!(s.forward.requests().len(), 1);
+}
+
+// ---- media -------------------------------------------------------------------------------------
+
+use relay_core::media::{BlobStore, FileOpener, MediaStatus};
+use relay_e2e::fake::{Fake, MediaMode};
+
+/// A "photo": bytes that are recognisable if they ever appear in plaintext.
+fn photo(len: usize) -> Vec<u8> {
+    let mut v = b"%PRESCRIPTION-PHOTO%".repeat(len / 20 + 1);
+    v.truncate(len);
+    v
+}
+
+async fn open_stored(s: &relay_e2e::sender_fixture::Setup, wamid: &str) -> Vec<u8> {
+    let m = s.inbound(wamid).await;
+    let media = m.media.unwrap();
+    let mut reader = s
+        .blobs
+        .open(media.object_key.as_deref().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let mut opener = FileOpener::new(
+        s.store.keyring(),
+        &s.tenant,
+        &media.media_id,
+        media.size.unwrap(),
+        reader.as_mut(),
+    )
+    .await
+    .unwrap();
+    let mut out = Vec::new();
+    while let Some(c) = opener.next(reader.as_mut()).await.unwrap() {
+        out.extend(c);
+    }
+    out
+}
+
+#[tokio::test]
+async fn an_inbound_photo_is_fetched_checked_and_stored_sealed() {
+    let s = setup().await;
+    let bytes = photo(300_000);
+    s.fake.add_media("MEDIA1", bytes.clone(), MediaMode::Good);
+    let job = s
+        .inbound_image("wamid.IMG1", "MEDIA1", &Fake::sha256_b64(&bytes))
+        .await;
+    let pending = s.inbound("wamid.IMG1").await.media.unwrap();
+    assert_eq!(
+        pending.status,
+        MediaStatus::Pending,
+        "stored first as pending"
+    );
+    assert_eq!(s.sender.process(&job, 1).await.unwrap(), Outcome::Done);
+
+    let media = s.inbound("wamid.IMG1").await.media.unwrap();
+    assert_eq!(media.status, MediaStatus::Available, "{media:?}");
+    assert_eq!(media.size, Some(bytes.len() as u64));
+    assert_eq!(media.mime_type.as_deref(), Some("image/jpeg"));
+    // Both requests went through 360dialog with the channel's key.
+    let reqs = s.fake.requests();
+    assert_eq!(reqs.len(), 2);
+    assert!(reqs[0].path.starts_with("GET /MEDIA1"));
+    assert!(
+        reqs[1]
+            .path
+            .starts_with("GET /whatsapp_business/attachments?mid=MEDIA1")
+    );
+    assert!(
+        reqs.iter()
+            .all(|r| r.header("d360-api-key").as_deref() == Some("d360-test-key"))
+    );
+    // At rest it is sealed; opened, it is the same file.
+    let blob = s.blobs.get(media.object_key.as_deref().unwrap()).unwrap();
+    assert!(
+        !blob.windows(20).any(|w| w == b"%PRESCRIPTION-PHOTO%"),
+        "plaintext at rest"
+    );
+    assert_eq!(open_stored(&s, "wamid.IMG1").await, bytes);
+    // A redelivered job changes nothing and fetches nothing.
+    assert_eq!(s.sender.process(&job, 2).await.unwrap(), Outcome::Done);
+    assert_eq!(s.fake.requests().len(), 2);
+}
+
+#[tokio::test]
+async fn bad_media_fails_with_a_reason_and_stores_nothing() {
+    let s = setup().await;
+    let bytes = photo(50_000);
+    for (i, (mode, reason)) in [
+        (MediaMode::WrongHash, "SHA-256"),
+        (MediaMode::NotFound, "unknown or expired"),
+        (MediaMode::Unannounced, "larger than the limit"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let id = format!("BAD{i}");
+        let wamid = format!("wamid.BAD{i}");
+        let data = if mode == MediaMode::Unannounced {
+            photo(2 << 20) // the fixture's limit is 1 MiB
+        } else {
+            bytes.clone()
+        };
+        s.fake.add_media(&id, data, mode);
+        // The webhook's hash is the file's own unless the provider lies about it.
+        let hash = if mode == MediaMode::WrongHash {
+            Fake::sha256_b64(b"not this")
+        } else {
+            Fake::sha256_b64(&bytes)
+        };
+        let job = s.inbound_image(&wamid, &id, &hash).await;
+        assert_eq!(
+            s.sender.process(&job, 1).await.unwrap(),
+            Outcome::Done,
+            "{mode:?}"
+        );
+        let media = s.inbound(&wamid).await.media.unwrap();
+        assert_eq!(media.status, MediaStatus::Failed, "{mode:?}");
+        let why = media.reason.unwrap_or_default();
+        assert!(why.contains(reason), "{mode:?}: {why}");
+    }
+    assert!(s.blobs.keys().is_empty(), "nothing kept of a bad file");
+}
+
+#[tokio::test]
+async fn failing_downloads_retry_and_pause_before_360dialog_would_block_the_number() {
+    let s = setup().await;
+    let bytes = photo(10_000);
+    s.fake
+        .add_media("FLAKY", bytes.clone(), MediaMode::DownloadFails);
+    let job = s
+        .inbound_image("wamid.FLAKY", "FLAKY", &Fake::sha256_b64(&bytes))
+        .await;
+    // Each failed attempt is a failed media request: retried with backoff…
+    for attempt in 1..=2 {
+        assert!(
+            matches!(
+                s.sender.process(&job, attempt).await.unwrap(),
+                Outcome::RetryAfter(_)
+            ),
+            "attempt {attempt}"
+        );
+    }
+    // …and counted per channel: two requests failed twice (the URL lookup succeeded).
+    let hour = relay_core::unix_now() / 3600;
+    assert_eq!(s.store.media_failures("111", hour).await.unwrap(), 2);
+    // Two more failures reach the budget; then nothing is requested until the next hour.
+    s.store.add_media_failure("111", hour).await.unwrap();
+    s.store.add_media_failure("111", hour).await.unwrap();
+    let before = s.fake.requests().len();
+    match s.sender.process(&job, 3).await.unwrap() {
+        Outcome::RetryAfter(d) => assert!(d.as_secs() <= 3600 + 60, "{d:?}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(s.fake.requests().len(), before, "no request while paused");
+    assert_eq!(
+        s.inbound("wamid.FLAKY").await.media.unwrap().status,
+        MediaStatus::Pending
+    );
+}
+
+#[tokio::test]
+async fn a_slow_download_still_completes_and_erasure_deletes_the_file() {
+    let s = setup().await;
+    let bytes = photo(100_000);
+    s.fake.add_media("SLOW", bytes.clone(), MediaMode::Slow(50));
+    let job = s
+        .inbound_image("wamid.SLOW", "SLOW", &Fake::sha256_b64(&bytes))
+        .await;
+    assert_eq!(s.sender.process(&job, 1).await.unwrap(), Outcome::Done);
+    assert_eq!(open_stored(&s, "wamid.SLOW").await, bytes);
+    let privacy = relay_core::privacy::Privacy {
+        store: s.store.clone(),
+        keys: s.store.keyring().clone(),
+        pseudonymizer: s.pseudo.clone(),
+        blobs: Arc::new(s.blobs.clone()),
+    };
+    let receipt = privacy.erase(&s.tenant, &s.contact, s.now).await.unwrap();
+    assert_eq!(receipt.deleted.media, 1);
+    assert!(s.blobs.keys().is_empty());
 }

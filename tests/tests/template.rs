@@ -149,6 +149,7 @@ fn every_variable_a_function_reads_is_set_to_the_right_resource() {
         ("KEYS_TABLE", "KeysTable"),
         ("AUDIT_TABLE", "AuditTable"),
         ("RELAY_KMS_KEY_ID", "RelayKey"),
+        ("MEDIA_BUCKET", "MediaBucket"),
     ]
     .into();
     for (name, f) in functions(&t) {
@@ -341,6 +342,44 @@ fn every_role_grants_what_its_function_does_and_no_more() {
         }
     }
     assert!(allows(&fns["inbox-api"], "dynamodb:PutItem", "AuditTable"));
+    // Media: reply-sender writes files, inbox-api reads and erases them; nobody else touches them.
+    for a in ["s3:PutObject", "s3:AbortMultipartUpload"] {
+        assert!(
+            allows(&fns["reply-sender"], a, "MediaBucket"),
+            "reply-sender: {a}"
+        );
+    }
+    for a in ["s3:GetObject", "s3:DeleteObject", "s3:ListBucket"] {
+        assert!(
+            allows(&fns["inbox-api"], a, "MediaBucket"),
+            "inbox-api: {a}"
+        );
+    }
+    for f in ["webhook-receiver", "message-router"] {
+        assert!(
+            !fns[f]
+                .statements
+                .iter()
+                .any(|s| refs(&s["Resource"]).iter().any(|r| r == "MediaBucket")),
+            "{f} has no business with media files"
+        );
+    }
+    let bucket = &t["Resources"]["MediaBucket"]["Properties"];
+    assert_eq!(
+        bucket["PublicAccessBlockConfiguration"]["RestrictPublicBuckets"],
+        Value::Bool(true)
+    );
+    assert!(
+        bucket.get("VersioningConfiguration").is_none(),
+        "no versions: deletion is final"
+    );
+    assert_eq!(
+        refs(
+            &bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]["ServerSideEncryptionByDefault"]
+                ["KMSMasterKeyID"]
+        ),
+        ["RelayKey"]
+    );
     let t2 = &t["Resources"];
     assert_eq!(
         t2["KeysTable"]["Properties"]["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"],

@@ -246,6 +246,9 @@ impl DynamoMessageStore {
         if let Some(wamid) = get_s(item, "wamid") {
             m.wamid = wamid.to_owned();
         }
+        if let Some(media) = get_s(item, "media") {
+            m.media = serde_json::from_str(media).ok();
+        }
         Ok(m)
     }
 
@@ -1176,6 +1179,54 @@ impl MessageStore for DynamoMessageStore {
         let mut out: Vec<StoredStatus> = bodies(&items, "status")?;
         out.sort_by(|a, b| a.timestamp.cmp(&b.timestamp).then(a.status.cmp(&b.status)));
         Ok(out)
+    }
+
+    async fn set_media(
+        &self,
+        tenant: &TenantId,
+        message_key: &str,
+        media: &relay_core::media::MediaInfo,
+    ) -> Result<(), StoreError> {
+        let Some((pk, sk)) = self.locate(tenant, message_key).await? else {
+            return Ok(());
+        };
+        let mut v = Item::new();
+        v.insert(
+            ":m".into(),
+            s(serde_json::to_string(media).map_err(|_| corrupt("media"))?),
+        );
+        self.update_if(pk, &sk, "SET media = :m", "attribute_exists(pk)", v)
+            .await
+            .map(|_| ())
+    }
+
+    async fn add_media_failure(&self, phone_number_id: &str, hour: i64) -> Result<u32, StoreError> {
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("MEDIAFAIL#{phone_number_id}")))
+            .key("sk", s(hour.to_string()))
+            .update_expression("ADD failures :one SET expires_at = :e")
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":e", n((hour + 2) * 3600))
+            .return_values(ReturnValue::UpdatedNew)
+            .send()
+            .await
+            .map_err(|e| StoreError::Unavailable(sdk_error("UpdateItem", &e)))?;
+        Ok(out
+            .attributes
+            .as_ref()
+            .and_then(|a| get_n(a, "failures"))
+            .unwrap_or(0) as u32)
+    }
+
+    async fn media_failures(&self, phone_number_id: &str, hour: i64) -> Result<u32, StoreError> {
+        Ok(self
+            .get(format!("MEDIAFAIL#{phone_number_id}"), &hour.to_string())
+            .await?
+            .and_then(|i| get_n(&i, "failures"))
+            .unwrap_or(0) as u32)
     }
 
     async fn contact_identity_keys(

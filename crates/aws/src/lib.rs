@@ -9,6 +9,7 @@ mod directory;
 mod dynamo;
 mod keys;
 mod kms;
+mod s3;
 mod settings;
 mod sqs;
 
@@ -16,6 +17,7 @@ pub use directory::DynamoDirectory;
 pub use dynamo::DynamoMessageStore;
 pub use keys::{DynamoAuditLog, DynamoKeyStore, KmsKeyWrapper};
 pub use kms::KmsSecrets;
+pub use s3::S3BlobStore;
 pub use settings::{FUNCTION_ENV, FUNCTION_OPTIONAL_ENV, Settings, SettingsError};
 pub use sqs::{SqsInboundQueue, SqsJobQueue};
 
@@ -82,6 +84,7 @@ pub struct Clients {
     pub dynamo: aws_sdk_dynamodb::Client,
     pub sqs: aws_sdk_sqs::Client,
     pub kms: aws_sdk_kms::Client,
+    pub s3: aws_sdk_s3::Client,
 }
 
 impl Clients {
@@ -90,6 +93,13 @@ impl Clients {
             dynamo: aws_sdk_dynamodb::Client::new(sdk),
             sqs: aws_sdk_sqs::Client::new(sdk),
             kms: aws_sdk_kms::Client::new(sdk),
+            // Against an endpoint override (moto, a local S3) address buckets by path; on AWS
+            // the default virtual-hosted style.
+            s3: aws_sdk_s3::Client::from_conf(
+                aws_sdk_s3::config::Builder::from(sdk)
+                    .force_path_style(sdk.endpoint_url().is_some())
+                    .build(),
+            ),
         }
     }
 
@@ -112,6 +122,10 @@ impl Clients {
         keyring: std::sync::Arc<relay_core::crypto::Keyring>,
     ) -> relay_core::sealed::SealedStore {
         relay_core::sealed::SealedStore::new(std::sync::Arc::new(self.store(table)), keyring)
+    }
+
+    pub fn blob_store(&self, bucket: &str) -> S3BlobStore {
+        S3BlobStore::new(self.s3.clone(), bucket)
     }
 
     pub fn audit_log(&self, table: &str) -> DynamoAuditLog {

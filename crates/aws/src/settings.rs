@@ -25,6 +25,13 @@ pub struct Settings {
     pub audit_table: Option<String>,
     /// `AUDIT_RETENTION_DAYS`: how long audit entries are kept (default 365).
     pub audit_retention_days: u32,
+    /// `MEDIA_BUCKET`: sealed media files (reply-sender writes, inbox-api reads and erases).
+    pub media_bucket: Option<String>,
+    /// `MAX_MEDIA_BYTES`: the largest file reply-sender fetches (default 100 MB).
+    pub max_media_bytes: u64,
+    /// `MEDIA_RESPONSE_MAX_BYTES`: the largest file inbox-api returns in one response
+    /// (default 5,000,000: Lambda's synchronous response limit is 6 MB).
+    pub media_response_max_bytes: u64,
 }
 
 /// Default retention of audit log entries.
@@ -67,6 +74,7 @@ pub const FUNCTION_ENV: &[(&str, &[&str])] = &[
             "OUTBOUND_DLQ_URL",
             "KEYS_TABLE",
             "RELAY_KMS_KEY_ID",
+            "MEDIA_BUCKET",
         ],
     ),
     (
@@ -77,6 +85,7 @@ pub const FUNCTION_ENV: &[(&str, &[&str])] = &[
             "KEYS_TABLE",
             "RELAY_KMS_KEY_ID",
             "AUDIT_TABLE",
+            "MEDIA_BUCKET",
         ],
     ),
 ];
@@ -85,8 +94,18 @@ pub const FUNCTION_ENV: &[(&str, &[&str])] = &[
 pub const FUNCTION_OPTIONAL_ENV: &[(&str, &[&str])] = &[
     ("webhook-receiver", &["MAX_BODY_BYTES", "RUST_LOG"]),
     ("message-router", &["RUST_LOG"]),
-    ("reply-sender", &["SENDER_CONCURRENCY", "RUST_LOG"]),
-    ("inbox-api", &["AUDIT_RETENTION_DAYS", "RUST_LOG"]),
+    (
+        "reply-sender",
+        &["SENDER_CONCURRENCY", "MAX_MEDIA_BYTES", "RUST_LOG"],
+    ),
+    (
+        "inbox-api",
+        &[
+            "AUDIT_RETENTION_DAYS",
+            "MEDIA_RESPONSE_MAX_BYTES",
+            "RUST_LOG",
+        ],
+    ),
 ];
 
 impl Settings {
@@ -143,6 +162,23 @@ impl Settings {
             keys_table: env("KEYS_TABLE").filter(|s| !s.is_empty()),
             kms_key_id: env("RELAY_KMS_KEY_ID").filter(|s| !s.is_empty()),
             audit_table: env("AUDIT_TABLE").filter(|s| !s.is_empty()),
+            media_bucket: env("MEDIA_BUCKET").filter(|s| !s.is_empty()),
+            max_media_bytes: match env("MAX_MEDIA_BYTES") {
+                None => relay_core::media::DEFAULT_MAX_MEDIA_BYTES,
+                Some(v) => v
+                    .parse()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or(SettingsError::NotANumber("MAX_MEDIA_BYTES"))?,
+            },
+            media_response_max_bytes: match env("MEDIA_RESPONSE_MAX_BYTES") {
+                None => 5_000_000,
+                Some(v) => v
+                    .parse()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or(SettingsError::NotANumber("MEDIA_RESPONSE_MAX_BYTES"))?,
+            },
             audit_retention_days: match env("AUDIT_RETENTION_DAYS") {
                 None => DEFAULT_AUDIT_RETENTION_DAYS,
                 Some(v) => v
@@ -168,6 +204,12 @@ impl Settings {
             .as_deref()
             .ok_or(SettingsError::Missing("RELAY_KMS_KEY_ID"))?;
         Ok(std::sync::Arc::new(clients.keyring(table, key)))
+    }
+
+    pub fn require_media_bucket(&self) -> Result<&str, SettingsError> {
+        self.media_bucket
+            .as_deref()
+            .ok_or(SettingsError::Missing("MEDIA_BUCKET"))
     }
 
     pub fn require_audit_table(&self) -> Result<&str, SettingsError> {
@@ -207,6 +249,7 @@ mod tests {
                 "KEYS_TABLE",
                 "RELAY_KMS_KEY_ID",
                 "AUDIT_TABLE",
+                "MEDIA_BUCKET",
             ]
             .contains(&k)
             .then(|| "x".to_owned())

@@ -81,6 +81,9 @@ struct PrivacyArgs {
     /// The audit log table (with --aws).
     #[arg(long, env = "AUDIT_TABLE")]
     audit_table: Option<String>,
+    /// The media bucket (with --aws).
+    #[arg(long, env = "MEDIA_BUCKET")]
+    media_bucket: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -625,11 +628,16 @@ async fn privacy_for(
             .audit_table
             .as_deref()
             .context("--audit-table (or AUDIT_TABLE) is required with --aws")?;
+        let bucket = p
+            .media_bucket
+            .as_deref()
+            .context("--media-bucket (or MEDIA_BUCKET) is required with --aws")?;
         let keys = Arc::new(clients.keyring(keys_table, kms));
         let privacy = relay_core::privacy::Privacy {
             store: Arc::new(clients.sealed_store(&table, keys.clone())),
             keys,
             pseudonymizer: Arc::new(clients.pseudonymizer(&table).await?),
+            blobs: Arc::new(clients.blob_store(bucket)),
         };
         Ok((privacy, Arc::new(clients.audit_log(audit_table))))
     } else {

@@ -12,7 +12,9 @@ use relay_core::ids::Pseudonymizer;
 use relay_core::privacy::Privacy;
 use relay_core::routing::Router;
 use relay_core::sealed::SealedStore;
-use relay_embedded::{Database, SqliteAuditLog, SqliteKeyStore, SqliteMessageStore, SqliteQueue};
+use relay_embedded::{
+    Database, FileBlobStore, SqliteAuditLog, SqliteKeyStore, SqliteMessageStore, SqliteQueue,
+};
 use reply_sender::{ChannelLimiter, RetryPolicy, Sender};
 use std::collections::HashSet;
 use std::future::Future;
@@ -40,6 +42,8 @@ pub struct Local {
     pub sealed: Arc<SealedStore>,
     pub keys: Arc<Keyring>,
     pub audit: Arc<SqliteAuditLog>,
+    /// Sealed media files under `data_dir/media`.
+    pub blobs: Arc<FileBlobStore>,
     pub queue: Arc<SqliteQueue>,
     pub outbound: Arc<SqliteQueue>,
     pub pseudonymizer: Arc<Pseudonymizer>,
@@ -69,6 +73,7 @@ impl Local {
             store,
             keys,
             audit: Arc::new(SqliteAuditLog::new(db.clone())),
+            blobs: Arc::new(FileBlobStore::new(data_dir.join("media"))),
             queue: Arc::new(SqliteQueue::new(db.clone(), INBOUND_QUEUE, MAX_RECEIVES)),
             outbound: Arc::new(SqliteQueue::new(db, OUTBOUND_QUEUE, OUTBOUND_MAX_RECEIVES)),
             pseudonymizer: Arc::new(Pseudonymizer::new(key)),
@@ -81,6 +86,7 @@ impl Local {
             store: self.sealed.clone(),
             keys: self.keys.clone(),
             pseudonymizer: self.pseudonymizer.clone(),
+            blobs: self.blobs.clone(),
         }
     }
 
@@ -117,6 +123,8 @@ pub async fn start(
     let sender = Arc::new(Sender {
         store: local.sealed.clone(),
         keys: local.keys.clone(),
+        blobs: local.blobs.clone(),
+        max_media_bytes: config.max_media_bytes(),
         directory: directory.clone(),
         control: local.outbound.clone(),
         pseudonymizer: local.pseudonymizer.clone(),
@@ -144,6 +152,9 @@ pub async fn start(
         privacy: local.privacy(),
         audit: local.audit.clone(),
         audit_retention_secs: i64::from(config.audit_retention_days()) * 86_400,
+        blobs: local.blobs.clone(),
+        // Local files stream: no response size limit.
+        max_media_response_bytes: None,
         clock: relay_core::system_clock(),
     }))
     .fallback(relay_http::not_found);
@@ -183,7 +194,11 @@ pub async fn start(
             }
         },
     ));
-    let sweeper = tokio::spawn(sweep(local.store.clone(), shutdown.subscribe()));
+    let sweeper = tokio::spawn(sweep(
+        local.store.clone(),
+        local.blobs.clone(),
+        shutdown.subscribe(),
+    ));
     let done = tokio::spawn(async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(async move {
@@ -283,10 +298,27 @@ async fn drive<H, F>(
     }
 }
 
-/// Local stand-in for DynamoDB TTL: delete expired rows every ten minutes.
-async fn sweep(store: Arc<SqliteMessageStore>, mut stop: watch::Receiver<bool>) {
+/// Local stand-in for DynamoDB TTL and S3 lifecycle: delete expired files and rows every ten
+/// minutes.
+async fn sweep(
+    store: Arc<SqliteMessageStore>,
+    blobs: Arc<FileBlobStore>,
+    mut stop: watch::Receiver<bool>,
+) {
+    use relay_core::media::BlobStore;
     loop {
-        match store.sweep_expired(relay_core::unix_now()) {
+        let now = relay_core::unix_now();
+        match store.expired_media(now) {
+            Ok(keys) => {
+                for key in keys {
+                    if let Err(e) = blobs.delete(&key).await {
+                        tracing::error!(error = %e, "expired file could not be deleted");
+                    }
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "retention sweep failed"),
+        }
+        match store.sweep_expired(now) {
             Ok(0) => {}
             Ok(n) => tracing::info!(rows = n, "expired rows deleted"),
             Err(e) => tracing::error!(error = %e, "retention sweep failed"),

@@ -394,6 +394,8 @@ async fn tenants_apply_and_list_against_moto() {
         &d.kms_key_id,
         "--audit-table",
         &d.audit_table,
+        "--media-bucket",
+        &d.media_bucket,
     ];
     let run = |args: &[&str]| {
         let mut cmd = Command::new(RELAY);
@@ -694,4 +696,111 @@ async fn serve_keeps_personal_data_sealed_and_contacts_can_be_exported_and_erase
     for p in personal {
         assert!(!logs.contains(p), "the serve log contains {p:?}");
     }
+}
+
+/// Local mode fetches a customer's photo through (a fake) 360dialog, keeps it sealed under
+/// `data_dir/media`, streams it to the pharmacy, and erasure removes it.
+#[tokio::test]
+async fn serve_fetches_media_stores_it_sealed_and_serves_it() {
+    let fake = relay_e2e::fake::Fake::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = CONFIG.replace(
+        "webhook_token = \"${TEST_WEBHOOK_TOKEN}\"",
+        &format!("webhook_token = \"${{TEST_WEBHOOK_TOKEN}}\"\napi_key = \"d360-local-key\"\napi_base_url = \"{}\"", fake.url),
+    );
+    std::fs::write(dir.path().join("relay.toml"), config).unwrap();
+    let mut photo = b"%LOCAL-PRESCRIPTION%".repeat(20_000);
+    photo.truncate(399_999);
+    fake.add_media(
+        "LOCALMEDIA1",
+        photo.clone(),
+        relay_e2e::fake::MediaMode::Good,
+    );
+    let server = serve(dir.path());
+    let http = reqwest::Client::new();
+    let now = relay_core::unix_now();
+    let hook = serde_json::json!({"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [{"field": "messages", "value": {
+        "metadata": {"phone_number_id": "106540352242922"},
+        "contacts": [{"profile": {"name": "Erika"}, "wa_id": "4915112345678"}],
+        "messages": [{"from": "4915112345678", "id": "wamid.LOCALMEDIA1", "timestamp": now.to_string(), "type": "image",
+          "image": {"id": "LOCALMEDIA1", "mime_type": "image/jpeg", "sha256": relay_e2e::fake::Fake::sha256_b64(&photo)}}]}}]}]});
+    let status = http
+        .post(format!("{}/webhooks/whatsapp/106540352242922", server.url))
+        .bearer_auth("cli-webhook-token")
+        .json(&hook)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status.as_u16(), 200);
+    let convs = wait_for(&http, &server.url, |c| c.len() == 1).await;
+    let cid = convs[0]["contact_id"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let media_id = loop {
+        let msgs: Value = http
+            .get(format!("{}/v1/conversations/{cid}/messages", server.url))
+            .bearer_auth("sk_cli_test_0123456789")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let media = msgs["messages"][0]["media"].clone();
+        if media["status"] == "available" {
+            break media["id"].as_str().unwrap().to_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the photo never became available: {media}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let resp = http
+        .get(format!("{}/v1/media/{media_id}", server.url))
+        .bearer_auth("sk_cli_test_0123456789")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(resp.headers()["content-type"], "image/jpeg");
+    assert!(
+        resp.bytes().await.unwrap().to_vec() == photo,
+        "the served file is the photo"
+    );
+    // On disk: one file, sealed.
+    let media_dir = dir.path().join("data/media/apotheke-am-markt").join(&cid);
+    let files: Vec<_> = std::fs::read_dir(&media_dir).unwrap().collect();
+    assert_eq!(files.len(), 1);
+    let stored = std::fs::read(files[0].as_ref().unwrap().path()).unwrap();
+    assert!(
+        !stored.windows(20).any(|w| w == b"%LOCAL-PRESCRIPTION%"),
+        "plaintext on disk"
+    );
+
+    let out = relay(
+        &[
+            "contacts",
+            "erase",
+            &cid,
+            "--tenant",
+            "apotheke-am-markt",
+            "--data-dir",
+            "data",
+            "--yes",
+        ],
+        dir.path(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let receipt: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(receipt["deleted"]["media"], 1);
+    assert!(
+        std::fs::read_dir(&media_dir)
+            .map(|d| d.count() == 0)
+            .unwrap_or(true)
+    );
 }

@@ -44,6 +44,8 @@ pub struct ServerSection {
     pub max_body_bytes: Option<usize>,
     /// How long audit log entries are kept (days; default 365).
     pub audit_retention_days: Option<u32>,
+    /// The largest media file fetched (bytes; default 100 MB).
+    pub max_media_bytes: Option<u64>,
 }
 
 /// Default retention of the audit log.
@@ -173,6 +175,9 @@ impl RelayConfig {
             .is_some_and(|d| !(1..=3650).contains(&d))
         {
             problems.push("server.audit_retention_days: must be between 1 and 3650".to_owned());
+        }
+        if raw.server.max_media_bytes == Some(0) {
+            problems.push("server.max_media_bytes: must be greater than 0".to_owned());
         }
         if raw.server.max_body_bytes == Some(0) {
             problems.push("server.max_body_bytes: must be greater than 0".to_owned());
@@ -379,6 +384,12 @@ impl RelayConfig {
 
     pub fn max_body_bytes(&self) -> usize {
         self.server.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES)
+    }
+
+    pub fn max_media_bytes(&self) -> u64 {
+        self.server
+            .max_media_bytes
+            .unwrap_or(crate::media::DEFAULT_MAX_MEDIA_BYTES)
     }
 
     pub fn audit_retention_days(&self) -> u32 {

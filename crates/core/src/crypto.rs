@@ -185,6 +185,38 @@ impl Sealer {
         &self.keyref
     }
 
+    pub fn key_id(&self) -> &str {
+        &self.key_id
+    }
+
+    /// The associated data of values sealed for `purpose` and `name` under this key.
+    pub fn context(&self, purpose: &str, name: &str) -> Vec<u8> {
+        let mut c = aad(&self.tenant, &self.keyref, &self.key_id, purpose);
+        c.extend_from_slice(&(name.len() as u32).to_be_bytes());
+        c.extend_from_slice(name.as_bytes());
+        c
+    }
+
+    /// `nonce ‖ ciphertext ‖ tag` of `plaintext` with the given associated data (file chunks).
+    pub fn seal_raw(&self, plaintext: &[u8], aad: &[u8]) -> Vec<u8> {
+        let cipher = Aes256Gcm::new(self.key.expose().into());
+        let mut nonce = [0u8; 12];
+        getrandom::fill(&mut nonce).expect("the OS random source works");
+        let ct = cipher
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: plaintext,
+                    aad,
+                },
+            )
+            .expect("AES-GCM encrypts any input below 64 GiB");
+        let mut out = Vec::with_capacity(12 + ct.len());
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&ct);
+        out
+    }
+
     pub fn seal(&self, purpose: &str, plaintext: &[u8]) -> String {
         let cipher = Aes256Gcm::new(self.key.expose().into());
         let mut nonce = [0u8; 12];
@@ -214,6 +246,17 @@ impl Sealer {
     pub fn seal_str(&self, purpose: &str, plaintext: &str) -> String {
         self.seal(purpose, plaintext.as_bytes())
     }
+}
+
+/// Opens `nonce ‖ ciphertext ‖ tag` from [`Sealer::seal_raw`].
+pub fn open_raw(key: &DataKey, sealed: &[u8], aad: &[u8]) -> Result<Vec<u8>, CryptoError> {
+    if sealed.len() < 12 + 16 {
+        return Err(CryptoError::Malformed);
+    }
+    let (nonce, ct) = sealed.split_at(12);
+    Aes256Gcm::new(key.expose().into())
+        .decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad })
+        .map_err(|_| CryptoError::Forged)
 }
 
 /// The parts of a sealed value.
@@ -473,6 +516,30 @@ impl Keyring {
                 },
             )
             .map_err(|_| CryptoError::Forged)
+    }
+
+    /// The key generation `key_id` of `keyref` (cached, else from the key store) and the
+    /// associated data of `purpose`/`name` under it: for opening files chunk by chunk.
+    pub async fn key_for(
+        &self,
+        tenant: &TenantId,
+        keyref: &str,
+        key_id: &str,
+        purpose: &str,
+        name: &str,
+    ) -> Result<(Arc<DataKey>, Vec<u8>), CryptoError> {
+        let ck = (tenant.clone(), keyref.to_owned(), key_id.to_owned());
+        let key = match self.cached(&ck) {
+            Some(k) => k,
+            None => match self.store.load(tenant, keyref).await? {
+                Some(w) if w.key_id == key_id => self.unwrap(tenant, keyref, &w).await?,
+                _ => return Err(CryptoError::Destroyed),
+            },
+        };
+        let mut c = aad(tenant, keyref, key_id, purpose);
+        c.extend_from_slice(&(name.len() as u32).to_be_bytes());
+        c.extend_from_slice(name.as_bytes());
+        Ok((key, c))
     }
 
     pub async fn open_string(

@@ -28,6 +28,12 @@ pub enum Job {
         contact: ContactId,
         wamid_key: String,
     },
+    /// Fetch an inbound message's file from WhatsApp, check it, seal it into the blob store.
+    FetchMedia {
+        tenant: TenantId,
+        contact: ContactId,
+        message_key: String,
+    },
     /// POST an event to the tenant's `forward_url`, signed (Standard Webhooks).
     Forward {
         tenant: TenantId,
@@ -48,6 +54,7 @@ impl Job {
         match self {
             Job::Send { tenant, .. }
             | Job::MarkRead { tenant, .. }
+            | Job::FetchMedia { tenant, .. }
             | Job::Forward { tenant, .. } => tenant,
         }
     }
@@ -56,6 +63,7 @@ impl Job {
         match self {
             Job::Send { .. } => "send",
             Job::MarkRead { .. } => "mark_read",
+            Job::FetchMedia { .. } => "fetch_media",
             Job::Forward { .. } => "forward",
         }
     }

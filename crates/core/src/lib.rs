@@ -10,6 +10,7 @@ pub mod directory;
 pub mod envelope;
 pub mod ids;
 pub mod jobs;
+pub mod media;
 pub mod outbound;
 pub mod policy;
 pub mod ports;

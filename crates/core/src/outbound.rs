@@ -361,6 +361,7 @@ pub fn queued_message(
         error: None,
         reply_to: reply_to_wamid,
         referral: None,
+        media: None,
         expires_at,
     }
 }

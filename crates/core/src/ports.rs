@@ -232,6 +232,21 @@ pub trait MessageStore: Send + Sync {
         now: i64,
     ) -> Result<Vec<StoredStatus>, StoreError>;
 
+    /// Records how fetching a message's file went (by the message's row key).
+    async fn set_media(
+        &self,
+        tenant: &TenantId,
+        message_key: &str,
+        media: &crate::media::MediaInfo,
+    ) -> Result<(), StoreError>;
+
+    /// Counts a failed media request of a channel in the hour `hour` (Unix hours) and returns
+    /// the hour's count. 360dialog blocks a number's media for an hour after more than five.
+    async fn add_media_failure(&self, phone_number_id: &str, hour: i64) -> Result<u32, StoreError>;
+
+    /// The failed media requests of a channel in the hour `hour`.
+    async fn media_failures(&self, phone_number_id: &str, hour: i64) -> Result<u32, StoreError>;
+
     /// The identity hashes (BSUID, wa_id) the store has recorded for a contact, expired or not.
     async fn contact_identity_keys(
         &self,

@@ -30,6 +30,8 @@ pub struct Privacy {
     pub store: Arc<dyn MessageStore>,
     pub keys: Arc<Keyring>,
     pub pseudonymizer: Arc<Pseudonymizer>,
+    /// The contact's files.
+    pub blobs: Arc<dyn crate::media::BlobStore>,
 }
 
 impl Privacy {
@@ -136,10 +138,16 @@ impl Privacy {
                 key_destroyed |= self.keys.destroy(tenant, &alias).await?;
             }
         }
-        let deleted = self
+        let media = self
+            .blobs
+            .delete_prefix(&crate::media::contact_prefix(tenant, contact.as_str()))
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let mut deleted = self
             .store
             .erase_contact(tenant, contact, &identity_keys)
             .await?;
+        deleted.media = media;
         tracing::info!(
             tenant = %tenant,
             contact = %contact,

@@ -39,6 +39,9 @@ pub struct StoredMessage {
     /// Click-to-WhatsApp ad data, only if the tenant keeps it (`keep_referral`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub referral: Option<Value>,
+    /// The message's file (image, document, audio, video, sticker) and how fetching it went.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media: Option<crate::media::MediaInfo>,
     pub expires_at: i64,
 }
 
@@ -157,6 +160,9 @@ pub struct ConsentEntry {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErasedItems {
     pub profile: usize,
+    /// Stored files (images, documents, voice notes).
+    #[serde(default)]
+    pub media: usize,
     pub messages: usize,
     pub statuses: usize,
     pub consent_entries: usize,
@@ -168,6 +174,7 @@ pub struct ErasedItems {
 impl ErasedItems {
     pub fn total(&self) -> usize {
         self.profile
+            + self.media
             + self.messages
             + self.statuses
             + self.consent_entries

@@ -5,6 +5,7 @@ use crate::crypto::{CryptoError, Keyring};
 use crate::envelope::{ENVELOPE_PURPOSE, Envelope};
 use crate::ids::{ContactId, Identity, Pseudonymizer, TenantId, content_digest};
 use crate::jobs::Job;
+use crate::media::MediaInfo;
 use crate::outbound::{ValidReply, queued_message};
 use crate::policy::Keyword;
 use crate::ports::{Directory, MessageStore, OutboundQueue, QueueError, StoreError};
@@ -244,6 +245,7 @@ impl Router {
             .resolve_contact(&tenant.id, &keys, &proposed, expires_at)
             .await?;
         let wamid_key = self.pseudonymizer.wamid_key(&tenant.id, &message.id);
+        let wamid_key_for_media = wamid_key.clone();
         let stored = StoredMessage {
             id: format!("m_{wamid_key}"),
             wamid: message.id.clone(),
@@ -267,6 +269,12 @@ impl Router {
                 .referral
                 .clone()
                 .filter(|_| tenant.policy.keep_referral),
+            // Stored first as pending; reply-sender fetches the file (a job, off this path).
+            media: message
+                .content
+                .media()
+                .filter(|m| m.id.is_some())
+                .map(|m| MediaInfo::pending(&wamid_key_for_media, m.mime_type.clone())),
             expires_at,
         };
         let update = ContactUpdate {
@@ -329,6 +337,13 @@ impl Router {
     ) -> Result<(), RouteError> {
         let policy = &tenant.policy;
         let mut jobs = Vec::new();
+        if message.media.is_some() {
+            jobs.push(Job::FetchMedia {
+                tenant: tenant.id.clone(),
+                contact: contact.clone(),
+                message_key: message.wamid_key.clone(),
+            });
+        }
         let in_window = message.timestamp + SERVICE_WINDOW_SECS > now;
         let keyword = (message.kind == "text")
             .then(|| {

@@ -430,6 +430,23 @@ impl MessageStore for SealedStore {
         self.inner.statuses(tenant, wamid_key, now).await
     }
 
+    async fn set_media(
+        &self,
+        tenant: &TenantId,
+        message_key: &str,
+        media: &crate::media::MediaInfo,
+    ) -> Result<(), StoreError> {
+        self.inner.set_media(tenant, message_key, media).await
+    }
+
+    async fn add_media_failure(&self, phone_number_id: &str, hour: i64) -> Result<u32, StoreError> {
+        self.inner.add_media_failure(phone_number_id, hour).await
+    }
+
+    async fn media_failures(&self, phone_number_id: &str, hour: i64) -> Result<u32, StoreError> {
+        self.inner.media_failures(phone_number_id, hour).await
+    }
+
     async fn contact_identity_keys(
         &self,
         tenant: &TenantId,

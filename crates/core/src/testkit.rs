@@ -38,6 +38,7 @@ fn message(
         error: None,
         reply_to: None,
         referral: None,
+        media: None,
         expires_at: LATER,
     }
 }

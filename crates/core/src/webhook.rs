@@ -282,6 +282,18 @@ pub enum Content {
 }
 
 impl Content {
+    /// The file of an image, video, audio, sticker or document message.
+    pub fn media(&self) -> Option<&Media> {
+        match self {
+            Content::Image(m)
+            | Content::Video(m)
+            | Content::Document(m)
+            | Content::Audio(m)
+            | Content::Sticker(m) => Some(m),
+            _ => None,
+        }
+    }
+
     /// The text a person reads: a text body, a caption, a button title, a reaction emoji.
     pub fn display_text(&self) -> Option<&str> {
         match self {

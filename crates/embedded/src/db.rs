@@ -105,6 +105,15 @@ CREATE TABLE IF NOT EXISTS queue (
 );
 CREATE INDEX IF NOT EXISTS queue_by_visibility ON queue (queue, visible_at_ms, id);
 
+-- Failed media requests per channel and hour (360dialog blocks a number after more than five).
+CREATE TABLE IF NOT EXISTS media_failures (
+    phone_number_id TEXT NOT NULL,
+    hour INTEGER NOT NULL,
+    failures INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    PRIMARY KEY (phone_number_id, hour)
+);
+
 -- Data keys, wrapped under the master key file. Deleting a row shreds the data sealed under it.
 CREATE TABLE IF NOT EXISTS data_keys (
     tenant TEXT NOT NULL,

@@ -1,11 +1,13 @@
 //! Local mode: the relay's store and queue on one SQLite file under `data_dir`, implementing
 //! the same ports as DynamoDB and SQS so that `relay serve` runs the Lambda handlers unchanged.
 
+mod blobs;
 mod db;
 mod keys;
 mod queue;
 mod store;
 
+pub use blobs::FileBlobStore;
 pub use db::{Database, DbError};
 pub use keys::{KeyError, load_or_create_key};
 pub use queue::{DeadLetter, MAX_MESSAGE_BYTES, ReceivedMessage, SqliteQueue};

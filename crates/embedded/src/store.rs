@@ -20,6 +20,19 @@ impl SqliteMessageStore {
         SqliteMessageStore { db }
     }
 
+    /// The blob keys of files whose messages have expired (to delete before the rows go).
+    pub fn expired_media(&self, now: i64) -> Result<Vec<String>, StoreError> {
+        let conn = self.db.lock();
+        let mut stmt = conn
+            .prepare(
+                "SELECT json_extract(body, '$.media.object_key') FROM messages
+                 WHERE expires_at <= ?1 AND json_extract(body, '$.media.object_key') IS NOT NULL",
+            )
+            .map_err(db_err)?;
+        let rows = stmt.query_map([now], |r| r.get(0)).map_err(db_err)?;
+        rows.collect::<Result<Vec<String>, _>>().map_err(db_err)
+    }
+
     /// Deletes expired rows; `relay serve` runs it periodically (DynamoDB's TTL does this on AWS).
     pub fn sweep_expired(&self, now: i64) -> Result<usize, StoreError> {
         let conn = self.db.lock();
@@ -35,6 +48,7 @@ impl SqliteMessageStore {
             "idempotency",
             "data_keys",
             "audit",
+            "media_failures",
         ] {
             n += conn
                 .execute(
@@ -722,6 +736,47 @@ impl MessageStore for SqliteMessageStore {
             })
             .map_err(db_err)?;
         rows.map(|r| from_json(&r.map_err(db_err)?)).collect()
+    }
+
+    async fn set_media(
+        &self,
+        tenant: &TenantId,
+        message_key: &str,
+        media: &relay_core::media::MediaInfo,
+    ) -> Result<(), StoreError> {
+        let conn = self.db.lock();
+        conn.execute(
+            "UPDATE messages SET body = json_set(body, '$.media', json(?3))
+             WHERE tenant = ?1 AND (wamid_key = ?2 OR alias_key = ?2)",
+            params![tenant.as_str(), message_key, to_json(media)],
+        )
+        .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn add_media_failure(&self, phone_number_id: &str, hour: i64) -> Result<u32, StoreError> {
+        let conn = self.db.lock();
+        conn.query_row(
+            "INSERT INTO media_failures (phone_number_id, hour, failures, expires_at) VALUES (?1, ?2, 1, ?3)
+             ON CONFLICT (phone_number_id, hour) DO UPDATE SET failures = failures + 1
+             RETURNING failures",
+            params![phone_number_id, hour, (hour + 2) * 3600],
+            |r| r.get(0),
+        )
+        .map_err(db_err)
+    }
+
+    async fn media_failures(&self, phone_number_id: &str, hour: i64) -> Result<u32, StoreError> {
+        let conn = self.db.lock();
+        Ok(conn
+            .query_row(
+                "SELECT failures FROM media_failures WHERE phone_number_id = ?1 AND hour = ?2",
+                params![phone_number_id, hour],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db_err)?
+            .unwrap_or(0))
     }
 
     async fn contact_identity_keys(

@@ -40,6 +40,19 @@ impl SendError {
 #[derive(Clone, Debug)]
 pub struct WhatsAppClient {
     http: reqwest::Client,
+    /// For file downloads: no total deadline (files go up to 100 MB), but every read must
+    /// make progress within the timeout.
+    download: reqwest::Client,
+}
+
+/// What `GET /{media-id}` says about a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaUrl {
+    pub url: String,
+    pub mime_type: Option<String>,
+    /// As the provider gives it (base64 or hex).
+    pub sha256: Option<String>,
+    pub file_size: Option<u64>,
 }
 
 impl Default for WhatsAppClient {
@@ -59,7 +72,148 @@ impl WhatsAppClient {
             ))
             .build()
             .unwrap_or_default();
-        WhatsAppClient { http }
+        let download = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .read_timeout(timeout)
+            .user_agent(concat!(
+                "pharmacy-whatsapp-relay/",
+                env!("CARGO_PKG_VERSION")
+            ))
+            .build()
+            .unwrap_or_default();
+        WhatsAppClient { http, download }
+    }
+
+    fn key(channel: &Channel) -> Result<&str, SendError> {
+        channel
+            .send_key
+            .as_ref()
+            .map(|k| k.expose_secret())
+            .ok_or_else(|| {
+                SendError::new(
+                    Failure::Permanent,
+                    0,
+                    "the channel has no API credentials (api_key / access_token)",
+                )
+            })
+    }
+
+    fn base(channel: &Channel) -> &str {
+        let default = match channel.provider() {
+            Provider::Dialog360 => DIALOG360_BASE_URL,
+            Provider::Meta => META_BASE_URL,
+        };
+        channel
+            .api_base_url
+            .as_deref()
+            .unwrap_or(default)
+            .trim_end_matches('/')
+    }
+
+    fn authorized(
+        &self,
+        client: &reqwest::Client,
+        channel: &Channel,
+        url: &str,
+    ) -> Result<reqwest::RequestBuilder, SendError> {
+        let key = Self::key(channel)?;
+        Ok(match channel.provider() {
+            Provider::Dialog360 => client.get(url).header("D360-API-KEY", key),
+            Provider::Meta => client.get(url).bearer_auth(key),
+        })
+    }
+
+    /// `GET /{media-id}`: where a file is, its type, hash and size.
+    pub async fn media_url(
+        &self,
+        channel: &Channel,
+        media_id: &str,
+    ) -> Result<MediaUrl, SendError> {
+        if media_id.is_empty()
+            || !media_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        {
+            return Err(SendError::new(Failure::Permanent, 0, "not a media id"));
+        }
+        let url = format!("{}/{media_id}", Self::base(channel));
+        let req = self.authorized(&self.http, channel, &url)?;
+        let json = Self::answer(req.send().await).await?;
+        let url = json
+            .get("url")
+            .and_then(Value::as_str)
+            .ok_or_else(|| SendError::new(Failure::Transient, 0, "the media answer has no url"))?;
+        Ok(MediaUrl {
+            url: url.to_owned(),
+            mime_type: json
+                .get("mime_type")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            sha256: json
+                .get("sha256")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            file_size: json
+                .get("file_size")
+                .and_then(|v| v.as_u64().or_else(|| v.as_str()?.parse().ok())),
+        })
+    }
+
+    /// Starts downloading a file from the URL `media_url` gave. Through 360dialog the URL's
+    /// host is swapped for 360dialog's (same path and query), with the API key.
+    pub async fn download(
+        &self,
+        channel: &Channel,
+        url: &str,
+    ) -> Result<reqwest::Response, SendError> {
+        let target = match channel.provider() {
+            Provider::Dialog360 => {
+                let parsed = reqwest::Url::parse(url).map_err(|_| {
+                    SendError::new(Failure::Permanent, 0, "the media url is not a URL")
+                })?;
+                let mut path = parsed.path().to_owned();
+                if let Some(q) = parsed.query() {
+                    path.push('?');
+                    path.push_str(q);
+                }
+                format!("{}{path}", Self::base(channel))
+            }
+            Provider::Meta => url.to_owned(),
+        };
+        let req = self.authorized(&self.download, channel, &target)?;
+        let resp = Self::transport(req.send().await)?;
+        let status = resp.status().as_u16();
+        if (200..300).contains(&status) {
+            return Ok(resp);
+        }
+        let text = resp.text().await.unwrap_or_default();
+        let json: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Err(classify(status, &json, &text))
+    }
+
+    fn transport(
+        r: Result<reqwest::Response, reqwest::Error>,
+    ) -> Result<reqwest::Response, SendError> {
+        match r {
+            Ok(r) => Ok(r),
+            Err(e) if e.is_timeout() => Err(SendError::new(Failure::Transient, 0, "timeout")),
+            Err(e) if e.is_connect() => {
+                Err(SendError::new(Failure::Transient, 0, "connection failed"))
+            }
+            Err(_) => Err(SendError::new(Failure::Transient, 0, "request failed")),
+        }
+    }
+
+    async fn answer(r: Result<reqwest::Response, reqwest::Error>) -> Result<Value, SendError> {
+        let resp = Self::transport(r)?;
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        let json: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        if (200..300).contains(&status) {
+            Ok(json)
+        } else {
+            Err(classify(status, &json, &text))
+        }
     }
 
     fn request(

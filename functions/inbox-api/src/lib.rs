@@ -44,6 +44,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/conversations/{contact_id}/read"),
     ("GET", "/v1/contacts/{contact_id}/export"),
     ("DELETE", "/v1/contacts/{contact_id}"),
+    ("GET", "/v1/media/{media_id}"),
 ];
 
 /// Largest reply body accepted (a text of 4096 characters is at most 16 KiB of UTF-8).
@@ -61,6 +62,11 @@ pub struct Inbox {
     pub audit: Arc<dyn AuditLog>,
     /// How long audit entries are kept, in seconds.
     pub audit_retention_secs: i64,
+    /// Where files are (S3, or files under `data_dir`).
+    pub blobs: Arc<dyn relay_core::media::BlobStore>,
+    /// The largest file served in one response (Lambda's 6 MB response limit on AWS; none
+    /// locally, where files stream).
+    pub max_media_response_bytes: Option<u64>,
     pub clock: Clock,
 }
 
@@ -77,6 +83,7 @@ pub fn router(state: Inbox) -> Router {
         .route("/v1/conversations/{contact_id}/read", post(mark_read))
         .route("/v1/contacts/{contact_id}/export", get(export_contact))
         .route("/v1/contacts/{contact_id}", delete(erase_contact))
+        .route("/v1/media/{media_id}", get(get_media))
         .route_layer(middleware::from_fn_with_state(state.clone(), audited))
         .with_state(state)
 }
@@ -84,6 +91,10 @@ pub fn router(state: Inbox) -> Router {
 /// Filled by [`Authenticated`] so that the audit layer knows who called.
 #[derive(Clone, Default)]
 struct AuditSlot(Arc<std::sync::Mutex<Option<(TenantId, String)>>>);
+
+/// Set by a handler whose path does not name the contact (media): whose data it served.
+#[derive(Clone, Default)]
+struct AuditTarget(Arc<std::sync::Mutex<Option<String>>>);
 
 /// The audit action of a route, `None` for routes that touch no personal data.
 fn audit_action(method: &axum::http::Method, path: &str) -> Option<&'static str> {
@@ -95,6 +106,7 @@ fn audit_action(method: &axum::http::Method, path: &str) -> Option<&'static str>
         ("POST", ["v1", "conversations", _, "read"]) => "conversation.read",
         ("GET", ["v1", "contacts", _, "export"]) => "contact.export",
         ("DELETE", ["v1", "contacts", _]) => "contact.erase",
+        ("GET", ["v1", "media", _]) => "media.get",
         _ => return None,
     })
 }
@@ -113,19 +125,27 @@ async fn audited(
         return next.run(request).await;
     };
     let slot = AuditSlot::default();
+    let named = AuditTarget::default();
     request.extensions_mut().insert(slot.clone());
+    request.extensions_mut().insert(named.clone());
     let response = next.run(request).await;
     let who = slot.0.lock().unwrap_or_else(|e| e.into_inner()).take();
     let Some((tenant, actor)) = who else {
         // Not authenticated: nothing was read or changed.
         return response;
     };
-    let target = path
-        .trim_matches('/')
-        .split('/')
-        .nth(2)
-        .and_then(|c| ContactId::parse(c).ok())
-        .map(|c| c.to_string());
+    let target = named
+        .0
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take()
+        .or_else(|| {
+            path.trim_matches('/')
+                .split('/')
+                .nth(2)
+                .and_then(|c| ContactId::parse(c).ok())
+                .map(|c| c.to_string())
+        });
     let now = (state.clock)();
     let entry = AuditEntry {
         at_ms: relay_core::unix_now_ms(),
@@ -261,6 +281,13 @@ pub fn message_json(m: &StoredMessage) -> Value {
     out.insert("reply_to".into(), json!(m.reply_to));
     if let Some(e) = &m.error {
         out.insert("error".into(), json!(e));
+    }
+    if let Some(media) = &m.media {
+        out.insert(
+            "media".into(),
+            json!({"id": media.media_id, "status": media.status, "mime_type": media.mime_type,
+                   "size": media.size, "reason": media.reason}),
+        );
     }
     if let Value::Object(content) = &m.content {
         for (k, v) in content {
@@ -658,4 +685,176 @@ async fn erase_contact(
         .await
         .map_err(store_problem)?;
     Ok(ok_json(serde_json::to_value(&receipt).unwrap_or_default()))
+}
+
+/// A MIME type safe to send back as Content-Type, else `application/octet-stream`.
+fn safe_mime(m: Option<&str>) -> String {
+    m.map(|m| {
+        m.split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase()
+    })
+    .filter(|m| {
+        m.len() <= 100
+            && m.split_once('/')
+                .is_some_and(|(a, b)| !a.is_empty() && !b.is_empty())
+            && m.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"/.+-_".contains(&b))
+    })
+    .unwrap_or_else(|| "application/octet-stream".to_owned())
+}
+
+/// A file name for Content-Disposition: the document's own name reduced to safe characters.
+fn safe_filename(name: Option<&str>, media_id: &str) -> String {
+    let cleaned: String = name
+        .unwrap_or_default()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || ".-_ ".contains(*c))
+        .take(100)
+        .collect();
+    let cleaned = cleaned.trim().trim_start_matches('.').to_owned();
+    if cleaned.is_empty() {
+        media_id.to_owned()
+    } else {
+        cleaned
+    }
+}
+
+/// `GET /v1/media/{media_id}`: the file of a message, opened and streamed.
+async fn get_media(
+    State(state): State<Inbox>,
+    Authenticated(tenant): Authenticated,
+    Path(media_id): Path<String>,
+    axum::Extension(target): axum::Extension<AuditTarget>,
+) -> Result<Response, ProblemResponse> {
+    use relay_core::media::{FileOpener, MediaStatus, message_key_of};
+    let not_found = || problem(404, "not-found", "No such media");
+    let key = message_key_of(&media_id).ok_or_else(not_found)?;
+    let now = (state.clock)();
+    let message = state
+        .store
+        .message_by_wamid(&tenant, key, now)
+        .await
+        .map_err(store_problem)?
+        .ok_or_else(not_found)?;
+    let media = message.media.clone().ok_or_else(not_found)?;
+    if media.media_id != media_id {
+        return Err(not_found());
+    }
+    *target.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(message.contact_id.to_string());
+    match media.status {
+        MediaStatus::Pending => {
+            let mut r =
+                problem(409, "media-pending", "The file is still being fetched").into_response();
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+            return Ok(r);
+        }
+        MediaStatus::Failed => {
+            return Err(detailed(
+                410,
+                "media-unavailable",
+                "The file could not be fetched from WhatsApp",
+                media.reason.clone().unwrap_or_default(),
+            ));
+        }
+        MediaStatus::Available => {}
+    }
+    let size = media.size.unwrap_or(0);
+    if let Some(max) = state.max_media_response_bytes
+        && size > max
+    {
+        return Err(detailed(
+            413,
+            "media-too-large",
+            "The file is larger than this deployment serves in one response",
+            format!("{size} bytes; the limit is {max}"),
+        ));
+    }
+    let unavailable = |e: &dyn std::fmt::Display| {
+        tracing::error!(error = %e, "media read failed");
+        problem(
+            503,
+            "store-unavailable",
+            "The file store is unavailable; retry later",
+        )
+    };
+    let object = media.object_key.clone().ok_or_else(not_found)?;
+    let mut reader = state
+        .blobs
+        .open(&object)
+        .await
+        .map_err(|e| unavailable(&e))?
+        .ok_or_else(not_found)?;
+    let opener = match FileOpener::new(
+        &state.privacy.keys,
+        &tenant,
+        &media.media_id,
+        size,
+        reader.as_mut(),
+    )
+    .await
+    {
+        Ok(o) => o,
+        // Erased meanwhile: gone.
+        Err(relay_core::media::MediaError::Crypto(relay_core::crypto::CryptoError::Destroyed)) => {
+            return Err(not_found());
+        }
+        Err(e) => return Err(unavailable(&e)),
+    };
+    let filename = message
+        .content
+        .as_object()
+        .and_then(|o| o.values().next())
+        .and_then(|m| m.get("filename"))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let stream = futures_util::stream::unfold(
+        (reader, opener, false),
+        |(mut reader, mut opener, failed)| async move {
+            if failed {
+                return None;
+            }
+            match opener.next(reader.as_mut()).await {
+                Ok(Some(chunk)) => Some((
+                    Ok::<_, std::io::Error>(Bytes::from(chunk)),
+                    (reader, opener, false),
+                )),
+                Ok(None) => None,
+                Err(e) => {
+                    // The headers are out already: end the body short (its length will not
+                    // match, so the client sees a broken transfer, never a wrong file).
+                    tracing::error!(error = %e, "media stream failed");
+                    Some((
+                        Err(std::io::Error::other("media stream failed")),
+                        (reader, opener, true),
+                    ))
+                }
+            }
+        },
+    );
+    tracing::info!(tenant = %tenant, contact = %message.contact_id, bytes = size, "media served");
+    let mut response = Response::new(axum::body::Body::from_stream(stream));
+    let h = response.headers_mut();
+    if let Ok(v) = header::HeaderValue::from_str(&safe_mime(media.mime_type.as_deref())) {
+        h.insert(header::CONTENT_TYPE, v);
+    }
+    h.insert(header::CONTENT_LENGTH, header::HeaderValue::from(size));
+    h.insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
+    h.insert(
+        "x-content-type-options",
+        header::HeaderValue::from_static("nosniff"),
+    );
+    if let Ok(v) = header::HeaderValue::from_str(&format!(
+        "attachment; filename=\"{}\"",
+        safe_filename(filename.as_deref(), &media.media_id)
+    )) {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    Ok(response)
 }

@@ -85,6 +85,7 @@ struct Fixture {
     router: Router,
     audit: Arc<SqliteAuditLog>,
     db: Database,
+    blobs: relay_core::media::MemoryBlobStore,
 }
 
 async fn fixture() -> Fixture {
@@ -96,6 +97,7 @@ async fn fixture() -> Fixture {
         Arc::new(LocalKeyWrapper::new([3; 32])),
     ));
     let raw = Arc::new(SqliteMessageStore::new(db.clone()));
+    let blobs = relay_core::media::MemoryBlobStore::default();
     let store = Arc::new(SealedStore::new(raw.clone(), keys.clone()));
     let pseudonymizer = Arc::new(Pseudonymizer::new([1; 32]));
     let r = Router::new(
@@ -163,7 +165,10 @@ async fn fixture() -> Fixture {
             store: store.clone(),
             keys: keys.clone(),
             pseudonymizer,
+            blobs: Arc::new(blobs.clone()),
         },
+        blobs: Arc::new(blobs.clone()),
+        max_media_response_bytes: None,
         audit: audit.clone(),
         audit_retention_secs: 365 * 86_400,
         clock: Arc::new(|| NOW),
@@ -178,6 +183,7 @@ async fn fixture() -> Fixture {
         router: r,
         audit,
         db,
+        blobs,
     }
 }
 
@@ -1078,4 +1084,134 @@ async fn an_erasure_interrupted_after_the_key_is_finished_by_a_rerun() {
             .unwrap()
             .is_none()
     );
+}
+
+async fn get_raw(
+    app: &axum::Router,
+    uri: &str,
+    auth: &str,
+) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
+    let resp = app
+        .clone()
+        .oneshot(
+            Request::get(uri)
+                .header("authorization", auth)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    (status, headers, bytes.to_vec())
+}
+
+#[tokio::test]
+async fn media_is_served_to_its_tenant_only_once_available() {
+    use relay_core::media::{FileSealer, MediaInfo, MediaStatus, object_key};
+    let f = fixture().await;
+    let tenant = relay_core::ids::TenantId::parse("apotheke-a").unwrap();
+    let w = json!({"object":"whatsapp_business_account","entry":[{"id":"1","changes":[{"field":"messages","value":{
+        "metadata":{"phone_number_id":"111"},"contacts":[{"profile":{"name":"Kunde 0"},"wa_id":"49151000000"}],
+        "messages":[{"from":"49151000000","id":"wamid.DOC1","timestamp":(NOW - 5).to_string(),"type":"document",
+          "document":{"id":"WAMEDIA1","mime_type":"application/pdf","sha256":"x","filename":"Rezept März.pdf"}}]}}]}]});
+    f.router
+        .route(
+            &relay_core::envelope::envelopes("111", 0, w, 1 << 20, None)
+                .unwrap()
+                .remove(0),
+        )
+        .await
+        .unwrap();
+    let c = contact_named(&f.app, KEY_A, "Kunde 0").await;
+    let (_, body) = get(
+        &f.app,
+        &format!("/v1/conversations/{c}/messages?limit=1"),
+        Some(KEY_A),
+    )
+    .await;
+    let m = &body["messages"][0];
+    assert_eq!(m["media"]["status"], "pending");
+    let media_id = m["media"]["id"].as_str().unwrap().to_owned();
+    let uri = format!("/v1/media/{media_id}");
+    let (status, headers, _) = get_raw(&f.app, &uri, KEY_A).await;
+    assert_eq!(status, StatusCode::CONFLICT, "still being fetched");
+    assert_eq!(headers.get("retry-after").unwrap(), "5");
+
+    // What reply-sender does once the file is fetched: seal it, store it, mark it available.
+    let contact = relay_core::ids::ContactId::parse(&c).unwrap();
+    let pdf = b"%PDF-1.7 Rezept: Ibuprofen 600".repeat(5000);
+    let sealer = f
+        .keys
+        .contact_sealer(&tenant, &contact, NOW + 86_400)
+        .await
+        .unwrap();
+    let mut file = FileSealer::new(sealer, &media_id);
+    let mut sealed = file.update(&pdf);
+    let (tail, size, _) = file.finish();
+    sealed.extend(tail);
+    let key = object_key(&tenant, &c, &media_id);
+    let mut writer = relay_core::media::BlobStore::begin(&f.blobs, &key)
+        .await
+        .unwrap();
+    writer.write(sealed).await.unwrap();
+    writer.finish().await.unwrap();
+    let message_key = relay_core::media::message_key_of(&media_id).unwrap();
+    let info = MediaInfo {
+        status: MediaStatus::Available,
+        size: Some(size),
+        object_key: Some(key),
+        ..MediaInfo::pending(message_key, Some("application/pdf".into()))
+    };
+    f.store
+        .set_media(&tenant, message_key, &info)
+        .await
+        .unwrap();
+
+    let (status, headers, bytes) = get_raw(&f.app, &uri, KEY_A).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(bytes, pdf);
+    assert_eq!(headers.get("content-type").unwrap(), "application/pdf");
+    assert_eq!(
+        headers.get("content-length").unwrap(),
+        &pdf.len().to_string()
+    );
+    assert_eq!(
+        headers.get("content-disposition").unwrap(),
+        "attachment; filename=\"Rezept Mrz.pdf\"",
+        "only safe characters in the file name"
+    );
+    assert_eq!(headers.get("x-content-type-options").unwrap(), "nosniff");
+    // Another tenant, a made-up id, a path trick: 404, nothing else.
+    for (uri, key) in [
+        (uri.as_str(), KEY_B),
+        ("/v1/media/md_0000", KEY_A),
+        ("/v1/media/..%2F..%2Fetc", KEY_A),
+        ("/v1/media/notours", KEY_A),
+    ] {
+        let (status, _, _) = get_raw(&f.app, uri, key).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{uri}");
+    }
+    // Served files are audited against the contact they belong to.
+    let log = f.audit.list(Some(&tenant), 100, NOW).await.unwrap();
+    assert!(log.iter().any(|e| e.action == "media.get"
+        && e.target.as_deref() == Some(c.as_str())
+        && e.result == 200));
+
+    // A file that could not be fetched says why.
+    let failed = MediaInfo {
+        status: MediaStatus::Failed,
+        reason: Some("the file does not match its SHA-256".into()),
+        ..MediaInfo::pending(message_key, None)
+    };
+    f.store
+        .set_media(&tenant, message_key, &failed)
+        .await
+        .unwrap();
+    let (status, body) = get(&f.app, &uri, Some(KEY_A)).await;
+    assert_eq!(status, StatusCode::GONE);
+    assert_eq!(body["detail"], "the file does not match its SHA-256");
 }

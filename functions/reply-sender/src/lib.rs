@@ -12,8 +12,10 @@
 
 mod limiter;
 
+mod media;
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 pub use limiter::ChannelLimiter;
+pub use media::{MEDIA_FAILURE_BUDGET, hash_matches};
 use relay_core::Clock;
 use relay_core::ids::{ContactId, Pseudonymizer, TenantId};
 use relay_core::jobs::{Job, sign_webhook};
@@ -74,8 +76,12 @@ pub struct Sender {
     pub directory: Arc<dyn Directory>,
     pub control: Arc<dyn JobControl>,
     pub pseudonymizer: Arc<Pseudonymizer>,
-    /// Opens sealed forward payloads.
+    /// Opens sealed forward payloads; seals fetched files.
     pub keys: Arc<relay_core::crypto::Keyring>,
+    /// Where fetched files go (S3, or files under `data_dir`).
+    pub blobs: Arc<dyn relay_core::media::BlobStore>,
+    /// The largest file fetched (bytes).
+    pub max_media_bytes: u64,
     pub whatsapp: WhatsAppClient,
     pub http: reqwest::Client,
     pub limiter: ChannelLimiter,
@@ -191,6 +197,14 @@ impl Sender {
                 contact,
                 wamid_key,
             } => self.mark_read(tenant, contact, wamid_key, receives).await,
+            Job::FetchMedia {
+                tenant,
+                contact,
+                message_key,
+            } => {
+                self.fetch_media(tenant, contact, message_key, receives)
+                    .await
+            }
             Job::Forward {
                 tenant,
                 webhook_id,

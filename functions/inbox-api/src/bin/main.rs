@@ -10,6 +10,8 @@ async fn main() -> Result<(), lambda_http::Error> {
     let clients = relay_aws::Clients::new(&relay_aws::sdk_config(None).await);
     let keys = settings.keyring(&clients)?;
     let store = Arc::new(clients.sealed_store(&settings.table, keys.clone()));
+    let blobs: Arc<dyn relay_core::media::BlobStore> =
+        Arc::new(clients.blob_store(settings.require_media_bucket()?));
     let inbox = Inbox {
         directory: Arc::new(clients.directory(&settings.table)),
         store: store.clone(),
@@ -18,7 +20,10 @@ async fn main() -> Result<(), lambda_http::Error> {
             store,
             keys,
             pseudonymizer: Arc::new(clients.pseudonymizer(&settings.table).await?),
+            blobs: blobs.clone(),
         },
+        blobs,
+        max_media_response_bytes: Some(settings.media_response_max_bytes),
         audit: Arc::new(clients.audit_log(settings.require_audit_table()?)),
         audit_retention_secs: i64::from(settings.audit_retention_days) * 86_400,
         clock: relay_core::system_clock(),

@@ -14,6 +14,8 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let sender = Sender {
         store: Arc::new(clients.sealed_store(&settings.table, keys.clone())),
         keys,
+        blobs: Arc::new(clients.blob_store(settings.require_media_bucket()?)),
+        max_media_bytes: settings.max_media_bytes,
         directory: Arc::new(clients.directory(&settings.table)),
         control: Arc::new(clients.job_queue(
             settings.require_outbound_queue()?,

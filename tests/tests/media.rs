@@ -1,0 +1,278 @@
+//! Media end to end on moto (S3, DynamoDB, SQS, KMS): a customer's photo is fetched through a
+//! fake 360dialog right after its webhook, stored sealed in S3, served by the inbox API to its
+//! pharmacy, and deleted with the contact.
+
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
+use relay_core::config::RelayConfig;
+use relay_e2e::fake::{Fake, MediaMode};
+use relay_e2e::{Moto, drain, drain_jobs, provision};
+use serde_json::{Value, json};
+
+#[tokio::test]
+async fn a_photo_goes_from_webhook_to_s3_sealed_to_the_pharmacy_and_away_with_erasure() {
+    let moto = Moto::start().unwrap();
+    let clients = moto.clients().await;
+    let d = provision(&clients, "media", 5).await.unwrap();
+    let fake = Fake::start().await;
+    let config = RelayConfig::parse(
+        &format!(
+            r#"
+[[tenants]]
+id = "apotheke"
+name = "Apotheke"
+api_keys = ["sk_media_0123456789abcdef"]
+[[tenants.channels]]
+phone_number_id = "111"
+provider = "360dialog"
+webhook_token = "tok"
+api_key = "d360-key"
+api_base_url = "{}"
+"#,
+            fake.url
+        ),
+        &|_| None,
+    )
+    .unwrap();
+    relay_aws::admin::apply_tenants(
+        &clients.dynamo,
+        &clients.secrets(Some(d.kms_key_id.clone())),
+        &d.table,
+        &config,
+        |_| {},
+    )
+    .await
+    .unwrap();
+    let w = relay_e2e::wire(&clients, &d).await.unwrap();
+    // A 9 MiB scan: more than one S3 multipart part.
+    let mut photo = b"%PRESCRIPTION-SCAN%".repeat(9 * 1024 * 1024 / 19 + 1);
+    photo.truncate(9 * 1024 * 1024 + 123);
+    fake.add_media("SCAN1", photo.clone(), MediaMode::Good);
+    let now = relay_core::unix_now();
+    let hook = json!({"object":"whatsapp_business_account","entry":[{"id":"1","changes":[{"field":"messages","value":{
+        "metadata":{"phone_number_id":"111"},"contacts":[{"profile":{"name":"Erika"},"wa_id":"4915112345678"}],
+        "messages":[{"from":"4915112345678","id":"wamid.SCAN1","timestamp":now.to_string(),"type":"image",
+          "image":{"id":"SCAN1","mime_type":"image/jpeg","sha256":Fake::sha256_b64(&photo)}}]}}]}]});
+    let http = reqwest::Client::new();
+    let status = http
+        .post(format!("{}/webhooks/whatsapp/111", w.receiver_url))
+        .bearer_auth("tok")
+        .json(&hook)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status.as_u16(), 200);
+    drain(&clients.sqs, &d.queue_url, &w.router).await.unwrap();
+    // The router queued the fetch; reply-sender does it.
+    drain_jobs(&clients.sqs, &d.outbound_url, &w.sender)
+        .await
+        .unwrap();
+
+    let auth = "sk_media_0123456789abcdef";
+    let convs: Value = http
+        .get(format!("{}/v1/conversations", w.inbox_url))
+        .bearer_auth(auth)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let cid = convs["conversations"][0]["contact_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let msgs: Value = http
+        .get(format!("{}/v1/conversations/{cid}/messages", w.inbox_url))
+        .bearer_auth(auth)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let media = &msgs["messages"][0]["media"];
+    assert_eq!(media["status"], "available", "{msgs}");
+    assert_eq!(media["size"], photo.len());
+
+    // In S3: one object, sealed (no plaintext run of the file in it).
+    let listed = clients
+        .s3
+        .list_objects_v2()
+        .bucket(&d.media_bucket)
+        .send()
+        .await
+        .unwrap();
+    let keys: Vec<String> = listed
+        .contents()
+        .iter()
+        .filter_map(|o| o.key().map(str::to_owned))
+        .collect();
+    assert_eq!(keys.len(), 1);
+    assert!(
+        keys[0].starts_with(&format!("apotheke/{cid}/md_")),
+        "{keys:?}"
+    );
+    let object = clients
+        .s3
+        .get_object()
+        .bucket(&d.media_bucket)
+        .key(&keys[0])
+        .send()
+        .await
+        .unwrap()
+        .body
+        .collect()
+        .await
+        .unwrap()
+        .into_bytes();
+    assert!(object.len() > photo.len());
+    assert!(
+        !object.windows(19).any(|w| w == b"%PRESCRIPTION-SCAN%"),
+        "the stored object is readable"
+    );
+
+    // The pharmacy downloads it (a deployment configured for larger responses than the default).
+    let media_id = media["id"].as_str().unwrap();
+    let resp = http
+        .get(format!("{}/v1/media/{media_id}", w.inbox_url))
+        .bearer_auth(auth)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status().as_u16(),
+        413,
+        "above the 5 MB Lambda response limit"
+    );
+    // Opened with the contact's key (as a larger-response deployment would), it is the file.
+    use relay_core::media::BlobStore;
+    let blobs = clients.blob_store(&d.media_bucket);
+    let mut reader = blobs.open(&keys[0]).await.unwrap().unwrap();
+    let tenant = relay_core::ids::TenantId::parse("apotheke").unwrap();
+    let keyring = d.keyring(&clients);
+    let mut opener = relay_core::media::FileOpener::new(
+        &keyring,
+        &tenant,
+        media_id,
+        photo.len() as u64,
+        reader.as_mut(),
+    )
+    .await
+    .unwrap();
+    let mut opened = Vec::new();
+    while let Some(chunk) = opener.next(reader.as_mut()).await.unwrap() {
+        opened.extend(chunk);
+    }
+    assert!(opened == photo, "the stored file opens to the original");
+
+    // Erasure deletes the object with everything else.
+    let receipt: Value = http
+        .delete(format!("{}/v1/contacts/{cid}", w.inbox_url))
+        .bearer_auth(auth)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(receipt["deleted"]["media"], 1, "{receipt}");
+    let listed = clients
+        .s3
+        .list_objects_v2()
+        .bucket(&d.media_bucket)
+        .send()
+        .await
+        .unwrap();
+    assert!(listed.contents().is_empty());
+}
+
+#[tokio::test]
+async fn a_small_document_is_served_whole_by_the_inbox_api() {
+    let moto = Moto::start().unwrap();
+    let clients = moto.clients().await;
+    let d = provision(&clients, "media2", 5).await.unwrap();
+    let fake = Fake::start().await;
+    let config = RelayConfig::parse(
+        &format!(
+            r#"
+[[tenants]]
+id = "apotheke"
+name = "Apotheke"
+api_keys = ["sk_media_0123456789abcdef"]
+[[tenants.channels]]
+phone_number_id = "111"
+provider = "360dialog"
+webhook_token = "tok"
+api_key = "d360-key"
+api_base_url = "{}"
+"#,
+            fake.url
+        ),
+        &|_| None,
+    )
+    .unwrap();
+    relay_aws::admin::apply_tenants(
+        &clients.dynamo,
+        &clients.secrets(Some(d.kms_key_id.clone())),
+        &d.table,
+        &config,
+        |_| {},
+    )
+    .await
+    .unwrap();
+    let w = relay_e2e::wire(&clients, &d).await.unwrap();
+    let pdf = b"%PDF-1.7 Medikationsplan".repeat(40_000);
+    fake.add_media("PDF1", pdf.clone(), MediaMode::Good);
+    let now = relay_core::unix_now();
+    let hook = json!({"object":"whatsapp_business_account","entry":[{"id":"1","changes":[{"field":"messages","value":{
+        "metadata":{"phone_number_id":"111"},"contacts":[{"profile":{"name":"Erika"},"wa_id":"4915112345678"}],
+        "messages":[{"from":"4915112345678","id":"wamid.PDF1","timestamp":now.to_string(),"type":"document",
+          "document":{"id":"PDF1","mime_type":"application/pdf","filename":"Medikationsplan.pdf","sha256":Fake::sha256_b64(&pdf)}}]}}]}]});
+    let http = reqwest::Client::new();
+    http.post(format!("{}/webhooks/whatsapp/111", w.receiver_url))
+        .bearer_auth("tok")
+        .json(&hook)
+        .send()
+        .await
+        .unwrap();
+    drain(&clients.sqs, &d.queue_url, &w.router).await.unwrap();
+    drain_jobs(&clients.sqs, &d.outbound_url, &w.sender)
+        .await
+        .unwrap();
+    let auth = "sk_media_0123456789abcdef";
+    let convs: Value = http
+        .get(format!("{}/v1/conversations", w.inbox_url))
+        .bearer_auth(auth)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let cid = convs["conversations"][0]["contact_id"].as_str().unwrap();
+    let msgs: Value = http
+        .get(format!("{}/v1/conversations/{cid}/messages", w.inbox_url))
+        .bearer_auth(auth)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let media_id = msgs["messages"][0]["media"]["id"].as_str().unwrap();
+    let resp = http
+        .get(format!("{}/v1/media/{media_id}", w.inbox_url))
+        .bearer_auth(auth)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(resp.headers()["content-type"], "application/pdf");
+    assert_eq!(
+        resp.headers()["content-disposition"],
+        "attachment; filename=\"Medikationsplan.pdf\""
+    );
+    assert_eq!(resp.bytes().await.unwrap().to_vec(), pdf);
+}
