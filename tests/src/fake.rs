@@ -180,6 +180,15 @@ async fn answer(
         } else {
             inner.script.pop_front().unwrap_or(Reply::Ok)
         };
+        if uri.path() == "/media" && matches!(reply, Reply::Ok) {
+            // A media upload (multipart): WhatsApp answers with the new media id.
+            let n = inner.requests.len();
+            return (
+                StatusCode::OK,
+                axum::Json(json!({"id": format!("FAKEUPLOAD{n}")})),
+            )
+                .into_response();
+        }
         let is_send = serde_json::from_slice::<Value>(&body)
             .ok()
             .is_some_and(|b| b.get("type").is_some());

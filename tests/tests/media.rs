@@ -276,3 +276,173 @@ api_base_url = "{}"
     );
     assert_eq!(resp.bytes().await.unwrap().to_vec(), pdf);
 }
+
+#[tokio::test]
+async fn the_pharmacy_uploads_a_file_and_sends_it_by_id() {
+    let moto = Moto::start().unwrap();
+    let clients = moto.clients().await;
+    let d = provision(&clients, "media3", 5).await.unwrap();
+    let fake = Fake::start().await;
+    let config = RelayConfig::parse(
+        &format!(
+            r#"
+[[tenants]]
+id = "apotheke"
+name = "Apotheke"
+api_keys = ["sk_media_0123456789abcdef"]
+[[tenants.channels]]
+phone_number_id = "111"
+provider = "360dialog"
+webhook_token = "tok"
+api_key = "d360-key"
+api_base_url = "{}"
+"#,
+            fake.url
+        ),
+        &|_| None,
+    )
+    .unwrap();
+    relay_aws::admin::apply_tenants(
+        &clients.dynamo,
+        &clients.secrets(Some(d.kms_key_id.clone())),
+        &d.table,
+        &config,
+        |_| {},
+    )
+    .await
+    .unwrap();
+    let w = relay_e2e::wire(&clients, &d).await.unwrap();
+    let http = reqwest::Client::new();
+    let now = relay_core::unix_now();
+    let hook = json!({"object":"whatsapp_business_account","entry":[{"id":"1","changes":[{"field":"messages","value":{
+        "metadata":{"phone_number_id":"111"},"contacts":[{"profile":{"name":"Erika"},"wa_id":"4915112345678"}],
+        "messages":[{"from":"4915112345678","id":"wamid.ASK1","timestamp":now.to_string(),"type":"text","text":{"body":"Schicken Sie mir den Plan?"}}]}}]}]});
+    http.post(format!("{}/webhooks/whatsapp/111", w.receiver_url))
+        .bearer_auth("tok")
+        .json(&hook)
+        .send()
+        .await
+        .unwrap();
+    drain(&clients.sqs, &d.queue_url, &w.router).await.unwrap();
+    let auth = "sk_media_0123456789abcdef";
+    let convs: Value = http
+        .get(format!("{}/v1/conversations", w.inbox_url))
+        .bearer_auth(auth)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let cid = convs["conversations"][0]["contact_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let upload = |mime: &str, body: Vec<u8>, contact: &str| {
+        http.post(format!(
+            "{}/v1/media?contact_id={contact}&filename=Medikationsplan.pdf",
+            w.inbox_url
+        ))
+        .bearer_auth(auth)
+        .header("content-type", mime)
+        .body(body)
+        .send()
+    };
+    // Refused: a type WhatsApp does not send, an image above 5 MB, an unknown conversation.
+    assert_eq!(
+        upload("application/x-msdownload", b"MZ".to_vec(), &cid)
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        415
+    );
+    assert_eq!(
+        upload("image/jpeg", vec![0; 5 * 1024 * 1024 + 1], &cid)
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        413
+    );
+    assert_eq!(
+        upload(
+            "application/pdf",
+            b"%PDF".to_vec(),
+            "c_00000000000000000000000000000000"
+        )
+        .await
+        .unwrap()
+        .status()
+        .as_u16(),
+        404
+    );
+    let pdf = b"%PDF-1.7 Plan fuer Erika".repeat(1000);
+    let resp = upload("application/pdf", pdf.clone(), &cid).await.unwrap();
+    assert_eq!(resp.status().as_u16(), 201);
+    let up: Value = resp.json().await.unwrap();
+    let media_id = up["media_id"].as_str().unwrap().to_owned();
+    assert!(media_id.starts_with("mu_"));
+    assert_eq!(up["size"], pdf.len());
+    // It can be read back, and it lies sealed in S3.
+    let back = http
+        .get(format!("{}/v1/media/{media_id}", w.inbox_url))
+        .bearer_auth(auth)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(back.status().as_u16(), 200);
+    assert_eq!(back.bytes().await.unwrap().to_vec(), pdf);
+
+    // A reply naming an unknown upload is refused; the real one is sent by WhatsApp media id.
+    let reply = |body: Value| {
+        http.post(format!("{}/v1/conversations/{cid}/messages", w.inbox_url))
+            .bearer_auth(auth)
+            .json(&body)
+            .send()
+    };
+    let r = reply(json!({"type": "document", "media_id": "mu_00000000000000000000000000000000"}))
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 422);
+    let r = reply(json!({"type": "image", "media_id": media_id}))
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 422, "a PDF is not an image");
+    let r = reply(json!({"type": "document", "media_id": media_id, "caption": "Ihr Plan"}))
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    drain_jobs(&clients.sqs, &d.outbound_url, &w.sender)
+        .await
+        .unwrap();
+    let reqs = fake.requests();
+    let uploaded = reqs
+        .iter()
+        .find(|r| r.path == "/media")
+        .expect("uploaded to 360dialog");
+    assert_eq!(uploaded.header("d360-api-key").as_deref(), Some("d360-key"));
+    assert!(
+        uploaded
+            .body
+            .windows(pdf.len())
+            .any(|w| w == pdf.as_slice()),
+        "the file, opened"
+    );
+    assert!(String::from_utf8_lossy(&uploaded.body).contains("Medikationsplan.pdf"));
+    let sent = reqs
+        .iter()
+        .find(|r| r.path == "/messages")
+        .expect("sent")
+        .json();
+    assert_eq!(sent["type"], "document");
+    assert!(
+        sent["document"]["id"]
+            .as_str()
+            .unwrap()
+            .starts_with("FAKEUPLOAD")
+    );
+    assert_eq!(sent["document"]["filename"], "Medikationsplan.pdf");
+    assert_eq!(sent["document"]["caption"], "Ihr Plan");
+    assert!(sent["document"].get("media_id").is_none());
+}

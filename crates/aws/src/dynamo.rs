@@ -1181,6 +1181,58 @@ impl MessageStore for DynamoMessageStore {
         Ok(out)
     }
 
+    async fn create_upload(&self, tenant: &TenantId, upload: &Upload) -> Result<(), StoreError> {
+        let pk = contact_pk(tenant, &upload.contact_id);
+        let sk = format!("U#{}", upload.media_id);
+        let body = serde_json::to_string(upload).map_err(|_| corrupt("upload"))?;
+        let put = Put::builder()
+            .table_name(&self.table)
+            .item("pk", s(&pk))
+            .item("sk", s(&sk))
+            .item("body", s(body))
+            .item("expires_at", n(upload.expires_at))
+            .build()
+            .map_err(|_| corrupt("put"))?;
+        let pointer = Put::builder()
+            .table_name(&self.table)
+            .item("pk", s(wamid_pk(tenant, &upload.media_id)))
+            .item("sk", s(POINTER))
+            .item("msg_pk", s(&pk))
+            .item("msg_sk", s(&sk))
+            .item("expires_at", n(upload.expires_at))
+            .build()
+            .map_err(|_| corrupt("put"))?;
+        self.client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().put(put).build())
+            .transact_items(TransactWriteItem::builder().put(pointer).build())
+            .send()
+            .await
+            .map_err(|e| StoreError::Unavailable(sdk_error("TransactWriteItems", &e)))?;
+        Ok(())
+    }
+
+    async fn upload(
+        &self,
+        tenant: &TenantId,
+        media_id: &str,
+        now: i64,
+    ) -> Result<Option<Upload>, StoreError> {
+        let Some((pk, sk)) = self.locate(tenant, media_id).await? else {
+            return Ok(None);
+        };
+        let Some(item) = self.get(pk, &sk).await? else {
+            return Ok(None);
+        };
+        if get_n(&item, "expires_at").unwrap_or(0) <= now {
+            return Ok(None);
+        }
+        let body = get_s(&item, "body").ok_or_else(|| corrupt("upload without body"))?;
+        serde_json::from_str(body)
+            .map(Some)
+            .map_err(|_| corrupt("upload body is not valid JSON"))
+    }
+
     async fn set_media(
         &self,
         tenant: &TenantId,
@@ -1292,6 +1344,10 @@ impl MessageStore for DynamoMessageStore {
                 }
             } else if sk.starts_with("L#") {
                 erased.consent_entries += 1;
+            } else if let Some(media_id) = sk.strip_prefix("U#") {
+                // An uploaded file's record and its pointer.
+                erased.index_items += 2;
+                deletes.push((wamid_pk(tenant, media_id), POINTER.to_owned()));
             } else {
                 erased.index_items += 1;
             }

@@ -28,15 +28,23 @@ pub enum ReplyRequest {
         #[serde(default)]
         reply_to: Option<String>,
     },
+    /// By `link` (an https URL WhatsApp fetches) or `media_id` (a file uploaded with
+    /// `POST /v1/media`, sent through 360dialog's media upload at send time).
     Image {
-        link: String,
+        #[serde(default)]
+        link: Option<String>,
+        #[serde(default)]
+        media_id: Option<String>,
         #[serde(default)]
         caption: Option<String>,
         #[serde(default)]
         reply_to: Option<String>,
     },
     Document {
-        link: String,
+        #[serde(default)]
+        link: Option<String>,
+        #[serde(default)]
+        media_id: Option<String>,
         #[serde(default)]
         caption: Option<String>,
         #[serde(default)]
@@ -44,6 +52,50 @@ pub enum ReplyRequest {
         #[serde(default)]
         reply_to: Option<String>,
     },
+    Audio {
+        #[serde(default)]
+        link: Option<String>,
+        #[serde(default)]
+        media_id: Option<String>,
+        #[serde(default)]
+        reply_to: Option<String>,
+    },
+}
+
+/// The id prefix of files uploaded through the inbox API.
+pub const UPLOAD_PREFIX: &str = "mu_";
+
+/// `{"link": …}` or `{"media_id": …}`, exactly one.
+fn media_source(link: Option<String>, media_id: Option<String>) -> Result<Value, InvalidReply> {
+    match (link, media_id) {
+        (Some(link), None) => {
+            https(&link)?;
+            Ok(json!({"link": link}))
+        }
+        (None, Some(id)) => {
+            let ok = id.starts_with(UPLOAD_PREFIX)
+                && id.len() <= 64
+                && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+            if !ok {
+                return Err(invalid(
+                    "invalid-message",
+                    "media_id must be an id that POST /v1/media returned",
+                ));
+            }
+            Ok(json!({"media_id": id}))
+        }
+        _ => Err(invalid(
+            "invalid-message",
+            "give exactly one of link and media_id",
+        )),
+    }
+}
+
+impl ValidReply {
+    /// The uploaded file this reply sends, if it sends one.
+    pub fn upload_id(&self) -> Option<&str> {
+        self.object.get("media_id").and_then(Value::as_str)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -187,14 +239,25 @@ impl ReplyRequest {
                     is_template: false,
                 })
             }
+            ReplyRequest::Audio {
+                link,
+                media_id,
+                reply_to,
+            } => Ok(ValidReply {
+                kind: "audio",
+                object: media_source(link, media_id)?,
+                display_text: None,
+                reply_to,
+                is_template: false,
+            }),
             ReplyRequest::Image {
                 link,
+                media_id,
                 caption,
                 reply_to,
             } => {
-                https(&link)?;
                 caption_ok(caption.as_deref())?;
-                let mut object = json!({"link": link});
+                let mut object = media_source(link, media_id)?;
                 if let Some(c) = &caption {
                     object["caption"] = json!(c);
                 }
@@ -208,13 +271,13 @@ impl ReplyRequest {
             }
             ReplyRequest::Document {
                 link,
+                media_id,
                 caption,
                 filename,
                 reply_to,
             } => {
-                https(&link)?;
                 caption_ok(caption.as_deref())?;
-                let mut object = json!({"link": link});
+                let mut object = media_source(link, media_id)?;
                 if let Some(c) = &caption {
                     object["caption"] = json!(c);
                 }
@@ -492,6 +555,16 @@ mod tests {
                 .is_err()
         );
         assert!(parse(json!({"type":"image","link":"http://insecure.example/x.jpg"})).is_err());
+        assert!(parse(json!({"type":"image"})).is_err(), "link or media_id");
+        assert!(
+            parse(json!({"type":"image","link":"https://x.example/a.jpg","media_id":"mu_1"}))
+                .is_err(),
+            "not both"
+        );
+        assert!(parse(json!({"type":"image","media_id":"md_../x"})).is_err());
+        let up = parse(json!({"type":"audio","media_id":"mu_abc123"})).unwrap();
+        assert_eq!(up.kind, "audio");
+        assert_eq!(up.upload_id(), Some("mu_abc123"));
         let d = parse(json!({"type":"document","link":"https://x.example/plan.pdf","filename":"plan.pdf","reply_to":"m_1"})).unwrap();
         let body = message_body(
             &Recipient::WaId("4915100000000".into()),

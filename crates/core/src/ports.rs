@@ -232,6 +232,17 @@ pub trait MessageStore: Send + Sync {
         now: i64,
     ) -> Result<Vec<StoredStatus>, StoreError>;
 
+    /// Stores an uploaded file's record (in the contact's data: erased with it).
+    async fn create_upload(&self, tenant: &TenantId, upload: &Upload) -> Result<(), StoreError>;
+
+    /// An uploaded file's record, unless unknown or expired.
+    async fn upload(
+        &self,
+        tenant: &TenantId,
+        media_id: &str,
+        now: i64,
+    ) -> Result<Option<Upload>, StoreError>;
+
     /// Records how fetching a message's file went (by the message's row key).
     async fn set_media(
         &self,

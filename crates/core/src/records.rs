@@ -183,6 +183,20 @@ impl ErasedItems {
     }
 }
 
+/// A file the pharmacy uploaded to send (`POST /v1/media`): sealed in the blob store under its
+/// contact's key, sent by id in a reply.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Upload {
+    /// `mu_` + 32 hex digits.
+    pub media_id: String,
+    pub contact_id: ContactId,
+    pub media: crate::media::MediaInfo,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filename: Option<String>,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
 /// One entry of the audit log: who read or changed a contact's personal data, and how it went.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditEntry {

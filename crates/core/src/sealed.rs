@@ -430,6 +430,31 @@ impl MessageStore for SealedStore {
         self.inner.statuses(tenant, wamid_key, now).await
     }
 
+    async fn create_upload(&self, tenant: &TenantId, upload: &Upload) -> Result<(), StoreError> {
+        let s = self
+            .keys
+            .contact_sealer(tenant, &upload.contact_id, upload.expires_at)
+            .await?;
+        let mut upload = upload.clone();
+        upload.filename = seal_opt(&s, "upload.filename", &upload.filename);
+        self.inner.create_upload(tenant, &upload).await
+    }
+
+    async fn upload(
+        &self,
+        tenant: &TenantId,
+        media_id: &str,
+        now: i64,
+    ) -> Result<Option<Upload>, StoreError> {
+        match self.inner.upload(tenant, media_id, now).await? {
+            Some(mut u) => {
+                u.filename = open_field(&self.keys, tenant, "upload.filename", u.filename).await?;
+                Ok(Some(u))
+            }
+            None => Ok(None),
+        }
+    }
+
     async fn set_media(
         &self,
         tenant: &TenantId,

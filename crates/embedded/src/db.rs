@@ -105,6 +105,16 @@ CREATE TABLE IF NOT EXISTS queue (
 );
 CREATE INDEX IF NOT EXISTS queue_by_visibility ON queue (queue, visible_at_ms, id);
 
+-- Files the pharmacy uploaded to send (POST /v1/media).
+CREATE TABLE IF NOT EXISTS uploads (
+    tenant TEXT NOT NULL,
+    media_id TEXT NOT NULL,
+    contact_id TEXT NOT NULL,
+    body TEXT NOT NULL,
+    expires_at INTEGER NOT NULL,
+    PRIMARY KEY (tenant, media_id)
+);
+
 -- Failed media requests per channel and hour (360dialog blocks a number after more than five).
 CREATE TABLE IF NOT EXISTS media_failures (
     phone_number_id TEXT NOT NULL,

@@ -26,6 +26,9 @@ impl SqliteMessageStore {
         let mut stmt = conn
             .prepare(
                 "SELECT json_extract(body, '$.media.object_key') FROM messages
+                 WHERE expires_at <= ?1 AND json_extract(body, '$.media.object_key') IS NOT NULL
+                 UNION ALL
+                 SELECT json_extract(body, '$.media.object_key') FROM uploads
                  WHERE expires_at <= ?1 AND json_extract(body, '$.media.object_key') IS NOT NULL",
             )
             .map_err(db_err)?;
@@ -49,6 +52,7 @@ impl SqliteMessageStore {
             "data_keys",
             "audit",
             "media_failures",
+            "uploads",
         ] {
             n += conn
                 .execute(
@@ -738,6 +742,41 @@ impl MessageStore for SqliteMessageStore {
         rows.map(|r| from_json(&r.map_err(db_err)?)).collect()
     }
 
+    async fn create_upload(&self, tenant: &TenantId, upload: &Upload) -> Result<(), StoreError> {
+        let conn = self.db.lock();
+        conn.execute(
+            "INSERT INTO uploads (tenant, media_id, contact_id, body, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT DO NOTHING",
+            params![
+                tenant.as_str(),
+                upload.media_id,
+                upload.contact_id.as_str(),
+                to_json(upload),
+                upload.expires_at
+            ],
+        )
+        .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn upload(
+        &self,
+        tenant: &TenantId,
+        media_id: &str,
+        now: i64,
+    ) -> Result<Option<Upload>, StoreError> {
+        let conn = self.db.lock();
+        let body: Option<String> = conn
+            .query_row(
+                "SELECT body FROM uploads WHERE tenant = ?1 AND media_id = ?2 AND expires_at > ?3",
+                params![tenant.as_str(), media_id, now],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db_err)?;
+        body.map(|b| from_json(&b)).transpose()
+    }
+
     async fn set_media(
         &self,
         tenant: &TenantId,
@@ -818,6 +857,7 @@ impl MessageStore for SqliteMessageStore {
             erased.messages = run("DELETE FROM messages WHERE tenant = ?1 AND contact_id = ?2")?;
             erased.consent_entries =
                 run("DELETE FROM consent WHERE tenant = ?1 AND contact_id = ?2")?;
+            erased.index_items += run("DELETE FROM uploads WHERE tenant = ?1 AND contact_id = ?2")?;
             erased.identities =
                 run("DELETE FROM identities WHERE tenant = ?1 AND contact_id = ?2")?;
             for key in identity_keys {

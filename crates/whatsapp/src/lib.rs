@@ -159,6 +159,44 @@ impl WhatsAppClient {
         })
     }
 
+    /// Uploads a file for sending (`POST /media`, multipart); WhatsApp's media id on success.
+    pub async fn upload_media(
+        &self,
+        channel: &Channel,
+        bytes: Vec<u8>,
+        mime_type: &str,
+        filename: &str,
+    ) -> Result<String, SendError> {
+        let key = Self::key(channel)?;
+        let part = reqwest::multipart::Part::bytes(bytes)
+            .file_name(filename.to_owned())
+            .mime_str(mime_type)
+            .map_err(|_| SendError::new(Failure::Permanent, 0, "not a MIME type"))?;
+        let form = reqwest::multipart::Form::new()
+            .text("messaging_product", "whatsapp")
+            .text("type", mime_type.to_owned())
+            .part("file", part);
+        let req = match channel.provider() {
+            Provider::Dialog360 => self
+                .download
+                .post(format!("{}/media", Self::base(channel)))
+                .header("D360-API-KEY", key),
+            Provider::Meta => self
+                .download
+                .post(format!(
+                    "{}/{}/media",
+                    Self::base(channel),
+                    channel.phone_number_id
+                ))
+                .bearer_auth(key),
+        };
+        let json = Self::answer(req.multipart(form).send().await).await?;
+        json.get("id")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| SendError::new(Failure::Transient, 0, "the upload answer has no id"))
+    }
+
     /// Starts downloading a file from the URL `media_url` gave. Through 360dialog the URL's
     /// host is swapped for 360dialog's (same path and query), with the API key.
     pub async fn download(

@@ -45,7 +45,12 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/contacts/{contact_id}/export"),
     ("DELETE", "/v1/contacts/{contact_id}"),
     ("GET", "/v1/media/{media_id}"),
+    ("POST", "/v1/media"),
 ];
+
+/// The largest file `POST /v1/media` takes: WhatsApp's limit for audio and video (16 MB;
+/// images 5 MB, checked per type). On AWS the HTTP API's 10 MB request limit is lower.
+pub const MAX_UPLOAD_BYTES: usize = 16 * 1024 * 1024;
 
 /// Largest reply body accepted (a text of 4096 characters is at most 16 KiB of UTF-8).
 pub const MAX_REPLY_BYTES: usize = 64 * 1024;
@@ -84,6 +89,10 @@ pub fn router(state: Inbox) -> Router {
         .route("/v1/contacts/{contact_id}/export", get(export_contact))
         .route("/v1/contacts/{contact_id}", delete(erase_contact))
         .route("/v1/media/{media_id}", get(get_media))
+        .route(
+            "/v1/media",
+            post(upload_media).layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES)),
+        )
         .route_layer(middleware::from_fn_with_state(state.clone(), audited))
         .with_state(state)
 }
@@ -107,6 +116,7 @@ fn audit_action(method: &axum::http::Method, path: &str) -> Option<&'static str>
         ("GET", ["v1", "contacts", _, "export"]) => "contact.export",
         ("DELETE", ["v1", "contacts", _]) => "contact.erase",
         ("GET", ["v1", "media", _]) => "media.get",
+        ("POST", ["v1", "media"]) => "media.upload",
         _ => return None,
     })
 }
@@ -445,6 +455,36 @@ async fn send_message(
     else {
         return Err(not_found());
     };
+    if let Some(upload_id) = reply.upload_id() {
+        let upload = state
+            .store
+            .upload(&tenant, upload_id, now)
+            .await
+            .map_err(store_problem)?
+            .filter(|u| u.contact_id == contact);
+        let Some(upload) = upload else {
+            return Err(detailed(
+                422,
+                "unknown-media",
+                "No such uploaded file for this conversation",
+                "upload it with POST /v1/media?contact_id=… first (uploads expire with the conversation)",
+            ));
+        };
+        let mime = upload.media.mime_type.as_deref().unwrap_or_default();
+        let fits = match reply.kind {
+            "image" => mime.starts_with("image/"),
+            "audio" => mime.starts_with("audio/"),
+            _ => true,
+        };
+        if !fits {
+            return Err(detailed(
+                422,
+                "invalid-message",
+                "WhatsApp would refuse this message",
+                format!("a {} reply cannot carry a {mime} file", reply.kind),
+            ));
+        }
+    }
     if record.conversation.opted_out {
         return Err(detailed(
             409,
@@ -731,19 +771,43 @@ async fn get_media(
 ) -> Result<Response, ProblemResponse> {
     use relay_core::media::{FileOpener, MediaStatus, message_key_of};
     let not_found = || problem(404, "not-found", "No such media");
-    let key = message_key_of(&media_id).ok_or_else(not_found)?;
     let now = (state.clock)();
-    let message = state
-        .store
-        .message_by_wamid(&tenant, key, now)
-        .await
-        .map_err(store_problem)?
-        .ok_or_else(not_found)?;
-    let media = message.media.clone().ok_or_else(not_found)?;
+    // A file of a message (`md_…`), or one the pharmacy uploaded (`mu_…`).
+    let (media, contact_id, filename) = if media_id.starts_with(relay_core::outbound::UPLOAD_PREFIX)
+        && media_id.len() <= 64
+        && media_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    {
+        let upload = state
+            .store
+            .upload(&tenant, &media_id, now)
+            .await
+            .map_err(store_problem)?
+            .ok_or_else(not_found)?;
+        (upload.media, upload.contact_id, upload.filename)
+    } else {
+        let key = message_key_of(&media_id).ok_or_else(not_found)?;
+        let message = state
+            .store
+            .message_by_wamid(&tenant, key, now)
+            .await
+            .map_err(store_problem)?
+            .ok_or_else(not_found)?;
+        let media = message.media.clone().ok_or_else(not_found)?;
+        let filename = message
+            .content
+            .as_object()
+            .and_then(|o| o.values().next())
+            .and_then(|m| m.get("filename"))
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        (media, message.contact_id, filename)
+    };
     if media.media_id != media_id {
         return Err(not_found());
     }
-    *target.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(message.contact_id.to_string());
+    *target.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(contact_id.to_string());
     match media.status {
         MediaStatus::Pending => {
             let mut r =
@@ -804,13 +868,6 @@ async fn get_media(
         }
         Err(e) => return Err(unavailable(&e)),
     };
-    let filename = message
-        .content
-        .as_object()
-        .and_then(|o| o.values().next())
-        .and_then(|m| m.get("filename"))
-        .and_then(Value::as_str)
-        .map(str::to_owned);
     let stream = futures_util::stream::unfold(
         (reader, opener, false),
         |(mut reader, mut opener, failed)| async move {
@@ -835,7 +892,7 @@ async fn get_media(
             }
         },
     );
-    tracing::info!(tenant = %tenant, contact = %message.contact_id, bytes = size, "media served");
+    tracing::info!(tenant = %tenant, contact = %contact_id, bytes = size, "media served");
     let mut response = Response::new(axum::body::Body::from_stream(stream));
     let h = response.headers_mut();
     if let Ok(v) = header::HeaderValue::from_str(&safe_mime(media.mime_type.as_deref())) {
@@ -857,4 +914,183 @@ async fn get_media(
         h.insert(header::CONTENT_DISPOSITION, v);
     }
     Ok(response)
+}
+
+#[derive(Deserialize)]
+struct UploadQuery {
+    contact_id: Option<String>,
+    filename: Option<String>,
+}
+
+/// The file types WhatsApp takes for sending, and each one's size limit.
+fn upload_limit(mime: &str) -> Option<usize> {
+    const MB: usize = 1024 * 1024;
+    match mime {
+        "image/jpeg" | "image/png" => Some(5 * MB),
+        "audio/aac" | "audio/mp4" | "audio/mpeg" | "audio/amr" | "audio/ogg" | "video/mp4"
+        | "video/3gpp" => Some(16 * MB),
+        "application/pdf" | "text/plain" | "application/msword" => Some(MAX_UPLOAD_BYTES),
+        m if m.starts_with("application/vnd.openxmlformats-officedocument.")
+            || m.starts_with("application/vnd.ms-") =>
+        {
+            Some(MAX_UPLOAD_BYTES)
+        }
+        _ => None,
+    }
+}
+
+/// `POST /v1/media?contact_id=…&filename=…` with the file as the body and its Content-Type:
+/// stores it sealed under the contact's key, for a reply to send by `media_id`.
+async fn upload_media(
+    State(state): State<Inbox>,
+    Authenticated(tenant): Authenticated,
+    axum::Extension(target): axum::Extension<AuditTarget>,
+    query: Result<Query<UploadQuery>, QueryRejection>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ProblemResponse> {
+    use relay_core::media::{FileSealer, MediaInfo, MediaStatus, object_key};
+    let bad = |detail: &str| {
+        detailed(
+            400,
+            "bad-query",
+            "Invalid query parameters",
+            detail.to_owned(),
+        )
+    };
+    let Query(q) = query.map_err(|_| bad("the query string is malformed"))?;
+    let contact = q
+        .contact_id
+        .as_deref()
+        .and_then(|c| ContactId::parse(c).ok())
+        .ok_or_else(|| bad("contact_id (the conversation the file is for) is required"))?;
+    let filename = match q.filename {
+        Some(f)
+            if f.is_empty()
+                || f.len() > 240
+                || f.contains(['/', '\\'])
+                || f.chars().any(char::is_control) =>
+        {
+            return Err(bad("filename must be a plain file name"));
+        }
+        other => other,
+    };
+    let body = match body {
+        Ok(b) => b,
+        Err(r) if r.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return Err(problem(
+                413,
+                "too-large",
+                "The file is larger than WhatsApp sends",
+            ));
+        }
+        Err(_) => {
+            return Err(problem(
+                400,
+                "unreadable-body",
+                "The body could not be read",
+            ));
+        }
+    };
+    let mime = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .unwrap_or_default();
+    let Some(limit) = upload_limit(&mime) else {
+        return Err(detailed(
+            415,
+            "unsupported-media-type",
+            "WhatsApp does not send files of this type",
+            "JPEG or PNG images, AAC/MP4/MPEG/AMR/OGG audio, MP4/3GPP video, PDF, text and Office documents",
+        ));
+    };
+    if body.is_empty() {
+        return Err(problem(400, "empty-body", "The file is empty"));
+    }
+    if body.len() > limit {
+        return Err(detailed(
+            413,
+            "too-large",
+            "The file is larger than WhatsApp sends",
+            format!(
+                "{} bytes; {mime} files may have at most {limit}",
+                body.len()
+            ),
+        ));
+    }
+    let now = (state.clock)();
+    let not_found = || problem(404, "not-found", "No such conversation");
+    if state
+        .store
+        .conversation(&tenant, &contact, now)
+        .await
+        .map_err(store_problem)?
+        .is_none()
+    {
+        return Err(not_found());
+    }
+    *target.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(contact.to_string());
+    let retention = match state.directory.tenant(&tenant).await {
+        Ok(Some(t)) => t.retention_secs(),
+        _ => i64::from(relay_core::tenant::DEFAULT_RETENTION_DAYS) * 86_400,
+    };
+    let expires_at = now + retention;
+    let mut id = [0u8; 16];
+    getrandom::fill(&mut id).map_err(|_| problem(503, "unavailable", "No randomness; retry"))?;
+    let media_id = format!("{}{}", relay_core::outbound::UPLOAD_PREFIX, hex::encode(id));
+    let sealer = state
+        .privacy
+        .keys
+        .contact_sealer(&tenant, &contact, expires_at)
+        .await
+        .map_err(|e| store_problem(e.into()))?;
+    let mut file = FileSealer::new(sealer, &media_id);
+    let mut sealed = file.update(&body);
+    let (tail, size, _) = file.finish();
+    sealed.extend(tail);
+    let key = object_key(&tenant, contact.as_str(), &media_id);
+    let blob_error = |e: relay_core::media::BlobError| {
+        tracing::error!(error = %e, "upload could not be stored");
+        problem(
+            503,
+            "store-unavailable",
+            "The file could not be stored; retry later",
+        )
+    };
+    let mut writer = state.blobs.begin(&key).await.map_err(blob_error)?;
+    writer.write(sealed).await.map_err(blob_error)?;
+    writer.finish().await.map_err(blob_error)?;
+    let upload = relay_core::records::Upload {
+        media_id: media_id.clone(),
+        contact_id: contact.clone(),
+        media: MediaInfo {
+            media_id: media_id.clone(),
+            status: MediaStatus::Available,
+            mime_type: Some(mime.clone()),
+            size: Some(size),
+            reason: None,
+            object_key: Some(key),
+        },
+        filename,
+        created_at: now,
+        expires_at,
+    };
+    state
+        .store
+        .create_upload(&tenant, &upload)
+        .await
+        .map_err(store_problem)?;
+    tracing::info!(tenant = %tenant, contact = %contact, bytes = size, "file uploaded");
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"media_id": media_id, "mime_type": mime, "size": size, "expires_at": expires_at})),
+    )
+        .into_response())
 }

@@ -291,19 +291,27 @@ impl Sender {
             .get(&message.kind)
             .cloned()
             .unwrap_or_default();
-        let body = message_body(
-            &recipient,
-            &message.kind,
-            &object,
-            message.reply_to.as_deref(),
-        );
-        self.limiter
-            .acquire(
-                &channel.phone_number_id,
-                self.share(channel.send_rate_per_second),
-            )
-            .await;
-        match self.whatsapp.send(&channel, &body).await {
+        let sent = async {
+            // A file uploaded through the inbox API goes to WhatsApp now, by id.
+            let object = self
+                .with_uploaded_media(tenant, &channel, &message, object)
+                .await?;
+            let body = message_body(
+                &recipient,
+                &message.kind,
+                &object,
+                message.reply_to.as_deref(),
+            );
+            self.limiter
+                .acquire(
+                    &channel.phone_number_id,
+                    self.share(channel.send_rate_per_second),
+                )
+                .await;
+            self.whatsapp.send(&channel, &body).await
+        }
+        .await;
+        match sent {
             Ok(wamid) => {
                 let wamid_key = self.pseudonymizer.wamid_key(tenant, &wamid);
                 self.store

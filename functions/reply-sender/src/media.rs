@@ -252,6 +252,106 @@ impl Sender {
     }
 }
 
+impl Sender {
+    /// Replaces `{"media_id": "mu_…"}` in a reply's object by WhatsApp's id of the same file,
+    /// uploaded now (opened from the blob store); other objects pass unchanged.
+    pub(crate) async fn with_uploaded_media(
+        &self,
+        tenant: &TenantId,
+        channel: &relay_core::tenant::Channel,
+        message: &relay_core::records::StoredMessage,
+        mut object: Value,
+    ) -> Result<Value, relay_whatsapp::SendError> {
+        use relay_core::webhook::ApiError;
+        let Some(upload_id) = object
+            .get("media_id")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+        else {
+            return Ok(object);
+        };
+        let fail = |failure: Failure, title: &str| relay_whatsapp::SendError {
+            failure,
+            error: Box::new(ApiError {
+                code: 0,
+                title: Some(title.to_owned()),
+                ..ApiError::default()
+            }),
+            retry_after: None,
+        };
+        let unavailable = |_| fail(Failure::Transient, "the file store is unavailable");
+        let upload = self
+            .store
+            .upload(tenant, &upload_id, self.now())
+            .await
+            .map_err(|_| fail(Failure::Transient, "the store is unavailable"))?
+            .filter(|u| u.contact_id == message.contact_id)
+            .ok_or_else(|| {
+                fail(
+                    Failure::Permanent,
+                    "the uploaded file is gone (expired or erased)",
+                )
+            })?;
+        let key = upload
+            .media
+            .object_key
+            .as_deref()
+            .ok_or_else(|| fail(Failure::Permanent, "the uploaded file is gone"))?;
+        let mut reader = self
+            .blobs
+            .open(key)
+            .await
+            .map_err(unavailable)?
+            .ok_or_else(|| fail(Failure::Permanent, "the uploaded file is gone"))?;
+        let size = upload.media.size.unwrap_or(0);
+        let mut opener = relay_core::media::FileOpener::new(
+            &self.keys,
+            tenant,
+            &upload.media_id,
+            size,
+            reader.as_mut(),
+        )
+        .await
+        .map_err(|_| {
+            fail(
+                Failure::Permanent,
+                "the uploaded file does not open (erased?)",
+            )
+        })?;
+        let mut bytes = Vec::with_capacity(size as usize);
+        while let Some(chunk) = opener
+            .next(reader.as_mut())
+            .await
+            .map_err(|_| fail(Failure::Transient, "the uploaded file could not be read"))?
+        {
+            bytes.extend(chunk);
+        }
+        let mime = upload
+            .media
+            .mime_type
+            .clone()
+            .unwrap_or_else(|| "application/octet-stream".into());
+        let name = upload
+            .filename
+            .clone()
+            .unwrap_or_else(|| upload.media_id.clone());
+        let wa_id = self
+            .whatsapp
+            .upload_media(channel, bytes, &mime, &name)
+            .await?;
+        if let Some(o) = object.as_object_mut() {
+            o.remove("media_id");
+            o.insert("id".into(), Value::String(wa_id));
+            if message.kind == "document" && !o.contains_key("filename") {
+                if let Some(f) = &upload.filename {
+                    o.insert("filename".into(), Value::String(f.clone()));
+                }
+            }
+        }
+        Ok(object)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
