@@ -71,6 +71,14 @@ impl Privacy {
                         "statuses".into(),
                         serde_json::to_value(&statuses).unwrap_or_default(),
                     );
+                    // The file itself is one download away (the inbox API serves it).
+                    if let Some(media) = o.get_mut("media").and_then(Value::as_object_mut) {
+                        media.remove("object_key");
+                        if let Some(id) = media.get("media_id").and_then(Value::as_str) {
+                            let href = format!("/v1/media/{id}");
+                            media.insert("href".into(), Value::String(href));
+                        }
+                    }
                 }
                 messages.push(v);
             }

@@ -1185,6 +1185,17 @@ async fn media_is_served_to_its_tenant_only_once_available() {
         "only safe characters in the file name"
     );
     assert_eq!(headers.get("x-content-type-options").unwrap(), "nosniff");
+    // The export names the file and where to get it (not where it is stored).
+    let (_, doc) = get(&f.app, &format!("/v1/contacts/{c}/export"), Some(KEY_A)).await;
+    let exported = doc["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["media"].is_object())
+        .unwrap()["media"]
+        .clone();
+    assert_eq!(exported["href"], format!("/v1/media/{media_id}"));
+    assert!(exported.get("object_key").is_none());
     // Another tenant, a made-up id, a path trick: 404, nothing else.
     for (uri, key) in [
         (uri.as_str(), KEY_B),
