@@ -62,3 +62,55 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
 pub async fn not_found() -> ProblemResponse {
     problem(404, "not-found", "No such resource")
 }
+
+/// A JSON body's `Content-Type` is absent or JSON (`application/json`, `…+json`, any
+/// parameters); anything else is a 415 problem (nothing is parsed or queued).
+pub fn json_content_type(headers: &HeaderMap) -> Result<(), ProblemResponse> {
+    let Some(v) = headers.get(header::CONTENT_TYPE) else {
+        return Ok(());
+    };
+    let essence = v.to_str().ok().map(|v| {
+        v.split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase()
+    });
+    match essence.as_deref() {
+        Some("application/json") => Ok(()),
+        Some(e) if e.starts_with("application/") && e.ends_with("+json") => Ok(()),
+        _ => Err(detailed(
+            415,
+            "unsupported-media-type",
+            "The body must be JSON",
+            "send Content-Type: application/json",
+        )),
+    }
+}
+
+#[cfg(test)]
+mod content_type_tests {
+    use super::*;
+
+    #[test]
+    fn json_or_nothing() {
+        let with = |v: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static(v));
+            json_content_type(&h).is_ok()
+        };
+        assert!(json_content_type(&HeaderMap::new()).is_ok());
+        assert!(with("application/json"));
+        assert!(with("Application/JSON; charset=utf-8"));
+        assert!(with("application/problem+json"));
+        for bad in [
+            "text/plain",
+            "application/x-www-form-urlencoded",
+            "multipart/form-data; boundary=x",
+            "json",
+            "",
+        ] {
+            assert!(!with(bad), "{bad}");
+        }
+    }
+}

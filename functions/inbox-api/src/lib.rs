@@ -411,6 +411,7 @@ async fn send_message(
             ));
         }
     };
+    relay_http::json_content_type(&headers)?;
     let idempotency_key = match headers.get("idempotency-key") {
         None => None,
         Some(v) => match v.to_str() {

@@ -194,6 +194,9 @@ async fn receive(
     if !valid_phone_number_id(&phone_number_id) {
         return unauthorized().into_response();
     }
+    if let Err(p) = relay_http::json_content_type(&headers) {
+        return p.into_response();
+    }
     let channel = match state.directory.channel(&phone_number_id).await {
         Ok(Some(c)) => c,
         Ok(None) => {
