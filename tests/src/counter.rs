@@ -40,12 +40,7 @@ impl CallCounter {
                     .interceptor(self.clone())
                     .build(),
             ),
-            s3: aws_sdk_s3::Client::from_conf(
-                aws_sdk_s3::config::Builder::from(sdk)
-                    .force_path_style(true)
-                    .interceptor(self.clone())
-                    .build(),
-            ),
+            sdk: sdk.clone(),
         }
     }
 }

@@ -263,7 +263,7 @@ pub async fn provision(
         .context("CreateTable audit")?;
     let media_bucket = format!("{prefix}-media");
     clients
-        .s3
+        .s3()
         .create_bucket()
         .bucket(&media_bucket)
         .create_bucket_configuration(

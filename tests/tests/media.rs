@@ -98,7 +98,7 @@ api_base_url = "{}"
 
     // In S3: one object, sealed (no plaintext run of the file in it).
     let listed = clients
-        .s3
+        .s3()
         .list_objects_v2()
         .bucket(&d.media_bucket)
         .send()
@@ -115,7 +115,7 @@ api_base_url = "{}"
         "{keys:?}"
     );
     let object = clients
-        .s3
+        .s3()
         .get_object()
         .bucket(&d.media_bucket)
         .key(&keys[0])
@@ -179,7 +179,7 @@ api_base_url = "{}"
         .unwrap();
     assert_eq!(receipt["deleted"]["media"], 1, "{receipt}");
     let listed = clients
-        .s3
+        .s3()
         .list_objects_v2()
         .bucket(&d.media_bucket)
         .send()

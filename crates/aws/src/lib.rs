@@ -84,7 +84,9 @@ pub struct Clients {
     pub dynamo: aws_sdk_dynamodb::Client,
     pub sqs: aws_sdk_sqs::Client,
     pub kms: aws_sdk_kms::Client,
-    pub s3: aws_sdk_s3::Client,
+    /// S3's client is built on demand ([`Clients::s3`]): only the functions that touch media
+    /// link its (large) endpoint rules.
+    pub sdk: SdkConfig,
 }
 
 impl Clients {
@@ -93,13 +95,7 @@ impl Clients {
             dynamo: aws_sdk_dynamodb::Client::new(sdk),
             sqs: aws_sdk_sqs::Client::new(sdk),
             kms: aws_sdk_kms::Client::new(sdk),
-            // Against an endpoint override (moto, a local S3) address buckets by path; on AWS
-            // the default virtual-hosted style.
-            s3: aws_sdk_s3::Client::from_conf(
-                aws_sdk_s3::config::Builder::from(sdk)
-                    .force_path_style(sdk.endpoint_url().is_some())
-                    .build(),
-            ),
+            sdk: sdk.clone(),
         }
     }
 
@@ -124,8 +120,18 @@ impl Clients {
         relay_core::sealed::SealedStore::new(std::sync::Arc::new(self.store(table)), keyring)
     }
 
+    /// An S3 client. Against an endpoint override (moto, a local S3) buckets are addressed by
+    /// path; on AWS the default virtual-hosted style.
+    pub fn s3(&self) -> aws_sdk_s3::Client {
+        aws_sdk_s3::Client::from_conf(
+            aws_sdk_s3::config::Builder::from(&self.sdk)
+                .force_path_style(self.sdk.endpoint_url().is_some())
+                .build(),
+        )
+    }
+
     pub fn blob_store(&self, bucket: &str) -> S3BlobStore {
-        S3BlobStore::new(self.s3.clone(), bucket)
+        S3BlobStore::new(self.s3(), bucket)
     }
 
     pub fn audit_log(&self, table: &str) -> DynamoAuditLog {
