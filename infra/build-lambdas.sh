@@ -21,7 +21,7 @@ if [[ "${RELAY_LAMBDA_ARCH:-}" == x86_64 ]] || { ! rustup target list --installe
 fi
 
 echo "== sam build ($arch)"
-sam build --template-file "$template" --build-dir .aws-sam/build --beta-features --cached
+sam build --template-file "$template" --build-dir .aws-sam/build --beta-features
 
 echo "== zipped sizes ($arch)"
 for fn in WebhookReceiverFunction MessageRouterFunction ReplySenderFunction InboxApiFunction; do
