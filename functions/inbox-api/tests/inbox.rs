@@ -1226,3 +1226,55 @@ async fn media_is_served_to_its_tenant_only_once_available() {
     assert_eq!(status, StatusCode::GONE);
     assert_eq!(body["detail"], "the file does not match its SHA-256");
 }
+
+/// An audit log that refuses every entry.
+struct BrokenAudit;
+
+#[async_trait::async_trait]
+impl AuditLog for BrokenAudit {
+    async fn append(
+        &self,
+        _: &relay_core::records::AuditEntry,
+    ) -> Result<(), relay_core::ports::StoreError> {
+        Err(relay_core::ports::StoreError::Unavailable("down".into()))
+    }
+    async fn list(
+        &self,
+        _: Option<&relay_core::ids::TenantId>,
+        _: usize,
+        _: i64,
+    ) -> Result<Vec<relay_core::records::AuditEntry>, relay_core::ports::StoreError> {
+        Ok(vec![])
+    }
+}
+
+#[tokio::test]
+async fn a_read_that_cannot_be_audited_releases_nothing() {
+    let f = fixture().await;
+    let config = RelayConfig::parse(CONFIG, &|_| None).unwrap();
+    let app = router(Inbox {
+        directory: Arc::new(StaticDirectory::from_config(&config)),
+        store: f.store.clone(),
+        outbound: f.jobs.clone(),
+        privacy: Privacy {
+            store: f.store.clone(),
+            keys: f.keys.clone(),
+            pseudonymizer: Arc::new(Pseudonymizer::new([1; 32])),
+            blobs: Arc::new(f.blobs.clone()),
+        },
+        audit: Arc::new(BrokenAudit),
+        audit_retention_secs: 86_400,
+        blobs: Arc::new(f.blobs.clone()),
+        max_media_response_bytes: None,
+        clock: Arc::new(|| NOW),
+    });
+    let (status, body) = get(&app, "/v1/conversations", Some(KEY_A)).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body["type"], "urn:relay:problem:audit-unavailable");
+    assert!(!body.to_string().contains("Kunde"), "no data released");
+    // The same read with a working audit log succeeds (the fixture's).
+    assert_eq!(
+        get(&f.app, "/v1/conversations", Some(KEY_A)).await.0,
+        StatusCode::OK
+    );
+}
