@@ -32,11 +32,27 @@ pub const DEFAULT_REGION: &str = "eu-central-1";
 pub async fn sdk_config(endpoint_url: Option<&str>) -> SdkConfig {
     let region = aws_config::meta::region::RegionProviderChain::default_provider()
         .or_else(Region::new(DEFAULT_REGION));
-    let mut loader = aws_config::defaults(BehaviorVersion::latest()).region(region);
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .region(region)
+        .timeout_config(timeouts());
     if let Some(url) = endpoint_url {
         loader = loader.endpoint_url(url);
     }
     loader.load().await
+}
+
+/// Bounds on every AWS call. The SDK sets none but a connect timeout, so a call to a stalled
+/// endpoint would hang until the Lambda's own timeout — the webhook-receiver must answer
+/// 360dialog long before that. An attempt that does not answer in 3 s is retried (the SDK's
+/// standard retry: 3 attempts with jittered backoff); the whole operation gives up after 10 s.
+/// S3 transfers get longer attempts ([`Clients::s3`]). Found by the fault suite
+/// (`tests/tests/faults.rs`), which stalls calls on their way to moto.
+pub fn timeouts() -> aws_config::timeout::TimeoutConfig {
+    aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(std::time::Duration::from_secs(2))
+        .operation_attempt_timeout(std::time::Duration::from_secs(3))
+        .operation_timeout(std::time::Duration::from_secs(10))
+        .build()
 }
 
 /// "Operation: ErrorCode" from an SDK error, without the error's message (which may echo
@@ -126,6 +142,14 @@ impl Clients {
         aws_sdk_s3::Client::from_conf(
             aws_sdk_s3::config::Builder::from(&self.sdk)
                 .force_path_style(self.sdk.endpoint_url().is_some())
+                // A part of a multipart upload is 8 MiB: give it time on a slow link.
+                .timeout_config(
+                    aws_config::timeout::TimeoutConfig::builder()
+                        .connect_timeout(std::time::Duration::from_secs(2))
+                        .operation_attempt_timeout(std::time::Duration::from_secs(60))
+                        .operation_timeout(std::time::Duration::from_secs(180))
+                        .build(),
+                )
                 .build(),
         )
     }
