@@ -29,6 +29,10 @@ use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// How often reply-sender tries to record a send WhatsApp accepted (with pauses of 0.1, 0.3,
+/// 0.9 and 2.7 s between tries: about 4 s plus the store's own timeouts, well inside the lease).
+const COMPLETE_SEND_TRIES: u32 = 5;
+
 /// How long and how often to retry.
 #[derive(Debug, Clone)]
 pub struct RetryPolicy {
@@ -314,9 +318,24 @@ impl Sender {
         match sent {
             Ok(wamid) => {
                 let wamid_key = self.pseudonymizer.wamid_key(tenant, &wamid);
-                self.store
+                // WhatsApp has the message: recording that must not give up quickly, or the
+                // retry after the lease sends it a second time (found by the fault suite).
+                let mut pause = Duration::from_millis(100);
+                let mut tries = 1;
+                while let Err(e) = self
+                    .store
                     .complete_send(tenant, key, &message.contact_id, &wamid, &wamid_key)
-                    .await?;
+                    .await
+                {
+                    if tries >= COMPLETE_SEND_TRIES {
+                        tracing::error!(tenant = %tenant, message = %message.id, error = %e, "sent, but the send could not be recorded; it may be sent again after the lease");
+                        return Err(e);
+                    }
+                    tracing::warn!(tenant = %tenant, message = %message.id, error = %e, tries, "sent; recording it failed, trying again");
+                    tokio::time::sleep(pause).await;
+                    pause *= 3;
+                    tries += 1;
+                }
                 tracing::info!(tenant = %tenant, message = %message.id, wamid_key = %wamid_key, attempt, "sent");
                 Ok(Outcome::Done)
             }
