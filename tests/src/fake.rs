@@ -32,6 +32,42 @@ pub struct Recorded {
     pub path: String,
     pub headers: HeaderMap,
     pub body: Vec<u8>,
+    /// Whether the request took effect (a message went out, a forward reached the pharmacy)
+    /// — also when the answer never arrived (`Fault::Slow`, `Fault::Broken`).
+    pub processed: bool,
+    /// The fault injected on this request, if any.
+    pub fault: Option<Fault>,
+}
+
+/// A fault the fake injects at random ([`Fake::chaos`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// 429: not processed.
+    TooManyRequests,
+    /// 500 or 503: not processed.
+    ServerError,
+    /// Processed, but the answer comes after the client's timeout.
+    Slow,
+    /// Processed, then the connection breaks in the middle of the answer.
+    Broken,
+}
+
+impl Fault {
+    /// The outcome is unknown to the caller: it took effect, but the caller saw a failure.
+    pub fn is_ambiguous(self) -> bool {
+        matches!(self, Fault::Slow | Fault::Broken)
+    }
+}
+
+/// Rates (0..1) of faults the fake injects on POSTs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Chaos {
+    pub too_many_requests: f64,
+    pub server_error: f64,
+    pub slow: f64,
+    pub broken: f64,
+    /// How late a `Slow` answer comes (longer than the client's timeout).
+    pub slow_for: Duration,
 }
 
 impl Recorded {
@@ -74,6 +110,7 @@ struct Inner {
     limit_per_second: Option<usize>,
     recent: VecDeque<std::time::Instant>,
     rejected: usize,
+    chaos: Option<(Chaos, crate::faults::Dice)>,
 }
 
 /// The fake server; clones share state.
@@ -117,6 +154,17 @@ impl Fake {
             .extend(replies);
     }
 
+    /// Injects faults on POSTs at random, from `seed` (printed by the suites to replay a run).
+    pub fn chaos(&self, chaos: Chaos, seed: u64) {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).chaos =
+            Some((chaos, crate::faults::Dice::new(seed)));
+    }
+
+    /// Stops injecting faults.
+    pub fn calm(&self) {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).chaos = None;
+    }
+
     /// Answers 429 to requests beyond `n` in any one second.
     pub fn limit_rate(&self, n: usize) {
         self.inner
@@ -155,13 +203,55 @@ async fn answer(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let (reply, wamid) = {
+    let (reply, wamid, fault) = {
         let mut inner = fake.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let fault = inner.chaos.as_ref().and_then(|(c, dice)| {
+            let r = dice.roll();
+            let mut edge = c.too_many_requests;
+            if r < edge {
+                return Some(Fault::TooManyRequests);
+            }
+            edge += c.server_error;
+            if r < edge {
+                return Some(Fault::ServerError);
+            }
+            edge += c.slow;
+            if r < edge {
+                return Some(Fault::Slow);
+            }
+            edge += c.broken;
+            (r < edge).then_some(Fault::Broken)
+        });
+        let slow_for = inner
+            .chaos
+            .as_ref()
+            .map(|(c, _)| c.slow_for)
+            .unwrap_or_default();
         inner.requests.push(Recorded {
             path: uri.path().to_owned(),
             headers,
             body: body.to_vec(),
+            processed: !matches!(fault, Some(Fault::TooManyRequests | Fault::ServerError)),
+            fault,
         });
+        match fault {
+            Some(Fault::TooManyRequests) => {
+                return (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    axum::Json(json!({"error": "injected: too many requests"})),
+                )
+                    .into_response();
+            }
+            Some(Fault::ServerError) => {
+                let code = if inner.requests.len() % 2 == 0 {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                } else {
+                    StatusCode::SERVICE_UNAVAILABLE
+                };
+                return (code, axum::Json(json!({"error": "injected"}))).into_response();
+            }
+            _ => {}
+        }
         let now = std::time::Instant::now();
         while inner
             .recent
@@ -198,8 +288,19 @@ async fn answer(
         } else {
             None
         };
-        (reply, wamid)
+        let reply = match fault {
+            Some(Fault::Slow) => Reply::Slow(slow_for),
+            _ => reply,
+        };
+        (reply, wamid, fault)
     };
+    if fault == Some(Fault::Broken) {
+        // The status line goes out, then the connection breaks before the body.
+        let stream = futures_util::stream::once(async {
+            Err::<Bytes, std::io::Error>(std::io::Error::other("injected: connection broken"))
+        });
+        return (StatusCode::OK, axum::body::Body::from_stream(stream)).into_response();
+    }
     let ok = || match &wamid {
         Some(w) => (
             StatusCode::OK,
@@ -235,6 +336,8 @@ async fn media(State(fake): State<Fake>, uri: axum::http::Uri, headers: HeaderMa
             path: format!("GET /{path}?{query}"),
             headers,
             body: Vec::new(),
+            processed: true,
+            fault: None,
         });
         let id = if path == "whatsapp_business/attachments" {
             query

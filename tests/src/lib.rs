@@ -4,6 +4,7 @@
 
 pub mod counter;
 pub mod fake;
+pub mod faults;
 pub mod sender_fixture;
 
 use anyhow::{Context, bail};

@@ -1,0 +1,435 @@
+//! The fault suite on the AWS backend: the four functions wired to moto through a proxy that
+//! fails, throttles, stalls and "loses the answers" of DynamoDB, SQS and KMS calls; a fake
+//! 360dialog and a fake pharmacy endpoint that answer 429/5xx, time out and break connections;
+//! router and sender invocations killed mid-batch. Over many webhooks and replies it checks
+//! that every webhook answered 200 is stored exactly once, every reply answered 202 is sent
+//! (a second send only where its outcome was unknown), every stored message is forwarded under
+//! one stable id, and nothing accepted ends nowhere: what is not stored is in a DLQ, which is
+//! redriven. Prints the summary table.
+//!
+//! Sizes: `FAULT_WEBHOOKS`, `FAULT_REPLIES`, `FAULT_CUSTOMERS`; `FAULT_SEED` replays a run
+//! (`infra/faults.sh` runs it bigger).
+
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
+use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
+use relay_core::config::RelayConfig;
+use relay_e2e::fake::{Chaos, Fake};
+use relay_e2e::faults::{
+    AwsFaults, Dice, FaultProxy, Relay, Verdict, env_usize, fake_faults, forwards, post_replies,
+    post_webhooks, read_back, seed, sends, wait_for_conversations,
+};
+use relay_e2e::{Moto, provision};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const PNID: &str = "106540352242922";
+
+/// SDK settings of the functions under test: the production timeouts scaled down (so that a
+/// stalled call times out quickly) and two attempts per call (so that faults get through the
+/// SDK's own retries and reach the relay's code).
+async fn faulty_sdk(endpoint: &str) -> aws_config::SdkConfig {
+    let creds =
+        aws_sdk_dynamodb::config::Credentials::new("testing", "testing", None, None, "moto");
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(relay_e2e::REGION))
+        .credentials_provider(creds)
+        .endpoint_url(endpoint)
+        .retry_config(
+            aws_config::retry::RetryConfig::standard()
+                .with_max_attempts(2)
+                .with_initial_backoff(Duration::from_millis(10)),
+        )
+        .timeout_config(
+            aws_config::timeout::TimeoutConfig::builder()
+                .operation_attempt_timeout(Duration::from_millis(500))
+                .operation_timeout(Duration::from_secs(2))
+                .build(),
+        )
+        .load()
+        .await
+}
+
+async fn depth(sqs: &aws_sdk_sqs::Client, url: &str) -> usize {
+    let attrs = sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesDelayed)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap_or_default();
+    attrs.values().filter_map(|v| v.parse::<usize>().ok()).sum()
+}
+
+/// The Lambda event source mapping, with crashes: receives batches (with their receive
+/// counts), runs the handler, deletes what succeeded. A killed invocation (`kill_rate`)
+/// is cut off after a random few milliseconds; its records were not deleted and come back
+/// once their visibility timeout ends. Records the router failed come back at once (the
+/// test's stand-in for the visibility timeout); reply-sender set its own delays. Stops when
+/// `stop` is set and the queue is empty. Returns the kills; the bodies of killed records go
+/// to `killed`.
+#[allow(clippy::too_many_arguments)]
+async fn event_source<F, Fut>(
+    sqs: aws_sdk_sqs::Client,
+    url: String,
+    router_like: bool,
+    kill_rate: f64,
+    dice: Arc<Dice>,
+    stop: Arc<AtomicBool>,
+    killed: Arc<Mutex<Vec<String>>>,
+    handler: F,
+) -> usize
+where
+    F: Fn(SqsEvent) -> Fut,
+    Fut: std::future::Future<Output = SqsBatchResponse>,
+{
+    let mut kills = 0;
+    loop {
+        let resp = sqs
+            .receive_message()
+            .queue_url(&url)
+            .max_number_of_messages(10)
+            .visibility_timeout(5)
+            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .send()
+            .await
+            .unwrap();
+        let messages = resp.messages.unwrap_or_default();
+        if messages.is_empty() {
+            if stop.load(Ordering::SeqCst) && depth(&sqs, &url).await == 0 {
+                return kills;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
+        let mut event = SqsEvent::default();
+        for m in &messages {
+            let mut r = SqsMessage::default();
+            r.message_id = m.message_id.clone();
+            r.receipt_handle = m.receipt_handle.clone();
+            r.body = m.body.clone();
+            if let Some(n) = m
+                .attributes
+                .as_ref()
+                .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
+            {
+                r.attributes
+                    .insert("ApproximateReceiveCount".into(), n.clone());
+            }
+            event.records.push(r);
+        }
+        let failed: Vec<String> = if dice.roll() < kill_rate {
+            let after = Duration::from_millis(1 + dice.below(40));
+            match tokio::time::timeout(after, handler(event)).await {
+                Ok(resp) => resp
+                    .batch_item_failures
+                    .into_iter()
+                    .map(|f| f.item_identifier)
+                    .collect(),
+                Err(_) => {
+                    // Killed: nothing deleted; the records return after the visibility timeout.
+                    kills += 1;
+                    killed
+                        .lock()
+                        .unwrap()
+                        .extend(messages.iter().filter_map(|m| m.body.clone()));
+                    continue;
+                }
+            }
+        } else {
+            handler(event)
+                .await
+                .batch_item_failures
+                .into_iter()
+                .map(|f| f.item_identifier)
+                .collect()
+        };
+        for m in messages {
+            let id = m.message_id.unwrap_or_default();
+            let receipt = m.receipt_handle.unwrap_or_default();
+            // A receipt can be stale (the record came back to another instance meanwhile):
+            // the event source mapping ignores that, as SQS makes the record visible again.
+            if !failed.contains(&id) {
+                let _ = sqs
+                    .delete_message()
+                    .queue_url(&url)
+                    .receipt_handle(receipt)
+                    .send()
+                    .await;
+            } else if router_like {
+                let _ = sqs
+                    .change_message_visibility()
+                    .queue_url(&url)
+                    .receipt_handle(receipt)
+                    .visibility_timeout(0)
+                    .send()
+                    .await;
+            }
+        }
+    }
+}
+
+fn config(whatsapp: &str, pharmacy: &str) -> RelayConfig {
+    RelayConfig::parse(
+        &format!(
+            r#"
+[[tenants]]
+id = "apotheke"
+name = "Apotheke"
+api_keys = ["sk_faults_0123456789abcdef"]
+forward_url = "{pharmacy}/hook"
+forward_secret = "whsec_c3VwZXJzZWNyZXR2YWx1ZTEyMzQ1Njc4"
+[[tenants.channels]]
+phone_number_id = "{PNID}"
+provider = "360dialog"
+webhook_token = "fault-token"
+api_key = "d360-key"
+api_base_url = "{whatsapp}"
+"#
+        ),
+        &|_| None,
+    )
+    .unwrap()
+}
+
+/// Two concurrent "Lambda instances" per queue, as the event source mapping scales out.
+struct Pumps {
+    stop_inbound: Arc<AtomicBool>,
+    stop_outbound: Arc<AtomicBool>,
+    inbound: Vec<tokio::task::JoinHandle<usize>>,
+    outbound: Vec<tokio::task::JoinHandle<usize>>,
+    killed: Arc<Mutex<Vec<String>>>,
+}
+
+const INSTANCES: usize = 2;
+
+impl Pumps {
+    fn start(
+        sqs: &aws_sdk_sqs::Client,
+        d: &relay_e2e::Deployment,
+        router: Arc<relay_core::routing::Router>,
+        sender: Arc<reply_sender::Sender>,
+        kill_rate: f64,
+        dice: Arc<Dice>,
+    ) -> Pumps {
+        let stop_inbound = Arc::new(AtomicBool::new(false));
+        let stop_outbound = Arc::new(AtomicBool::new(false));
+        let killed = Arc::new(Mutex::new(Vec::new()));
+        let inbound = (0..INSTANCES)
+            .map(|_| {
+                let router = router.clone();
+                tokio::spawn(event_source(
+                    sqs.clone(),
+                    d.queue_url.clone(),
+                    true,
+                    kill_rate,
+                    dice.clone(),
+                    stop_inbound.clone(),
+                    killed.clone(),
+                    move |event| {
+                        let router = router.clone();
+                        async move { message_router::handle(&router, event).await.unwrap() }
+                    },
+                ))
+            })
+            .collect();
+        let outbound = (0..INSTANCES)
+            .map(|_| {
+                let sender = sender.clone();
+                tokio::spawn(event_source(
+                    sqs.clone(),
+                    d.outbound_url.clone(),
+                    false,
+                    kill_rate,
+                    dice.clone(),
+                    stop_outbound.clone(),
+                    killed.clone(),
+                    move |event| {
+                        let sender = sender.clone();
+                        async move { reply_sender::handle(&sender, event).await.unwrap() }
+                    },
+                ))
+            })
+            .collect();
+        Pumps {
+            stop_inbound,
+            stop_outbound,
+            inbound,
+            outbound,
+            killed,
+        }
+    }
+
+    /// Waits until both queues are empty (inbound first: the router queues jobs). Returns the
+    /// kills, and per reply (message id) how often its send job was killed.
+    async fn finish(self) -> (usize, HashMap<String, usize>) {
+        self.stop_inbound.store(true, Ordering::SeqCst);
+        let mut kills = 0;
+        for pump in self.inbound {
+            kills += pump.await.unwrap();
+        }
+        self.stop_outbound.store(true, Ordering::SeqCst);
+        for pump in self.outbound {
+            kills += pump.await.unwrap();
+        }
+        let mut per_reply = HashMap::new();
+        for body in self.killed.lock().unwrap().iter() {
+            if let Ok(relay_core::jobs::Job::Send { message_key, .. }) = serde_json::from_str(body)
+            {
+                *per_reply.entry(format!("m_{message_key}")).or_insert(0) += 1;
+            }
+        }
+        (kills, per_reply)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_accepted_message_is_lost_or_doubled_under_aws_and_whatsapp_faults() {
+    let seed = seed();
+    println!("FAULT_SEED={seed}");
+    let webhooks = env_usize("FAULT_WEBHOOKS", 400);
+    let replies = env_usize("FAULT_REPLIES", 100);
+    let customers = env_usize("FAULT_CUSTOMERS", 20);
+    let dice = Arc::new(Dice::new(seed ^ 0x5eed));
+
+    let moto = Moto::start().unwrap();
+    let direct = moto.clients().await;
+    let d = provision(&direct, "faults", 5).await.unwrap();
+    let whatsapp = Fake::start().await;
+    let pharmacy = Fake::start().await;
+    relay_aws::admin::apply_tenants(
+        &direct.dynamo,
+        &direct.secrets(Some(d.kms_key_id.clone())),
+        &d.table,
+        &config(&whatsapp.url, &pharmacy.url),
+        |_| {},
+    )
+    .await
+    .unwrap();
+
+    let proxy = FaultProxy::start(
+        &moto.endpoint,
+        AwsFaults {
+            error: 0.03,
+            throttle: 0.03,
+            slow: 0.005,
+            lost: 0.03,
+            slow_for: Duration::from_millis(800),
+        },
+        seed,
+    )
+    .await;
+    let clients = relay_aws::Clients::new(&faulty_sdk(&proxy.url).await);
+    let wired = relay_e2e::wire(&clients, &d).await.unwrap();
+    let mut sender = wired.sender;
+    sender.whatsapp = relay_whatsapp::WhatsAppClient::new(Duration::from_millis(500));
+    sender.http = reqwest::Client::builder()
+        .timeout(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    sender.policy = reply_sender::RetryPolicy {
+        base_delay: Duration::from_secs(1),
+        max_delay: Duration::from_secs(2),
+        // The production lease (60 s) is far above a store call's timeout (10 s); so is this
+        // one above the test's (2 s) plus the retries of recording a send.
+        lease: Duration::from_secs(10),
+        ..reply_sender::RetryPolicy::default()
+    };
+    let (router, sender) = (Arc::new(wired.router), Arc::new(sender));
+    let chaos = Chaos {
+        too_many_requests: 0.05,
+        server_error: 0.05,
+        slow: 0.02,
+        broken: 0.03,
+        slow_for: Duration::from_millis(900),
+    };
+    whatsapp.chaos(chaos, seed ^ 1);
+    pharmacy.chaos(chaos, seed ^ 2);
+    proxy.set_enabled(true);
+    let relay = Relay {
+        webhook_url: format!("{}/webhooks/whatsapp/{PNID}", wired.receiver_url),
+        webhook_token: "fault-token".into(),
+        inbox_url: wired.inbox_url.clone(),
+        api_key: "sk_faults_0123456789abcdef".into(),
+        phone_number_id: PNID.into(),
+    };
+    let http = reqwest::Client::new();
+    let started = Instant::now();
+    let pumps = Pumps::start(
+        &direct.sqs,
+        &d,
+        router.clone(),
+        sender.clone(),
+        0.05,
+        dice.clone(),
+    );
+    let (sent, webhook_refusals) = post_webhooks(&http, &relay, webhooks, customers, 8, &|n| {
+        println!("  {n} webhooks accepted ({:.0?})", started.elapsed())
+    })
+    .await
+    .unwrap();
+    let contacts = wait_for_conversations(&http, &relay, customers, Duration::from_secs(300))
+        .await
+        .unwrap();
+    let (_, reply_refusals) = post_replies(&http, &relay, &contacts, replies, 4)
+        .await
+        .unwrap();
+    let (mut kills, killed) = pumps.finish().await;
+    println!(
+        "  faults on: {sent} webhooks ({webhook_refusals} refusals), {replies} replies ({reply_refusals} refusals), {kills} kills, {:.0?}",
+        started.elapsed()
+    );
+
+    // Faults off; what is dead-lettered is redriven (`relay dlq redrive`) and drained.
+    proxy.set_enabled(false);
+    whatsapp.calm();
+    pharmacy.calm();
+    let mut dead = 0;
+    for (dlq, queue) in [
+        (&d.dlq_url, &d.queue_url),
+        (&d.outbound_dlq_url, &d.outbound_url),
+    ] {
+        dead += relay_aws::admin::dlq_redrive(&direct.sqs, dlq, queue, |_| {})
+            .await
+            .unwrap();
+    }
+    let (more, _) = Pumps::start(&direct.sqs, &d, router, sender, 0.0, dice)
+        .finish()
+        .await;
+    kills += more;
+
+    let stored = read_back(&http, &relay).await.unwrap();
+    let mut verdict = Verdict::check(
+        "AWS (moto)",
+        sent,
+        replies,
+        &stored,
+        &sends(&whatsapp),
+        &forwards(&pharmacy),
+        Ok(&killed),
+    );
+    verdict.dead_lettered = dead;
+    let counts = proxy.counts();
+    verdict.faults = format!(
+        "{} AWS, {} 360dialog, {} pharmacy, {kills} kills, {} + {} refusals",
+        counts.injected(),
+        fake_faults(&whatsapp.requests()),
+        fake_faults(&pharmacy.requests()),
+        webhook_refusals,
+        reply_refusals,
+    );
+    println!("  AWS faults: {}", counts.summary());
+    println!("  took {:.0?}", started.elapsed());
+    assert!(
+        counts.injected() > 0 && kills > 0,
+        "no faults were injected"
+    );
+    verdict.assert_held();
+}
