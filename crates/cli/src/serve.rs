@@ -120,6 +120,7 @@ pub async fn start(
         local.keys.clone(),
     )
     .with_outbound(local.outbound.clone());
+    let whatsapp = relay_whatsapp::WhatsAppClient::default();
     let sender = Arc::new(Sender {
         store: local.sealed.clone(),
         keys: local.keys.clone(),
@@ -128,10 +129,8 @@ pub async fn start(
         directory: directory.clone(),
         control: local.outbound.clone(),
         pseudonymizer: local.pseudonymizer.clone(),
-        whatsapp: relay_whatsapp::WhatsAppClient::default(),
-        http: reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()?,
+        http: whatsapp.http(),
+        whatsapp,
         limiter: ChannelLimiter::default(),
         policy: RetryPolicy::default(),
         clock: relay_core::system_clock(),

@@ -37,12 +37,14 @@ impl SendError {
     }
 }
 
+/// One HTTP client (one TLS setup: loading the system's root certificates is most of a
+/// client's cost, and of a Lambda's cold start). Every read must make progress within the
+/// timeout; API calls also finish within it, file transfers (up to 100 MB) have no total
+/// deadline.
 #[derive(Clone, Debug)]
 pub struct WhatsAppClient {
     http: reqwest::Client,
-    /// For file downloads: no total deadline (files go up to 100 MB), but every read must
-    /// make progress within the timeout.
-    download: reqwest::Client,
+    timeout: Duration,
 }
 
 /// What `GET /{media-id}` says about a file.
@@ -64,15 +66,6 @@ impl Default for WhatsAppClient {
 impl WhatsAppClient {
     pub fn new(timeout: Duration) -> Self {
         let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(Duration::from_secs(5))
-            .user_agent(concat!(
-                "pharmacy-whatsapp-relay/",
-                env!("CARGO_PKG_VERSION")
-            ))
-            .build()
-            .unwrap_or_default();
-        let download = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .read_timeout(timeout)
             .user_agent(concat!(
@@ -81,7 +74,13 @@ impl WhatsAppClient {
             ))
             .build()
             .unwrap_or_default();
-        WhatsAppClient { http, download }
+        WhatsAppClient { http, timeout }
+    }
+
+    /// The underlying HTTP client, for other outbound calls (forwards to the pharmacy) to share;
+    /// give each request its own `.timeout(…)`.
+    pub fn http(&self) -> reqwest::Client {
+        self.http.clone()
     }
 
     fn key(channel: &Channel) -> Result<&str, SendError> {
@@ -110,16 +109,23 @@ impl WhatsAppClient {
             .trim_end_matches('/')
     }
 
+    /// An authorized GET; `deadline`: whether it must finish within the timeout (API calls) or
+    /// only keep making progress (downloads).
     fn authorized(
         &self,
-        client: &reqwest::Client,
         channel: &Channel,
         url: &str,
+        deadline: bool,
     ) -> Result<reqwest::RequestBuilder, SendError> {
         let key = Self::key(channel)?;
-        Ok(match channel.provider() {
-            Provider::Dialog360 => client.get(url).header("D360-API-KEY", key),
-            Provider::Meta => client.get(url).bearer_auth(key),
+        let req = match channel.provider() {
+            Provider::Dialog360 => self.http.get(url).header("D360-API-KEY", key),
+            Provider::Meta => self.http.get(url).bearer_auth(key),
+        };
+        Ok(if deadline {
+            req.timeout(self.timeout)
+        } else {
+            req
         })
     }
 
@@ -137,7 +143,7 @@ impl WhatsAppClient {
             return Err(SendError::new(Failure::Permanent, 0, "not a media id"));
         }
         let url = format!("{}/{media_id}", Self::base(channel));
-        let req = self.authorized(&self.http, channel, &url)?;
+        let req = self.authorized(channel, &url, true)?;
         let json = Self::answer(req.send().await).await?;
         let url = json
             .get("url")
@@ -178,11 +184,11 @@ impl WhatsAppClient {
             .part("file", part);
         let req = match channel.provider() {
             Provider::Dialog360 => self
-                .download
+                .http
                 .post(format!("{}/media", Self::base(channel)))
                 .header("D360-API-KEY", key),
             Provider::Meta => self
-                .download
+                .http
                 .post(format!(
                     "{}/{}/media",
                     Self::base(channel),
@@ -218,7 +224,7 @@ impl WhatsAppClient {
             }
             Provider::Meta => url.to_owned(),
         };
-        let req = self.authorized(&self.download, channel, &target)?;
+        let req = self.authorized(channel, &target, false)?;
         let resp = Self::transport(req.send().await)?;
         let status = resp.status().as_u16();
         if (200..300).contains(&status) {
@@ -275,6 +281,7 @@ impl WhatsAppClient {
                     .trim_end_matches('/');
                 self.http
                     .post(format!("{base}/messages"))
+                    .timeout(self.timeout)
                     .header("D360-API-KEY", key.expose_secret())
             }
             Provider::Meta => {
@@ -285,6 +292,7 @@ impl WhatsAppClient {
                     .trim_end_matches('/');
                 self.http
                     .post(format!("{base}/{}/messages", channel.phone_number_id))
+                    .timeout(self.timeout)
                     .bearer_auth(key.expose_secret())
             }
         };

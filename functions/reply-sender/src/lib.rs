@@ -29,6 +29,9 @@ use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// How long a forward to the pharmacy's endpoint may take.
+pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How often reply-sender tries to record a send WhatsApp accepted (with pauses of 0.1, 0.3,
 /// 0.9 and 2.7 s between tries: about 4 s plus the store's own timeouts, well inside the lease).
 const COMPLETE_SEND_TRIES: u32 = 5;
@@ -87,6 +90,8 @@ pub struct Sender {
     /// The largest file fetched (bytes).
     pub max_media_bytes: u64,
     pub whatsapp: WhatsAppClient,
+    /// For forwards to the pharmacy (each request bounded by [`FORWARD_TIMEOUT`]); the mains
+    /// share the WhatsApp client's (`WhatsAppClient::http`).
     pub http: reqwest::Client,
     pub limiter: ChannelLimiter,
     pub policy: RetryPolicy,
@@ -479,6 +484,7 @@ impl Sender {
         let result = self
             .http
             .post(&url)
+            .timeout(FORWARD_TIMEOUT)
             .header("content-type", "application/json")
             .header("webhook-id", webhook_id)
             .header("webhook-timestamp", now.to_string())

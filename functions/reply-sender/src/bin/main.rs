@@ -11,6 +11,8 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let settings = relay_aws::Settings::for_function("reply-sender")?;
     let clients = relay_aws::Clients::new(&relay_aws::sdk_config(None).await);
     let keys = settings.keyring(&clients)?;
+    // One HTTP client for 360dialog and forwards: one TLS setup at cold start.
+    let whatsapp = relay_whatsapp::WhatsAppClient::default();
     let sender = Sender {
         store: Arc::new(clients.sealed_store(&settings.table, keys.clone())),
         keys,
@@ -22,10 +24,8 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             settings.outbound_dlq_url.clone(),
         )),
         pseudonymizer: Arc::new(clients.pseudonymizer(&settings.table).await?),
-        whatsapp: relay_whatsapp::WhatsAppClient::default(),
-        http: reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(10))
-            .build()?,
+        http: whatsapp.http(),
+        whatsapp,
         limiter: ChannelLimiter::default(),
         policy: RetryPolicy::default(),
         clock: relay_core::system_clock(),
