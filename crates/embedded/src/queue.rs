@@ -37,6 +37,56 @@ pub struct SqliteQueue {
     name: String,
     max_receives: u32,
     notify: Arc<Notify>,
+    commits: std::sync::mpsc::Sender<Pending>,
+}
+
+/// Bodies waiting for the committer, and who waits for them.
+struct Pending {
+    bodies: Vec<String>,
+    done: tokio::sync::oneshot::Sender<Result<(), QueueError>>,
+}
+
+/// Group commit: one thread takes every enqueue waiting at that moment and commits them in one
+/// durable transaction (one fsync for many webhooks). While it syncs, the next group gathers.
+/// The async callers wait on a channel, not on the disk, so the runtime's workers stay free.
+/// Ends when the last handle to the queue is dropped.
+fn committer(
+    db: Database,
+    name: String,
+    notify: Arc<Notify>,
+    requests: std::sync::mpsc::Receiver<Pending>,
+) {
+    /// Bounds one transaction (and the wait of its first caller).
+    const MAX_GROUP: usize = 512;
+    while let Ok(first) = requests.recv() {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match requests.try_recv() {
+                Ok(p) => group.push(p),
+                Err(_) => break,
+            }
+        }
+        let now = relay_core::unix_now_ms();
+        let result = db
+            .durably(|tx| {
+                let mut insert = tx.prepare_cached(
+                    "INSERT INTO queue (queue, body, sent_at_ms, visible_at_ms) VALUES (?1, ?2, ?3, ?3)",
+                )?;
+                for p in &group {
+                    for body in &p.bodies {
+                        insert.execute(params![name, body, now])?;
+                    }
+                }
+                Ok(())
+            })
+            .map_err(|e| format!("sqlite: {e}"));
+        if result.is_ok() {
+            notify.notify_one();
+        }
+        for p in group {
+            let _ = p.done.send(result.clone().map_err(QueueError::Unavailable));
+        }
+    }
 }
 
 fn q_err(e: rusqlite::Error) -> QueueError {
@@ -45,11 +95,21 @@ fn q_err(e: rusqlite::Error) -> QueueError {
 
 impl SqliteQueue {
     pub fn new(db: Database, name: &str, max_receives: u32) -> Self {
+        let notify = Arc::new(Notify::new());
+        let (commits, requests) = std::sync::mpsc::channel();
+        {
+            let (db, name, notify) = (db.clone(), name.to_owned(), notify.clone());
+            std::thread::Builder::new()
+                .name(format!("queue-{name}"))
+                .spawn(move || committer(db, name, notify, requests))
+                .expect("the queue's commit thread starts");
+        }
         SqliteQueue {
             db,
             name: name.to_owned(),
             max_receives: max_receives.max(1),
-            notify: Arc::new(Notify::new()),
+            notify,
+            commits,
         }
     }
 
@@ -216,21 +276,19 @@ impl InboundQueue for SqliteQueue {
                 max: MAX_MESSAGE_BYTES,
             });
         }
-        let now = relay_core::unix_now_ms();
-        {
-            let mut conn = self.db.lock();
-            let tx = conn.transaction().map_err(q_err)?;
-            for body in bodies {
-                tx.execute(
-                    "INSERT INTO queue (queue, body, sent_at_ms, visible_at_ms) VALUES (?1, ?2, ?3, ?3)",
-                    params![self.name, body, now],
-                )
-                .map_err(q_err)?;
-            }
-            tx.commit().map_err(q_err)?;
+        if bodies.is_empty() {
+            return Ok(());
         }
-        self.notify.notify_one();
-        Ok(())
+        let (done, committed) = tokio::sync::oneshot::channel();
+        self.commits
+            .send(Pending {
+                bodies: bodies.to_vec(),
+                done,
+            })
+            .map_err(|_| QueueError::Unavailable("the queue's commit thread has stopped".into()))?;
+        committed
+            .await
+            .map_err(|_| QueueError::Unavailable("the queue's commit thread has stopped".into()))?
     }
 }
 
