@@ -302,6 +302,27 @@ pub async fn provision(
     })
 }
 
+/// [`provision`] plus the tenants of `relay_toml` applied (channel secrets wrapped with the
+/// deployment's KMS key): what `sam deploy` and `relay tenants apply` give an operator.
+pub async fn deploy(
+    clients: &relay_aws::Clients,
+    prefix: &str,
+    max_receives: u32,
+    relay_toml: &str,
+) -> anyhow::Result<Deployment> {
+    let d = provision(clients, prefix, max_receives).await?;
+    let config = relay_core::config::RelayConfig::parse(relay_toml, &|_| None)?;
+    relay_aws::admin::apply_tenants(
+        &clients.dynamo,
+        &clients.secrets(Some(d.kms_key_id.clone())),
+        &d.table,
+        &config,
+        |_| {},
+    )
+    .await?;
+    Ok(d)
+}
+
 /// Serves a router on a free loopback port until the test ends.
 pub async fn serve(router: axum::Router) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

@@ -5,10 +5,9 @@
 
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
-use relay_core::config::RelayConfig;
 use relay_e2e::counter::CallCounter;
 use relay_e2e::fake::Fake;
-use relay_e2e::{Moto, drain, drain_jobs, provision};
+use relay_e2e::{Moto, deploy, drain, drain_jobs};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 
@@ -32,7 +31,6 @@ async fn requests_per_inbound_message_and_per_reply_are_measured() {
     let moto = Moto::start().unwrap();
     let counter = CallCounter::default();
     let clients = counter.clients(&moto.sdk_config().await);
-    let d = provision(&clients, "cost", 5).await.unwrap();
     let fake = Fake::start().await;
     let text = format!(
         r#"
@@ -49,16 +47,7 @@ api_base_url = "{}"
 "#,
         fake.url
     );
-    let config = RelayConfig::parse(&text, &|_| None).unwrap();
-    relay_aws::admin::apply_tenants(
-        &clients.dynamo,
-        &clients.secrets(Some(d.kms_key_id.clone())),
-        &d.table,
-        &config,
-        |_| {},
-    )
-    .await
-    .unwrap();
+    let d = deploy(&clients, "cost", 5, &text).await.unwrap();
 
     let w = relay_e2e::wire(&clients, &d).await.unwrap();
     let (receiver, inbox, router, sender) = (

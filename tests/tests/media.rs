@@ -4,20 +4,14 @@
 
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
-use relay_core::config::RelayConfig;
 use relay_e2e::fake::{Fake, MediaMode};
-use relay_e2e::{Moto, drain, drain_jobs, provision};
+use relay_e2e::{Moto, deploy, drain, drain_jobs};
 use serde_json::{Value, json};
 
-#[tokio::test]
-async fn a_photo_goes_from_webhook_to_s3_sealed_to_the_pharmacy_and_away_with_erasure() {
-    let moto = Moto::start().unwrap();
-    let clients = moto.clients().await;
-    let d = provision(&clients, "media", 5).await.unwrap();
-    let fake = Fake::start().await;
-    let config = RelayConfig::parse(
-        &format!(
-            r#"
+/// One pharmacy, one 360dialog number served by the fake at `fake_url`.
+fn config(fake_url: &str) -> String {
+    format!(
+        r#"
 [[tenants]]
 id = "apotheke"
 name = "Apotheke"
@@ -27,22 +21,19 @@ phone_number_id = "111"
 provider = "360dialog"
 webhook_token = "tok"
 api_key = "d360-key"
-api_base_url = "{}"
-"#,
-            fake.url
-        ),
-        &|_| None,
+api_base_url = "{fake_url}"
+"#
     )
-    .unwrap();
-    relay_aws::admin::apply_tenants(
-        &clients.dynamo,
-        &clients.secrets(Some(d.kms_key_id.clone())),
-        &d.table,
-        &config,
-        |_| {},
-    )
-    .await
-    .unwrap();
+}
+
+#[tokio::test]
+async fn a_photo_goes_from_webhook_to_s3_sealed_to_the_pharmacy_and_away_with_erasure() {
+    let moto = Moto::start().unwrap();
+    let clients = moto.clients().await;
+    let fake = Fake::start().await;
+    let d = deploy(&clients, "media", 5, &config(&fake.url))
+        .await
+        .unwrap();
     let w = relay_e2e::wire(&clients, &d).await.unwrap();
     // A 9 MiB scan: more than one S3 multipart part.
     let mut photo = b"%PRESCRIPTION-SCAN%".repeat(9 * 1024 * 1024 / 19 + 1);
@@ -192,36 +183,10 @@ api_base_url = "{}"
 async fn a_small_document_is_served_whole_by_the_inbox_api() {
     let moto = Moto::start().unwrap();
     let clients = moto.clients().await;
-    let d = provision(&clients, "media2", 5).await.unwrap();
     let fake = Fake::start().await;
-    let config = RelayConfig::parse(
-        &format!(
-            r#"
-[[tenants]]
-id = "apotheke"
-name = "Apotheke"
-api_keys = ["sk_media_0123456789abcdef"]
-[[tenants.channels]]
-phone_number_id = "111"
-provider = "360dialog"
-webhook_token = "tok"
-api_key = "d360-key"
-api_base_url = "{}"
-"#,
-            fake.url
-        ),
-        &|_| None,
-    )
-    .unwrap();
-    relay_aws::admin::apply_tenants(
-        &clients.dynamo,
-        &clients.secrets(Some(d.kms_key_id.clone())),
-        &d.table,
-        &config,
-        |_| {},
-    )
-    .await
-    .unwrap();
+    let d = deploy(&clients, "media2", 5, &config(&fake.url))
+        .await
+        .unwrap();
     let w = relay_e2e::wire(&clients, &d).await.unwrap();
     let pdf = b"%PDF-1.7 Medikationsplan".repeat(40_000);
     fake.add_media("PDF1", pdf.clone(), MediaMode::Good);
@@ -281,36 +246,10 @@ api_base_url = "{}"
 async fn the_pharmacy_uploads_a_file_and_sends_it_by_id() {
     let moto = Moto::start().unwrap();
     let clients = moto.clients().await;
-    let d = provision(&clients, "media3", 5).await.unwrap();
     let fake = Fake::start().await;
-    let config = RelayConfig::parse(
-        &format!(
-            r#"
-[[tenants]]
-id = "apotheke"
-name = "Apotheke"
-api_keys = ["sk_media_0123456789abcdef"]
-[[tenants.channels]]
-phone_number_id = "111"
-provider = "360dialog"
-webhook_token = "tok"
-api_key = "d360-key"
-api_base_url = "{}"
-"#,
-            fake.url
-        ),
-        &|_| None,
-    )
-    .unwrap();
-    relay_aws::admin::apply_tenants(
-        &clients.dynamo,
-        &clients.secrets(Some(d.kms_key_id.clone())),
-        &d.table,
-        &config,
-        |_| {},
-    )
-    .await
-    .unwrap();
+    let d = deploy(&clients, "media3", 5, &config(&fake.url))
+        .await
+        .unwrap();
     let w = relay_e2e::wire(&clients, &d).await.unwrap();
     let http = reqwest::Client::new();
     let now = relay_core::unix_now();

@@ -7,7 +7,7 @@ use relay_core::ids::secret_digest;
 use relay_core::ports::{Directory, MessageStore};
 use relay_core::routing::Router;
 use relay_core::tenant::{AuthHeaders, sign_hub_signature};
-use relay_e2e::{Moto, drain, fixture, provision};
+use relay_e2e::{Moto, deploy, drain, fixture, provision};
 use serde_json::Value;
 
 /// The test deployment's relay.toml; `FAKE_URL` and `FORWARD_URL` are the fake 360dialog and
@@ -216,22 +216,12 @@ struct Stack {
 async fn stack(prefix: &str, max_receives: u32) -> Stack {
     let moto = Moto::start().unwrap();
     let clients = moto.clients().await;
-    let d = provision(&clients, prefix, max_receives).await.unwrap();
     let fake = relay_e2e::fake::Fake::start().await;
     let forward = relay_e2e::fake::Fake::start().await;
     let text = CONFIG
         .replace("FAKE_URL", &fake.url)
         .replace("FORWARD_URL", &format!("{}/hook", forward.url));
-    let cfg = RelayConfig::parse(&text, &|_| None).unwrap();
-    relay_aws::admin::apply_tenants(
-        &clients.dynamo,
-        &clients.secrets(Some(d.kms_key_id.clone())),
-        &d.table,
-        &cfg,
-        |_| {},
-    )
-    .await
-    .unwrap();
+    let d = deploy(&clients, prefix, max_receives, &text).await.unwrap();
     let w = relay_e2e::wire(&clients, &d).await.unwrap();
     Stack {
         _moto: moto,

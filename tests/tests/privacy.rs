@@ -5,10 +5,9 @@
 
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
-use relay_core::config::RelayConfig;
 use relay_e2e::fake::Fake;
 use relay_e2e::sender_fixture::SECRET;
-use relay_e2e::{Moto, drain, drain_jobs, provision};
+use relay_e2e::{Moto, deploy, drain, drain_jobs};
 use serde_json::{Value, json};
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -128,7 +127,6 @@ async fn no_personal_data_at_rest_in_queues_or_logs_and_erasure_shreds_every_cop
 
     let moto = Moto::start().unwrap();
     let clients = relay_aws::Clients::new(&moto.sdk_config().await);
-    let d = provision(&clients, "privacy", 5).await.unwrap();
     let fake = Fake::start().await;
     let pharmacy = Fake::start().await;
     let text = format!(
@@ -149,16 +147,7 @@ api_base_url = "{}"
 "#,
         pharmacy.url, fake.url
     );
-    let config = RelayConfig::parse(&text, &|_| None).unwrap();
-    relay_aws::admin::apply_tenants(
-        &clients.dynamo,
-        &clients.secrets(Some(d.kms_key_id.clone())),
-        &d.table,
-        &config,
-        |_| {},
-    )
-    .await
-    .unwrap();
+    let d = deploy(&clients, "privacy", 5, &text).await.unwrap();
     let w = relay_e2e::wire(&clients, &d).await.unwrap();
     let http = reqwest::Client::new();
     let now = relay_core::unix_now();
