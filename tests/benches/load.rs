@@ -1,8 +1,9 @@
 //! Load generator for `relay serve` (run by `infra/load.sh`, which starts the server): posts
 //! TOTAL distinct webhooks (each a new message, from 1,000 customers) with CONCURRENCY
 //! connections, then waits until the router has stored every one. Prints webhooks/s, the
-//! answer latency percentiles and how long storing took. Not a criterion bench: one run is
-//! one measurement, printed as a table for docs/performance.md.
+//! answer latency percentiles and how long storing took; then a burst of REPLIES (1,000)
+//! replies through the inbox API, drained by reply-sender to a fake 360dialog. Not a criterion
+//! bench: one run is one measurement, printed as tables for docs/performance.md.
 
 #![allow(clippy::unwrap_used)] // a load script: a panic is the report
 
@@ -156,5 +157,108 @@ fn main() {
             total - failures,
             "an answered webhook was not stored"
         );
+        let replies = env("REPLIES", 1000);
+        if replies > 0 {
+            reply_burst(&http, &url, replies, concurrency).await;
+        }
     });
+}
+
+/// A burst of `n` replies through the inbox API, spread over the conversations, then drained
+/// by reply-sender to the fake 360dialog (`FAKE_PORT`, started here; infra/load.sh points the
+/// channel at it with a sending rate of `SEND_RATE`).
+async fn reply_burst(http: &reqwest::Client, url: &str, n: usize, concurrency: usize) {
+    let port: u16 = std::env::var("FAKE_PORT").unwrap().parse().unwrap();
+    let fake = relay_e2e::fake::Fake::start_at(port).await;
+    let api_key = std::env::var("API_KEY").unwrap();
+    let mut contacts = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page: serde_json::Value = http
+            .get(match &cursor {
+                Some(c) => format!("{url}/v1/conversations?limit=100&cursor={c}"),
+                None => format!("{url}/v1/conversations?limit=100"),
+            })
+            .bearer_auth(&api_key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        for c in page["conversations"].as_array().unwrap() {
+            contacts.push(c["contact_id"].as_str().unwrap().to_owned());
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    let contacts = Arc::new(contacts);
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let workers: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (http, contacts, next, url, api_key) = (
+                http.clone(),
+                contacts.clone(),
+                next.clone(),
+                url.to_owned(),
+                api_key.clone(),
+            );
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= n {
+                        return latencies;
+                    }
+                    let contact = &contacts[i % contacts.len()];
+                    let t = Instant::now();
+                    let status = http
+                        .post(format!("{url}/v1/conversations/{contact}/messages"))
+                        .bearer_auth(&api_key)
+                        .json(&serde_json::json!({"type": "text", "text": format!("Ihre Bestellung {i} ist abholbereit.")}))
+                        .send()
+                        .await
+                        .map(|r| r.status().as_u16())
+                        .unwrap_or(0);
+                    assert_eq!(status, 202, "reply {i} was not accepted");
+                    latencies.push(t.elapsed());
+                }
+            })
+        })
+        .collect();
+    let mut latencies = Vec::with_capacity(n);
+    for w in workers {
+        latencies.extend(w.await.unwrap());
+    }
+    let accepted_in = started.elapsed();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while fake.requests().len() < n && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let drained_in = started.elapsed();
+    let sent = fake.requests().len();
+    latencies.sort();
+    println!("| reply burst | value |");
+    println!("|---|---|");
+    println!(
+        "| replies accepted (202) | {n} in {:.2} s ({:.0}/s) |",
+        accepted_in.as_secs_f64(),
+        n as f64 / accepted_in.as_secs_f64()
+    );
+    println!(
+        "| answer p50 / p99 | {:.2} ms / {:.2} ms |",
+        percentile(&latencies, 0.50).as_secs_f64() * 1e3,
+        percentile(&latencies, 0.99).as_secs_f64() * 1e3
+    );
+    println!(
+        "| sent to 360dialog (fake) | {sent} after {:.2} s ({:.0}/s, channel rate {}) |",
+        drained_in.as_secs_f64(),
+        sent as f64 / drained_in.as_secs_f64(),
+        std::env::var("SEND_RATE").unwrap_or_default()
+    );
+    println!("| 429 answers | {} |", fake.rejected());
+    assert_eq!(sent, n, "a reply was not sent");
 }

@@ -123,11 +123,22 @@ pub struct Fake {
 impl Fake {
     /// Starts a fake on a free loopback port. Every POST path is accepted.
     pub async fn start() -> Fake {
+        Fake::start_at(0).await
+    }
+
+    /// Starts a fake on loopback port `port` (0: any free one).
+    pub async fn start_at(port: u16) -> Fake {
         let mut fake = Fake::default();
         let app = Router::new()
             .route("/{*path}", post(answer).get(media))
             .with_state(fake.clone());
-        fake.url = format!("http://{}", crate::serve(app).await);
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .expect("bind loopback");
+        fake.url = format!("http://{}", listener.local_addr().expect("local addr"));
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
         fake
     }
 
