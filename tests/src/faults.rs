@@ -125,6 +125,13 @@ struct ProxyState {
     on: AtomicBool,
     dice: Dice,
     counts: Arc<AwsFaultCounts>,
+    /// DynamoDB calls reach moto one at a time. moto's `TransactWriteItems` copies every table
+    /// it touches first and, when the transaction is cancelled, puts the copies back — undoing
+    /// whatever other requests wrote meanwhile (its server is threaded, its backend unlocked).
+    /// Cancelled transactions are everyday here (every duplicate is one), so without this the
+    /// suite reported lost writes and miscounts that were moto's; DynamoDB itself is atomic
+    /// per request.
+    dynamo: tokio::sync::Mutex<()>,
 }
 
 /// An HTTP proxy in front of moto that injects [`AwsFaults`] while switched on. The SDK
@@ -147,6 +154,7 @@ impl FaultProxy {
             on: AtomicBool::new(false),
             dice: Dice::new(seed),
             counts: Arc::default(),
+            dynamo: tokio::sync::Mutex::new(()),
         });
         let app = axum::Router::new()
             .fallback(proxy)
@@ -249,18 +257,26 @@ async fn proxy(State(s): State<Arc<ProxyState>>, req: Request) -> Response {
             forward = forward.header(name, value);
         }
     }
-    let answer = match forward.send().await {
-        Ok(r) => r,
-        Err(_) => return StatusCode::BAD_GATEWAY.into_response(),
-    };
-    let status = answer.status();
-    let mut headers = HeaderMap::new();
-    for (name, value) in answer.headers() {
-        if name != "content-length" && name != "transfer-encoding" {
-            headers.insert(name.clone(), value.clone());
+    let (status, headers, bytes) = {
+        let _one_at_a_time = if target.starts_with("DynamoDB") {
+            Some(s.dynamo.lock().await)
+        } else {
+            None
+        };
+        let answer = match forward.send().await {
+            Ok(r) => r,
+            Err(_) => return StatusCode::BAD_GATEWAY.into_response(),
+        };
+        let status = answer.status();
+        let mut headers = HeaderMap::new();
+        for (name, value) in answer.headers() {
+            if name != "content-length" && name != "transfer-encoding" {
+                headers.insert(name.clone(), value.clone());
+            }
         }
-    }
-    let bytes: Bytes = answer.bytes().await.unwrap_or_default();
+        let bytes: Bytes = answer.bytes().await.unwrap_or_default();
+        (status, headers, bytes)
+    };
     match plan {
         Plan::Lost => {
             s.counts.lost.fetch_add(1, Ordering::Relaxed);
@@ -619,6 +635,8 @@ pub struct Verdict {
     /// Replies that ended `failed` (they are in the DLQ, reported, not lost).
     pub replies_failed: usize,
     pub lost: usize,
+    /// The markers of what was lost (`W17`: webhook 17, `R3`: reply 3), for the report.
+    pub lost_markers: Vec<String>,
 }
 
 impl Verdict {
@@ -644,7 +662,10 @@ impl Verdict {
         };
         for i in 0..webhooks {
             match stored.inbound.get(&i).copied().unwrap_or(0) {
-                0 => v.lost += 1,
+                0 => {
+                    v.lost += 1;
+                    v.lost_markers.push(format!("W{i}"));
+                }
                 1 => v.stored += 1,
                 _ => {
                     v.stored += 1;
@@ -663,6 +684,7 @@ impl Verdict {
                     v.replies_failed += 1;
                 } else {
                     v.lost += 1;
+                    v.lost_markers.push(format!("R{i}"));
                 }
                 continue;
             }
@@ -716,7 +738,10 @@ impl Verdict {
 
     /// Panics with the table unless every guarantee held.
     pub fn assert_held(&self) {
-        let table = Verdict::table(&[self]);
+        let mut table = Verdict::table(&[self]);
+        if !self.lost_markers.is_empty() {
+            table.push_str(&format!("lost: {:?}\n", self.lost_markers));
+        }
         println!("{table}");
         assert_eq!(self.lost, 0, "accepted but lost\n{table}");
         assert_eq!(self.stored_twice, 0, "stored twice\n{table}");
