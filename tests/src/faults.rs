@@ -291,6 +291,32 @@ async fn proxy(State(s): State<Arc<ProxyState>>, req: Request) -> Response {
     }
 }
 
+/// The channel, credentials and tenant of the fault suites (both backends).
+pub const PNID: &str = "106540352242922";
+pub const WEBHOOK_TOKEN: &str = "fault-token";
+pub const API_KEY: &str = "sk_faults_0123456789abcdef";
+
+/// The suites' `relay.toml`: one pharmacy forwarding to `pharmacy_url`, one 360dialog number
+/// served by `whatsapp_url`.
+pub fn relay_toml(whatsapp_url: &str, pharmacy_url: &str) -> String {
+    format!(
+        r#"
+[[tenants]]
+id = "apotheke"
+name = "Apotheke"
+api_keys = ["{API_KEY}"]
+forward_url = "{pharmacy_url}/hook"
+forward_secret = "whsec_c3VwZXJzZWNyZXR2YWx1ZTEyMzQ1Njc4"
+[[tenants.channels]]
+phone_number_id = "{PNID}"
+provider = "360dialog"
+webhook_token = "{WEBHOOK_TOKEN}"
+api_key = "d360-key"
+api_base_url = "{whatsapp_url}"
+"#
+    )
+}
+
 /// Where the suites talk to a relay (either backend).
 #[derive(Clone, Debug)]
 pub struct Relay {
@@ -300,6 +326,20 @@ pub struct Relay {
     pub inbox_url: String,
     pub api_key: String,
     pub phone_number_id: String,
+}
+
+impl Relay {
+    /// The suites' channel ([`relay_toml`]) on a receiver at `receiver_url` and an inbox API at
+    /// `inbox_url`.
+    pub fn new(receiver_url: &str, inbox_url: &str) -> Relay {
+        Relay {
+            webhook_url: format!("{receiver_url}/webhooks/whatsapp/{PNID}"),
+            webhook_token: WEBHOOK_TOKEN.into(),
+            inbox_url: inbox_url.to_owned(),
+            api_key: API_KEY.into(),
+            phone_number_id: PNID.into(),
+        }
+    }
 }
 
 /// The customers' numbers and the marker every message carries (`#W{i}` inbound,

@@ -17,15 +17,13 @@ use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
 use relay_e2e::fake::{Chaos, Fake};
 use relay_e2e::faults::{
     AwsFaults, Dice, FaultProxy, Relay, Verdict, env_usize, fake_faults, forwards, post_replies,
-    post_webhooks, read_back, seed, sends, wait_for_conversations,
+    post_webhooks, read_back, relay_toml, seed, sends, wait_for_conversations,
 };
 use relay_e2e::{Moto, deploy};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-const PNID: &str = "106540352242922";
 
 /// SDK settings of the functions under test: the production timeouts scaled down (so that a
 /// stalled call times out quickly) and two attempts per call (so that faults get through the
@@ -74,21 +72,20 @@ async fn depth(sqs: &aws_sdk_sqs::Client, url: &str) -> usize {
 /// test's stand-in for the visibility timeout); reply-sender set its own delays. Stops when
 /// `stop` is set and the queue is empty. Returns the kills; the bodies of killed records go
 /// to `killed`.
-#[allow(clippy::too_many_arguments)]
-async fn event_source<F, Fut>(
-    sqs: aws_sdk_sqs::Client,
-    url: String,
-    router_like: bool,
-    kill_rate: f64,
-    dice: Arc<Dice>,
-    stop: Arc<AtomicBool>,
-    killed: Arc<Mutex<Vec<String>>>,
-    handler: F,
-) -> usize
+async fn event_source<F, Fut>(source: Source, handler: F) -> usize
 where
     F: Fn(SqsEvent) -> Fut,
     Fut: std::future::Future<Output = SqsBatchResponse>,
 {
+    let Source {
+        sqs,
+        url,
+        router_like,
+        kill_rate,
+        dice,
+        stop,
+        killed,
+    } = source;
     let mut kills = 0;
     loop {
         let resp = sqs
@@ -175,23 +172,30 @@ where
     }
 }
 
-fn config(whatsapp: &str, pharmacy: &str) -> String {
-    format!(
-        r#"
-[[tenants]]
-id = "apotheke"
-name = "Apotheke"
-api_keys = ["sk_faults_0123456789abcdef"]
-forward_url = "{pharmacy}/hook"
-forward_secret = "whsec_c3VwZXJzZWNyZXR2YWx1ZTEyMzQ1Njc4"
-[[tenants.channels]]
-phone_number_id = "{PNID}"
-provider = "360dialog"
-webhook_token = "fault-token"
-api_key = "d360-key"
-api_base_url = "{whatsapp}"
-"#
-    )
+/// One queue's event source mapping and how it misbehaves.
+#[derive(Clone)]
+struct Source {
+    sqs: aws_sdk_sqs::Client,
+    url: String,
+    /// Failed records come back at once (the router); else the handler set their delay.
+    router_like: bool,
+    kill_rate: f64,
+    dice: Arc<Dice>,
+    stop: Arc<AtomicBool>,
+    killed: Arc<Mutex<Vec<String>>>,
+}
+
+impl Source {
+    /// [`INSTANCES`] concurrent pumps of this queue into `handler`.
+    fn spawn<F, Fut>(&self, handler: F) -> Vec<tokio::task::JoinHandle<usize>>
+    where
+        F: Fn(SqsEvent) -> Fut + Clone + Send + Sync + 'static,
+        Fut: std::future::Future<Output = SqsBatchResponse> + Send + 'static,
+    {
+        (0..INSTANCES)
+            .map(|_| tokio::spawn(event_source(self.clone(), handler.clone())))
+            .collect()
+    }
 }
 
 /// Two concurrent "Lambda instances" per queue, as the event source mapping scales out.
@@ -217,42 +221,23 @@ impl Pumps {
         let stop_inbound = Arc::new(AtomicBool::new(false));
         let stop_outbound = Arc::new(AtomicBool::new(false));
         let killed = Arc::new(Mutex::new(Vec::new()));
-        let inbound = (0..INSTANCES)
-            .map(|_| {
-                let router = router.clone();
-                tokio::spawn(event_source(
-                    sqs.clone(),
-                    d.queue_url.clone(),
-                    true,
-                    kill_rate,
-                    dice.clone(),
-                    stop_inbound.clone(),
-                    killed.clone(),
-                    move |event| {
-                        let router = router.clone();
-                        async move { message_router::handle(&router, event).await.unwrap() }
-                    },
-                ))
-            })
-            .collect();
-        let outbound = (0..INSTANCES)
-            .map(|_| {
-                let sender = sender.clone();
-                tokio::spawn(event_source(
-                    sqs.clone(),
-                    d.outbound_url.clone(),
-                    false,
-                    kill_rate,
-                    dice.clone(),
-                    stop_outbound.clone(),
-                    killed.clone(),
-                    move |event| {
-                        let sender = sender.clone();
-                        async move { reply_sender::handle(&sender, event).await.unwrap() }
-                    },
-                ))
-            })
-            .collect();
+        let source = |url: &str, router_like: bool, stop: &Arc<AtomicBool>| Source {
+            sqs: sqs.clone(),
+            url: url.to_owned(),
+            router_like,
+            kill_rate,
+            dice: dice.clone(),
+            stop: stop.clone(),
+            killed: killed.clone(),
+        };
+        let inbound = source(&d.queue_url, true, &stop_inbound).spawn(move |event| {
+            let router = router.clone();
+            async move { message_router::handle(&router, event).await.unwrap() }
+        });
+        let outbound = source(&d.outbound_url, false, &stop_outbound).spawn(move |event| {
+            let sender = sender.clone();
+            async move { reply_sender::handle(&sender, event).await.unwrap() }
+        });
         Pumps {
             stop_inbound,
             stop_outbound,
@@ -309,9 +294,14 @@ async fn no_accepted_message_is_lost_or_doubled_under_aws_and_whatsapp_faults() 
     let pharmacy = Fake::start().await;
     // Three receives before the DLQ (the template allows five): so that some records do end
     // there under these fault rates, and the redrive is part of the run.
-    let d = deploy(&direct, "faults", 3, &config(&whatsapp.url, &pharmacy.url))
-        .await
-        .unwrap();
+    let d = deploy(
+        &direct,
+        "faults",
+        3,
+        &relay_toml(&whatsapp.url, &pharmacy.url),
+    )
+    .await
+    .unwrap();
 
     let proxy = FaultProxy::start(
         &moto.endpoint,
@@ -352,13 +342,7 @@ async fn no_accepted_message_is_lost_or_doubled_under_aws_and_whatsapp_faults() 
     whatsapp.chaos(chaos, seed ^ 1);
     pharmacy.chaos(chaos, seed ^ 2);
     proxy.set_enabled(true);
-    let relay = Relay {
-        webhook_url: format!("{}/webhooks/whatsapp/{PNID}", wired.receiver_url),
-        webhook_token: "fault-token".into(),
-        inbox_url: wired.inbox_url.clone(),
-        api_key: "sk_faults_0123456789abcdef".into(),
-        phone_number_id: PNID.into(),
-    };
+    let relay = Relay::new(&wired.receiver_url, &wired.inbox_url);
     let http = reqwest::Client::new();
     let started = Instant::now();
     let pumps = Pumps::start(
@@ -506,19 +490,18 @@ async fn concurrent_twins_store_and_count_once_on_dynamodb() {
     let direct = moto.clients().await;
     let whatsapp = Fake::start().await;
     let pharmacy = Fake::start().await;
-    let d = deploy(&direct, "twins", 5, &config(&whatsapp.url, &pharmacy.url))
-        .await
-        .unwrap();
+    let d = deploy(
+        &direct,
+        "twins",
+        5,
+        &relay_toml(&whatsapp.url, &pharmacy.url),
+    )
+    .await
+    .unwrap();
     let proxy = FaultProxy::start(&moto.endpoint, AwsFaults::default(), 1).await;
     let clients = relay_aws::Clients::new(&faulty_sdk(&proxy.url).await);
     let wired = relay_e2e::wire(&clients, &d).await.unwrap();
-    let relay = Relay {
-        webhook_url: format!("{}/webhooks/whatsapp/{PNID}", wired.receiver_url),
-        webhook_token: "fault-token".into(),
-        inbox_url: wired.inbox_url.clone(),
-        api_key: "sk_faults_0123456789abcdef".into(),
-        phone_number_id: PNID.into(),
-    };
+    let relay = Relay::new(&wired.receiver_url, &wired.inbox_url);
     let http = reqwest::Client::new();
     let (n, customers) = (30, 3);
     post_webhooks(&http, &relay, n, customers, 4, &|_| {})

@@ -14,7 +14,7 @@
 use relay_e2e::fake::{Chaos, Fake};
 use relay_e2e::faults::{
     Dice, Relay, Stored, Verdict, env_usize, fake_faults, forwards, post_replies, post_webhooks,
-    read_back, seed, sends, wait_for_conversations,
+    read_back, relay_toml, seed, sends, wait_for_conversations,
 };
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -23,26 +23,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const RELAY: &str = env!("CARGO_BIN_EXE_relay");
-const PNID: &str = "106540352242922";
-
-fn config(whatsapp: &str, pharmacy: &str) -> String {
-    format!(
-        r#"
-[[tenants]]
-id = "apotheke"
-name = "Apotheke"
-api_keys = ["sk_faults_0123456789abcdef"]
-forward_url = "{pharmacy}/hook"
-forward_secret = "whsec_c3VwZXJzZWNyZXR2YWx1ZTEyMzQ1Njc4"
-[[tenants.channels]]
-phone_number_id = "{PNID}"
-provider = "360dialog"
-webhook_token = "fault-token"
-api_key = "d360-key"
-api_base_url = "{whatsapp}"
-"#
-    )
-}
 
 /// `relay serve` on a fixed port, restartable.
 struct Server {
@@ -175,19 +155,13 @@ async fn serve_killed_at_random_loses_and_doubles_nothing() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("relay.toml"),
-        config(&whatsapp.url, &pharmacy.url),
+        relay_toml(&whatsapp.url, &pharmacy.url),
     )
     .unwrap();
     let port = free_port();
     let server = Arc::new(Mutex::new(Server::start(dir.path(), port)));
     let url = format!("http://127.0.0.1:{port}");
-    let relay = Relay {
-        webhook_url: format!("{url}/webhooks/whatsapp/{PNID}"),
-        webhook_token: "fault-token".into(),
-        inbox_url: url.clone(),
-        api_key: "sk_faults_0123456789abcdef".into(),
-        phone_number_id: PNID.into(),
-    };
+    let relay = Relay::new(&url, &url);
 
     // The killer: SIGKILL at random moments (0.3–2.5 s apart), during the load and after it,
     // while replies and forwards are on their way out.
