@@ -172,6 +172,27 @@ where
     }
 }
 
+/// moto with the suites' deployment (records dead-lettered after `max_receives`), a fake
+/// 360dialog and a fake pharmacy endpoint.
+async fn stack(
+    prefix: &str,
+    max_receives: u32,
+) -> (Moto, relay_aws::Clients, Fake, Fake, relay_e2e::Deployment) {
+    let moto = Moto::start().unwrap();
+    let direct = moto.clients().await;
+    let whatsapp = Fake::start().await;
+    let pharmacy = Fake::start().await;
+    let d = deploy(
+        &direct,
+        prefix,
+        max_receives,
+        &relay_toml(&whatsapp.url, &pharmacy.url),
+    )
+    .await
+    .unwrap();
+    (moto, direct, whatsapp, pharmacy, d)
+}
+
 /// One queue's event source mapping and how it misbehaves.
 #[derive(Clone)]
 struct Source {
@@ -288,20 +309,9 @@ async fn no_accepted_message_is_lost_or_doubled_under_aws_and_whatsapp_faults() 
     let customers = env_usize("FAULT_CUSTOMERS", 20);
     let dice = Arc::new(Dice::new(seed ^ 0x5eed));
 
-    let moto = Moto::start().unwrap();
-    let direct = moto.clients().await;
-    let whatsapp = Fake::start().await;
-    let pharmacy = Fake::start().await;
     // Three receives before the DLQ (the template allows five): so that some records do end
     // there under these fault rates, and the redrive is part of the run.
-    let d = deploy(
-        &direct,
-        "faults",
-        3,
-        &relay_toml(&whatsapp.url, &pharmacy.url),
-    )
-    .await
-    .unwrap();
+    let (moto, direct, whatsapp, pharmacy, d) = stack("faults", 3).await;
 
     let proxy = FaultProxy::start(
         &moto.endpoint,
@@ -486,18 +496,7 @@ async fn explain_losses(
 /// each call atomically as DynamoDB does (see `FaultProxy`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_twins_store_and_count_once_on_dynamodb() {
-    let moto = Moto::start().unwrap();
-    let direct = moto.clients().await;
-    let whatsapp = Fake::start().await;
-    let pharmacy = Fake::start().await;
-    let d = deploy(
-        &direct,
-        "twins",
-        5,
-        &relay_toml(&whatsapp.url, &pharmacy.url),
-    )
-    .await
-    .unwrap();
+    let (moto, direct, _whatsapp, _pharmacy, d) = stack("twins", 5).await;
     let proxy = FaultProxy::start(&moto.endpoint, AwsFaults::default(), 1).await;
     let clients = relay_aws::Clients::new(&faulty_sdk(&proxy.url).await);
     let wired = relay_e2e::wire(&clients, &d).await.unwrap();
