@@ -123,6 +123,8 @@ struct ProxyState {
     http: reqwest::Client,
     faults: AwsFaults,
     on: AtomicBool,
+    /// Calls whose answer is lost next, whether or not the random faults are on.
+    lose_next: AtomicUsize,
     dice: Dice,
     counts: Arc<AwsFaultCounts>,
     /// DynamoDB calls reach moto one at a time. moto's `TransactWriteItems` copies every table
@@ -152,6 +154,7 @@ impl FaultProxy {
                 .unwrap_or_default(),
             faults,
             on: AtomicBool::new(false),
+            lose_next: AtomicUsize::new(0),
             dice: Dice::new(seed),
             counts: Arc::default(),
             dynamo: tokio::sync::Mutex::new(()),
@@ -161,6 +164,12 @@ impl FaultProxy {
             .with_state(state.clone());
         let url = format!("http://{}", crate::serve(app).await);
         FaultProxy { url, state }
+    }
+
+    /// The next `n` calls (DynamoDB, SQS, KMS) are made, and answered 500: for regression tests
+    /// of one retry after a lost answer.
+    pub fn lose_next(&self, n: usize) {
+        self.state.lose_next.store(n, Ordering::SeqCst);
     }
 
     pub fn set_enabled(&self, on: bool) {
@@ -209,7 +218,13 @@ async fn proxy(State(s): State<Arc<ProxyState>>, req: Request) -> Response {
         Slow,
         Lost,
     }
-    let plan = if s.on.load(Ordering::SeqCst) && !target.is_empty() {
+    let scripted = !target.is_empty()
+        && s.lose_next
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+    let plan = if scripted {
+        Plan::Lost
+    } else if s.on.load(Ordering::SeqCst) && !target.is_empty() {
         s.counts.calls.fetch_add(1, Ordering::Relaxed);
         let f = s.faults;
         let r = s.dice.roll();

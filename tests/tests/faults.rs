@@ -546,3 +546,33 @@ async fn concurrent_twins_store_and_count_once_on_dynamodb() {
     );
     assert_eq!(stored.unread_mismatches, 0, "a twin was counted twice");
 }
+
+/// An audit entry whose answer is lost: the SDK's retry finds it written (the append is
+/// conditional) — that is success, not a failure that would turn the inbox's answer into 503.
+/// And the entry is there once.
+#[tokio::test]
+async fn an_audit_entry_whose_answer_was_lost_is_written_once_and_reported_written() {
+    use relay_core::ports::AuditLog;
+    let (moto, direct, _whatsapp, _pharmacy, d) = stack("audit", 5).await;
+    let proxy = FaultProxy::start(&moto.endpoint, AwsFaults::default(), 1).await;
+    let clients = relay_aws::Clients::new(&faulty_sdk(&proxy.url).await);
+    let audit = clients.audit_log(&d.audit_table);
+    let tenant = relay_core::ids::TenantId::parse("apotheke").unwrap();
+    let entry = relay_core::records::AuditEntry {
+        at_ms: relay_core::unix_now_ms(),
+        tenant: tenant.clone(),
+        actor: "cli".into(),
+        action: "contact.export".into(),
+        target: None,
+        result: 200,
+        expires_at: relay_core::unix_now() + 3600,
+    };
+    proxy.lose_next(1);
+    audit.append(&entry).await.unwrap();
+    let listed = direct
+        .audit_log(&d.audit_table)
+        .list(Some(&tenant), 10, relay_core::unix_now())
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+}
