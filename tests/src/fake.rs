@@ -281,6 +281,12 @@ async fn answer(
         } else {
             inner.script.pop_front().unwrap_or(Reply::Ok)
         };
+        // A scripted or rate-limit refusal took no effect either.
+        if !matches!(reply, Reply::Ok | Reply::Slow(_))
+            && let Some(last) = inner.requests.last_mut()
+        {
+            last.processed = false;
+        }
         if uri.path() == "/media" && matches!(reply, Reply::Ok) {
             // A media upload (multipart): WhatsApp answers with the new media id.
             let n = inner.requests.len();

@@ -144,8 +144,8 @@ impl Clients {
                 .force_path_style(self.sdk.endpoint_url().is_some())
                 // A part of a multipart upload is 8 MiB: give it time on a slow link.
                 .timeout_config(
-                    aws_config::timeout::TimeoutConfig::builder()
-                        .connect_timeout(std::time::Duration::from_secs(2))
+                    timeouts()
+                        .to_builder()
                         .operation_attempt_timeout(std::time::Duration::from_secs(60))
                         .operation_timeout(std::time::Duration::from_secs(180))
                         .build(),
