@@ -17,7 +17,7 @@ fn ready<F: std::future::Future>(f: F) -> F::Output {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let keys = Keyring::in_memory();
+    let keys = Keyring::in_memory(relay_core::Clock::system());
     let tenant = TenantId::parse("fuzz").unwrap();
     // A real key exists, so forged values reach the cipher, not just the lookup.
     let sealer = ready(keys.sealer(&tenant, "c_1", None)).unwrap();

@@ -63,7 +63,7 @@ fn main() {
             .pool_max_idle_per_host(concurrency)
             .build()
             .unwrap();
-        let now = relay_core::unix_now();
+        let now = relay_core::Clock::system().now();
         let bodies: Arc<Vec<Vec<u8>>> = Arc::new((0..total).map(|i| body(i, now)).collect());
         let next = Arc::new(AtomicUsize::new(0));
         let endpoint = format!("{url}/webhooks/whatsapp/106540352242922");

@@ -58,10 +58,8 @@ pub fn seed() -> u64 {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(7)
+            // A seed, not a rule: any varying number will do.
+            relay_core::Clock::system().now_ms() as u64
         })
 }
 
@@ -134,6 +132,9 @@ struct ProxyState {
     /// suite reported lost writes and miscounts that were moto's; DynamoDB itself is atomic
     /// per request.
     dynamo: tokio::sync::Mutex<()>,
+    /// Calls of this operation (`x-amz-target`, e.g. `DynamoDB_20120810.UpdateItem`) are
+    /// refused with 500 and not made.
+    refuse: std::sync::Mutex<Option<String>>,
 }
 
 /// An HTTP proxy in front of moto that injects [`AwsFaults`] while switched on. The SDK
@@ -158,6 +159,7 @@ impl FaultProxy {
             dice: Dice::new(seed),
             counts: Arc::default(),
             dynamo: tokio::sync::Mutex::new(()),
+            refuse: std::sync::Mutex::new(None),
         });
         let app = axum::Router::new()
             .fallback(proxy)
@@ -170,6 +172,12 @@ impl FaultProxy {
     /// of one retry after a lost answer.
     pub fn lose_next(&self, n: usize) {
         self.state.lose_next.store(n, Ordering::SeqCst);
+    }
+
+    /// Every call of `operation` (its `x-amz-target`) fails with 500 and is not made, until
+    /// `refuse(None)`: for tests of a write interrupted between two calls.
+    pub fn refuse(&self, operation: Option<&str>) {
+        *self.state.refuse.lock().unwrap_or_else(|e| e.into_inner()) = operation.map(str::to_owned);
     }
 
     pub fn set_enabled(&self, on: bool) {
@@ -217,6 +225,15 @@ async fn proxy(State(s): State<Arc<ProxyState>>, req: Request) -> Response {
         Throttle,
         Slow,
         Lost,
+    }
+    let refused = s
+        .refuse
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_deref()
+        .is_some_and(|r| r == target);
+    if refused {
+        return aws_error(StatusCode::INTERNAL_SERVER_ERROR, "InternalFailure");
     }
     let scripted = !target.is_empty()
         && s.lose_next
@@ -394,7 +411,7 @@ pub async fn post_webhooks(
     concurrency: usize,
     progress: &(dyn Fn(usize) + Sync),
 ) -> anyhow::Result<(usize, usize)> {
-    let now = relay_core::unix_now();
+    let now = relay_core::Clock::system().now();
     let next = AtomicUsize::new(0);
     let refusals = AtomicUsize::new(0);
     let done = AtomicUsize::new(0);

@@ -132,7 +132,11 @@ impl Deployment {
         &self,
         clients: &relay_aws::Clients,
     ) -> std::sync::Arc<relay_core::crypto::Keyring> {
-        std::sync::Arc::new(clients.keyring(&self.keys_table, &self.kms_key_id))
+        std::sync::Arc::new(clients.keyring(
+            &self.keys_table,
+            &self.kms_key_id,
+            relay_core::Clock::system(),
+        ))
     }
 }
 
@@ -489,7 +493,7 @@ pub async fn wire(clients: &relay_aws::Clients, d: &Deployment) -> anyhow::Resul
         max_media_response_bytes: Some(5_000_000),
         audit: Arc::new(clients.audit_log(&d.audit_table)),
         audit_retention_secs: 365 * 86_400,
-        clock: relay_core::system_clock(),
+        clock: relay_core::Clock::system(),
     });
     let router_keys = d.keyring(clients);
     let router = relay_core::routing::Router::new(
@@ -512,7 +516,7 @@ pub async fn wire(clients: &relay_aws::Clients, d: &Deployment) -> anyhow::Resul
         http: reqwest::Client::new(),
         limiter: reply_sender::ChannelLimiter::default(),
         policy: reply_sender::RetryPolicy::default(),
-        clock: relay_core::system_clock(),
+        clock: relay_core::Clock::system(),
         concurrency: 1,
     };
     Ok(Wired {

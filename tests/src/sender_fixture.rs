@@ -76,14 +76,18 @@ send_rate_per_second = {}
     );
     let config = RelayConfig::parse(&config, &|_| None).expect("fixture");
     let directory = Arc::new(StaticDirectory::from_config(&config));
-    let keys = Arc::new(relay_core::crypto::Keyring::in_memory());
+    let keys = Arc::new(relay_core::crypto::Keyring::in_memory(
+        relay_core::Clock::system(),
+    ));
     let blobs = relay_core::media::MemoryBlobStore::default();
     let store = Arc::new(relay_core::sealed::SealedStore::new(
-        Arc::new(SqliteMessageStore::new(Database::in_memory())),
+        Arc::new(SqliteMessageStore::new(Database::in_memory(
+            relay_core::Clock::system(),
+        ))),
         keys.clone(),
     ));
     let pseudo = Arc::new(Pseudonymizer::new([5; 32]));
-    let now = relay_core::unix_now();
+    let now = relay_core::Clock::system().now();
     // A customer writes (so the contact, its channel and the window exist).
     let hook = json!({"object":"whatsapp_business_account","entry":[{"id":"1","changes":[{"field":"messages","value":{
         "metadata":{"phone_number_id":"111"},"contacts":[{"profile":{"name":"Erika"},"wa_id":"4915112345678"}],
@@ -126,7 +130,7 @@ send_rate_per_second = {}
             send_attempts: 3,
             ..RetryPolicy::default()
         },
-        clock: relay_core::system_clock(),
+        clock: relay_core::Clock::system(),
         concurrency: 1,
     };
     Setup {

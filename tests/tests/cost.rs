@@ -57,7 +57,7 @@ api_base_url = "{}"
         w.sender,
     );
     let http = reqwest::Client::new();
-    let now = relay_core::unix_now();
+    let now = relay_core::Clock::system().now();
     let hook = |value: Value| json!({"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [{"field": "messages", "value": value}]}]});
     let meta = json!({"phone_number_id": "111"});
     let post = |body: Value| {

@@ -442,7 +442,7 @@ async fn explain_losses(
     let tenant = relay_core::ids::TenantId::parse("apotheke").unwrap();
     let pseudonymizer = clients.pseudonymizer(&d.table).await.unwrap();
     let store = clients.sealed_store(&d.table, d.keyring(clients));
-    let now = relay_core::unix_now();
+    let now = relay_core::Clock::system().now();
     for marker in lost {
         let Some(i) = marker
             .strip_prefix('W')
@@ -559,20 +559,55 @@ async fn an_audit_entry_whose_answer_was_lost_is_written_once_and_reported_writt
     let audit = clients.audit_log(&d.audit_table);
     let tenant = relay_core::ids::TenantId::parse("apotheke").unwrap();
     let entry = relay_core::records::AuditEntry {
-        at_ms: relay_core::unix_now_ms(),
+        at_ms: relay_core::Clock::system().now_ms(),
         tenant: tenant.clone(),
         actor: "cli".into(),
         action: "contact.export".into(),
         target: None,
         result: 200,
-        expires_at: relay_core::unix_now() + 3600,
+        expires_at: relay_core::Clock::system().now() + 3600,
     };
     proxy.lose_next(1);
     audit.append(&entry).await.unwrap();
     let listed = direct
         .audit_log(&d.audit_table)
-        .list(Some(&tenant), 10, relay_core::unix_now())
+        .list(Some(&tenant), 10, relay_core::Clock::system().now())
         .await
         .unwrap();
     assert_eq!(listed.len(), 1, "{listed:?}");
+}
+
+/// A router cut off between the message's transaction and the updates after it (every
+/// UpdateItem fails) has made the conversation visible: it must be visible with its 24-hour
+/// window open, or a reply to it is refused as "window closed" until the retry completes
+/// (the 422s the fault suite saw now and then).
+#[tokio::test]
+async fn a_conversation_is_listed_with_its_window_even_if_the_router_stops_half_way() {
+    let (moto, direct, _whatsapp, _pharmacy, d) = stack("window", 5).await;
+    let proxy = FaultProxy::start(&moto.endpoint, AwsFaults::default(), 1).await;
+    let clients = relay_aws::Clients::new(&faulty_sdk(&proxy.url).await);
+    let wired = relay_e2e::wire(&clients, &d).await.unwrap();
+    let relay = Relay::new(&wired.receiver_url, &wired.inbox_url);
+    let http = reqwest::Client::new();
+    post_webhooks(&http, &relay, 1, 1, 1, &|_| {})
+        .await
+        .unwrap();
+    proxy.refuse(Some("DynamoDB_20120810.UpdateItem"));
+    let event = relay_e2e::receive_event(&direct.sqs, &d.queue_url)
+        .await
+        .unwrap();
+    let answer = message_router::handle(&wired.router, event).await.unwrap();
+    assert_eq!(answer.batch_item_failures.len(), 1, "the record is retried");
+
+    let listed = relay_e2e::faults::conversations(&http, &relay).await;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert!(
+        listed[0]["window_expires_at"].is_i64(),
+        "listed without a window: {}",
+        listed[0]
+    );
+    proxy.refuse(None);
+    let contact = listed[0]["contact_id"].as_str().unwrap().to_owned();
+    let (_, refusals) = post_replies(&http, &relay, &[contact], 1, 1).await.unwrap();
+    assert_eq!(refusals, 0);
 }

@@ -90,8 +90,10 @@ struct App {
 async fn app() -> App {
     let config = RelayConfig::parse(CONFIG, &|_| None).unwrap();
     let directory = Arc::new(StaticDirectory::from_config(&config));
-    let db = Database::in_memory();
-    let keys = Arc::new(relay_core::crypto::Keyring::in_memory());
+    let db = Database::in_memory(relay_core::Clock::system());
+    let keys = Arc::new(relay_core::crypto::Keyring::in_memory(
+        relay_core::Clock::system(),
+    ));
     let store = Arc::new(relay_core::sealed::SealedStore::new(
         Arc::new(SqliteMessageStore::new(db.clone())),
         keys.clone(),
@@ -110,7 +112,7 @@ async fn app() -> App {
     for (pnid, tenant) in [("111", "apotheke-a"), ("222", "apotheke-b")] {
         let w = json!({"object":"whatsapp_business_account","entry":[{"id":"1","changes":[{"field":"messages","value":{
             "metadata":{"phone_number_id":pnid},"contacts":[{"profile":{"name":"Erika Geheim"},"wa_id":"4915199990000"}],
-            "messages":[{"from":"4915199990000","id":format!("wamid.{pnid}"),"timestamp":relay_core::unix_now().to_string(),"type":"text","text":{"body":"GEHEIMNIS"}}]}}]}]});
+            "messages":[{"from":"4915199990000","id":format!("wamid.{pnid}"),"timestamp":relay_core::Clock::system().now().to_string(),"type":"text","text":{"body":"GEHEIMNIS"}}]}}]}]});
         router
             .route(
                 &relay_core::envelope::envelopes(pnid, 0, w, 1 << 20, None)
@@ -124,7 +126,7 @@ async fn app() -> App {
             store.as_ref(),
             &t,
             &relay_core::records::PageRequest::first(1),
-            relay_core::unix_now(),
+            relay_core::Clock::system().now(),
         )
         .await
         .unwrap()
@@ -155,7 +157,7 @@ async fn app() -> App {
         audit_retention_secs: 86_400,
         blobs,
         max_media_response_bytes: None,
-        clock: relay_core::system_clock(),
+        clock: relay_core::Clock::system(),
     });
     App {
         router: receiver.merge(inbox).fallback(relay_http::not_found),

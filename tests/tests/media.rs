@@ -39,7 +39,7 @@ async fn a_photo_goes_from_webhook_to_s3_sealed_to_the_pharmacy_and_away_with_er
     let mut photo = b"%PRESCRIPTION-SCAN%".repeat(9 * 1024 * 1024 / 19 + 1);
     photo.truncate(9 * 1024 * 1024 + 123);
     fake.add_media("SCAN1", photo.clone(), MediaMode::Good);
-    let now = relay_core::unix_now();
+    let now = relay_core::Clock::system().now();
     let hook = json!({"object":"whatsapp_business_account","entry":[{"id":"1","changes":[{"field":"messages","value":{
         "metadata":{"phone_number_id":"111"},"contacts":[{"profile":{"name":"Erika"},"wa_id":"4915112345678"}],
         "messages":[{"from":"4915112345678","id":"wamid.SCAN1","timestamp":now.to_string(),"type":"image",
@@ -190,7 +190,7 @@ async fn a_small_document_is_served_whole_by_the_inbox_api() {
     let w = relay_e2e::wire(&clients, &d).await.unwrap();
     let pdf = b"%PDF-1.7 Medikationsplan".repeat(40_000);
     fake.add_media("PDF1", pdf.clone(), MediaMode::Good);
-    let now = relay_core::unix_now();
+    let now = relay_core::Clock::system().now();
     let hook = json!({"object":"whatsapp_business_account","entry":[{"id":"1","changes":[{"field":"messages","value":{
         "metadata":{"phone_number_id":"111"},"contacts":[{"profile":{"name":"Erika"},"wa_id":"4915112345678"}],
         "messages":[{"from":"4915112345678","id":"wamid.PDF1","timestamp":now.to_string(),"type":"document",
@@ -252,7 +252,7 @@ async fn the_pharmacy_uploads_a_file_and_sends_it_by_id() {
         .unwrap();
     let w = relay_e2e::wire(&clients, &d).await.unwrap();
     let http = reqwest::Client::new();
-    let now = relay_core::unix_now();
+    let now = relay_core::Clock::system().now();
     let hook = json!({"object":"whatsapp_business_account","entry":[{"id":"1","changes":[{"field":"messages","value":{
         "metadata":{"phone_number_id":"111"},"contacts":[{"profile":{"name":"Erika"},"wa_id":"4915112345678"}],
         "messages":[{"from":"4915112345678","id":"wamid.ASK1","timestamp":now.to_string(),"type":"text","text":{"body":"Schicken Sie mir den Plan?"}}]}}]}]});

@@ -446,7 +446,7 @@ async fn poison_records_reach_the_dlq_and_relay_redrives_them() {
     let store = s.clients.store(&s.d.table);
     assert!(
         store
-            .list_quarantine(10, relay_core::unix_now())
+            .list_quarantine(10, relay_core::Clock::system().now())
             .await
             .unwrap()
             .is_empty()
@@ -463,7 +463,7 @@ fn webhook(value: Value) -> Vec<u8> {
 async fn reply_round_trip_on_aws_inbound_reply_statuses_read() {
     let s = stack("reply", 5).await;
     let token = "tok-plaintext-never-stored";
-    let now = relay_core::unix_now();
+    let now = relay_core::Clock::system().now();
     let meta = serde_json::json!({"display_phone_number": "4930123456", "phone_number_id": "106540352242922"});
     let inbound = webhook(
         serde_json::json!({"metadata": meta, "contacts": [{"profile": {"name": "Erika"}, "wa_id": "4915112345678"}],

@@ -522,7 +522,7 @@ async fn failing_downloads_retry_and_pause_before_360dialog_would_block_the_numb
         );
     }
     // …and counted per channel: two requests failed twice (the URL lookup succeeded).
-    let hour = relay_core::unix_now() / 3600;
+    let hour = relay_core::Clock::system().now() / 3600;
     assert_eq!(s.store.media_failures("111", hour).await.unwrap(), 2);
     // Two more failures reach the budget; then nothing is requested until the next hour.
     s.store.add_media_failure("111", hour).await.unwrap();

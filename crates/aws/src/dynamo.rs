@@ -453,7 +453,12 @@ impl MessageStore for DynamoMessageStore {
             "contact_id = :c",
             "expires_at = :e",
             "gsi1pk = :g",
-            "last_message_at = if_not_exists(last_message_at, :zero)",
+            // A new contact is listed with its window already open: its first message's time
+            // is set in the same transaction that makes it visible. (The forward-only updates
+            // below move them later; between the two, a reader saw a conversation without a
+            // window and refused a reply as "window closed".)
+            "last_inbound_at = if_not_exists(last_inbound_at, :ts0)",
+            "last_message_at = if_not_exists(last_message_at, :ts0)",
             "gsi1sk = if_not_exists(gsi1sk, :gs0)",
         ];
         let mut update = Update::builder()
@@ -463,8 +468,14 @@ impl MessageStore for DynamoMessageStore {
             .expression_attribute_values(":c", s(contact.contact_id.as_str()))
             .expression_attribute_values(":e", n(contact.expires_at))
             .expression_attribute_values(":g", s(conv_gsi_pk(tenant)))
-            .expression_attribute_values(":zero", n(0))
-            .expression_attribute_values(":gs0", s(format!("{:012}#{}", 0, contact.contact_id)))
+            .expression_attribute_values(":ts0", n(contact.last_inbound_at))
+            .expression_attribute_values(
+                ":gs0",
+                s(format!(
+                    "{:012}#{}",
+                    contact.last_inbound_at, contact.contact_id
+                )),
+            )
             .expression_attribute_values(":one", n(1))
             .expression_attribute_values(":pn", s(&contact.phone_number_id));
         for (attr, placeholder, value) in [

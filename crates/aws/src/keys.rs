@@ -62,6 +62,7 @@ impl KeyStore for DynamoKeyStore {
         &self,
         tenant: &TenantId,
         keyref: &str,
+        now: i64,
     ) -> Result<Option<WrappedKey>, CryptoError> {
         let out = self
             .client
@@ -76,7 +77,7 @@ impl KeyStore for DynamoKeyStore {
             Some(item) => {
                 let w = Self::from_item(&item)?;
                 // TTL deletion lags: an expired key counts as gone.
-                if w.expires_at.is_some_and(|e| e <= relay_core::unix_now()) {
+                if w.expires_at.is_some_and(|e| e <= now) {
                     return Ok(None);
                 }
                 Ok(Some(w))
@@ -90,6 +91,7 @@ impl KeyStore for DynamoKeyStore {
         tenant: &TenantId,
         keyref: &str,
         key: &WrappedKey,
+        now: i64,
     ) -> Result<Option<WrappedKey>, CryptoError> {
         let mut put = self
             .client
@@ -98,10 +100,10 @@ impl KeyStore for DynamoKeyStore {
             .item("pk", s(key_pk(tenant, keyref)))
             .item("key_id", s(&key.key_id))
             .item("wrapped", AttributeValue::B(Blob::new(key.wrapped.clone())))
-            .item("created_at", n(relay_core::unix_now()))
+            .item("created_at", n(now))
             // An expired (not yet deleted) key may be replaced.
             .condition_expression("attribute_not_exists(pk) OR expires_at <= :now")
-            .expression_attribute_values(":now", n(relay_core::unix_now()));
+            .expression_attribute_values(":now", n(now));
         if let Some(e) = key.expires_at {
             put = put.item("expires_at", n(e));
         }
@@ -111,7 +113,7 @@ impl KeyStore for DynamoKeyStore {
                 if e.as_service_error()
                     .is_some_and(|x| x.is_conditional_check_failed_exception()) =>
             {
-                self.load(tenant, keyref).await
+                self.load(tenant, keyref, now).await
             }
             Err(e) => Err(unavailable(sdk_error("PutItem", &e))),
         }

@@ -120,10 +120,16 @@ impl Clients {
     }
 
     /// The keyring of personal-data keys: wrapped keys in `keys_table`, KMS key `kms_key_id`.
-    pub fn keyring(&self, keys_table: &str, kms_key_id: &str) -> relay_core::crypto::Keyring {
+    pub fn keyring(
+        &self,
+        keys_table: &str,
+        kms_key_id: &str,
+        clock: relay_core::Clock,
+    ) -> relay_core::crypto::Keyring {
         relay_core::crypto::Keyring::new(
             std::sync::Arc::new(DynamoKeyStore::new(self.dynamo.clone(), keys_table)),
             std::sync::Arc::new(KmsKeyWrapper::new(self.kms.clone(), kms_key_id)),
+            clock,
         )
     }
 

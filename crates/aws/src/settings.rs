@@ -194,6 +194,7 @@ impl Settings {
     pub fn keyring(
         &self,
         clients: &crate::Clients,
+        clock: relay_core::Clock,
     ) -> Result<std::sync::Arc<relay_core::crypto::Keyring>, SettingsError> {
         let table = self
             .keys_table
@@ -203,7 +204,7 @@ impl Settings {
             .kms_key_id
             .as_deref()
             .ok_or(SettingsError::Missing("RELAY_KMS_KEY_ID"))?;
-        Ok(std::sync::Arc::new(clients.keyring(table, key)))
+        Ok(std::sync::Arc::new(clients.keyring(table, key, clock)))
     }
 
     pub fn require_media_bucket(&self) -> Result<&str, SettingsError> {

@@ -4,6 +4,7 @@ mod serve;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use relay_core::Clock;
 use relay_core::config::RelayConfig;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -277,16 +278,13 @@ fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn format_ms(ms: i64) -> String {
-    format!(
-        "{}s ago",
-        (relay_core::unix_now() * 1000 - ms).max(0) / 1000
-    )
+fn format_ms(ms: i64, clock: &Clock) -> String {
+    format!("{}s ago", (clock.now_ms() - ms).max(0) / 1000)
 }
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    match run(Cli::parse()).await {
+    match run(Cli::parse(), Clock::system()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -295,7 +293,7 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+async fn run(cli: Cli, clock: Clock) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => {
             relay_aws::init_tracing(relay_aws::LogFormat::Text);
@@ -430,16 +428,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 relay_core::ports::MessageStore::list_quarantine(
                     &clients.store(&table),
                     limit,
-                    relay_core::unix_now(),
+                    clock.now(),
                 )
                 .await?
             } else {
                 // Payloads are sealed: read through the sealing store.
-                let (privacy, _) = privacy_for(&target, &privacy).await?;
-                privacy
-                    .store
-                    .list_quarantine(limit, relay_core::unix_now())
-                    .await?
+                let (privacy, _) = privacy_for(&target, &privacy, &clock).await?;
+                privacy.store.list_quarantine(limit, clock.now()).await?
             };
             if items.is_empty() {
                 println!("no quarantined events");
@@ -466,9 +461,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 },
         } => {
             let (t, c) = parse_subject(&tenant, &contact_id)?;
-            let (privacy, audit) = privacy_for(&target, &privacy).await?;
-            let result = privacy.export(&t, &c, relay_core::unix_now()).await;
-            audit_cli(audit.as_ref(), &t, "contact.export", &c, result.is_ok()).await;
+            let (privacy, audit) = privacy_for(&target, &privacy, &clock).await?;
+            let result = privacy.export(&t, &c, clock.now()).await;
+            audit_cli(
+                audit.as_ref(),
+                &t,
+                "contact.export",
+                &c,
+                result.is_ok(),
+                &clock,
+            )
+            .await;
             let doc = result?.with_context(|| {
                 format!("no contact {c} in tenant {t} (unknown, erased or expired)")
             })?;
@@ -498,9 +501,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     "erasing {c} cannot be undone: every message, status, consent entry and its data key are destroyed. Run again with --yes to confirm."
                 );
             }
-            let (privacy, audit) = privacy_for(&target, &privacy).await?;
-            let result = privacy.erase(&t, &c, relay_core::unix_now()).await;
-            audit_cli(audit.as_ref(), &t, "contact.erase", &c, result.is_ok()).await;
+            let (privacy, audit) = privacy_for(&target, &privacy, &clock).await?;
+            let result = privacy.erase(&t, &c, clock.now()).await;
+            audit_cli(
+                audit.as_ref(),
+                &t,
+                "contact.erase",
+                &c,
+                result.is_ok(),
+                &clock,
+            )
+            .await;
             let receipt = result
                 .context("erasure stopped part-way; run the same command again to finish it")?;
             println!("{}", serde_json::to_string_pretty(&receipt)?);
@@ -517,10 +528,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .map(|t| relay_core::ids::TenantId::parse(&t))
                 .transpose()
                 .map_err(|e| anyhow::anyhow!("--tenant: {e}"))?;
-            let (_, audit) = privacy_for(&target, &privacy).await?;
-            let entries = audit
-                .list(tenant.as_ref(), limit, relay_core::unix_now())
-                .await?;
+            let (_, audit) = privacy_for(&target, &privacy, &clock).await?;
+            let entries = audit.list(tenant.as_ref(), limit, clock.now()).await?;
             if entries.is_empty() && !json {
                 println!("no audit entries");
             }
@@ -530,7 +539,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 } else {
                     println!(
                         "{}\t{}\t{}\t{}\t{}\t{}",
-                        format_ms(e.at_ms),
+                        format_ms(e.at_ms, &clock),
                         e.tenant,
                         e.actor,
                         e.action,
@@ -558,13 +567,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 print_dead(
                     list.iter()
                         .map(|d| (&d.message_id, d.receive_count, d.sent_at_ms, d.size)),
+                    &clock,
                 );
             } else {
-                let local = serve::Local::open(&target.data_dir)?;
+                let local = serve::Local::open(&target.data_dir, clock.clone())?;
                 let list = local.queue_named(&queue)?.dlq_list(limit)?;
                 print_dead(
                     list.iter()
                         .map(|d| (&d.message_id, d.receive_count, d.sent_at_ms, d.size)),
+                    &clock,
                 );
             }
             Ok(())
@@ -591,7 +602,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 })
                 .await?
             } else {
-                let local = serve::Local::open(&target.data_dir)?;
+                let local = serve::Local::open(&target.data_dir, clock.clone())?;
                 let q = local.queue_named(&local_queue)?;
                 if q.dlq_depth()? == 0 {
                     0
@@ -609,6 +620,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 async fn privacy_for(
     target: &Target,
     p: &PrivacyArgs,
+    clock: &Clock,
 ) -> anyhow::Result<(
     relay_core::privacy::Privacy,
     std::sync::Arc<dyn relay_core::ports::AuditLog>,
@@ -632,7 +644,7 @@ async fn privacy_for(
             .media_bucket
             .as_deref()
             .context("--media-bucket (or MEDIA_BUCKET) is required with --aws")?;
-        let keys = Arc::new(clients.keyring(keys_table, kms));
+        let keys = Arc::new(clients.keyring(keys_table, kms, clock.clone()));
         let privacy = relay_core::privacy::Privacy {
             store: Arc::new(clients.sealed_store(&table, keys.clone())),
             keys,
@@ -641,7 +653,7 @@ async fn privacy_for(
         };
         Ok((privacy, Arc::new(clients.audit_log(audit_table))))
     } else {
-        let local = serve::Local::open(&target.data_dir)?;
+        let local = serve::Local::open(&target.data_dir, clock.clone())?;
         Ok((local.privacy(), local.audit.clone()))
     }
 }
@@ -664,10 +676,12 @@ async fn audit_cli(
     action: &str,
     target: &relay_core::ids::ContactId,
     ok: bool,
+    clock: &Clock,
 ) {
-    let now = relay_core::unix_now();
+    let at_ms = clock.now_ms();
+    let now = at_ms.div_euclid(1000);
     let entry = relay_core::records::AuditEntry {
-        at_ms: relay_core::unix_now_ms(),
+        at_ms,
         tenant: tenant.clone(),
         actor: "cli".into(),
         action: action.into(),
@@ -685,13 +699,13 @@ async fn aws_clients_no_table(args: &AwsArgs) -> (relay_aws::Clients, Option<Str
     (relay_aws::Clients::new(&sdk), args.table.clone())
 }
 
-fn print_dead<'a>(items: impl Iterator<Item = (&'a String, u32, i64, usize)>) {
+fn print_dead<'a>(items: impl Iterator<Item = (&'a String, u32, i64, usize)>, clock: &Clock) {
     let mut any = false;
     for (id, count, sent, size) in items {
         any = true;
         println!(
             "{id}\treceived {count}x\tsent {}\t{size} bytes",
-            format_ms(sent)
+            format_ms(sent, clock)
         );
     }
     if !any {

@@ -5,6 +5,7 @@
 use anyhow::Context;
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use inbox_api::Inbox;
+use relay_core::Clock;
 use relay_core::config::RelayConfig;
 use relay_core::crypto::{Keyring, LocalKeyWrapper};
 use relay_core::directory::StaticDirectory;
@@ -47,10 +48,12 @@ pub struct Local {
     pub queue: Arc<SqliteQueue>,
     pub outbound: Arc<SqliteQueue>,
     pub pseudonymizer: Arc<Pseudonymizer>,
+    /// The one clock of this relay: the database, the keyring and the handlers read it.
+    pub clock: Clock,
 }
 
 impl Local {
-    pub fn open(data_dir: &Path) -> anyhow::Result<Self> {
+    pub fn open(data_dir: &Path, clock: Clock) -> anyhow::Result<Self> {
         std::fs::create_dir_all(data_dir)
             .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
         #[cfg(unix)]
@@ -59,13 +62,14 @@ impl Local {
             // Health data lives here: only the owner may read it.
             let _ = std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700));
         }
-        let db = Database::open(&data_dir.join("relay.db"))?;
+        let db = Database::open(&data_dir.join("relay.db"), clock.clone())?;
         let key = relay_embedded::load_or_create_key(&data_dir.join("pseudonym.key"))?;
         // The local stand-in for the KMS key: wraps every contact's data key.
         let master = relay_embedded::load_or_create_key(&data_dir.join("master.key"))?;
         let keys = Arc::new(Keyring::new(
             Arc::new(SqliteKeyStore::new(db.clone())),
             Arc::new(LocalKeyWrapper::new(master)),
+            clock.clone(),
         ));
         let store = Arc::new(SqliteMessageStore::new(db.clone()));
         Ok(Local {
@@ -77,6 +81,7 @@ impl Local {
             queue: Arc::new(SqliteQueue::new(db.clone(), INBOUND_QUEUE, MAX_RECEIVES)),
             outbound: Arc::new(SqliteQueue::new(db, OUTBOUND_QUEUE, OUTBOUND_MAX_RECEIVES)),
             pseudonymizer: Arc::new(Pseudonymizer::new(key)),
+            clock,
         })
     }
 
@@ -111,7 +116,7 @@ pub async fn start(
     listen: SocketAddr,
     data_dir: PathBuf,
 ) -> anyhow::Result<Running> {
-    let local = Local::open(&data_dir)?;
+    let local = Local::open(&data_dir, Clock::system())?;
     let directory = Arc::new(StaticDirectory::from_config(config));
     let router = Router::new(
         local.sealed.clone(),
@@ -133,7 +138,7 @@ pub async fn start(
         whatsapp,
         limiter: ChannelLimiter::default(),
         policy: RetryPolicy::default(),
-        clock: relay_core::system_clock(),
+        clock: local.clock.clone(),
         concurrency: 1,
     });
 
@@ -154,7 +159,7 @@ pub async fn start(
         blobs: local.blobs.clone(),
         // Local files stream: no response size limit.
         max_media_response_bytes: None,
-        clock: relay_core::system_clock(),
+        clock: local.clock.clone(),
     }))
     .fallback(relay_http::not_found);
 
@@ -194,6 +199,7 @@ pub async fn start(
         },
     ));
     let sweeper = tokio::spawn(sweep(
+        local.clock.clone(),
         local.store.clone(),
         local.blobs.clone(),
         shutdown.subscribe(),
@@ -300,13 +306,14 @@ async fn drive<H, F>(
 /// Local stand-in for DynamoDB TTL and S3 lifecycle: delete expired files and rows every ten
 /// minutes.
 async fn sweep(
+    clock: Clock,
     store: Arc<SqliteMessageStore>,
     blobs: Arc<FileBlobStore>,
     mut stop: watch::Receiver<bool>,
 ) {
     use relay_core::media::BlobStore;
     loop {
-        let now = relay_core::unix_now();
+        let now = clock.now();
         match store.expired_media(now) {
             Ok(keys) => {
                 for key in keys {

@@ -363,7 +363,7 @@ async fn tenants_apply_and_list_against_moto() {
     let hook = serde_json::json!({"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [{"field": "messages", "value": {
         "metadata": {"phone_number_id": "106540352242922"},
         "contacts": [{"profile": {"name": "Grete Operator"}, "wa_id": "4915711111111"}],
-        "messages": [{"from": "4915711111111", "id": "wamid.CLIAWS1", "timestamp": relay_core::unix_now().to_string(), "type": "text", "text": {"body": "Bitte löschen Sie meine Daten"}}]}}]}]});
+        "messages": [{"from": "4915711111111", "id": "wamid.CLIAWS1", "timestamp": relay_core::Clock::system().now().to_string(), "type": "text", "text": {"body": "Bitte löschen Sie meine Daten"}}]}}]}]});
     let http = reqwest::Client::new();
     let status = http
         .post(format!(
@@ -477,7 +477,7 @@ async fn serve_sends_replies_and_tracks_their_status() {
     std::fs::write(dir.path().join("relay.toml"), config).unwrap();
     let server = serve(dir.path());
     let http = reqwest::Client::new();
-    let now = relay_core::unix_now();
+    let now = relay_core::Clock::system().now();
     let hook = |value: Value| serde_json::json!({"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [{"field": "messages", "value": value}]}]});
     let meta = serde_json::json!({"phone_number_id": "106540352242922"});
     let post_hook = |body: Value| {
@@ -580,7 +580,7 @@ async fn serve_keeps_personal_data_sealed_and_contacts_can_be_exported_and_erase
     std::fs::write(dir.path().join("relay.toml"), CONFIG).unwrap();
     let server = serve(dir.path());
     let http = reqwest::Client::new();
-    let now = relay_core::unix_now();
+    let now = relay_core::Clock::system().now();
     let hook = serde_json::json!({"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [{"field": "messages", "value": {
         "metadata": {"phone_number_id": "106540352242922"},
         "contacts": [{"profile": {"name": NAME}, "wa_id": PHONE}],
@@ -718,7 +718,7 @@ async fn serve_fetches_media_stores_it_sealed_and_serves_it() {
     );
     let server = serve(dir.path());
     let http = reqwest::Client::new();
-    let now = relay_core::unix_now();
+    let now = relay_core::Clock::system().now();
     let hook = serde_json::json!({"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [{"field": "messages", "value": {
         "metadata": {"phone_number_id": "106540352242922"},
         "contacts": [{"profile": {"name": "Erika"}, "wa_id": "4915112345678"}],

@@ -14,7 +14,7 @@ fn fixture(name: &str) -> Vec<u8> {
 }
 
 fn bench(c: &mut Criterion) {
-    let keys = relay_core::crypto::Keyring::in_memory();
+    let keys = relay_core::crypto::Keyring::in_memory(relay_core::Clock::system());
     let tenant = relay_core::ids::TenantId::parse("demo-apotheke").expect("id");
     let mut g = c.benchmark_group("webhook");
     for name in ["text", "multi"] {

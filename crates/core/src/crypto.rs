@@ -21,6 +21,7 @@
 //! key is always read from the key store (one consistent read), so nothing is ever written
 //! under a key that erasure has destroyed.
 
+use crate::Clock;
 use crate::ids::{ContactId, TenantId};
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
@@ -106,18 +107,22 @@ pub enum CryptoError {
 /// table (local).
 #[async_trait]
 pub trait KeyStore: Send + Sync {
-    /// The current generation of `keyref` (a strongly consistent read).
+    /// The current generation of `keyref` (a strongly consistent read); a key expired at
+    /// `now` counts as gone (its deletion may lag).
     async fn load(
         &self,
         tenant: &TenantId,
         keyref: &str,
+        now: i64,
     ) -> Result<Option<WrappedKey>, CryptoError>;
-    /// Stores `key` unless `keyref` has one already; returns the one that is there then.
+    /// Stores `key` unless `keyref` has one already that has not expired at `now`; returns
+    /// the one that is there then.
     async fn insert(
         &self,
         tenant: &TenantId,
         keyref: &str,
         key: &WrappedKey,
+        now: i64,
     ) -> Result<Option<WrappedKey>, CryptoError>;
     /// Moves the key's own expiry later (only if `key_id` is still the current generation).
     async fn extend(
@@ -306,6 +311,9 @@ pub struct Keyring {
     cache: Mutex<lru::LruCache<CacheKey, (Arc<DataKey>, Instant)>>,
     /// Current transit key per (tenant, keyref): transit keys are never destroyed early.
     transit: Mutex<lru::LruCache<(TenantId, String), Sealer>>,
+    /// Key expiry is judged on this clock; it is also the clock of everything built on the
+    /// keyring (the router, sealed queues), so one composition has one "now".
+    clock: Clock,
 }
 
 impl std::fmt::Debug for Keyring {
@@ -321,14 +329,20 @@ fn new_key_id() -> Result<String, CryptoError> {
 }
 
 impl Keyring {
-    pub fn new(store: Arc<dyn KeyStore>, wrapper: Arc<dyn KeyWrapper>) -> Self {
+    pub fn new(store: Arc<dyn KeyStore>, wrapper: Arc<dyn KeyWrapper>, clock: Clock) -> Self {
         let n = NonZeroUsize::new(KEY_CACHE_ENTRIES).unwrap_or(NonZeroUsize::MIN);
         Keyring {
             store,
             wrapper,
             cache: Mutex::new(lru::LruCache::new(n)),
             transit: Mutex::new(lru::LruCache::new(n)),
+            clock,
         }
+    }
+
+    /// The clock this keyring judges expiry on.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
     }
 
     fn cached(&self, k: &CacheKey) -> Option<Arc<DataKey>> {
@@ -376,7 +390,7 @@ impl Keyring {
         keyref: &str,
         expires_at: Option<i64>,
     ) -> Result<Sealer, CryptoError> {
-        let w = match self.store.load(tenant, keyref).await? {
+        let w = match self.store.load(tenant, keyref, self.clock.now()).await? {
             Some(w) => {
                 if let (Some(have), Some(want)) = (w.expires_at, expires_at)
                     && have < want
@@ -401,7 +415,11 @@ impl Keyring {
                     wrapped,
                     expires_at: expires_at.map(|e| e + 86_400),
                 };
-                match self.store.insert(tenant, keyref, &w).await? {
+                match self
+                    .store
+                    .insert(tenant, keyref, &w, self.clock.now())
+                    .await?
+                {
                     None => {
                         self.remember((tenant.clone(), keyref.to_owned(), key_id), Arc::new(key));
                         w
@@ -494,7 +512,7 @@ impl Keyring {
         let ck = (tenant.clone(), p.keyref.to_owned(), p.key_id.to_owned());
         let key = match self.cached(&ck) {
             Some(k) if !current => k,
-            _ => match self.store.load(tenant, p.keyref).await? {
+            _ => match self.store.load(tenant, p.keyref, self.clock.now()).await? {
                 Some(w) if w.key_id == p.key_id => self.unwrap(tenant, p.keyref, &w).await?,
                 _ => {
                     self.cache
@@ -531,7 +549,7 @@ impl Keyring {
         let ck = (tenant.clone(), keyref.to_owned(), key_id.to_owned());
         let key = match self.cached(&ck) {
             Some(k) => k,
-            None => match self.store.load(tenant, keyref).await? {
+            None => match self.store.load(tenant, keyref, self.clock.now()).await? {
                 Some(w) if w.key_id == key_id => self.unwrap(tenant, keyref, &w).await?,
                 _ => return Err(CryptoError::Destroyed),
             },
@@ -644,9 +662,13 @@ impl KeyStore for MemoryKeyStore {
         &self,
         tenant: &TenantId,
         keyref: &str,
+        now: i64,
     ) -> Result<Option<WrappedKey>, CryptoError> {
         let keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
-        Ok(keys.get(&(tenant.clone(), keyref.to_owned())).cloned())
+        Ok(keys
+            .get(&(tenant.clone(), keyref.to_owned()))
+            .filter(|w| w.expires_at.is_none_or(|e| e > now))
+            .cloned())
     }
 
     async fn insert(
@@ -654,10 +676,13 @@ impl KeyStore for MemoryKeyStore {
         tenant: &TenantId,
         keyref: &str,
         key: &WrappedKey,
+        now: i64,
     ) -> Result<Option<WrappedKey>, CryptoError> {
         let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
         let k = (tenant.clone(), keyref.to_owned());
-        if let Some(existing) = keys.get(&k) {
+        if let Some(existing) = keys.get(&k)
+            && existing.expires_at.is_none_or(|e| e > now)
+        {
             return Ok(Some(existing.clone()));
         }
         keys.insert(k, key.clone());
@@ -688,10 +713,11 @@ impl KeyStore for MemoryKeyStore {
 
 impl Keyring {
     /// A keyring with keys in memory under a fixed master key (tests, benches).
-    pub fn in_memory() -> Self {
+    pub fn in_memory(clock: Clock) -> Self {
         Keyring::new(
             Arc::new(MemoryKeyStore::default()),
             Arc::new(LocalKeyWrapper::new([0x5a; 32])),
+            clock,
         )
     }
 }
@@ -719,7 +745,7 @@ mod tests {
     #[test]
     fn sealed_values_round_trip_and_hide_the_plaintext() {
         block_on(async {
-            let ring = Keyring::in_memory();
+            let ring = Keyring::in_memory(Clock::fixed(0));
             let s = ring.sealer(&t("a"), "c_1", Some(100)).await.unwrap();
             let sealed = s.seal_str("text", "Ibuprofen 400 für Frau Müller");
             assert!(is_sealed(&sealed));
@@ -737,7 +763,7 @@ mod tests {
     #[test]
     fn a_value_cannot_move_to_another_purpose_or_tenant_or_be_altered() {
         block_on(async {
-            let ring = Keyring::in_memory();
+            let ring = Keyring::in_memory(Clock::fixed(0));
             let s = ring.sealer(&t("a"), "c_1", None).await.unwrap();
             let sealed = s.seal_str("name", "Erika");
             assert!(matches!(
@@ -765,7 +791,7 @@ mod tests {
         block_on(async {
             let store = Arc::new(MemoryKeyStore::default());
             let wrapper = Arc::new(LocalKeyWrapper::new([1; 32]));
-            let ring = Keyring::new(store.clone(), wrapper.clone());
+            let ring = Keyring::new(store.clone(), wrapper.clone(), Clock::fixed(0));
             let s = ring.sealer(&t("a"), "c_1", None).await.unwrap();
             let copy = s.seal_str("text", "Rezept");
             assert!(ring.destroy(&t("a"), "c_1").await.unwrap());
@@ -775,11 +801,11 @@ mod tests {
                 Err(CryptoError::Destroyed)
             ));
             // Another instance (fresh cache, same stores) cannot open it either.
-            let other = Keyring::new(store.clone(), wrapper.clone());
+            let other = Keyring::new(store.clone(), wrapper.clone(), Clock::fixed(0));
             assert!(other.open(&t("a"), "text", &copy).await.is_err());
             // An instance that cached the key before: `open` still may (bounded by the cache
             // TTL), `open_current` may not.
-            let warm = Keyring::new(store.clone(), wrapper.clone());
+            let warm = Keyring::new(store.clone(), wrapper.clone(), Clock::fixed(0));
             let c2 = warm
                 .sealer(&t("a"), "c_2", None)
                 .await
@@ -802,15 +828,27 @@ mod tests {
     fn another_instance_opens_with_the_wrapped_key_and_a_wrong_master_cannot() {
         block_on(async {
             let store = Arc::new(MemoryKeyStore::default());
-            let ring = Keyring::new(store.clone(), Arc::new(LocalKeyWrapper::new([1; 32])));
+            let ring = Keyring::new(
+                store.clone(),
+                Arc::new(LocalKeyWrapper::new([1; 32])),
+                Clock::fixed(0),
+            );
             let sealed = ring
                 .sealer(&t("a"), "c_1", None)
                 .await
                 .unwrap()
                 .seal_str("text", "x");
-            let same = Keyring::new(store.clone(), Arc::new(LocalKeyWrapper::new([1; 32])));
+            let same = Keyring::new(
+                store.clone(),
+                Arc::new(LocalKeyWrapper::new([1; 32])),
+                Clock::fixed(0),
+            );
             assert_eq!(same.open(&t("a"), "text", &sealed).await.unwrap(), b"x");
-            let wrong = Keyring::new(store, Arc::new(LocalKeyWrapper::new([2; 32])));
+            let wrong = Keyring::new(
+                store,
+                Arc::new(LocalKeyWrapper::new([2; 32])),
+                Clock::fixed(0),
+            );
             assert!(matches!(
                 wrong.open(&t("a"), "text", &sealed).await,
                 Err(CryptoError::Forged)
@@ -822,14 +860,36 @@ mod tests {
     fn key_expiry_follows_the_data() {
         block_on(async {
             let store = Arc::new(MemoryKeyStore::default());
-            let ring = Keyring::new(store.clone(), Arc::new(LocalKeyWrapper::new([1; 32])));
+            let ring = Keyring::new(
+                store.clone(),
+                Arc::new(LocalKeyWrapper::new([1; 32])),
+                Clock::fixed(0),
+            );
             ring.sealer(&t("a"), "c_1", Some(1_000)).await.unwrap();
-            let first = store.load(&t("a"), "c_1").await.unwrap().unwrap();
+            let first = store.load(&t("a"), "c_1", 0).await.unwrap().unwrap();
             assert_eq!(first.expires_at, Some(1_000 + 86_400));
             ring.sealer(&t("a"), "c_1", Some(500_000)).await.unwrap();
-            let later = store.load(&t("a"), "c_1").await.unwrap().unwrap();
+            let later = store.load(&t("a"), "c_1", 0).await.unwrap().unwrap();
             assert_eq!(later.expires_at, Some(500_000 + 86_400));
             assert_eq!(later.key_id, first.key_id);
+        });
+    }
+
+    #[test]
+    fn a_key_expired_on_the_keyrings_clock_is_gone_and_replaced() {
+        block_on(async {
+            let store = Arc::new(MemoryKeyStore::default());
+            let wrapper = Arc::new(LocalKeyWrapper::new([1; 32]));
+            let early = Keyring::new(store.clone(), wrapper.clone(), Clock::fixed(0));
+            let first = early.sealer(&t("a"), "c_1", Some(1_000)).await.unwrap();
+            let sealed = first.seal_str("text", "x");
+            // The key lives until 1,000 + a day; read on a clock past that, it is gone.
+            let late = Keyring::new(store.clone(), wrapper, Clock::fixed(1_000 + 86_400));
+            assert!(late.open(&t("a"), "text", &sealed).await.is_err());
+            let again = late.sealer(&t("a"), "c_1", Some(200_000)).await.unwrap();
+            assert_ne!(again.key_id, first.key_id, "an expired key is replaced");
+            let stored = store.load(&t("a"), "c_1", 1_000 + 86_400).await.unwrap();
+            assert_eq!(stored.map(|w| w.key_id), Some(again.key_id));
         });
     }
 
@@ -837,14 +897,18 @@ mod tests {
     fn transit_keys_are_per_day_and_outlive_the_queue() {
         block_on(async {
             let store = Arc::new(MemoryKeyStore::default());
-            let ring = Keyring::new(store.clone(), Arc::new(LocalKeyWrapper::new([1; 32])));
+            let ring = Keyring::new(
+                store.clone(),
+                Arc::new(LocalKeyWrapper::new([1; 32])),
+                Clock::fixed(0),
+            );
             let day = 20_000 * 86_400;
             let a = ring.transit_sealer(&t("a"), day + 10).await.unwrap();
             let b = ring.transit_sealer(&t("a"), day + 80_000).await.unwrap();
             let c = ring.transit_sealer(&t("a"), day + 86_400).await.unwrap();
             assert_eq!(a.keyref(), b.keyref());
             assert_ne!(a.keyref(), c.keyref());
-            let w = store.load(&t("a"), a.keyref()).await.unwrap().unwrap();
+            let w = store.load(&t("a"), a.keyref(), 0).await.unwrap().unwrap();
             assert_eq!(w.expires_at, Some(day + 86_400 + TRANSIT_KEY_EXTRA_SECS));
         });
     }

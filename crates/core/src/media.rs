@@ -419,7 +419,7 @@ mod tests {
 
     #[test]
     fn files_of_every_size_round_trip_and_hide_their_bytes() {
-        let keys = Keyring::in_memory();
+        let keys = Keyring::in_memory(crate::Clock::system());
         let t = TenantId::parse("a").unwrap();
         for len in [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 3 * CHUNK, 3 * CHUNK + 17] {
             let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
@@ -447,7 +447,7 @@ mod tests {
 
     #[test]
     fn truncated_reordered_or_swapped_files_do_not_open() {
-        let keys = Keyring::in_memory();
+        let keys = Keyring::in_memory(crate::Clock::system());
         let t = TenantId::parse("a").unwrap();
         let data = vec![7u8; 2 * CHUNK + 5];
         let (blob, size, _) = seal_file(&keys, &t, &data, 1);

@@ -1,6 +1,7 @@
 //! Use case of the message-router: turn one queued webhook into stored messages, contacts,
 //! statuses and events, each exactly once, for the right tenant.
 
+use crate::Clock;
 use crate::crypto::{CryptoError, Keyring};
 use crate::envelope::{ENVELOPE_PURPOSE, Envelope};
 use crate::ids::{ContactId, Identity, Pseudonymizer, TenantId, content_digest};
@@ -12,7 +13,6 @@ use crate::ports::{Directory, MessageStore, OutboundQueue, QueueError, StoreErro
 use crate::records::*;
 use crate::tenant::Tenant;
 use crate::webhook::{Contact, Event, Message, Status, webhook_from_value};
-use crate::{Clock, unix_now};
 use serde_json::{Value, json};
 use std::sync::Arc;
 
@@ -66,8 +66,8 @@ impl Router {
             store,
             directory,
             pseudonymizer,
+            clock: keys.clock().clone(),
             keys,
-            clock: Arc::new(unix_now),
             outbound: None,
         }
     }
@@ -80,11 +80,6 @@ impl Router {
             queue,
             self.keys.clone(),
         )));
-        self
-    }
-
-    pub fn with_clock(mut self, clock: Clock) -> Self {
-        self.clock = clock;
         self
     }
 
@@ -123,7 +118,7 @@ impl Router {
         }
         let webhook = webhook_from_value(payload)
             .map_err(|_| RouteError::Malformed("payload is not a webhook"))?;
-        let now = (self.clock)();
+        let now = self.clock.now();
         let tenant = match self.directory.channel(&envelope.phone_number_id).await? {
             Some(channel) => self.directory.tenant(&channel.tenant_id).await?,
             None => None,
@@ -510,7 +505,7 @@ impl Router {
         if let (Some(queue), Some(_)) = (&self.outbound, &tenant.forward_url) {
             let message = self
                 .store
-                .message_by_wamid(&tenant.id, &stored.wamid_key, (self.clock)())
+                .message_by_wamid(&tenant.id, &stored.wamid_key, self.clock.now())
                 .await?;
             let job = Job::Forward {
                 tenant: tenant.id.clone(),

@@ -515,7 +515,7 @@ impl crate::ports::OutboundQueue for SealedOutbound {
         jobs: &[crate::jobs::Job],
     ) -> Result<(), crate::ports::QueueError> {
         use crate::jobs::Job;
-        let now = crate::unix_now();
+        let now = self.keys.clock().now();
         let mut sealed = Vec::with_capacity(jobs.len());
         for job in jobs {
             let mut job = job.clone();

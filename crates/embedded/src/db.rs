@@ -1,6 +1,8 @@
 //! The SQLite file under `data_dir` and its schema.
 
+use relay_core::Clock;
 use rusqlite::Connection;
+use rusqlite::functions::FunctionFlags;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -151,8 +153,14 @@ CREATE TABLE IF NOT EXISTS audit (
 CREATE INDEX IF NOT EXISTS audit_by_tenant ON audit (tenant, at_ms DESC);
 CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
 BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
-CREATE TRIGGER IF NOT EXISTS audit_no_early_delete BEFORE DELETE ON audit
-WHEN OLD.expires_at > CAST(strftime('%s', 'now') AS INTEGER)
+-- "Expired" is judged on the relay's clock (relay_now(), registered on every connection the
+-- relay opens), the clock the code stamps `expires_at` with: SQLite's own clock would let a
+-- rule enforced here disagree with the same rule in the code. A connection without the
+-- function (a hand-opened sqlite3 shell) cannot delete at all. Databases made before this
+-- had the trigger on strftime('now'): it is replaced at every open.
+DROP TRIGGER IF EXISTS audit_no_early_delete;
+CREATE TRIGGER audit_no_early_delete BEFORE DELETE ON audit
+WHEN OLD.expires_at > relay_now()
 BEGIN SELECT RAISE(ABORT, 'audit entries are kept until they expire'); END;
 "#;
 
@@ -170,6 +178,18 @@ pub enum DbError {
 #[derive(Clone)]
 pub struct Database {
     conn: Arc<Mutex<Connection>>,
+    clock: Clock,
+}
+
+/// Makes the relay's clock callable from SQL as `relay_now()` (Unix seconds).
+fn register_clock(conn: &Connection, clock: &Clock) -> rusqlite::Result<()> {
+    let clock = clock.clone();
+    conn.create_scalar_function(
+        "relay_now",
+        0,
+        FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_INNOCUOUS,
+        move |_| Ok(clock.now()),
+    )
 }
 
 impl Database {
@@ -180,9 +200,11 @@ impl Database {
     /// 200, a reply answered 202 — is committed by the queue with `synchronous=FULL`
     /// ([`Database::durably`]), which also makes everything before it durable; destroying a
     /// key checkpoints the log into the file.
-    pub fn open(path: &Path) -> Result<Self, DbError> {
+    /// Every rule the store, the queue and the schema enforce on time reads `clock`.
+    pub fn open(path: &Path, clock: Clock) -> Result<Self, DbError> {
         let open = || -> rusqlite::Result<Connection> {
             let conn = Connection::open(path)?;
+            register_clock(&conn, &clock)?;
             conn.pragma_update(None, "journal_mode", "WAL")?;
             conn.pragma_update(None, "synchronous", "NORMAL")?;
             // Deleted rows (erasure, expiry) are overwritten, not left in free pages.
@@ -197,18 +219,26 @@ impl Database {
         })?;
         Ok(Database {
             conn: Arc::new(Mutex::new(conn)),
+            clock,
         })
     }
 
     /// A private in-memory database, for tests and benchmarks.
-    pub fn in_memory() -> Self {
+    pub fn in_memory(clock: Clock) -> Self {
         let conn = Connection::open_in_memory().expect("in-memory SQLite opens");
+        register_clock(&conn, &clock).expect("relay_now() registers");
         conn.pragma_update(None, "secure_delete", "ON")
             .expect("secure_delete applies");
         conn.execute_batch(SCHEMA).expect("schema applies");
         Database {
             conn: Arc::new(Mutex::new(conn)),
+            clock,
         }
+    }
+
+    /// The clock this database's rules (expiry, visibility, the audit trigger) read.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
     }
 
     /// Folds the write-ahead log into the file and truncates it, so deleted rows do not

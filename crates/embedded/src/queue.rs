@@ -66,7 +66,7 @@ fn committer(
                 Err(_) => break,
             }
         }
-        let now = relay_core::unix_now_ms();
+        let now = db.clock().now_ms();
         let result = db
             .durably(|tx| {
                 let mut insert = tx.prepare_cached(
@@ -129,7 +129,7 @@ impl SqliteQueue {
         max: usize,
         visibility: Duration,
     ) -> Result<Vec<ReceivedMessage>, QueueError> {
-        let now = relay_core::unix_now_ms();
+        let now = self.db.clock().now_ms();
         let mut conn = self.db.lock();
         let tx = conn.transaction().map_err(q_err)?;
         // Both statements walk the index (queue, visible_at_ms, id) in order and stop after a
@@ -215,7 +215,7 @@ impl SqliteQueue {
             params![
                 self.name,
                 receipt,
-                relay_core::unix_now_ms() + delay.as_millis() as i64
+                self.db.clock().now_ms() + delay.as_millis() as i64
             ],
         )
         .map_err(q_err)?;
@@ -266,7 +266,7 @@ impl SqliteQueue {
         let n = conn
             .execute(
                 "UPDATE queue SET queue = ?1, receive_count = 0, visible_at_ms = ?3, receipt = NULL WHERE queue = ?2",
-                params![self.name, self.dlq_name(), relay_core::unix_now_ms()],
+                params![self.name, self.dlq_name(), self.db.clock().now_ms()],
             )
             .map_err(q_err)?;
         drop(conn);
@@ -324,7 +324,7 @@ impl relay_core::ports::JobControl for SqliteQueue {
         let conn = self.db.lock();
         conn.execute(
             "INSERT INTO queue (queue, body, sent_at_ms, visible_at_ms) VALUES (?1, ?2, ?3, ?3)",
-            params![self.dlq_name(), body, relay_core::unix_now_ms()],
+            params![self.dlq_name(), body, self.db.clock().now_ms()],
         )
         .map_err(q_err)?;
         Ok(())

@@ -898,12 +898,13 @@ impl KeyStore for SqliteKeyStore {
         &self,
         tenant: &TenantId,
         keyref: &str,
+        now: i64,
     ) -> Result<Option<WrappedKey>, CryptoError> {
         let conn = self.db.lock();
         conn.query_row(
             "SELECT key_id, wrapped, expires_at FROM data_keys WHERE tenant = ?1 AND keyref = ?2
-             AND (expires_at IS NULL OR expires_at > CAST(strftime('%s', 'now') AS INTEGER))",
-            params![tenant.as_str(), keyref],
+             AND (expires_at IS NULL OR expires_at > ?3)",
+            params![tenant.as_str(), keyref, now],
             |r| {
                 Ok(WrappedKey {
                     key_id: r.get(0)?,
@@ -921,20 +922,24 @@ impl KeyStore for SqliteKeyStore {
         tenant: &TenantId,
         keyref: &str,
         key: &WrappedKey,
+        now: i64,
     ) -> Result<Option<WrappedKey>, CryptoError> {
         let n = {
             let conn = self.db.lock();
+            // An expired (not yet swept) key may be replaced, as on DynamoDB.
             conn.execute(
                 "INSERT INTO data_keys (tenant, keyref, key_id, wrapped, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT DO NOTHING",
-                params![tenant.as_str(), keyref, key.key_id, key.wrapped, key.expires_at],
+                 ON CONFLICT (tenant, keyref) DO UPDATE SET
+                   key_id = excluded.key_id, wrapped = excluded.wrapped, expires_at = excluded.expires_at
+                 WHERE data_keys.expires_at IS NOT NULL AND data_keys.expires_at <= ?6",
+                params![tenant.as_str(), keyref, key.key_id, key.wrapped, key.expires_at, now],
             )
             .map_err(key_err)?
         };
         if n == 1 {
             Ok(None)
         } else {
-            self.load(tenant, keyref).await
+            self.load(tenant, keyref, now).await
         }
     }
 

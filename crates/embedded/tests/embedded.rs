@@ -5,7 +5,7 @@ use std::time::Duration;
 
 #[tokio::test]
 async fn sqlite_store_follows_the_store_rules() {
-    let store = SqliteMessageStore::new(Database::in_memory());
+    let store = SqliteMessageStore::new(Database::in_memory(relay_core::Clock::system()));
     relay_core::testkit::store_conformance(&store).await;
 }
 
@@ -14,10 +14,12 @@ async fn store_data_survives_reopening_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("relay.db");
     {
-        let store = SqliteMessageStore::new(Database::open(&path).unwrap());
+        let store =
+            SqliteMessageStore::new(Database::open(&path, relay_core::Clock::system()).unwrap());
         relay_core::testkit::store_conformance(&store).await;
     }
-    let store = SqliteMessageStore::new(Database::open(&path).unwrap());
+    let store =
+        SqliteMessageStore::new(Database::open(&path, relay_core::Clock::system()).unwrap());
     let q = relay_core::ports::MessageStore::list_quarantine(&store, 10, 0)
         .await
         .unwrap();
@@ -30,7 +32,11 @@ async fn store_data_survives_reopening_the_file() {
 
 #[tokio::test]
 async fn queue_is_at_least_once_with_visibility_and_dead_letters() {
-    let queue = SqliteQueue::new(Database::in_memory(), "inbound", 2);
+    let queue = SqliteQueue::new(
+        Database::in_memory(relay_core::Clock::system()),
+        "inbound",
+        2,
+    );
     queue
         .enqueue(&["a".to_owned(), "b".to_owned()])
         .await
@@ -87,7 +93,11 @@ async fn queue_is_at_least_once_with_visibility_and_dead_letters() {
 
 #[tokio::test]
 async fn queue_refuses_oversized_messages_and_enqueues_nothing() {
-    let queue = SqliteQueue::new(Database::in_memory(), "inbound", 5);
+    let queue = SqliteQueue::new(
+        Database::in_memory(relay_core::Clock::system()),
+        "inbound",
+        5,
+    );
     let big = "x".repeat(relay_embedded::MAX_MESSAGE_BYTES + 1);
     assert!(queue.enqueue(&["ok".to_owned(), big]).await.is_err());
     assert_eq!(queue.depth().unwrap(), 0);
@@ -96,7 +106,7 @@ async fn queue_refuses_oversized_messages_and_enqueues_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_enqueues_are_committed_together_and_each_lands_once() {
     let dir = tempfile::tempdir().unwrap();
-    let db = Database::open(&dir.path().join("relay.db")).unwrap();
+    let db = Database::open(&dir.path().join("relay.db"), relay_core::Clock::system()).unwrap();
     let queue = std::sync::Arc::new(SqliteQueue::new(db.clone(), "inbound", 5));
     let tasks: Vec<_> = (0..300)
         .map(|i| {
@@ -114,7 +124,7 @@ async fn concurrent_enqueues_are_committed_together_and_each_lands_once() {
     // Every answer came after its commit: all 600 are there, on reopening the file too.
     drop(queue);
     let reopened = SqliteQueue::new(
-        Database::open(&dir.path().join("relay.db")).unwrap(),
+        Database::open(&dir.path().join("relay.db"), relay_core::Clock::system()).unwrap(),
         "inbound",
         5,
     );

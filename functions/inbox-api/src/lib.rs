@@ -156,9 +156,10 @@ async fn audited(
                 .and_then(|c| ContactId::parse(c).ok())
                 .map(|c| c.to_string())
         });
-    let now = (state.clock)();
+    let at_ms = state.clock.now_ms();
+    let now = at_ms.div_euclid(1000);
     let entry = AuditEntry {
-        at_ms: relay_core::unix_now_ms(),
+        at_ms,
         tenant,
         actor,
         action: action.to_owned(),
@@ -324,7 +325,7 @@ async fn list_conversations(
     query: Result<Query<PageQuery>, QueryRejection>,
 ) -> Result<Response, ProblemResponse> {
     let page = page(query)?;
-    let now = (state.clock)();
+    let now = state.clock.now();
     let result = state
         .store
         .list_conversations(&tenant, &page, now)
@@ -346,7 +347,7 @@ async fn list_messages(
     let not_found = || problem(404, "not-found", "No such conversation");
     let contact = ContactId::parse(&contact_id).map_err(|_| not_found())?;
     let page = page(query)?;
-    let now = (state.clock)();
+    let now = state.clock.now();
     if state
         .store
         .conversation(&tenant, &contact, now)
@@ -447,7 +448,7 @@ async fn send_message(
         .validate()
         .map_err(|e| detailed(422, e.slug, "WhatsApp would refuse this message", e.detail))?;
 
-    let now = (state.clock)();
+    let now = state.clock.now();
     let Some(record) = state
         .store
         .contact(&tenant, &contact, now)
@@ -621,7 +622,7 @@ async fn mark_read(
 ) -> Result<Response, ProblemResponse> {
     let not_found = || problem(404, "not-found", "No such conversation");
     let contact = ContactId::parse(&contact_id).map_err(|_| not_found())?;
-    let now = (state.clock)();
+    let now = state.clock.now();
     if state
         .store
         .conversation(&tenant, &contact, now)
@@ -694,7 +695,7 @@ async fn export_contact(
     let contact = ContactId::parse(&contact_id).map_err(|_| not_found())?;
     let doc = state
         .privacy
-        .export(&tenant, &contact, (state.clock)())
+        .export(&tenant, &contact, state.clock.now())
         .await
         .map_err(store_problem)?
         .ok_or_else(not_found)?;
@@ -722,7 +723,7 @@ async fn erase_contact(
         ContactId::parse(&contact_id).map_err(|_| problem(404, "not-found", "No such contact"))?;
     let receipt = state
         .privacy
-        .erase(&tenant, &contact, (state.clock)())
+        .erase(&tenant, &contact, state.clock.now())
         .await
         .map_err(store_problem)?;
     Ok(ok_json(serde_json::to_value(&receipt).unwrap_or_default()))
@@ -772,7 +773,7 @@ async fn get_media(
 ) -> Result<Response, ProblemResponse> {
     use relay_core::media::{FileOpener, MediaStatus, message_key_of};
     let not_found = || problem(404, "not-found", "No such media");
-    let now = (state.clock)();
+    let now = state.clock.now();
     // A file of a message (`md_…`), or one the pharmacy uploaded (`mu_…`).
     let (media, contact_id, filename) = if media_id.starts_with(relay_core::outbound::UPLOAD_PREFIX)
         && media_id.len() <= 64
@@ -1026,7 +1027,7 @@ async fn upload_media(
             ),
         ));
     }
-    let now = (state.clock)();
+    let now = state.clock.now();
     let not_found = || problem(404, "not-found", "No such conversation");
     if state
         .store

@@ -5,6 +5,7 @@
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use inbox_api::{Inbox, OPENAPI, ROUTES, router};
+use relay_core::Clock;
 use relay_core::config::RelayConfig;
 use relay_core::crypto::{Keyring, LocalKeyWrapper};
 use relay_core::directory::StaticDirectory;
@@ -17,6 +18,7 @@ use relay_core::sealed::SealedStore;
 use relay_embedded::{Database, SqliteAuditLog, SqliteKeyStore, SqliteMessageStore};
 use serde_json::{Value, json};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use tower::ServiceExt;
 
 const NOW: i64 = 1_764_400_000;
@@ -86,15 +88,24 @@ struct Fixture {
     audit: Arc<SqliteAuditLog>,
     db: Database,
     blobs: relay_core::media::MemoryBlobStore,
+    /// The fixture's clock (Unix seconds).
+    now: Arc<AtomicI64>,
 }
 
 async fn fixture() -> Fixture {
     let config = RelayConfig::parse(CONFIG, &|_| None).unwrap();
     let directory = Arc::new(StaticDirectory::from_config(&config));
-    let db = Database::in_memory();
+    // One clock for the whole fixture, standing at NOW unless a test moves it.
+    let now = Arc::new(AtomicI64::new(NOW));
+    let clock = {
+        let now = now.clone();
+        Clock::from_millis_fn(move || now.load(Ordering::Relaxed) * 1000)
+    };
+    let db = Database::in_memory(clock.clone());
     let keys = Arc::new(Keyring::new(
         Arc::new(SqliteKeyStore::new(db.clone())),
         Arc::new(LocalKeyWrapper::new([3; 32])),
+        clock.clone(),
     ));
     let raw = Arc::new(SqliteMessageStore::new(db.clone()));
     let blobs = relay_core::media::MemoryBlobStore::default();
@@ -105,8 +116,7 @@ async fn fixture() -> Fixture {
         directory.clone(),
         pseudonymizer.clone(),
         keys.clone(),
-    )
-    .with_clock(Arc::new(|| NOW));
+    );
     // Tenant A: 3 customers, the first with 5 messages. Tenant B: 1 customer.
     for i in 0..3 {
         for j in 0..(if i == 0 { 5 } else { 1 }) {
@@ -171,7 +181,7 @@ async fn fixture() -> Fixture {
         max_media_response_bytes: None,
         audit: audit.clone(),
         audit_retention_secs: 365 * 86_400,
-        clock: Arc::new(|| NOW),
+        clock,
     })
     .fallback(relay_http::not_found);
     Fixture {
@@ -184,6 +194,7 @@ async fn fixture() -> Fixture {
         audit,
         db,
         blobs,
+        now,
     }
 }
 
@@ -1035,6 +1046,8 @@ async fn the_audit_log_is_append_only() {
     get(&f.app, "/v1/conversations", Some(KEY_A)).await;
     assert_eq!(f.audit.list(None, 10, NOW).await.unwrap().len(), 1);
     assert!(f.db.execute("UPDATE audit SET action = 'nothing'").is_err());
+    // Kept until it expires on the relay's clock (the one that stamped it), whatever the
+    // date on the machine running this.
     assert!(f.db.execute("DELETE FROM audit").is_err());
     let e = &f.audit.list(None, 10, NOW).await.unwrap()[0];
     assert_eq!(e.action, "conversations.list");
@@ -1042,6 +1055,13 @@ async fn the_audit_log_is_append_only() {
     // The health check touches no personal data: not audited.
     get(&f.app, "/healthz", None).await;
     assert_eq!(f.audit.list(None, 10, NOW).await.unwrap().len(), 1);
+
+    // Retention is 365 days: a second before, still refused; from then on, deletable.
+    f.now.store(NOW + 365 * 86_400 - 1, Ordering::Relaxed);
+    assert!(f.db.execute("DELETE FROM audit").is_err(), "a second early");
+    assert!(f.db.execute("UPDATE audit SET action = 'nothing'").is_err());
+    f.now.store(NOW + 365 * 86_400, Ordering::Relaxed);
+    assert_eq!(f.db.execute("DELETE FROM audit").unwrap(), 1);
 }
 
 #[tokio::test]
@@ -1266,7 +1286,7 @@ async fn a_read_that_cannot_be_audited_releases_nothing() {
         audit_retention_secs: 86_400,
         blobs: Arc::new(f.blobs.clone()),
         max_media_response_bytes: None,
-        clock: Arc::new(|| NOW),
+        clock: Clock::fixed(NOW),
     });
     let (status, body) = get(&app, "/v1/conversations", Some(KEY_A)).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);

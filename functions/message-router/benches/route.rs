@@ -38,10 +38,14 @@ fn bench(c: &mut Criterion) {
         .expect("runtime");
     let config = RelayConfig::parse(CONFIG, &|_| None).expect("config");
     // As in production: every personal field sealed under the contact's key.
-    let keys = Arc::new(relay_core::crypto::Keyring::in_memory());
+    let keys = Arc::new(relay_core::crypto::Keyring::in_memory(
+        relay_core::Clock::system(),
+    ));
     let router = Router::new(
         Arc::new(relay_core::sealed::SealedStore::new(
-            Arc::new(SqliteMessageStore::new(Database::in_memory())),
+            Arc::new(SqliteMessageStore::new(Database::in_memory(
+                relay_core::Clock::system(),
+            ))),
             keys.clone(),
         )),
         Arc::new(StaticDirectory::from_config(&config)),

@@ -35,9 +35,13 @@ struct Fixture {
 }
 
 fn setup() -> Fixture {
-    let keys = Arc::new(relay_core::crypto::Keyring::in_memory());
+    let keys = Arc::new(relay_core::crypto::Keyring::in_memory(
+        relay_core::Clock::fixed(NOW),
+    ));
     let store = Arc::new(relay_core::sealed::SealedStore::new(
-        Arc::new(SqliteMessageStore::new(Database::in_memory())),
+        Arc::new(SqliteMessageStore::new(Database::in_memory(
+            relay_core::Clock::fixed(NOW),
+        ))),
         keys.clone(),
     ));
     let config = RelayConfig::parse(CONFIG, &|_| None).unwrap();
@@ -47,8 +51,7 @@ fn setup() -> Fixture {
         Arc::new(StaticDirectory::from_config(&config)),
         pseudo.clone(),
         keys,
-    )
-    .with_clock(Arc::new(|| NOW));
+    );
     Fixture {
         router,
         store,

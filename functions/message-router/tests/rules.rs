@@ -59,9 +59,13 @@ struct Setup {
 }
 
 fn setup(extra: &str) -> Setup {
-    let keys = Arc::new(relay_core::crypto::Keyring::in_memory());
+    let keys = Arc::new(relay_core::crypto::Keyring::in_memory(
+        relay_core::Clock::fixed(NOW),
+    ));
     let store = Arc::new(relay_core::sealed::SealedStore::new(
-        Arc::new(SqliteMessageStore::new(Database::in_memory())),
+        Arc::new(SqliteMessageStore::new(Database::in_memory(
+            relay_core::Clock::fixed(NOW),
+        ))),
         keys.clone(),
     ));
     let jobs = Arc::new(Jobs::default());
@@ -71,7 +75,6 @@ fn setup(extra: &str) -> Setup {
         Arc::new(Pseudonymizer::new([2; 32])),
         keys.clone(),
     )
-    .with_clock(Arc::new(|| NOW))
     .with_outbound(jobs.clone());
     Setup {
         router,

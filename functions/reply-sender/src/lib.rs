@@ -183,7 +183,7 @@ fn give_up_error(last: &ApiError, attempts: u32) -> ApiError {
 
 impl Sender {
     fn now(&self) -> i64 {
-        (self.clock)()
+        self.clock.now()
     }
 
     fn share(&self, rate: u32) -> u32 {

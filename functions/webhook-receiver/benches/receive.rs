@@ -38,7 +38,7 @@ fn bench(c: &mut Criterion) {
     let channels = &config.tenants[0].channels;
     let body = body_2kb();
     // The real path seals each piece under the tenant's transit key (cached after the first).
-    let keys = relay_core::crypto::Keyring::in_memory();
+    let keys = relay_core::crypto::Keyring::in_memory(relay_core::Clock::system());
     let sealer =
         ready(keys.transit_sealer(&config.tenants[0].tenant.id, 1_800_000_000)).expect("key");
     let mut g = c.benchmark_group("receiver");

@@ -225,7 +225,7 @@ async fn receive(
             .into_response();
         }
     };
-    let now_ms = relay_core::unix_now_ms();
+    let now_ms = state.keys.clock().now_ms();
     let refused = |p: ProblemResponse| {
         tracing::warn!(phone_number_id = %phone_number_id, status = p.0.status, problem = p.0.slug(), bytes = body.len(), "webhook refused");
         p.into_response()

@@ -67,7 +67,9 @@ struct App {
 fn app_with(queue: RecordingQueue, max_body_bytes: usize) -> App {
     let queue = Arc::new(queue);
     let config = RelayConfig::parse(CONFIG, &|_| None).unwrap();
-    let keys = Arc::new(relay_core::crypto::Keyring::in_memory());
+    let keys = Arc::new(relay_core::crypto::Keyring::in_memory(
+        relay_core::Clock::system(),
+    ));
     let router = router(Receiver {
         directory: Arc::new(StaticDirectory::from_config(&config)),
         queue: queue.clone(),

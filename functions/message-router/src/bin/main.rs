@@ -12,7 +12,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let clients = relay_aws::Clients::new(&relay_aws::sdk_config(None).await);
     let pseudonymizer = clients.pseudonymizer(&settings.table).await?;
     let outbound = clients.job_queue(settings.require_outbound_queue()?, None);
-    let keys = settings.keyring(&clients)?;
+    let keys = settings.keyring(&clients, relay_core::Clock::system())?;
     let router = Router::new(
         Arc::new(clients.sealed_store(&settings.table, keys.clone())),
         Arc::new(clients.directory(&settings.table)),

@@ -10,7 +10,8 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     relay_aws::init_tracing(relay_aws::LogFormat::Json);
     let settings = relay_aws::Settings::for_function("reply-sender")?;
     let clients = relay_aws::Clients::new(&relay_aws::sdk_config(None).await);
-    let keys = settings.keyring(&clients)?;
+    let clock = relay_core::Clock::system();
+    let keys = settings.keyring(&clients, clock.clone())?;
     // One HTTP client for 360dialog and forwards: one TLS setup at cold start.
     let whatsapp = relay_whatsapp::WhatsAppClient::default();
     let sender = Sender {
@@ -28,7 +29,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         whatsapp,
         limiter: ChannelLimiter::default(),
         policy: RetryPolicy::default(),
-        clock: relay_core::system_clock(),
+        clock,
         concurrency: settings.sender_concurrency,
     };
     let sender = &sender;

@@ -11,7 +11,7 @@ async fn main() -> Result<(), lambda_http::Error> {
     let receiver = Receiver {
         directory: Arc::new(clients.directory(&settings.table)),
         queue: Arc::new(clients.inbound_queue(settings.require_inbound_queue()?)),
-        keys: settings.keyring(&clients)?,
+        keys: settings.keyring(&clients, relay_core::Clock::system())?,
         pseudonymizer: Arc::new(clients.pseudonymizer(&settings.table).await?),
         max_body_bytes: settings.max_body_bytes,
     };
