@@ -133,8 +133,8 @@ struct ProxyState {
     /// per request.
     dynamo: tokio::sync::Mutex<()>,
     /// Calls of this operation (`x-amz-target`, e.g. `DynamoDB_20120810.UpdateItem`) are
-    /// refused with 500 and not made.
-    refuse: std::sync::Mutex<Option<String>>,
+    /// refused with 500 and not made — once a call of the second one (if any) has been made.
+    refuse: std::sync::Mutex<Option<(String, Option<String>)>>,
 }
 
 /// An HTTP proxy in front of moto that injects [`AwsFaults`] while switched on. The SDK
@@ -174,10 +174,16 @@ impl FaultProxy {
         self.state.lose_next.store(n, Ordering::SeqCst);
     }
 
-    /// Every call of `operation` (its `x-amz-target`) fails with 500 and is not made, until
-    /// `refuse(None)`: for tests of a write interrupted between two calls.
-    pub fn refuse(&self, operation: Option<&str>) {
-        *self.state.refuse.lock().unwrap_or_else(|e| e.into_inner()) = operation.map(str::to_owned);
+    /// From the first call of `after` on, every call of `operation` (both `x-amz-target`s)
+    /// fails with 500 and is not made, until [`FaultProxy::refuse_none`]: for tests of a
+    /// write interrupted between two calls.
+    pub fn refuse_after(&self, after: &str, operation: &str) {
+        *self.state.refuse.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((operation.to_owned(), Some(after.to_owned())));
+    }
+
+    pub fn refuse_none(&self) {
+        *self.state.refuse.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
     pub fn set_enabled(&self, on: bool) {
@@ -226,12 +232,17 @@ async fn proxy(State(s): State<Arc<ProxyState>>, req: Request) -> Response {
         Slow,
         Lost,
     }
-    let refused = s
-        .refuse
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .as_deref()
-        .is_some_and(|r| r == target);
+    let refused = {
+        let mut refuse = s.refuse.lock().unwrap_or_else(|e| e.into_inner());
+        match refuse.as_mut() {
+            Some((_, after)) if after.as_deref() == Some(target.as_str()) => {
+                *after = None;
+                false
+            }
+            Some((op, None)) => *op == target,
+            _ => false,
+        }
+    };
     if refused {
         return aws_error(StatusCode::INTERNAL_SERVER_ERROR, "InternalFailure");
     }

@@ -592,7 +592,10 @@ async fn a_conversation_is_listed_with_its_window_even_if_the_router_stops_half_
     post_webhooks(&http, &relay, 1, 1, 1, &|_| {})
         .await
         .unwrap();
-    proxy.refuse(Some("DynamoDB_20120810.UpdateItem"));
+    proxy.refuse_after(
+        "DynamoDB_20120810.TransactWriteItems",
+        "DynamoDB_20120810.UpdateItem",
+    );
     let event = relay_e2e::receive_event(&direct.sqs, &d.queue_url)
         .await
         .unwrap();
@@ -606,7 +609,7 @@ async fn a_conversation_is_listed_with_its_window_even_if_the_router_stops_half_
         "listed without a window: {}",
         listed[0]
     );
-    proxy.refuse(None);
+    proxy.refuse_none();
     let contact = listed[0]["contact_id"].as_str().unwrap().to_owned();
     let (_, refusals) = post_replies(&http, &relay, &[contact], 1, 1).await.unwrap();
     assert_eq!(refusals, 0);
