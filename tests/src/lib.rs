@@ -128,6 +128,31 @@ pub struct Deployment {
 }
 
 impl Deployment {
+    /// The settings `function` reads from the environment template.yaml gives it here.
+    pub fn settings(&self, function: &str) -> anyhow::Result<relay_aws::Settings> {
+        let given: Vec<&str> = [relay_aws::FUNCTION_ENV, relay_aws::FUNCTION_OPTIONAL_ENV]
+            .iter()
+            .flat_map(|list| list.iter())
+            .filter(|(f, _)| *f == function)
+            .flat_map(|(_, vars)| vars.iter().copied())
+            .collect();
+        let value = |k: &str| -> Option<String> {
+            Some(match k {
+                "RELAY_TABLE" => self.table.clone(),
+                "INBOUND_QUEUE_URL" => self.queue_url.clone(),
+                "OUTBOUND_QUEUE_URL" => self.outbound_url.clone(),
+                "OUTBOUND_DLQ_URL" => self.outbound_dlq_url.clone(),
+                "KEYS_TABLE" => self.keys_table.clone(),
+                "RELAY_KMS_KEY_ID" => self.kms_key_id.clone(),
+                "AUDIT_TABLE" => self.audit_table.clone(),
+                "MEDIA_BUCKET" => self.media_bucket.clone(),
+                _ => return None,
+            })
+        };
+        let lookup = |k: &str| given.contains(&k).then(|| value(k)).flatten();
+        Ok(relay_aws::Settings::for_function_from(function, &lookup)?)
+    }
+
     pub fn keyring(
         &self,
         clients: &relay_aws::Clients,
@@ -466,59 +491,27 @@ pub struct Wired {
 }
 
 pub async fn wire(clients: &relay_aws::Clients, d: &Deployment) -> anyhow::Result<Wired> {
-    use std::sync::Arc;
-    let jobs = Arc::new(clients.job_queue(&d.outbound_url, Some(d.outbound_dlq_url.clone())));
-    let pseudonymizer = Arc::new(clients.pseudonymizer(&d.table).await?);
-    // Each function has its own keyring (its own cache), as each Lambda has.
-    let receiver = webhook_receiver::router(webhook_receiver::Receiver {
-        directory: Arc::new(clients.directory(&d.table)),
-        queue: Arc::new(clients.inbound_queue(&d.queue_url)),
-        keys: d.keyring(clients),
-        pseudonymizer: pseudonymizer.clone(),
-        max_body_bytes: relay_core::config::DEFAULT_MAX_BODY_BYTES,
-    });
-    let inbox_keys = d.keyring(clients);
-    let inbox_store = Arc::new(clients.sealed_store(&d.table, inbox_keys.clone()));
-    let inbox = inbox_api::router(inbox_api::Inbox {
-        directory: Arc::new(clients.directory(&d.table)),
-        store: inbox_store.clone(),
-        outbound: jobs.clone(),
-        privacy: relay_core::privacy::Privacy {
-            store: inbox_store,
-            keys: inbox_keys,
-            pseudonymizer: pseudonymizer.clone(),
-            blobs: Arc::new(clients.blob_store(&d.media_bucket)),
-        },
-        blobs: Arc::new(clients.blob_store(&d.media_bucket)),
-        max_media_response_bytes: Some(5_000_000),
-        audit: Arc::new(clients.audit_log(&d.audit_table)),
-        audit_retention_secs: 365 * 86_400,
-        clock: relay_core::Clock::system(),
-    });
-    let router_keys = d.keyring(clients);
-    let router = relay_core::routing::Router::new(
-        Arc::new(clients.sealed_store(&d.table, router_keys.clone())),
-        Arc::new(clients.directory(&d.table)),
-        pseudonymizer.clone(),
-        router_keys,
-    )
-    .with_outbound(jobs.clone());
-    let sender_keys = d.keyring(clients);
-    let sender = reply_sender::Sender {
-        store: Arc::new(clients.sealed_store(&d.table, sender_keys.clone())),
-        keys: sender_keys,
-        blobs: Arc::new(clients.blob_store(&d.media_bucket)),
-        max_media_bytes: relay_core::media::DEFAULT_MAX_MEDIA_BYTES,
-        directory: Arc::new(clients.directory(&d.table)),
-        control: jobs,
-        pseudonymizer,
-        whatsapp: relay_whatsapp::WhatsAppClient::default(),
-        http: reqwest::Client::new(),
-        limiter: reply_sender::ChannelLimiter::default(),
-        policy: reply_sender::RetryPolicy::default(),
-        clock: relay_core::Clock::system(),
-        concurrency: 1,
+    // Each function is built as its Lambda main builds it: from the environment template.yaml
+    // gives it, through the composition root (so each has its own keyring and cache).
+    let clock = relay_core::Clock::system();
+    let aws = |function: &str| -> anyhow::Result<relay_aws::Aws> {
+        Ok(relay_aws::Aws::with_clients(
+            d.settings(function)?,
+            clients.clone(),
+        ))
     };
+    let receiver = webhook_receiver::router(webhook_receiver::Receiver::build(
+        &aws("webhook-receiver")?.backends(clock.clone()).await?,
+    )?);
+    let inbox = inbox_api::router(inbox_api::Inbox::build(
+        &aws("inbox-api")?.backends_with_media(clock.clone()).await?,
+    )?);
+    let router = aws("message-router")?
+        .backends(clock.clone())
+        .await?
+        .router();
+    let sender =
+        reply_sender::Sender::build(&aws("reply-sender")?.backends_with_media(clock).await?)?;
     Ok(Wired {
         receiver_url: format!("http://{}", serve(receiver).await),
         inbox_url: format!("http://{}", serve(inbox).await),

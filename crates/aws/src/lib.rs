@@ -1,6 +1,7 @@
 //! AWS adapters for the relay's ports: DynamoDB (store, directory), SQS (inbound queue) and
 //! KMS (channel secrets, the pseudonymisation key). Also the shared wiring of the Lambda
-//! `main`s: SDK configuration, typed settings from the environment, and tracing.
+//! `main`s: SDK configuration, typed settings from the environment, and the composition root
+//! ([`Aws`]).
 //!
 //! Error messages carry SDK error codes only, never item values.
 
@@ -12,6 +13,7 @@ mod kms;
 mod s3;
 mod settings;
 mod sqs;
+mod wiring;
 
 pub use directory::DynamoDirectory;
 pub use dynamo::DynamoMessageStore;
@@ -20,6 +22,7 @@ pub use kms::KmsSecrets;
 pub use s3::S3BlobStore;
 pub use settings::{FUNCTION_ENV, FUNCTION_OPTIONAL_ENV, Settings, SettingsError};
 pub use sqs::{SqsInboundQueue, SqsJobQueue};
+pub use wiring::{Aws, WiringError};
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 
@@ -71,27 +74,6 @@ where
         _ => "unknown SDK error".to_owned(),
     };
     format!("{op}: {what}")
-}
-
-/// Log output: JSON lines (Lambda, CloudWatch) or human-readable text (a terminal).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    Json,
-    Text,
-}
-
-/// Installs the global subscriber; the level comes from `RUST_LOG` (default `info`).
-/// A second call is a no-op (tests start many apps in one process).
-pub fn init_tracing(format: LogFormat) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false);
-    let _ = match format {
-        LogFormat::Json => builder.json().flatten_event(true).without_time().try_init(),
-        LogFormat::Text => builder.try_init(),
-    };
 }
 
 /// The SDK clients a function needs, built once in `main` and shared by cheap clones.

@@ -34,8 +34,7 @@ pub struct Settings {
     pub media_response_max_bytes: u64,
 }
 
-/// Default retention of audit log entries.
-pub const DEFAULT_AUDIT_RETENTION_DAYS: u32 = 365;
+use relay_core::config::DEFAULT_AUDIT_RETENTION_DAYS;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
@@ -109,10 +108,6 @@ pub const FUNCTION_OPTIONAL_ENV: &[(&str, &[&str])] = &[
 ];
 
 impl Settings {
-    pub fn from_env() -> Result<Self, SettingsError> {
-        Self::from_lookup(&|k| std::env::var(k).ok())
-    }
-
     /// The settings of one function, failing fast if any variable it needs is missing.
     pub fn for_function(name: &str) -> Result<Self, SettingsError> {
         Self::for_function_from(name, &|k| std::env::var(k).ok())

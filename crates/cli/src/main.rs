@@ -85,6 +85,10 @@ struct PrivacyArgs {
     /// The media bucket (with --aws).
     #[arg(long, env = "MEDIA_BUCKET")]
     media_bucket: Option<String>,
+    /// How long the audit entries of these commands are kept. Default: the deployment's
+    /// (AUDIT_RETENTION_DAYS on AWS; [server].audit_retention_days of ./relay.toml locally).
+    #[arg(long, env = "AUDIT_RETENTION_DAYS")]
+    audit_retention_days: Option<u32>,
 }
 
 #[derive(Subcommand)]
@@ -130,6 +134,10 @@ struct ServeArgs {
     /// Where the database and key file live (overrides [server].data_dir).
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Log lines on stderr: "text" (coloured only on a terminal) or "json" (one object a
+    /// line, for a log shipper).
+    #[arg(long, env = "RELAY_LOG_FORMAT", default_value = "text")]
+    log_format: relay_telemetry::LogFormat,
 }
 
 #[derive(Subcommand)]
@@ -296,7 +304,7 @@ async fn main() -> std::process::ExitCode {
 async fn run(cli: Cli, clock: Clock) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => {
-            relay_aws::init_tracing(relay_aws::LogFormat::Text);
+            relay_telemetry::init(args.log_format);
             let (config, source) = load_serve_config(args.config.as_deref())?;
             let listen: SocketAddr = match args.listen {
                 Some(l) => l,
@@ -433,8 +441,9 @@ async fn run(cli: Cli, clock: Clock) -> anyhow::Result<()> {
                 .await?
             } else {
                 // Payloads are sealed: read through the sealing store.
-                let (privacy, _) = privacy_for(&target, &privacy, &clock).await?;
-                privacy.store.list_quarantine(limit, clock.now()).await?
+                use relay_core::ports::MessageStore as _;
+                let backends = privacy_for(&target, &privacy, &clock).await?;
+                backends.store.list_quarantine(limit, clock.now()).await?
             };
             if items.is_empty() {
                 println!("no quarantined events");
@@ -461,17 +470,9 @@ async fn run(cli: Cli, clock: Clock) -> anyhow::Result<()> {
                 },
         } => {
             let (t, c) = parse_subject(&tenant, &contact_id)?;
-            let (privacy, audit) = privacy_for(&target, &privacy, &clock).await?;
-            let result = privacy.export(&t, &c, clock.now()).await;
-            audit_cli(
-                audit.as_ref(),
-                &t,
-                "contact.export",
-                &c,
-                result.is_ok(),
-                &clock,
-            )
-            .await;
+            let backends = privacy_for(&target, &privacy, &clock).await?;
+            let result = backends.privacy()?.export(&t, &c, clock.now()).await;
+            audit_cli(&backends, &t, "contact.export", &c, result.is_ok()).await;
             let doc = result?.with_context(|| {
                 format!("no contact {c} in tenant {t} (unknown, erased or expired)")
             })?;
@@ -501,17 +502,9 @@ async fn run(cli: Cli, clock: Clock) -> anyhow::Result<()> {
                     "erasing {c} cannot be undone: every message, status, consent entry and its data key are destroyed. Run again with --yes to confirm."
                 );
             }
-            let (privacy, audit) = privacy_for(&target, &privacy, &clock).await?;
-            let result = privacy.erase(&t, &c, clock.now()).await;
-            audit_cli(
-                audit.as_ref(),
-                &t,
-                "contact.erase",
-                &c,
-                result.is_ok(),
-                &clock,
-            )
-            .await;
+            let backends = privacy_for(&target, &privacy, &clock).await?;
+            let result = backends.privacy()?.erase(&t, &c, clock.now()).await;
+            audit_cli(&backends, &t, "contact.erase", &c, result.is_ok()).await;
             let receipt = result
                 .context("erasure stopped part-way; run the same command again to finish it")?;
             println!("{}", serde_json::to_string_pretty(&receipt)?);
@@ -528,8 +521,11 @@ async fn run(cli: Cli, clock: Clock) -> anyhow::Result<()> {
                 .map(|t| relay_core::ids::TenantId::parse(&t))
                 .transpose()
                 .map_err(|e| anyhow::anyhow!("--tenant: {e}"))?;
-            let (_, audit) = privacy_for(&target, &privacy, &clock).await?;
-            let entries = audit.list(tenant.as_ref(), limit, clock.now()).await?;
+            let backends = privacy_for(&target, &privacy, &clock).await?;
+            let entries = backends
+                .audit()?
+                .list(tenant.as_ref(), limit, clock.now())
+                .await?;
             if entries.is_empty() && !json {
                 println!("no audit entries");
             }
@@ -616,46 +612,53 @@ async fn run(cli: Cli, clock: Clock) -> anyhow::Result<()> {
     }
 }
 
-/// Export/erasure and the audit log, locally or on AWS.
+/// The backends of export, erasure and the audit log, locally or on AWS, built by the same
+/// composition root as the functions.
 async fn privacy_for(
     target: &Target,
     p: &PrivacyArgs,
     clock: &Clock,
-) -> anyhow::Result<(
-    relay_core::privacy::Privacy,
-    std::sync::Arc<dyn relay_core::ports::AuditLog>,
-)> {
-    use std::sync::Arc;
-    if target.aws {
-        let (clients, table) = aws_clients(&target.aws_args).await?;
-        let keys_table = p
-            .keys_table
-            .as_deref()
-            .context("--keys-table (or KEYS_TABLE) is required with --aws")?;
-        let kms = p
-            .kms_key
-            .as_deref()
-            .context("--kms-key (or RELAY_KMS_KEY_ID) is required with --aws")?;
-        let audit_table = p
-            .audit_table
-            .as_deref()
-            .context("--audit-table (or AUDIT_TABLE) is required with --aws")?;
-        let bucket = p
-            .media_bucket
-            .as_deref()
-            .context("--media-bucket (or MEDIA_BUCKET) is required with --aws")?;
-        let keys = Arc::new(clients.keyring(keys_table, kms, clock.clone()));
-        let privacy = relay_core::privacy::Privacy {
-            store: Arc::new(clients.sealed_store(&table, keys.clone())),
-            keys,
-            pseudonymizer: Arc::new(clients.pseudonymizer(&table).await?),
-            blobs: Arc::new(clients.blob_store(bucket)),
+) -> anyhow::Result<relay_core::backends::Backends> {
+    let mut backends = if target.aws {
+        let a = &target.aws_args;
+        let table = a
+            .table
+            .clone()
+            .context("--table (or RELAY_TABLE) is required with --aws")?;
+        let required = [
+            ("KEYS_TABLE", &p.keys_table, "--keys-table"),
+            ("RELAY_KMS_KEY_ID", &p.kms_key, "--kms-key"),
+            ("AUDIT_TABLE", &p.audit_table, "--audit-table"),
+            ("MEDIA_BUCKET", &p.media_bucket, "--media-bucket"),
+        ];
+        for (var, value, flag) in required {
+            anyhow::ensure!(value.is_some(), "{flag} (or {var}) is required with --aws");
+        }
+        let lookup = |k: &str| match k {
+            "RELAY_TABLE" => Some(table.clone()),
+            _ => required
+                .iter()
+                .find(|(var, _, _)| *var == k)
+                .and_then(|(_, v, _)| (*v).clone()),
         };
-        Ok((privacy, Arc::new(clients.audit_log(audit_table))))
+        let settings = relay_aws::Settings::from_lookup(&lookup)?;
+        let sdk = relay_aws::sdk_config(a.endpoint_url.as_deref()).await;
+        relay_aws::Aws::new(settings, &sdk)
+            .backends_with_media(clock.clone())
+            .await?
     } else {
-        let local = serve::Local::open(&target.data_dir, clock.clone())?;
-        Ok((local.privacy(), local.audit.clone()))
+        // The tenants do not matter here; the limits (audit retention) come from relay.toml.
+        let (config, _) = load_serve_config(None)?;
+        serve::Local::open(&target.data_dir, clock.clone())?.backends(&config)
+    };
+    if let Some(days) = p.audit_retention_days {
+        anyhow::ensure!(
+            (1..=3650).contains(&days),
+            "--audit-retention-days must be 1 to 3650"
+        );
+        backends.limits.audit_retention_days = days;
     }
+    Ok(backends)
 }
 
 fn parse_subject(
@@ -671,13 +674,13 @@ fn parse_subject(
 
 /// Records an operator's action in the audit log (the action is done; a failure is reported).
 async fn audit_cli(
-    audit: &dyn relay_core::ports::AuditLog,
+    backends: &relay_core::backends::Backends,
     tenant: &relay_core::ids::TenantId,
     action: &str,
     target: &relay_core::ids::ContactId,
     ok: bool,
-    clock: &Clock,
 ) {
+    let clock = &backends.clock;
     let at_ms = clock.now_ms();
     let now = at_ms.div_euclid(1000);
     let entry = relay_core::records::AuditEntry {
@@ -687,9 +690,13 @@ async fn audit_cli(
         action: action.into(),
         target: Some(target.to_string()),
         result: if ok { 200 } else { 500 },
-        expires_at: now + i64::from(relay_core::config::DEFAULT_AUDIT_RETENTION_DAYS) * 86_400,
+        expires_at: now + backends.limits.audit_retention_secs(),
     };
-    if let Err(e) = audit.append(&entry).await {
+    let written = match backends.audit() {
+        Ok(audit) => audit.append(&entry).await.map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    if let Err(e) = written {
         eprintln!("warning: the audit entry could not be written: {e}");
     }
 }

@@ -7,102 +7,17 @@ use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use inbox_api::Inbox;
 use relay_core::Clock;
 use relay_core::config::RelayConfig;
-use relay_core::crypto::{Keyring, LocalKeyWrapper};
-use relay_core::directory::StaticDirectory;
-use relay_core::ids::Pseudonymizer;
-use relay_core::privacy::Privacy;
-use relay_core::routing::Router;
-use relay_core::sealed::SealedStore;
-use relay_embedded::{
-    Database, FileBlobStore, SqliteAuditLog, SqliteKeyStore, SqliteMessageStore, SqliteQueue,
-};
-use reply_sender::{ChannelLimiter, RetryPolicy, Sender};
+pub use relay_embedded::Local;
+use relay_embedded::{FileBlobStore, SqliteMessageStore, SqliteQueue, VISIBILITY};
+use reply_sender::Sender;
 use std::collections::HashSet;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use webhook_receiver::Receiver;
-
-pub const INBOUND_QUEUE: &str = "inbound";
-pub const OUTBOUND_QUEUE: &str = "outbound";
-/// As the SAM template's redrive policy: after this many receives a message is dead.
-pub const MAX_RECEIVES: u32 = 5;
-/// reply-sender bounds its own attempts (and dead-letters explicitly); the queue's bound is a
-/// safety net above the 24 hours of forward retries.
-pub const OUTBOUND_MAX_RECEIVES: u32 = 100;
-const VISIBILITY: Duration = Duration::from_secs(30);
-
-/// The local backends under `data_dir`.
-pub struct Local {
-    /// The raw SQLite store (sealed values only); use `sealed` to read and write.
-    pub store: Arc<SqliteMessageStore>,
-    /// The store as the handlers use it: personal fields sealed under contact keys.
-    pub sealed: Arc<SealedStore>,
-    pub keys: Arc<Keyring>,
-    pub audit: Arc<SqliteAuditLog>,
-    /// Sealed media files under `data_dir/media`.
-    pub blobs: Arc<FileBlobStore>,
-    pub queue: Arc<SqliteQueue>,
-    pub outbound: Arc<SqliteQueue>,
-    pub pseudonymizer: Arc<Pseudonymizer>,
-    /// The one clock of this relay: the database, the keyring and the handlers read it.
-    pub clock: Clock,
-}
-
-impl Local {
-    pub fn open(data_dir: &Path, clock: Clock) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(data_dir)
-            .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            // Health data lives here: only the owner may read it.
-            let _ = std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700));
-        }
-        let db = Database::open(&data_dir.join("relay.db"), clock.clone())?;
-        let key = relay_embedded::load_or_create_key(&data_dir.join("pseudonym.key"))?;
-        // The local stand-in for the KMS key: wraps every contact's data key.
-        let master = relay_embedded::load_or_create_key(&data_dir.join("master.key"))?;
-        let keys = Arc::new(Keyring::new(
-            Arc::new(SqliteKeyStore::new(db.clone())),
-            Arc::new(LocalKeyWrapper::new(master)),
-            clock.clone(),
-        ));
-        let store = Arc::new(SqliteMessageStore::new(db.clone()));
-        Ok(Local {
-            sealed: Arc::new(SealedStore::new(store.clone(), keys.clone())),
-            store,
-            keys,
-            audit: Arc::new(SqliteAuditLog::new(db.clone())),
-            blobs: Arc::new(FileBlobStore::new(data_dir.join("media"))),
-            queue: Arc::new(SqliteQueue::new(db.clone(), INBOUND_QUEUE, MAX_RECEIVES)),
-            outbound: Arc::new(SqliteQueue::new(db, OUTBOUND_QUEUE, OUTBOUND_MAX_RECEIVES)),
-            pseudonymizer: Arc::new(Pseudonymizer::new(key)),
-            clock,
-        })
-    }
-
-    /// The queue an admin command names.
-    pub fn privacy(&self) -> Privacy {
-        Privacy {
-            store: self.sealed.clone(),
-            keys: self.keys.clone(),
-            pseudonymizer: self.pseudonymizer.clone(),
-            blobs: self.blobs.clone(),
-        }
-    }
-
-    pub fn queue_named(&self, name: &str) -> anyhow::Result<Arc<SqliteQueue>> {
-        match name {
-            INBOUND_QUEUE => Ok(self.queue.clone()),
-            OUTBOUND_QUEUE => Ok(self.outbound.clone()),
-            other => anyhow::bail!("no queue {other:?}: use \"inbound\" or \"outbound\""),
-        }
-    }
-}
 
 /// A running local relay; sending `true` on `shutdown` stops it.
 pub struct Running {
@@ -117,51 +32,12 @@ pub async fn start(
     data_dir: PathBuf,
 ) -> anyhow::Result<Running> {
     let local = Local::open(&data_dir, Clock::system())?;
-    let directory = Arc::new(StaticDirectory::from_config(config));
-    let router = Router::new(
-        local.sealed.clone(),
-        directory.clone(),
-        local.pseudonymizer.clone(),
-        local.keys.clone(),
-    )
-    .with_outbound(local.outbound.clone());
-    let whatsapp = relay_whatsapp::WhatsAppClient::default();
-    let sender = Arc::new(Sender {
-        store: local.sealed.clone(),
-        keys: local.keys.clone(),
-        blobs: local.blobs.clone(),
-        max_media_bytes: config.max_media_bytes(),
-        directory: directory.clone(),
-        control: local.outbound.clone(),
-        pseudonymizer: local.pseudonymizer.clone(),
-        http: whatsapp.http(),
-        whatsapp,
-        limiter: ChannelLimiter::default(),
-        policy: RetryPolicy::default(),
-        clock: local.clock.clone(),
-        concurrency: 1,
-    });
-
-    let app = webhook_receiver::router(Receiver {
-        directory: directory.clone(),
-        queue: local.queue.clone(),
-        keys: local.keys.clone(),
-        pseudonymizer: local.pseudonymizer.clone(),
-        max_body_bytes: config.max_body_bytes(),
-    })
-    .merge(inbox_api::router(Inbox {
-        directory,
-        store: local.sealed.clone(),
-        outbound: local.outbound.clone(),
-        privacy: local.privacy(),
-        audit: local.audit.clone(),
-        audit_retention_secs: i64::from(config.audit_retention_days()) * 86_400,
-        blobs: local.blobs.clone(),
-        // Local files stream: no response size limit.
-        max_media_response_bytes: None,
-        clock: local.clock.clone(),
-    }))
-    .fallback(relay_http::not_found);
+    let backends = local.backends(config);
+    let router = backends.router();
+    let sender = Arc::new(Sender::build(&backends)?);
+    let app = webhook_receiver::router(Receiver::build(&backends)?)
+        .merge(inbox_api::router(Inbox::build(&backends)?))
+        .fallback(relay_http::not_found);
 
     let listener = tokio::net::TcpListener::bind(listen)
         .await

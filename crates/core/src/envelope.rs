@@ -100,65 +100,32 @@ impl Owner {
         }
     }
 
+    /// The owner of an item with these identities (the BSUID before the number).
+    pub fn of(who: &crate::webhook::Identities) -> Option<Owner> {
+        who.primary().map(|i| match i {
+            crate::ids::Identity::Bsuid(v) => Owner::Bsuid(v.to_owned()),
+            crate::ids::Identity::WaId(v) => Owner::WaId(v.to_owned()),
+        })
+    }
+
     fn matches(&self, contact: &Value) -> bool {
-        let field = |k: &str| contact.get(k).and_then(Value::as_str);
+        let Some(contact) = crate::webhook::parse_contact(contact) else {
+            return false;
+        };
         match self {
-            Owner::Bsuid(v) => field("user_id") == Some(v),
-            Owner::WaId(v) => field("wa_id") == Some(v),
+            Owner::Bsuid(v) => contact.user_id.as_ref() == Some(v),
+            Owner::WaId(v) => contact.wa_id.as_ref() == Some(v),
         }
     }
 }
 
-fn str_at<'a>(v: &'a Value, k: &str) -> Option<&'a str> {
-    v.get(k).and_then(Value::as_str).filter(|s| !s.is_empty())
-}
-
-/// The owner of each item of a `messages` change value (`None` for errors and for messages
-/// that name nobody), the BSUID before the number, as the router resolves contacts.
+/// The owner of each item of a `messages` change value (`None` for errors and for items that
+/// name nobody): the router's own rule ([`crate::webhook::item_identities`]).
 fn item_owners(value: &Value) -> Vec<Option<Owner>> {
-    let contacts = value
-        .get("contacts")
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or_default();
-    let mut out = Vec::new();
-    for m in value
-        .get("messages")
-        .and_then(Value::as_array)
+    crate::webhook::item_identities(value)
         .into_iter()
-        .flatten()
-    {
-        let owner = match (str_at(m, "from_user_id"), str_at(m, "from"), contacts) {
-            (Some(b), _, _) => Some(Owner::Bsuid(b.to_owned())),
-            (None, Some(w), _) => Some(Owner::WaId(w.to_owned())),
-            (None, None, [only]) => str_at(only, "user_id")
-                .map(|b| Owner::Bsuid(b.to_owned()))
-                .or_else(|| str_at(only, "wa_id").map(|w| Owner::WaId(w.to_owned()))),
-            _ => None,
-        };
-        out.push(owner);
-    }
-    for st in value
-        .get("statuses")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        out.push(
-            str_at(st, "recipient_user_id")
-                .map(|b| Owner::Bsuid(b.to_owned()))
-                .or_else(|| str_at(st, "recipient_id").map(|w| Owner::WaId(w.to_owned()))),
-        );
-    }
-    for _ in value
-        .get("errors")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        out.push(None);
-    }
-    out
+        .map(|who| who.as_ref().and_then(Owner::of))
+        .collect()
 }
 
 fn changes(webhook: &Value) -> impl Iterator<Item = &Value> {

@@ -4,6 +4,7 @@
 //! May depend on: serde, crypto primitives, small utility crates. Must not depend on the AWS
 //! SDK, an HTTP client or server, or a database.
 
+pub mod backends;
 pub mod config;
 pub mod crypto;
 pub mod directory;

@@ -12,7 +12,7 @@ use crate::policy::Keyword;
 use crate::ports::{Directory, MessageStore, OutboundQueue, QueueError, StoreError};
 use crate::records::*;
 use crate::tenant::Tenant;
-use crate::webhook::{Contact, Event, Message, Status, webhook_from_value};
+use crate::webhook::{Contact, Event, Identities, Message, Status, webhook_from_value};
 use serde_json::{Value, json};
 use std::sync::Arc;
 
@@ -125,11 +125,17 @@ impl Router {
         };
         let mut report = RouteReport::default();
         for event in webhook.events() {
+            // Each event names its own channel; it must be the one that sent it (so the
+            // channel's tenant is the event's), and that tenant the one it was sealed for.
             let addressed = event.phone_number_id().unwrap_or(&envelope.phone_number_id);
             let reason = match &tenant {
                 None => Some("no tenant has this channel"),
                 Some(_) if addressed != envelope.phone_number_id => {
                     Some("event is addressed to another channel than the one that sent it")
+                }
+                // Sealed for one tenant, its channel now another's (moved while queued).
+                Some(t) if envelope.tenant.as_ref().is_some_and(|e| *e != t.id) => {
+                    Some("event was queued for another tenant than its channel's")
                 }
                 Some(_) => None,
             };
@@ -198,21 +204,24 @@ impl Router {
         Ok(recorded)
     }
 
+    /// The identity keys of `who` (to find or link its contact) and the contact id a new
+    /// contact gets — the id whose key the receiver sealed the queued piece under.
     fn identity_keys(
         &self,
         tenant: &TenantId,
-        bsuid: Option<&str>,
-        wa_id: Option<&str>,
+        who: &Identities,
     ) -> (Vec<String>, Option<ContactId>) {
-        let mut keys = Vec::new();
-        let mut primary = None;
-        for identity in [bsuid.map(Identity::Bsuid), wa_id.map(Identity::WaId)]
-            .into_iter()
-            .flatten()
-        {
-            keys.push(self.pseudonymizer.identity_key(tenant, identity));
-            primary.get_or_insert_with(|| self.pseudonymizer.contact_id(tenant, identity));
-        }
+        let keys = [
+            who.bsuid.as_deref().map(Identity::Bsuid),
+            who.wa_id.as_deref().map(Identity::WaId),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|identity| self.pseudonymizer.identity_key(tenant, identity))
+        .collect();
+        let primary = who
+            .primary()
+            .map(|identity| self.pseudonymizer.contact_id(tenant, identity));
         (keys, primary)
     }
 
@@ -226,13 +235,8 @@ impl Router {
         now: i64,
         expires_at: i64,
     ) -> Result<Option<Recorded>, RouteError> {
-        let bsuid = contact
-            .and_then(|c| c.user_id.as_deref())
-            .or(message.from_user_id.as_deref());
-        let wa_id = contact
-            .and_then(|c| c.wa_id.as_deref())
-            .or(message.from.as_deref());
-        let (keys, Some(proposed)) = self.identity_keys(&tenant.id, bsuid, wa_id) else {
+        let who = Identities::of_message(contact, message);
+        let (keys, Some(proposed)) = self.identity_keys(&tenant.id, &who) else {
             return Ok(None);
         };
         let contact_id = self
@@ -278,8 +282,8 @@ impl Router {
             name: contact
                 .and_then(|c| c.profile.as_ref())
                 .and_then(|p| p.name.clone()),
-            wa_id: wa_id.map(str::to_owned),
-            user_id: bsuid.map(str::to_owned),
+            wa_id: who.wa_id.clone(),
+            user_id: who.bsuid.clone(),
             username: contact
                 .and_then(|c| c.profile.as_ref())
                 .and_then(|p| p.username.clone()),
@@ -480,11 +484,7 @@ impl Router {
         status: &Status,
         expires_at: i64,
     ) -> Result<Recorded, RouteError> {
-        let (keys, _) = self.identity_keys(
-            &tenant.id,
-            status.recipient_user_id.as_deref(),
-            status.recipient_id.as_deref(),
-        );
+        let (keys, _) = self.identity_keys(&tenant.id, &Identities::of_status(status));
         let contact_id = if keys.is_empty() {
             None
         } else {

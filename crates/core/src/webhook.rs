@@ -114,9 +114,9 @@ pub struct Metadata {
 /// user hides their number; `user_id` is the business-scoped user id (BSUID).
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 pub struct Contact {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "opt_string_or_number")]
     pub wa_id: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "opt_string_or_number")]
     pub user_id: Option<String>,
     #[serde(default)]
     pub profile: Option<Profile>,
@@ -501,12 +501,10 @@ fn change_events(waba_id: &str, change: &Change, out: &mut Vec<Event>) {
     let value: MessagesValue = serde_json::from_value(change.value.clone()).unwrap_or_default();
     let metadata: Metadata = value
         .metadata
+        .clone()
         .and_then(|m| serde_json::from_value(m).ok())
         .unwrap_or_default();
-    let contacts: Vec<Contact> = array(value.contacts.as_ref())
-        .iter()
-        .filter_map(|c| serde_json::from_value(c.clone()).ok())
-        .collect();
+    let contacts = parsed_contacts(&value);
     let waba_id = waba_id.to_owned();
 
     for raw in array(value.messages.as_ref()) {
@@ -554,6 +552,86 @@ fn change_events(waba_id: &str, change: &Change, out: &mut Vec<Event>) {
             error,
         });
     }
+}
+
+/// Who an item is about: the ids of the WhatsApp user the router files it under. This is the
+/// one rule of ownership — the receiver seals a queued piece under the key it names, the router
+/// stores the item for the contact it names — so the two cannot disagree.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Identities {
+    pub bsuid: Option<String>,
+    pub wa_id: Option<String>,
+}
+
+impl Identities {
+    /// A message's sender: the matched contact entry's ids before the message's own.
+    pub fn of_message(contact: Option<&Contact>, message: &Message) -> Self {
+        Identities {
+            bsuid: contact
+                .and_then(|c| c.user_id.clone())
+                .or_else(|| message.from_user_id.clone()),
+            wa_id: contact
+                .and_then(|c| c.wa_id.clone())
+                .or_else(|| message.from.clone()),
+        }
+    }
+
+    /// A status's recipient (the customer our message went to).
+    pub fn of_status(status: &Status) -> Self {
+        Identities {
+            bsuid: status.recipient_user_id.clone(),
+            wa_id: status.recipient_id.clone(),
+        }
+    }
+
+    /// The identity that names the contact when it is new: the BSUID before the number.
+    pub fn primary(&self) -> Option<crate::ids::Identity<'_>> {
+        self.bsuid
+            .as_deref()
+            .map(crate::ids::Identity::Bsuid)
+            .or_else(|| self.wa_id.as_deref().map(crate::ids::Identity::WaId))
+    }
+
+    /// Whether a `contacts[]` entry is this user's.
+    pub fn names(&self, contact: &Contact) -> bool {
+        (self.bsuid.is_some() && contact.user_id == self.bsuid)
+            || (self.wa_id.is_some() && contact.wa_id == self.wa_id)
+    }
+}
+
+/// The owner of each item of a `messages` change value, in order (messages, statuses,
+/// errors), parsed exactly as [`Webhook::events`] parses them: `None` for errors, for items
+/// the router cannot parse, and for messages that name nobody.
+pub fn item_identities(value: &Value) -> Vec<Option<Identities>> {
+    let value: MessagesValue = serde_json::from_value(value.clone()).unwrap_or_default();
+    let contacts = parsed_contacts(&value);
+    let mut out = Vec::new();
+    for raw in array(value.messages.as_ref()) {
+        out.push(parse_message(raw).and_then(|m| {
+            let who = Identities::of_message(match_contact(&contacts, &m).as_ref(), &m);
+            who.primary().is_some().then_some(who)
+        }));
+    }
+    for raw in array(value.statuses.as_ref()) {
+        out.push(parse_status(raw).and_then(|s| {
+            let who = Identities::of_status(&s);
+            who.primary().is_some().then_some(who)
+        }));
+    }
+    out.extend(array(value.errors.as_ref()).iter().map(|_| None));
+    out
+}
+
+/// The `contacts[]` entries the router can read (others are left out, as by the router).
+pub fn parse_contact(raw: &Value) -> Option<Contact> {
+    serde_json::from_value(raw.clone()).ok()
+}
+
+fn parsed_contacts(value: &MessagesValue) -> Vec<Contact> {
+    array(value.contacts.as_ref())
+        .iter()
+        .filter_map(parse_contact)
+        .collect()
 }
 
 fn match_contact(contacts: &[Contact], message: &Message) -> Option<Contact> {
@@ -647,6 +725,15 @@ pub fn parse_status(raw: &Value) -> Option<Status> {
         conversation: raw.get("conversation").cloned(),
         pricing: raw.get("pricing").cloned(),
         errors: errors_field(raw),
+    })
+}
+
+/// Like [`str_field`]: ids given as numbers are read as their digits, empty ones as absent.
+fn opt_string_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(match Value::deserialize(d)? {
+        Value::String(s) if !s.is_empty() => Some(s),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
     })
 }
 

@@ -4,11 +4,16 @@
 mod blobs;
 mod db;
 mod keys;
+mod local;
 mod queue;
 mod store;
 
 pub use blobs::FileBlobStore;
 pub use db::{Database, DbError};
 pub use keys::{KeyError, load_or_create_key};
+pub use local::{
+    INBOUND_QUEUE, Local, MAX_RECEIVES, OUTBOUND_MAX_RECEIVES, OUTBOUND_QUEUE, OpenError,
+    VISIBILITY,
+};
 pub use queue::{DeadLetter, MAX_MESSAGE_BYTES, ReceivedMessage, SqliteQueue};
 pub use store::{SqliteAuditLog, SqliteKeyStore, SqliteMessageStore};

@@ -30,8 +30,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
 
-/// The 24-hour customer service window, from the customer's last message.
-pub const SERVICE_WINDOW_SECS: i64 = 24 * 3600;
+/// The 24-hour customer service window, from the customer's last message (the router's).
+pub use relay_core::routing::SERVICE_WINDOW_SECS;
 pub const DEFAULT_PAGE: usize = 50;
 pub const MAX_PAGE: usize = 200;
 
@@ -73,6 +73,25 @@ pub struct Inbox {
     /// locally, where files stream).
     pub max_media_response_bytes: Option<u64>,
     pub clock: Clock,
+}
+
+impl Inbox {
+    /// The inbox API of a process, from its backends.
+    pub fn build(
+        b: &relay_core::backends::Backends,
+    ) -> Result<Self, relay_core::backends::Missing> {
+        Ok(Inbox {
+            directory: b.directory.clone(),
+            store: b.store.clone(),
+            outbound: b.outbound()?,
+            privacy: b.privacy()?,
+            audit: b.audit()?,
+            audit_retention_secs: b.limits.audit_retention_secs(),
+            blobs: b.blobs()?,
+            max_media_response_bytes: b.limits.max_media_response_bytes,
+            clock: b.clock.clone(),
+        })
+    }
 }
 
 pub fn router(state: Inbox) -> Router {

@@ -31,6 +31,7 @@ struct Fixture {
     router: Router,
     store: Arc<relay_core::sealed::SealedStore>,
     pseudo: Arc<Pseudonymizer>,
+    keys: Arc<relay_core::crypto::Keyring>,
     tenant: TenantId,
 }
 
@@ -50,12 +51,13 @@ fn setup() -> Fixture {
         store.clone(),
         Arc::new(StaticDirectory::from_config(&config)),
         pseudo.clone(),
-        keys,
+        keys.clone(),
     );
     Fixture {
         router,
         store,
         pseudo,
+        keys,
         tenant: TenantId::parse("apotheke-a").unwrap(),
     }
 }
@@ -321,6 +323,30 @@ async fn events_for_unknown_or_mismatched_channels_are_quarantined_not_lost() {
         .await
         .unwrap();
     assert_eq!(f.store.list_quarantine(10, NOW).await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn an_event_queued_for_another_tenant_than_its_channels_is_quarantined() {
+    let f = setup();
+    // Sealed for apotheke-b (the channel's tenant when it was queued), routed after the
+    // channel went to apotheke-a: it must not land in apotheke-a's inbox.
+    let other = TenantId::parse("apotheke-b").unwrap();
+    let sealer = f.keys.transit_sealer(&other, NOW).await.unwrap();
+    let bodies = relay_core::envelope::sealed_envelopes(
+        PNID,
+        NOW * 1000,
+        &other,
+        vec![(sealer, fixture("text"))],
+        1 << 20,
+    )
+    .unwrap();
+    let records: Vec<(&str, String)> = bodies.into_iter().map(|b| ("1", b)).collect();
+    let answer = handle(&f.router, batch(&records)).await.unwrap();
+    assert!(answer.batch_item_failures.is_empty());
+    assert_eq!(message_count(&f).await, 0);
+    let q = f.store.list_quarantine(10, NOW).await.unwrap();
+    assert_eq!(q.len(), 1, "{q:?}");
+    assert!(q[0].reason.contains("another tenant"), "{}", q[0].reason);
 }
 
 #[tokio::test]

@@ -182,6 +182,29 @@ fn give_up_error(last: &ApiError, attempts: u32) -> ApiError {
 }
 
 impl Sender {
+    /// The sender of a process, from its backends: one HTTP client (one TLS setup) for
+    /// 360dialog, downloads and forwards; the default retry policy.
+    pub fn build(
+        b: &relay_core::backends::Backends,
+    ) -> Result<Self, relay_core::backends::Missing> {
+        let whatsapp = WhatsAppClient::default();
+        Ok(Sender {
+            store: b.store.clone(),
+            directory: b.directory.clone(),
+            control: b.control()?,
+            pseudonymizer: b.pseudonymizer.clone(),
+            keys: b.keys.clone(),
+            blobs: b.blobs()?,
+            max_media_bytes: b.limits.max_media_bytes,
+            http: whatsapp.http(),
+            whatsapp,
+            limiter: ChannelLimiter::default(),
+            policy: RetryPolicy::default(),
+            clock: b.clock.clone(),
+            concurrency: b.limits.sender_concurrency,
+        })
+    }
+
     fn now(&self) -> i64 {
         self.clock.now()
     }

@@ -36,6 +36,21 @@ pub struct Receiver {
     pub max_body_bytes: usize,
 }
 
+impl Receiver {
+    /// The receiver of a process, from its backends.
+    pub fn build(
+        b: &relay_core::backends::Backends,
+    ) -> Result<Self, relay_core::backends::Missing> {
+        Ok(Receiver {
+            directory: b.directory.clone(),
+            queue: b.inbound()?,
+            keys: b.keys.clone(),
+            pseudonymizer: b.pseudonymizer.clone(),
+            max_body_bytes: b.limits.max_body_bytes,
+        })
+    }
+}
+
 pub fn router(state: Receiver) -> Router {
     let limit = state.max_body_bytes;
     Router::new()
