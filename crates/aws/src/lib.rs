@@ -6,6 +6,7 @@
 //! Error messages carry SDK error codes only, never item values.
 
 pub mod admin;
+pub mod batch;
 mod directory;
 mod dynamo;
 mod keys;

@@ -14,7 +14,6 @@ use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use relay_core::Clock;
 use relay_core::ids::{ContactId, TenantId, secret_digest};
@@ -34,19 +33,6 @@ use std::sync::Arc;
 pub use relay_core::routing::SERVICE_WINDOW_SECS;
 pub const DEFAULT_PAGE: usize = 50;
 pub const MAX_PAGE: usize = 200;
-
-/// Every route this router serves (method, path); the OpenAPI test compares against it.
-pub const ROUTES: &[(&str, &str)] = &[
-    ("GET", "/healthz"),
-    ("GET", "/v1/conversations"),
-    ("GET", "/v1/conversations/{contact_id}/messages"),
-    ("POST", "/v1/conversations/{contact_id}/messages"),
-    ("POST", "/v1/conversations/{contact_id}/read"),
-    ("GET", "/v1/contacts/{contact_id}/export"),
-    ("DELETE", "/v1/contacts/{contact_id}"),
-    ("GET", "/v1/media/{media_id}"),
-    ("POST", "/v1/media"),
-];
 
 /// The largest file `POST /v1/media` takes: WhatsApp's limit for audio and video (16 MB;
 /// images 5 MB, checked per type). On AWS the HTTP API's 10 MB request limit is lower.
@@ -94,24 +80,39 @@ impl Inbox {
     }
 }
 
+/// The routes, written once: [`ROUTES`] (what the OpenAPI test and the template test compare
+/// against) and the router are both made from this list, so neither can have a route the
+/// other lacks. `limit N` sets that route's body limit.
+macro_rules! inbox_routes {
+    ($( $method:ident $path:literal => $handler:ident $(limit $limit:expr)? ),* $(,)?) => {
+        /// Every route this router serves (method, path).
+        pub const ROUTES: &[(&str, &str)] = &[$((stringify!($method), $path)),*];
+
+        fn routes(router: Router<Inbox>) -> Router<Inbox> {
+            router
+                $(.route(
+                    $path,
+                    axum::routing::on(axum::routing::MethodFilter::$method, $handler)
+                        $(.layer(DefaultBodyLimit::max($limit)))?,
+                ))*
+        }
+    };
+}
+
+inbox_routes! {
+    GET "/healthz" => healthz,
+    GET "/v1/conversations" => list_conversations,
+    GET "/v1/conversations/{contact_id}/messages" => list_messages,
+    POST "/v1/conversations/{contact_id}/messages" => send_message limit MAX_REPLY_BYTES,
+    POST "/v1/conversations/{contact_id}/read" => mark_read,
+    GET "/v1/contacts/{contact_id}/export" => export_contact,
+    DELETE "/v1/contacts/{contact_id}" => erase_contact,
+    GET "/v1/media/{media_id}" => get_media,
+    POST "/v1/media" => upload_media limit MAX_UPLOAD_BYTES,
+}
+
 pub fn router(state: Inbox) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/v1/conversations", get(list_conversations))
-        .route(
-            "/v1/conversations/{contact_id}/messages",
-            get(list_messages)
-                .post(send_message)
-                .layer(DefaultBodyLimit::max(MAX_REPLY_BYTES)),
-        )
-        .route("/v1/conversations/{contact_id}/read", post(mark_read))
-        .route("/v1/contacts/{contact_id}/export", get(export_contact))
-        .route("/v1/contacts/{contact_id}", delete(erase_contact))
-        .route("/v1/media/{media_id}", get(get_media))
-        .route(
-            "/v1/media",
-            post(upload_media).layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES)),
-        )
+    routes(Router::new())
         .route_layer(middleware::from_fn_with_state(state.clone(), audited))
         .with_state(state)
 }

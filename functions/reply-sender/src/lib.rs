@@ -13,9 +13,11 @@
 mod limiter;
 
 mod media;
-use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 pub use limiter::ChannelLimiter;
 pub use media::{MEDIA_FAILURE_BUDGET, hash_matches};
+pub use relay_aws::batch::BatchError;
+use relay_aws::batch::{Handled, each_record};
 use relay_core::Clock;
 use relay_core::ids::{ContactId, Pseudonymizer, TenantId};
 use relay_core::jobs::{Job, sign_webhook};
@@ -109,42 +111,18 @@ pub enum Outcome {
     DeadLetter(String),
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum BatchError {
-    #[error("an SQS record has no messageId")]
-    MissingMessageId,
-}
-
-impl From<BatchError> for lambda_runtime::Diagnostic {
-    fn from(e: BatchError) -> Self {
-        lambda_runtime::Diagnostic {
-            error_type: "MissingMessageId".into(),
-            error_message: e.to_string(),
-        }
-    }
-}
-
 /// Handles a batch of jobs; the answer lists the records to retry.
 pub async fn handle(sender: &Sender, event: SqsEvent) -> Result<SqsBatchResponse, BatchError> {
-    let mut response = SqsBatchResponse::default();
-    for record in event.records {
-        let Some(message_id) = record.message_id.clone().filter(|id| !id.is_empty()) else {
-            return Err(BatchError::MissingMessageId);
-        };
-        let receives: u32 = record
-            .attributes
-            .get("ApproximateReceiveCount")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(1);
-        let body = record.body.unwrap_or_default();
-        let outcome = match serde_json::from_str::<Job>(&body) {
-            Ok(job) => sender.process(&job, receives).await,
+    each_record(event, |record| async move {
+        let message_id = &record.message_id;
+        let outcome = match serde_json::from_str::<Job>(&record.body) {
+            Ok(job) => sender.process(&job, record.receives).await,
             Err(_) => Ok(Outcome::DeadLetter("not a job".into())),
         };
         let retry = match outcome {
             Ok(Outcome::Done) => false,
             Ok(Outcome::RetryAfter(delay)) => {
-                if let Some(receipt) = &record.receipt_handle
+                if let Some(receipt) = &record.receipt
                     && let Err(e) = sender.control.retry_after(receipt, delay).await
                 {
                     tracing::warn!(message_id = %message_id, error = %e, "could not set the retry delay; the visibility timeout applies");
@@ -154,20 +132,16 @@ pub async fn handle(sender: &Sender, event: SqsEvent) -> Result<SqsBatchResponse
             Ok(Outcome::DeadLetter(reason)) => {
                 tracing::error!(message_id = %message_id, reason = %reason, "job dead-lettered");
                 // If even the DLQ refuses it, keep it on the queue rather than lose it.
-                sender.control.dead_letter(&body).await.is_err()
+                sender.control.dead_letter(&record.body).await.is_err()
             }
             Err(e) => {
                 tracing::warn!(message_id = %message_id, error = %e, "job failed on storage; the queue retries it");
                 true
             }
         };
-        if retry {
-            let mut failure = BatchItemFailure::default();
-            failure.item_identifier = message_id;
-            response.batch_item_failures.push(failure);
-        }
-    }
-    Ok(response)
+        if retry { Handled::Retry } else { Handled::Done }
+    })
+    .await
 }
 
 fn give_up_error(last: &ApiError, attempts: u32) -> ApiError {
