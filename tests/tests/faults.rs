@@ -14,6 +14,7 @@
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
+use relay_core::ports::store_roles::*;
 use relay_e2e::fake::{Chaos, Fake};
 use relay_e2e::faults::{
     AwsFaults, Dice, FaultProxy, Relay, Verdict, env_usize, fake_faults, forwards, post_replies,
@@ -438,7 +439,6 @@ async fn explain_losses(
     lost: &[String],
     stored: &relay_e2e::faults::Stored,
 ) {
-    use relay_core::ports::MessageStore;
     let tenant = relay_core::ids::TenantId::parse("apotheke").unwrap();
     let pseudonymizer = clients.pseudonymizer(&d.table).await.unwrap();
     let store = clients.sealed_store(&d.table, d.keyring(clients));

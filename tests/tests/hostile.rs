@@ -122,7 +122,7 @@ async fn app() -> App {
             .await
             .unwrap();
         let t = relay_core::ids::TenantId::parse(tenant).unwrap();
-        let c = relay_core::ports::MessageStore::list_conversations(
+        let c = relay_core::ports::InboxReads::list_conversations(
             store.as_ref(),
             &t,
             &relay_core::records::PageRequest::first(1),

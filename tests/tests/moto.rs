@@ -4,7 +4,8 @@
 
 use relay_core::config::RelayConfig;
 use relay_core::ids::secret_digest;
-use relay_core::ports::{Directory, MessageStore};
+use relay_core::ports::Directory;
+use relay_core::ports::store_roles::*;
 use relay_core::routing::Router;
 use relay_core::tenant::{AuthHeaders, sign_hub_signature};
 use relay_e2e::{Moto, deploy, drain, fixture, provision};

@@ -8,7 +8,7 @@ use relay_core::config::RelayConfig;
 use relay_core::crypto::{contact_keyref, sealed_keyref};
 use relay_core::envelope::Envelope;
 use relay_core::ids::TenantId;
-use relay_core::ports::MessageStore;
+use relay_core::ports::store_roles::*;
 use relay_core::records::PageRequest;
 use serde_json::json;
 use std::time::Duration;

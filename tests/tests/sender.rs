@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
 use relay_core::jobs::Job;
-use relay_core::ports::MessageStore;
+use relay_core::ports::store_roles::*;
 use relay_core::webhook::DeliveryStatus;
 use relay_e2e::fake::Reply;
 use relay_e2e::sender_fixture::{SECRET, setup, setup_with_rate};

@@ -6,6 +6,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use relay_core::Clock;
 use relay_core::config::RelayConfig;
+use relay_core::ports::store_roles::*;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -433,7 +434,7 @@ async fn run(cli: Cli, clock: Clock) -> anyhow::Result<()> {
         } => {
             let items = if target.aws && !show_payload {
                 let (clients, table) = aws_clients(&target.aws_args).await?;
-                relay_core::ports::MessageStore::list_quarantine(
+                relay_core::ports::InboxReads::list_quarantine(
                     &clients.store(&table),
                     limit,
                     clock.now(),
@@ -441,7 +442,6 @@ async fn run(cli: Cli, clock: Clock) -> anyhow::Result<()> {
                 .await?
             } else {
                 // Payloads are sealed: read through the sealing store.
-                use relay_core::ports::MessageStore as _;
                 let backends = privacy_for(&target, &privacy, &clock).await?;
                 backends.store.list_quarantine(limit, clock.now()).await?
             };

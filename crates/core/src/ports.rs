@@ -62,10 +62,30 @@ pub trait JobControl: Send + Sync {
     async fn dead_letter(&self, body: &str) -> Result<(), QueueError>;
 }
 
-/// Conversations, messages, statuses and events of every tenant. Every write is idempotent:
-/// the same input twice has the effect of once.
+/// Conversations, messages, statuses and events of every tenant, as five role-sized ports
+/// (each consumer depends on the ones it uses); every store implements all five, and so
+/// [`MessageStore`]. Every write is idempotent: the same input twice has the effect of once.
+pub trait MessageStore:
+    InboundLog + InboxReads + OutboundLedger + MediaLedger + ErasureStore
+{
+}
+
+impl<T: InboundLog + InboxReads + OutboundLedger + MediaLedger + ErasureStore + ?Sized> MessageStore
+    for T
+{
+}
+
+/// The five store roles, to bring their methods into scope at once where a caller uses a
+/// concrete store: `use relay_core::ports::store_roles::*;`.
+pub mod store_roles {
+    pub use super::{
+        ErasureStore as _, InboundLog as _, InboxReads as _, MediaLedger as _, OutboundLedger as _,
+    };
+}
+
+/// What the router writes: contacts by identity, inbound messages, statuses, events, quarantine, consent and away-reply claims.
 #[async_trait]
-pub trait MessageStore: Send + Sync {
+pub trait InboundLog: Send + Sync {
     /// The contact any of `identity_keys` already belongs to, else `proposed`; afterwards every
     /// key points at the returned contact. Concurrent callers agree on one contact.
     async fn resolve_contact(
@@ -108,6 +128,27 @@ pub trait MessageStore: Send + Sync {
 
     async fn quarantine(&self, item: &Quarantined) -> Result<Recorded, StoreError>;
 
+    /// Records a consent change (once per entry key) and sets the contact's opt-out state.
+    async fn record_consent(
+        &self,
+        tenant: &TenantId,
+        contact: &ContactId,
+        entry: &ConsentEntry,
+    ) -> Result<Recorded, StoreError>;
+
+    /// True (and remembered) if no away reply went to this contact in the last `interval` seconds.
+    async fn claim_away_reply(
+        &self,
+        tenant: &TenantId,
+        contact: &ContactId,
+        now: i64,
+        interval: i64,
+    ) -> Result<bool, StoreError>;
+}
+
+/// What the inbox API and the router read: conversations, messages, contacts, statuses, consent, quarantine.
+#[async_trait]
+pub trait InboxReads: Send + Sync {
     async fn list_quarantine(&self, limit: usize, now: i64)
     -> Result<Vec<Quarantined>, StoreError>;
 
@@ -151,14 +192,6 @@ pub trait MessageStore: Send + Sync {
         now: i64,
     ) -> Result<Option<ContactRecord>, StoreError>;
 
-    /// Records a consent change (once per entry key) and sets the contact's opt-out state.
-    async fn record_consent(
-        &self,
-        tenant: &TenantId,
-        contact: &ContactId,
-        entry: &ConsentEntry,
-    ) -> Result<Recorded, StoreError>;
-
     /// The contact's consent ledger, oldest first.
     async fn consent_ledger(
         &self,
@@ -167,15 +200,18 @@ pub trait MessageStore: Send + Sync {
         now: i64,
     ) -> Result<Vec<ConsentEntry>, StoreError>;
 
-    /// True (and remembered) if no away reply went to this contact in the last `interval` seconds.
-    async fn claim_away_reply(
+    /// The statuses recorded for one message (by wamid key), oldest first.
+    async fn statuses(
         &self,
         tenant: &TenantId,
-        contact: &ContactId,
+        wamid_key: &str,
         now: i64,
-        interval: i64,
-    ) -> Result<bool, StoreError>;
+    ) -> Result<Vec<StoredStatus>, StoreError>;
+}
 
+/// Replies and their sending: creation (idempotent), the send lease, results, backoff, unread counts.
+#[async_trait]
+pub trait OutboundLedger: Send + Sync {
     async fn clear_unread(&self, tenant: &TenantId, contact: &ContactId) -> Result<(), StoreError>;
 
     async fn set_send_backoff(
@@ -223,15 +259,11 @@ pub trait MessageStore: Send + Sync {
 
     /// Gives up the lease after a transient failure, so a later attempt can claim it.
     async fn release_send(&self, tenant: &TenantId, message_key: &str) -> Result<(), StoreError>;
+}
 
-    /// The statuses recorded for one message (by wamid key), oldest first.
-    async fn statuses(
-        &self,
-        tenant: &TenantId,
-        wamid_key: &str,
-        now: i64,
-    ) -> Result<Vec<StoredStatus>, StoreError>;
-
+/// Media files' records: uploads, fetched files, the per-channel failure budget.
+#[async_trait]
+pub trait MediaLedger: Send + Sync {
     /// Stores an uploaded file's record (in the contact's data: erased with it).
     async fn create_upload(&self, tenant: &TenantId, upload: &Upload) -> Result<(), StoreError>;
 
@@ -257,7 +289,11 @@ pub trait MessageStore: Send + Sync {
 
     /// The failed media requests of a channel in the hour `hour`.
     async fn media_failures(&self, phone_number_id: &str, hour: i64) -> Result<u32, StoreError>;
+}
 
+/// Erasure (GDPR Art. 17): every item of a contact, and the identities that name it.
+#[async_trait]
+pub trait ErasureStore: Send + Sync {
     /// The identity hashes (BSUID, wa_id) the store has recorded for a contact, expired or not.
     async fn contact_identity_keys(
         &self,

@@ -20,7 +20,7 @@ async fn store_data_survives_reopening_the_file() {
     }
     let store =
         SqliteMessageStore::new(Database::open(&path, relay_core::Clock::system()).unwrap());
-    let q = relay_core::ports::MessageStore::list_quarantine(&store, 10, 0)
+    let q = relay_core::ports::InboxReads::list_quarantine(&store, 10, 0)
         .await
         .unwrap();
     assert_eq!(

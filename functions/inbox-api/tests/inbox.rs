@@ -11,7 +11,7 @@ use relay_core::crypto::{Keyring, LocalKeyWrapper};
 use relay_core::directory::StaticDirectory;
 use relay_core::ids::Pseudonymizer;
 use relay_core::ports::AuditLog;
-use relay_core::ports::MessageStore;
+use relay_core::ports::store_roles::*;
 use relay_core::privacy::Privacy;
 use relay_core::routing::Router;
 use relay_core::sealed::SealedStore;
@@ -642,7 +642,7 @@ async fn refused_replies_say_why_and_queue_nothing() {
         source: "test".into(),
         expires_at: NOW + 86_400,
     };
-    relay_core::ports::MessageStore::record_consent(
+    relay_core::ports::InboundLog::record_consent(
         store.as_ref(),
         &relay_core::ids::TenantId::parse("apotheke-a").unwrap(),
         &c,

@@ -7,7 +7,7 @@ use message_router::handle;
 use relay_core::config::RelayConfig;
 use relay_core::directory::StaticDirectory;
 use relay_core::ids::{Identity, Pseudonymizer, TenantId};
-use relay_core::ports::MessageStore;
+use relay_core::ports::store_roles::*;
 use relay_core::records::PageRequest;
 use relay_core::routing::Router;
 use relay_embedded::{Database, SqliteMessageStore};

@@ -1,0 +1,349 @@
+//! [`InboundLog`] on DynamoMessageStore: what the router writes.
+
+use super::*;
+
+#[async_trait]
+impl InboundLog for DynamoMessageStore {
+    async fn resolve_contact(
+        &self,
+        tenant: &TenantId,
+        identity_keys: &[String],
+        proposed: &ContactId,
+        expires_at: i64,
+    ) -> Result<ContactId, StoreError> {
+        let mut contact = None;
+        for key in identity_keys {
+            if let Some(c) = self.get_identity(tenant, key).await? {
+                contact = Some(c);
+                break;
+            }
+        }
+        let found = contact.is_some();
+        let mut contact = contact.unwrap_or_else(|| proposed.clone());
+        for (i, key) in identity_keys.iter().enumerate() {
+            // if_not_exists makes concurrent twins agree: the first writer's contact wins.
+            let out = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .key("pk", s(identity_pk(tenant, key)))
+                .key("sk", s("ID"))
+                .update_expression(
+                    "SET contact_id = if_not_exists(contact_id, :c), expires_at = :e",
+                )
+                .expression_attribute_values(":c", s(contact.as_str()))
+                .expression_attribute_values(":e", n(expires_at))
+                .return_values(ReturnValue::AllNew)
+                .send()
+                .await
+                .map_err(|e| StoreError::Unavailable(sdk_error("UpdateItem", &e)))?;
+            let winner = out
+                .attributes
+                .as_ref()
+                .and_then(|a| get_s(a, "contact_id"))
+                .map(ContactId::parse)
+                .transpose()
+                .map_err(|_| corrupt("invalid contact id"))?;
+            if let Some(w) = winner
+                && i == 0
+                && !found
+            {
+                contact = w;
+            }
+        }
+        Ok(contact)
+    }
+
+    async fn find_contact(
+        &self,
+        tenant: &TenantId,
+        identity_keys: &[String],
+    ) -> Result<Option<ContactId>, StoreError> {
+        for key in identity_keys {
+            if let Some(c) = self.get_identity(tenant, key).await? {
+                return Ok(Some(c));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn record_inbound(
+        &self,
+        tenant: &TenantId,
+        message: &StoredMessage,
+        contact: &ContactUpdate,
+    ) -> Result<Recorded, StoreError> {
+        let pk = contact_pk(tenant, &message.contact_id);
+        let sk = message_sk(message.timestamp, &message.wamid_key);
+        let body =
+            serde_json::to_string(message).map_err(|_| corrupt("message does not serialise"))?;
+        let put_message = Put::builder()
+            .table_name(&self.table)
+            .item("pk", s(&pk))
+            .item("sk", s(&sk))
+            .item("body", s(body))
+            .item("expires_at", n(message.expires_at))
+            .condition_expression("attribute_not_exists(pk)")
+            .build()
+            .map_err(|_| corrupt("put"))?;
+        let put_pointer = Put::builder()
+            .table_name(&self.table)
+            .item("pk", s(wamid_pk(tenant, &message.wamid_key)))
+            .item("sk", s(POINTER))
+            .item("msg_pk", s(&pk))
+            .item("msg_sk", s(&sk))
+            .item("expires_at", n(message.expires_at))
+            .condition_expression("attribute_not_exists(pk)")
+            .build()
+            .map_err(|_| corrupt("put"))?;
+        let mut set = vec![
+            "phone_number_id = :pn",
+            "contact_id = :c",
+            "expires_at = :e",
+            "gsi1pk = :g",
+            // A new contact is listed with its window already open: its first message's time
+            // is set in the same transaction that makes it visible. (The forward-only updates
+            // below move them later; between the two, a reader saw a conversation without a
+            // window and refused a reply as "window closed".)
+            "last_inbound_at = if_not_exists(last_inbound_at, :ts0)",
+            "last_message_at = if_not_exists(last_message_at, :ts0)",
+            "gsi1sk = if_not_exists(gsi1sk, :gs0)",
+        ];
+        let mut update = Update::builder()
+            .table_name(&self.table)
+            .key("pk", s(contact_pk(tenant, &contact.contact_id)))
+            .key("sk", s(PROFILE))
+            .expression_attribute_values(":c", s(contact.contact_id.as_str()))
+            .expression_attribute_values(":e", n(contact.expires_at))
+            .expression_attribute_values(":g", s(conv_gsi_pk(tenant)))
+            .expression_attribute_values(":ts0", n(contact.last_inbound_at))
+            .expression_attribute_values(
+                ":gs0",
+                s(format!(
+                    "{:012}#{}",
+                    contact.last_inbound_at, contact.contact_id
+                )),
+            )
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":pn", s(&contact.phone_number_id));
+        for (attr, placeholder, value) in [
+            ("name", ":name", &contact.name),
+            ("wa_id", ":wa", &contact.wa_id),
+            ("user_id", ":uid", &contact.user_id),
+            ("username", ":un", &contact.username),
+        ] {
+            if let Some(v) = value {
+                update = update.expression_attribute_values(placeholder, s(v));
+                set.push(match attr {
+                    "name" => "#name = :name",
+                    "wa_id" => "wa_id = :wa",
+                    "user_id" => "user_id = :uid",
+                    _ => "username = :un",
+                });
+            }
+        }
+        if contact.name.is_some() {
+            update = update.expression_attribute_names("#name", "name");
+        }
+        let mut add = "ADD unread :one".to_owned();
+        if !contact.identity_keys.is_empty() {
+            update = update.expression_attribute_values(
+                ":ik",
+                AttributeValue::Ss(contact.identity_keys.clone()),
+            );
+            add.push_str(", identity_keys :ik");
+        }
+        let update = update
+            .update_expression(format!("SET {} {add}", set.join(", ")))
+            .build()
+            .map_err(|_| corrupt("update"))?;
+
+        let result = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().put(put_message).build())
+            .transact_items(TransactWriteItem::builder().put(put_pointer).build())
+            .transact_items(TransactWriteItem::builder().update(update).build())
+            .send()
+            .await;
+        let recorded = match result {
+            Ok(_) => Recorded::New,
+            // A failed condition means "already there" only if the message really is: a
+            // transaction cancelled by a concurrent twin must be retried, never taken as done.
+            Err(e) if condition_failures(&e).iter().any(|f| *f) => {
+                if self.get(pk.clone(), &sk).await?.is_none() {
+                    return Err(StoreError::Unavailable(
+                        "TransactWriteItems: cancelled by a concurrent write".into(),
+                    ));
+                }
+                Recorded::Duplicate
+            }
+            Err(e) => return Err(StoreError::Unavailable(sdk_error("TransactWriteItems", &e))),
+        };
+        // Last activity only moves forward. Done on duplicates too: idempotent, and it completes
+        // the work of an attempt that crashed between the transaction and this update.
+        let profile_pk = contact_pk(tenant, &contact.contact_id);
+        let ts = contact.last_inbound_at;
+        let mut v = Item::new();
+        v.insert(":ts".into(), n(ts));
+        self.update_if(
+            profile_pk.clone(),
+            PROFILE,
+            "SET last_inbound_at = :ts",
+            "attribute_not_exists(last_inbound_at) OR last_inbound_at < :ts",
+            v.clone(),
+        )
+        .await?;
+        v.insert(":gs".into(), s(format!("{ts:012}#{}", contact.contact_id)));
+        self.update_if(
+            profile_pk,
+            PROFILE,
+            "SET last_message_at = :ts, gsi1sk = :gs",
+            "attribute_not_exists(last_message_at) OR last_message_at < :ts",
+            v,
+        )
+        .await?;
+        Ok(recorded)
+    }
+
+    async fn record_status(
+        &self,
+        tenant: &TenantId,
+        status: &StoredStatus,
+    ) -> Result<Recorded, StoreError> {
+        let pk = wamid_pk(tenant, &status.wamid_key);
+        let body =
+            serde_json::to_string(status).map_err(|_| corrupt("status does not serialise"))?;
+        let mut item = Item::new();
+        item.insert("pk".into(), s(&pk));
+        item.insert("sk".into(), s(format!("ST#{}", status.status.as_str())));
+        item.insert("body".into(), s(body));
+        item.insert("timestamp".into(), n(status.timestamp));
+        item.insert("expires_at".into(), n(status.expires_at));
+        let recorded = self.put_new(item).await?;
+        // Applied on duplicates too (idempotent), for the same reason as in record_inbound.
+        if let Some(pointer) = self.get(pk, POINTER).await? {
+            let (Some(msg_pk), Some(msg_sk)) =
+                (get_s(&pointer, "msg_pk"), get_s(&pointer, "msg_sk"))
+            else {
+                return Err(corrupt("pointer without target"));
+            };
+            let mut request = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .key("pk", s(msg_pk))
+                .key("sk", s(msg_sk))
+                .condition_expression("attribute_exists(pk) AND (attribute_not_exists(status_rank) OR status_rank < :r)")
+                .expression_attribute_names("#status", "status")
+                .expression_attribute_values(":r", n(i64::from(status.status.rank())))
+                .expression_attribute_values(":s", s(status.status.as_str()));
+            let mut set = "SET status_rank = :r, #status = :s".to_owned();
+            if let Some(error) = status.errors.first() {
+                request = request
+                    .expression_attribute_names("#error", "error")
+                    .expression_attribute_values(
+                        ":err",
+                        s(serde_json::to_string(error).unwrap_or_default()),
+                    );
+                set.push_str(", #error = :err");
+            }
+            match request.update_expression(set).send().await {
+                Ok(_) => {}
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|s| s.is_conditional_check_failed_exception()) => {}
+                Err(e) => return Err(StoreError::Unavailable(sdk_error("UpdateItem", &e))),
+            }
+        }
+        Ok(recorded)
+    }
+
+    async fn record_event(
+        &self,
+        tenant: &TenantId,
+        event: &StoredEvent,
+    ) -> Result<Recorded, StoreError> {
+        let mut item = Item::new();
+        item.insert("pk".into(), s(format!("T#{tenant}#EV")));
+        item.insert("sk".into(), s(&event.key));
+        item.insert("kind".into(), s(&event.kind));
+        item.insert(
+            "body".into(),
+            s(serde_json::to_string(event).unwrap_or_default()),
+        );
+        item.insert("expires_at".into(), n(event.expires_at));
+        self.put_new(item).await
+    }
+
+    async fn quarantine(&self, q: &Quarantined) -> Result<Recorded, StoreError> {
+        let mut item = Item::new();
+        item.insert("pk".into(), s("QUARANTINE"));
+        item.insert("sk".into(), s(format!("Q#{}", q.key)));
+        item.insert("received_at".into(), n(q.received_at));
+        item.insert(
+            "body".into(),
+            s(serde_json::to_string(q).unwrap_or_default()),
+        );
+        item.insert("expires_at".into(), n(q.expires_at));
+        self.put_new(item).await
+    }
+
+    async fn record_consent(
+        &self,
+        tenant: &TenantId,
+        contact: &ContactId,
+        entry: &ConsentEntry,
+    ) -> Result<Recorded, StoreError> {
+        let pk = contact_pk(tenant, contact);
+        let mut item = Item::new();
+        item.insert("pk".into(), s(&pk));
+        // Keyed by the entry's key alone, so an entry is recorded once whatever its time.
+        item.insert("sk".into(), s(format!("L#{}", entry.key)));
+        item.insert(
+            "body".into(),
+            s(serde_json::to_string(entry).unwrap_or_default()),
+        );
+        item.insert("expires_at".into(), n(entry.expires_at));
+        let recorded = self.put_new(item).await?;
+        if !entry.event.sets_opt_out() {
+            return Ok(recorded);
+        }
+        // The newest entry decides, whatever the arrival order; repeated on duplicates (idempotent).
+        let mut v = Item::new();
+        v.insert(":at".into(), n(entry.at));
+        v.insert(
+            ":o".into(),
+            AttributeValue::Bool(entry.event == ConsentEvent::OptedOut),
+        );
+        self.update_if(
+            pk,
+            PROFILE,
+            "SET opted_out = :o, consent_at = :at",
+            "attribute_exists(pk) AND (attribute_not_exists(consent_at) OR consent_at <= :at)",
+            v,
+        )
+        .await?;
+        Ok(recorded)
+    }
+
+    async fn claim_away_reply(
+        &self,
+        tenant: &TenantId,
+        contact: &ContactId,
+        now: i64,
+        interval: i64,
+    ) -> Result<bool, StoreError> {
+        let mut v = Item::new();
+        v.insert(":now".into(), n(now));
+        v.insert(":cut".into(), n(now - interval));
+        self.update_if(
+            contact_pk(tenant, contact),
+            PROFILE,
+            "SET away_replied_at = :now",
+            "attribute_exists(pk) AND (attribute_not_exists(away_replied_at) OR away_replied_at <= :cut)",
+            v,
+        )
+        .await
+    }
+}
