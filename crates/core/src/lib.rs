@@ -18,6 +18,7 @@ pub mod ports;
 pub mod privacy;
 pub mod problem;
 pub mod records;
+pub mod replies;
 pub mod routing;
 pub mod sealed;
 pub mod tenant;
