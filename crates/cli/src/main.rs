@@ -1,6 +1,11 @@
 //! `relay`: run the pharmacy WhatsApp relay on one machine, and administer it locally or on AWS.
 
+mod dlq;
+mod privacy;
 mod serve;
+mod tenants;
+
+use privacy::privacy_for;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
@@ -272,21 +277,6 @@ async fn aws_clients(args: &AwsArgs) -> anyhow::Result<(relay_aws::Clients, Stri
     Ok((relay_aws::Clients::new(&sdk), table))
 }
 
-/// Writes a file only its owner can read (it holds personal data).
-fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut f = options
-        .open(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    Ok(())
-}
-
 fn format_ms(ms: i64, clock: &Clock) -> String {
     format!("{}s ago", (clock.now_ms() - ms).max(0) / 1000)
 }
@@ -361,155 +351,6 @@ async fn run(cli: Cli, clock: Clock) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Tenants {
-            command:
-                TenantsCommand::Apply {
-                    file,
-                    aws,
-                    kms_key_id,
-                },
-        } => {
-            let config = read_config(&file)?;
-            let (clients, table) = aws_clients(&aws).await?;
-            let report = relay_aws::admin::apply_tenants(
-                &clients.dynamo,
-                &clients.secrets(Some(kms_key_id)),
-                &table,
-                &config,
-                |line| println!("  {line}"),
-            )
-            .await?;
-            println!(
-                "applied to {table}: {} tenant(s), {} channel(s), {} API key(s); removed {} channel(s), {} API key(s){}",
-                report.tenants,
-                report.channels,
-                report.api_keys,
-                report.removed_channels,
-                report.removed_api_keys,
-                if report.created_pseudonym_key {
-                    "; created the pseudonymisation key"
-                } else {
-                    ""
-                }
-            );
-            Ok(())
-        }
-        Command::Tenants {
-            command:
-                TenantsCommand::List {
-                    config,
-                    aws,
-                    aws_args,
-                },
-        } => {
-            if aws {
-                let (clients, table) = aws_clients(&aws_args).await?;
-                for t in relay_aws::admin::list_tenants(&clients.dynamo, &table).await? {
-                    println!(
-                        "{}\t{}\t{} channel(s)\t{} API key(s)",
-                        t.id, t.name, t.channels, t.api_keys
-                    );
-                }
-            } else {
-                for t in read_config(&config)?.tenants {
-                    println!(
-                        "{}\t{}\t{} channel(s)\t{} API key(s)",
-                        t.tenant.id,
-                        t.tenant.name,
-                        t.channels.len(),
-                        t.api_key_digests.len()
-                    );
-                }
-            }
-            Ok(())
-        }
-        Command::Quarantine {
-            command:
-                QuarantineCommand::List {
-                    target,
-                    limit,
-                    show_payload,
-                    privacy,
-                },
-        } => {
-            let items = if target.aws && !show_payload {
-                let (clients, table) = aws_clients(&target.aws_args).await?;
-                relay_core::ports::InboxReads::list_quarantine(
-                    &clients.store(&table),
-                    limit,
-                    clock.now(),
-                )
-                .await?
-            } else {
-                // Payloads are sealed: read through the sealing store.
-                let backends = privacy_for(&target, &privacy, &clock).await?;
-                backends.store.list_quarantine(limit, clock.now()).await?
-            };
-            if items.is_empty() {
-                println!("no quarantined events");
-            }
-            for q in items {
-                println!(
-                    "{}\t{}\tphone_number_id {}\t{}",
-                    q.received_at, q.key, q.phone_number_id, q.reason
-                );
-                if show_payload {
-                    println!("{}", q.payload);
-                }
-            }
-            Ok(())
-        }
-        Command::Contacts {
-            command:
-                ContactsCommand::Export {
-                    contact_id,
-                    tenant,
-                    target,
-                    privacy,
-                    out,
-                },
-        } => {
-            let (t, c) = parse_subject(&tenant, &contact_id)?;
-            let backends = privacy_for(&target, &privacy, &clock).await?;
-            let result = backends.privacy()?.export(&t, &c, clock.now()).await;
-            audit_cli(&backends, &t, "contact.export", &c, result.is_ok()).await;
-            let doc = result?.with_context(|| {
-                format!("no contact {c} in tenant {t} (unknown, erased or expired)")
-            })?;
-            let text = serde_json::to_string_pretty(&doc)?;
-            match out {
-                Some(path) => {
-                    write_private(&path, text.as_bytes())?;
-                    eprintln!("exported contact {c} to {}", path.display());
-                }
-                None => println!("{text}"),
-            }
-            Ok(())
-        }
-        Command::Contacts {
-            command:
-                ContactsCommand::Erase {
-                    contact_id,
-                    tenant,
-                    target,
-                    privacy,
-                    yes,
-                },
-        } => {
-            let (t, c) = parse_subject(&tenant, &contact_id)?;
-            if !yes {
-                anyhow::bail!(
-                    "erasing {c} cannot be undone: every message, status, consent entry and its data key are destroyed. Run again with --yes to confirm."
-                );
-            }
-            let backends = privacy_for(&target, &privacy, &clock).await?;
-            let result = backends.privacy()?.erase(&t, &c, clock.now()).await;
-            audit_cli(&backends, &t, "contact.erase", &c, result.is_ok()).await;
-            let receipt = result
-                .context("erasure stopped part-way; run the same command again to finish it")?;
-            println!("{}", serde_json::to_string_pretty(&receipt)?);
-            Ok(())
-        }
         Command::Audit {
             target,
             privacy,
@@ -546,178 +387,16 @@ async fn run(cli: Cli, clock: Clock) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Dlq {
-            command:
-                DlqCommand::List {
-                    target,
-                    dlq_url,
-                    limit,
-                    queue,
-                },
-        } => {
-            if target.aws {
-                let (clients, _) = aws_clients_no_table(&target.aws_args).await;
-                let url =
-                    dlq_url.context("--dlq-url (or INBOUND_DLQ_URL) is required with --aws")?;
-                let list = relay_aws::admin::dlq_list(&clients.sqs, &url, limit).await?;
-                print_dead(
-                    list.iter()
-                        .map(|d| (&d.message_id, d.receive_count, d.sent_at_ms, d.size)),
-                    &clock,
-                );
-            } else {
-                let local = serve::Local::open(&target.data_dir, clock.clone())?;
-                let list = local.queue_named(&queue)?.dlq_list(limit)?;
-                print_dead(
-                    list.iter()
-                        .map(|d| (&d.message_id, d.receive_count, d.sent_at_ms, d.size)),
-                    &clock,
-                );
-            }
-            Ok(())
-        }
-        Command::Dlq {
-            command:
-                DlqCommand::Redrive {
-                    target,
-                    dlq_url,
-                    queue_url,
-                    queue: local_queue,
-                },
-        } => {
-            let moved = if target.aws {
-                let (clients, _) = aws_clients_no_table(&target.aws_args).await;
-                let dlq =
-                    dlq_url.context("--dlq-url (or INBOUND_DLQ_URL) is required with --aws")?;
-                let queue = queue_url
-                    .context("--queue-url (or INBOUND_QUEUE_URL) is required with --aws")?;
-                relay_aws::admin::dlq_redrive(&clients.sqs, &dlq, &queue, |n| {
-                    if n % 100 == 0 {
-                        eprintln!("  {n} moved…");
-                    }
-                })
-                .await?
-            } else {
-                let local = serve::Local::open(&target.data_dir, clock.clone())?;
-                let q = local.queue_named(&local_queue)?;
-                if q.dlq_depth()? == 0 {
-                    0
-                } else {
-                    q.dlq_redrive()?
-                }
-            };
-            println!("moved {moved} message(s) back to the queue");
-            Ok(())
-        }
-    }
-}
-
-/// The backends of export, erasure and the audit log, locally or on AWS, built by the same
-/// composition root as the functions.
-async fn privacy_for(
-    target: &Target,
-    p: &PrivacyArgs,
-    clock: &Clock,
-) -> anyhow::Result<relay_core::backends::Backends> {
-    let mut backends = if target.aws {
-        let a = &target.aws_args;
-        let table = a
-            .table
-            .clone()
-            .context("--table (or RELAY_TABLE) is required with --aws")?;
-        let required = [
-            ("KEYS_TABLE", &p.keys_table, "--keys-table"),
-            ("RELAY_KMS_KEY_ID", &p.kms_key, "--kms-key"),
-            ("AUDIT_TABLE", &p.audit_table, "--audit-table"),
-            ("MEDIA_BUCKET", &p.media_bucket, "--media-bucket"),
-        ];
-        for (var, value, flag) in required {
-            anyhow::ensure!(value.is_some(), "{flag} (or {var}) is required with --aws");
-        }
-        let lookup = |k: &str| match k {
-            "RELAY_TABLE" => Some(table.clone()),
-            _ => required
-                .iter()
-                .find(|(var, _, _)| *var == k)
-                .and_then(|(_, v, _)| (*v).clone()),
-        };
-        let settings = relay_aws::Settings::from_lookup(&lookup)?;
-        let sdk = relay_aws::sdk_config(a.endpoint_url.as_deref()).await;
-        relay_aws::Aws::new(settings, &sdk)
-            .backends_with_media(clock.clone())
-            .await?
-    } else {
-        // The tenants do not matter here; the limits (audit retention) come from relay.toml.
-        let (config, _) = load_serve_config(None)?;
-        serve::Local::open(&target.data_dir, clock.clone())?.backends(&config)
-    };
-    if let Some(days) = p.audit_retention_days {
-        anyhow::ensure!(
-            (1..=3650).contains(&days),
-            "--audit-retention-days must be 1 to 3650"
-        );
-        backends.limits.audit_retention_days = days;
-    }
-    Ok(backends)
-}
-
-fn parse_subject(
-    tenant: &str,
-    contact: &str,
-) -> anyhow::Result<(relay_core::ids::TenantId, relay_core::ids::ContactId)> {
-    let t =
-        relay_core::ids::TenantId::parse(tenant).map_err(|e| anyhow::anyhow!("--tenant: {e}"))?;
-    let c = relay_core::ids::ContactId::parse(contact)
-        .map_err(|e| anyhow::anyhow!("contact id: {e}"))?;
-    Ok((t, c))
-}
-
-/// Records an operator's action in the audit log (the action is done; a failure is reported).
-async fn audit_cli(
-    backends: &relay_core::backends::Backends,
-    tenant: &relay_core::ids::TenantId,
-    action: &str,
-    target: &relay_core::ids::ContactId,
-    ok: bool,
-) {
-    let clock = &backends.clock;
-    let at_ms = clock.now_ms();
-    let now = at_ms.div_euclid(1000);
-    let entry = relay_core::records::AuditEntry {
-        at_ms,
-        tenant: tenant.clone(),
-        actor: "cli".into(),
-        action: action.into(),
-        target: Some(target.to_string()),
-        result: if ok { 200 } else { 500 },
-        expires_at: now + backends.limits.audit_retention_secs(),
-    };
-    let written = match backends.audit() {
-        Ok(audit) => audit.append(&entry).await.map_err(|e| e.to_string()),
-        Err(e) => Err(e.to_string()),
-    };
-    if let Err(e) = written {
-        eprintln!("warning: the audit entry could not be written: {e}");
+        Command::Tenants { command } => command.run(clock).await,
+        Command::Quarantine { command } => command.run(clock).await,
+        Command::Contacts { command } => command.run(clock).await,
+        Command::Dlq { command } => command.run(clock).await,
     }
 }
 
 async fn aws_clients_no_table(args: &AwsArgs) -> (relay_aws::Clients, Option<String>) {
     let sdk = relay_aws::sdk_config(args.endpoint_url.as_deref()).await;
     (relay_aws::Clients::new(&sdk), args.table.clone())
-}
-
-fn print_dead<'a>(items: impl Iterator<Item = (&'a String, u32, i64, usize)>, clock: &Clock) {
-    let mut any = false;
-    for (id, count, sent, size) in items {
-        any = true;
-        println!(
-            "{id}\treceived {count}x\tsent {}\t{size} bytes",
-            format_ms(sent, clock)
-        );
-    }
-    if !any {
-        println!("the dead-letter queue is empty");
-    }
 }
 
 async fn wait_for_signal() {
