@@ -4,6 +4,7 @@
 
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use std::future::Future;
+use tracing::Instrument;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BatchError {
@@ -64,12 +65,15 @@ where
             .get("ApproximateReceiveCount")
             .and_then(|v| v.parse().ok())
             .unwrap_or(1);
+        // One span per record (its SQS message id, never its content).
+        let span = tracing::info_span!("record", message_id = %message_id, receives);
         let handled = handle(Record {
             message_id: message_id.clone(),
             body: record.body.unwrap_or_default(),
             receipt: record.receipt_handle,
             receives,
         })
+        .instrument(span)
         .await;
         if handled == Handled::Retry {
             let mut failure = BatchItemFailure::default();

@@ -46,6 +46,16 @@ pub enum Job {
 }
 
 impl Job {
+    /// The contact the job is about, where it names one.
+    pub fn contact(&self) -> Option<&ContactId> {
+        match self {
+            Job::Send { contact, .. }
+            | Job::MarkRead { contact, .. }
+            | Job::FetchMedia { contact, .. } => Some(contact),
+            Job::Forward { .. } => None,
+        }
+    }
+
     pub fn to_body(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()
     }

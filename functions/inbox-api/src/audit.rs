@@ -43,7 +43,10 @@ pub(crate) async fn audited(
     let named = AuditTarget::default();
     request.extensions_mut().insert(slot.clone());
     request.extensions_mut().insert(named.clone());
-    let response = next.run(request).await;
+    // One span per call, named by its action (never its path, which carries ids of people).
+    let response =
+        tracing::Instrument::instrument(next.run(request), tracing::info_span!("request", action))
+            .await;
     let who = slot.0.lock().unwrap_or_else(|e| e.into_inner()).take();
     let Some((tenant, actor)) = who else {
         // Not authenticated: nothing was read or changed.

@@ -187,7 +187,12 @@ impl Sender {
         (rate / self.concurrency.max(1)).max(1)
     }
 
+    /// One job; its span names the job's kind and its tenant and contact (pseudonymous ids).
+    #[tracing::instrument(name = "job", skip_all, fields(kind = job.kind(), tenant = %job.tenant(), contact = tracing::field::Empty))]
     pub async fn process(&self, job: &Job, receives: u32) -> Result<Outcome, StoreError> {
+        if let Some(contact) = job.contact() {
+            tracing::Span::current().record("contact", contact.as_str());
+        }
         match job {
             Job::Send {
                 tenant,

@@ -181,6 +181,9 @@ async fn sealers(
     Ok(out)
 }
 
+/// One span per webhook, so its lines belong together; the channel is recorded once its id
+/// is known to be one (never the raw path).
+#[tracing::instrument(name = "webhook", skip_all, fields(phone_number_id = tracing::field::Empty))]
 async fn receive(
     State(state): State<Receiver>,
     Path(phone_number_id): Path<String>,
@@ -209,6 +212,7 @@ async fn receive(
     if !valid_phone_number_id(&phone_number_id) {
         return unauthorized().into_response();
     }
+    tracing::Span::current().record("phone_number_id", phone_number_id.as_str());
     if let Err(p) = relay_http::json_content_type(&headers) {
         return p.into_response();
     }
