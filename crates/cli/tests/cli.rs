@@ -190,6 +190,8 @@ async fn serve_runs_the_pipeline_and_keeps_data_across_restarts() {
         log.contains("webhook queued") && log.contains("inbound message"),
         "the debug log is captured"
     );
+    // Written to a file, not a terminal: plain lines, no colour codes.
+    assert!(!log.contains('\u{1b}'), "escape codes in a redirected log");
     for personal in [
         "4915112345678",
         "4917600011122",
@@ -802,5 +804,54 @@ async fn serve_fetches_media_stores_it_sealed_and_serves_it() {
         std::fs::read_dir(&media_dir)
             .map(|d| d.count() == 0)
             .unwrap_or(true)
+    );
+}
+
+/// `--log-format json` (or RELAY_LOG_FORMAT=json): every log line is one JSON object, for a
+/// log shipper; the request's span travels with it.
+#[tokio::test]
+async fn serve_writes_json_log_lines_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let log = std::fs::File::create(dir.path().join("json.log")).unwrap();
+    let child = Command::new(RELAY)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--data-dir", "data", "--log-format", "json"])
+        .current_dir(dir.path())
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let server = Server {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "relay serve did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The demo channel; a refused webhook is logged too.
+    let answer = reqwest::Client::new()
+        .post(format!("{}/webhooks/whatsapp/106540352242922", server.url))
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 401);
+    drop(server);
+    let text = std::fs::read_to_string(dir.path().join("json.log")).unwrap();
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty(), "nothing logged");
+    for line in &lines {
+        let v: Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+        assert!(v.get("level").is_some(), "{line}");
+    }
+    assert!(
+        lines.iter().any(|l| l.contains("\"webhook\"")),
+        "the webhook's span is on its lines: {text}"
     );
 }
