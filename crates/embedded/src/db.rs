@@ -3,166 +3,23 @@
 use relay_core::Clock;
 use rusqlite::Connection;
 use rusqlite::functions::FunctionFlags;
+use rusqlite_migration::{M, Migrations};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-const SCHEMA: &str = r#"
-CREATE TABLE IF NOT EXISTS contacts (
-    tenant TEXT NOT NULL,
-    contact_id TEXT NOT NULL,
-    name TEXT,
-    wa_id TEXT,
-    user_id TEXT,
-    username TEXT,
-    last_inbound_at INTEGER,
-    last_message_at INTEGER NOT NULL DEFAULT 0,
-    unread INTEGER NOT NULL DEFAULT 0,
-    phone_number_id TEXT,
-    opted_out INTEGER NOT NULL DEFAULT 0,
-    away_replied_at INTEGER,
-    send_backoff_until INTEGER NOT NULL DEFAULT 0,
-    expires_at INTEGER NOT NULL,
-    PRIMARY KEY (tenant, contact_id)
-);
-CREATE INDEX IF NOT EXISTS contacts_by_activity ON contacts (tenant, last_message_at DESC, contact_id DESC);
+/// The schema as numbered migrations (`PRAGMA user_version` is the number applied). Every
+/// change to the schema is a new file appended here, never an edit of an old one: a data
+/// directory of any earlier release opens, migrates in one transaction, and keeps its data.
+const MIGRATION_STEPS: &[M<'static>] = &[
+    M::up(include_str!("../migrations/0001_initial.sql")),
+    M::up(include_str!(
+        "../migrations/0002_audit_trigger_on_relay_clock.sql"
+    )),
+];
+const MIGRATIONS: Migrations<'static> = Migrations::from_slice(MIGRATION_STEPS);
 
-CREATE TABLE IF NOT EXISTS identities (
-    tenant TEXT NOT NULL,
-    identity_key TEXT NOT NULL,
-    contact_id TEXT NOT NULL,
-    expires_at INTEGER NOT NULL,
-    PRIMARY KEY (tenant, identity_key)
-);
-
-CREATE TABLE IF NOT EXISTS messages (
-    tenant TEXT NOT NULL,
-    wamid_key TEXT NOT NULL,
-    contact_id TEXT NOT NULL,
-    timestamp INTEGER NOT NULL,
-    status_rank INTEGER,
-    body TEXT NOT NULL,
-    -- Outbound: the sent message's wamid key (statuses find it by this), the send lease.
-    alias_key TEXT,
-    send_lease_until INTEGER NOT NULL DEFAULT 0,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    expires_at INTEGER NOT NULL,
-    PRIMARY KEY (tenant, wamid_key)
-);
-CREATE INDEX IF NOT EXISTS messages_by_contact ON messages (tenant, contact_id, timestamp DESC, wamid_key DESC);
-CREATE INDEX IF NOT EXISTS messages_by_alias ON messages (tenant, alias_key);
-
-CREATE TABLE IF NOT EXISTS consent (
-    tenant TEXT NOT NULL,
-    contact_id TEXT NOT NULL,
-    key TEXT NOT NULL,
-    at INTEGER NOT NULL,
-    body TEXT NOT NULL,
-    expires_at INTEGER NOT NULL,
-    PRIMARY KEY (tenant, contact_id, key)
-);
-
-CREATE TABLE IF NOT EXISTS idempotency (
-    tenant TEXT NOT NULL,
-    key_hash TEXT NOT NULL,
-    message_key TEXT NOT NULL,
-    request_hash TEXT NOT NULL,
-    expires_at INTEGER NOT NULL,
-    PRIMARY KEY (tenant, key_hash)
-);
-
-CREATE TABLE IF NOT EXISTS statuses (
-    tenant TEXT NOT NULL,
-    wamid_key TEXT NOT NULL,
-    status TEXT NOT NULL,
-    timestamp INTEGER NOT NULL,
-    body TEXT NOT NULL,
-    expires_at INTEGER NOT NULL,
-    PRIMARY KEY (tenant, wamid_key, status)
-);
-
-CREATE TABLE IF NOT EXISTS events (
-    tenant TEXT NOT NULL,
-    key TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    body TEXT NOT NULL,
-    expires_at INTEGER NOT NULL,
-    PRIMARY KEY (tenant, key)
-);
-
-CREATE TABLE IF NOT EXISTS quarantine (
-    key TEXT PRIMARY KEY,
-    received_at INTEGER NOT NULL,
-    body TEXT NOT NULL,
-    expires_at INTEGER NOT NULL
-);
-
-CREATE TABLE IF NOT EXISTS queue (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    queue TEXT NOT NULL,
-    body TEXT NOT NULL,
-    sent_at_ms INTEGER NOT NULL,
-    visible_at_ms INTEGER NOT NULL,
-    receive_count INTEGER NOT NULL DEFAULT 0,
-    receipt TEXT
-);
-CREATE INDEX IF NOT EXISTS queue_by_visibility ON queue (queue, visible_at_ms, id);
--- Deleting or delaying a received message finds it by its receipt without a scan of the
--- backlog (a scan per delete made the router slower the longer the queue grew).
-CREATE INDEX IF NOT EXISTS queue_by_receipt ON queue (receipt) WHERE receipt IS NOT NULL;
-
--- Files the pharmacy uploaded to send (POST /v1/media).
-CREATE TABLE IF NOT EXISTS uploads (
-    tenant TEXT NOT NULL,
-    media_id TEXT NOT NULL,
-    contact_id TEXT NOT NULL,
-    body TEXT NOT NULL,
-    expires_at INTEGER NOT NULL,
-    PRIMARY KEY (tenant, media_id)
-);
-
--- Failed media requests per channel and hour (360dialog blocks a number after more than five).
-CREATE TABLE IF NOT EXISTS media_failures (
-    phone_number_id TEXT NOT NULL,
-    hour INTEGER NOT NULL,
-    failures INTEGER NOT NULL,
-    expires_at INTEGER NOT NULL,
-    PRIMARY KEY (phone_number_id, hour)
-);
-
--- Data keys, wrapped under the master key file. Deleting a row shreds the data sealed under it.
-CREATE TABLE IF NOT EXISTS data_keys (
-    tenant TEXT NOT NULL,
-    keyref TEXT NOT NULL,
-    key_id TEXT NOT NULL,
-    wrapped BLOB NOT NULL,
-    expires_at INTEGER,
-    PRIMARY KEY (tenant, keyref)
-);
-
--- The audit log: rows are never updated, and deleted only once expired.
-CREATE TABLE IF NOT EXISTS audit (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    tenant TEXT NOT NULL,
-    at_ms INTEGER NOT NULL,
-    actor TEXT NOT NULL,
-    action TEXT NOT NULL,
-    target TEXT,
-    result INTEGER NOT NULL,
-    expires_at INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS audit_by_tenant ON audit (tenant, at_ms DESC);
-CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
-BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
--- "Expired" is judged on the relay's clock (relay_now(), registered on every connection the
--- relay opens), the clock the code stamps `expires_at` with: SQLite's own clock would let a
--- rule enforced here disagree with the same rule in the code. A connection without the
--- function (a hand-opened sqlite3 shell) cannot delete at all. Databases made before this
--- had the trigger on strftime('now'): it is replaced at every open.
-DROP TRIGGER IF EXISTS audit_no_early_delete;
-CREATE TRIGGER audit_no_early_delete BEFORE DELETE ON audit
-WHEN OLD.expires_at > relay_now()
-BEGIN SELECT RAISE(ABORT, 'audit entries are kept until they expire'); END;
-"#;
+/// The schema version this release writes.
+pub const SCHEMA_VERSION: usize = MIGRATION_STEPS.len();
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -171,6 +28,42 @@ pub enum DbError {
         path: String,
         source: rusqlite::Error,
     },
+    #[error(
+        "the local database {path} has schema version {found}, newer than this relay knows ({SCHEMA_VERSION}): it was written by a newer release. Run that release (or newer), or restore a backup made by this one."
+    )]
+    TooNew { path: String, found: i64 },
+    #[error(
+        "the local database {path} could not be migrated to schema version {SCHEMA_VERSION}: {source}"
+    )]
+    Migrate {
+        path: String,
+        source: rusqlite_migration::Error,
+    },
+}
+
+/// The schema version a database file says it has (`PRAGMA user_version`; 0 before migrations).
+fn user_version(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row("PRAGMA user_version", [], |r| r.get(0))
+}
+
+/// Brings the schema to [`SCHEMA_VERSION`]; refuses a newer one with a clear error.
+fn migrate(conn: &mut Connection, path: &str) -> Result<(), DbError> {
+    let found = user_version(conn).map_err(|source| DbError::Open {
+        path: path.to_owned(),
+        source,
+    })?;
+    if found > SCHEMA_VERSION as i64 {
+        return Err(DbError::TooNew {
+            path: path.to_owned(),
+            found,
+        });
+    }
+    MIGRATIONS
+        .to_latest(conn)
+        .map_err(|source| DbError::Migrate {
+            path: path.to_owned(),
+            source,
+        })
 }
 
 /// One SQLite connection shared by the store and the queue. Statements are short (one row
@@ -210,13 +103,13 @@ impl Database {
             // Deleted rows (erasure, expiry) are overwritten, not left in free pages.
             conn.pragma_update(None, "secure_delete", "ON")?;
             conn.busy_timeout(std::time::Duration::from_secs(5))?;
-            conn.execute_batch(SCHEMA)?;
             Ok(conn)
         };
-        let conn = open().map_err(|source| DbError::Open {
+        let mut conn = open().map_err(|source| DbError::Open {
             path: path.display().to_string(),
             source,
         })?;
+        migrate(&mut conn, &path.display().to_string())?;
         Ok(Database {
             conn: Arc::new(Mutex::new(conn)),
             clock,
@@ -225,11 +118,11 @@ impl Database {
 
     /// A private in-memory database, for tests and benchmarks.
     pub fn in_memory(clock: Clock) -> Self {
-        let conn = Connection::open_in_memory().expect("in-memory SQLite opens");
+        let mut conn = Connection::open_in_memory().expect("in-memory SQLite opens");
         register_clock(&conn, &clock).expect("relay_now() registers");
         conn.pragma_update(None, "secure_delete", "ON")
             .expect("secure_delete applies");
-        conn.execute_batch(SCHEMA).expect("schema applies");
+        migrate(&mut conn, ":memory:").expect("the schema applies");
         Database {
             conn: Arc::new(Mutex::new(conn)),
             clock,

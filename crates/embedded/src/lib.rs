@@ -9,7 +9,7 @@ mod queue;
 mod store;
 
 pub use blobs::FileBlobStore;
-pub use db::{Database, DbError};
+pub use db::{Database, DbError, SCHEMA_VERSION};
 pub use keys::{KeyError, load_or_create_key};
 pub use local::{
     INBOUND_QUEUE, Local, MAX_RECEIVES, OUTBOUND_MAX_RECEIVES, OUTBOUND_QUEUE, OpenError,
