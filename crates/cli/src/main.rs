@@ -1,6 +1,7 @@
 //! `relay`: run the pharmacy WhatsApp relay on one machine, and administer it locally or on AWS.
 
 mod dlq;
+mod http;
 mod privacy;
 mod serve;
 mod tenants;

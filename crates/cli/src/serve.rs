@@ -45,7 +45,7 @@ pub async fn start(
             format!("cannot listen on {listen} (in use? choose another with --listen)")
         })?;
     let addr = listener.local_addr()?;
-    let (shutdown, mut stop) = watch::channel(false);
+    let (shutdown, stop) = watch::channel(false);
 
     let router = Arc::new(router);
     let routing = tokio::spawn(drive(
@@ -80,15 +80,20 @@ pub async fn start(
         local.blobs.clone(),
         shutdown.subscribe(),
     ));
+    let limits = config.http_limits();
     let done = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stop.wait_for(|s| *s).await;
-            })
-            .await
-            .context("HTTP server failed")?;
-        routing.await.context("router worker panicked")?;
-        sending.await.context("sender worker panicked")?;
+        crate::http::serve(listener, app, limits, stop).await;
+        // The workers finish the batch in hand; one that is still busy after the grace period
+        // is left: what it did not delete is delivered again at the next start.
+        for (name, worker) in [("router", routing), ("sender", sending)] {
+            match tokio::time::timeout(limits.shutdown_grace, worker).await {
+                Ok(result) => result.with_context(|| format!("{name} worker panicked"))?,
+                Err(_) => tracing::warn!(
+                    worker = name,
+                    "still busy after the grace period: stopping without it"
+                ),
+            }
+        }
         sweeper.abort();
         Ok(())
     });

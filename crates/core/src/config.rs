@@ -46,6 +46,26 @@ pub struct ServerSection {
     pub audit_retention_days: Option<u32>,
     /// The largest media file fetched (bytes; default 100 MB).
     pub max_media_bytes: Option<u64>,
+    /// `relay serve`: how long a client may take to send a request's head, and how long a
+    /// kept-alive connection may sit idle before its next one (seconds; default 10).
+    pub header_read_timeout_secs: Option<u64>,
+    /// `relay serve`: how long one request may take, body included (seconds; default 60):
+    /// 408 after that.
+    pub request_timeout_secs: Option<u64>,
+    /// `relay serve`: open connections at most; more wait to be accepted (default 1024).
+    pub max_connections: Option<usize>,
+    /// `relay serve`: on SIGTERM, how long in-flight requests and jobs may finish before what
+    /// is left is closed (seconds; default 10, below systemd's 90 s stop timeout).
+    pub shutdown_grace_secs: Option<u64>,
+}
+
+/// `relay serve`'s HTTP limits, with their defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    pub header_read_timeout: std::time::Duration,
+    pub request_timeout: std::time::Duration,
+    pub max_connections: usize,
+    pub shutdown_grace: std::time::Duration,
 }
 
 /// Default retention of the audit log.
@@ -181,6 +201,38 @@ impl RelayConfig {
         }
         if raw.server.max_body_bytes == Some(0) {
             problems.push("server.max_body_bytes: must be greater than 0".to_owned());
+        }
+        for (field, value, range) in [
+            (
+                "header_read_timeout_secs",
+                raw.server.header_read_timeout_secs,
+                1..=300,
+            ),
+            (
+                "request_timeout_secs",
+                raw.server.request_timeout_secs,
+                1..=3600,
+            ),
+            (
+                "shutdown_grace_secs",
+                raw.server.shutdown_grace_secs,
+                0..=300,
+            ),
+        ] {
+            if value.is_some_and(|v| !range.contains(&v)) {
+                problems.push(format!(
+                    "server.{field}: must be between {} and {}",
+                    range.start(),
+                    range.end()
+                ));
+            }
+        }
+        if raw
+            .server
+            .max_connections
+            .is_some_and(|n| !(1..=100_000).contains(&n))
+        {
+            problems.push("server.max_connections: must be between 1 and 100000".to_owned());
         }
 
         for (ti, t) in raw.tenants.iter().enumerate() {
@@ -396,6 +448,17 @@ impl RelayConfig {
         self.server
             .audit_retention_days
             .unwrap_or(DEFAULT_AUDIT_RETENTION_DAYS)
+    }
+
+    pub fn http_limits(&self) -> HttpLimits {
+        let secs = std::time::Duration::from_secs;
+        let s = &self.server;
+        HttpLimits {
+            header_read_timeout: secs(s.header_read_timeout_secs.unwrap_or(10)),
+            request_timeout: secs(s.request_timeout_secs.unwrap_or(60)),
+            max_connections: s.max_connections.unwrap_or(1024),
+            shutdown_grace: secs(s.shutdown_grace_secs.unwrap_or(10)),
+        }
     }
 }
 

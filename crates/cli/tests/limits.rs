@@ -1,0 +1,177 @@
+//! `relay serve` on the open internet: slow clients are cut off and cannot starve the others,
+//! and SIGTERM stops the server within its grace period even with slow clients connected.
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+const RELAY: &str = env!("CARGO_BIN_EXE_relay");
+
+const CONFIG: &str = r#"
+[server]
+header_read_timeout_secs = 2
+request_timeout_secs = 5
+shutdown_grace_secs = 2
+
+[[tenants]]
+id = "apotheke"
+name = "Apotheke"
+api_keys = ["sk_limits_test_0123456789"]
+
+[[tenants.channels]]
+phone_number_id = "106540352242922"
+provider = "360dialog"
+webhook_token = "limits-webhook-token"
+"#;
+
+struct Serve {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve() -> Serve {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("relay.toml"), CONFIG).unwrap();
+    // Port 0: the kernel picks a free port and the banner names it (no race with another
+    // test picking the same "free" port).
+    let mut child = Command::new(RELAY)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir", "data"])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut banner = String::new();
+    std::io::BufRead::read_line(&mut out, &mut banner).unwrap();
+    // Keep reading, so that its later lines ("stopped") do not hit a closed pipe.
+    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+    let port: u16 = banner
+        .split("http://127.0.0.1:")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {banner:?}"));
+    Serve {
+        child,
+        port,
+        _dir: dir,
+    }
+}
+
+/// Connections that send half a request line and then nothing.
+fn half_open(port: u16, n: usize) -> Vec<TcpStream> {
+    (0..n)
+        .map(|_| {
+            let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            s.write_all(b"POST /webhooks/whatsapp/106540352242922 HTTP/1.1\r\nHost: x\r\n")
+                .unwrap();
+            s
+        })
+        .collect()
+}
+
+fn webhook() -> Vec<u8> {
+    std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/fixtures/text.json"
+    ))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn slow_clients_are_cut_off_and_others_are_still_answered() {
+    let server = serve();
+    let opened = Instant::now();
+    let stalled = half_open(server.port, 300);
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{}", server.port);
+    // 300 stalled clients do not keep the others waiting.
+    let health = http.get(format!("{base}/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    let answer = http
+        .post(format!("{base}/webhooks/whatsapp/106540352242922"))
+        .bearer_auth("limits-webhook-token")
+        .header("content-type", "application/json")
+        .body(webhook())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200, "the webhook is queued meanwhile");
+
+    // After the header deadline (2 s) the server has closed every stalled connection: all
+    // of them are closed by 8 s after they were opened (one deadline for all, so a server
+    // that never closes them fails in seconds, not after 300 timeouts).
+    let until = opened + Duration::from_secs(8);
+    let closed = tokio::task::spawn_blocking(move || {
+        stalled
+            .into_iter()
+            .filter_map(|mut s| {
+                let left = until.saturating_duration_since(Instant::now());
+                s.set_read_timeout(Some(left.max(Duration::from_millis(10))))
+                    .unwrap();
+                let mut buf = [0u8; 512];
+                // A 408 or nothing, then the end of the stream; a timeout means still open.
+                loop {
+                    match s.read(&mut buf) {
+                        Ok(0) => return Some(()),
+                        Ok(_) => continue,
+                        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                            return Some(());
+                        }
+                        Err(_) => return None,
+                    }
+                }
+            })
+            .count()
+    })
+    .await
+    .unwrap();
+    assert_eq!(closed, 300, "stalled connections still open");
+}
+
+#[test]
+fn sigterm_stops_within_the_grace_period_with_slow_clients_connected() {
+    let mut server = serve();
+    let _stalled = half_open(server.port, 50);
+    // One client that keeps a request open by sending its body very slowly.
+    let mut slow = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    slow.write_all(
+        b"POST /webhooks/whatsapp/106540352242922 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer limits-webhook-token\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{",
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let status = Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let started = Instant::now();
+    // Grace 2 s (+ the workers' 2 s at most): well inside systemd's stop timeout.
+    let deadline = started + Duration::from_secs(15);
+    loop {
+        if let Some(exit) = server.child.try_wait().unwrap() {
+            assert!(exit.success(), "relay serve exited with {exit}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "relay serve still running {:?} after SIGTERM",
+            started.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
