@@ -2,6 +2,7 @@
 
 mod dlq;
 mod http;
+mod metrics;
 mod privacy;
 mod serve;
 mod tenants;

@@ -35,8 +35,16 @@ pub async fn start(
     let backends = local.backends(config);
     let router = backends.router();
     let sender = Arc::new(Sender::build(&backends)?);
+    let metrics = crate::metrics::router(
+        config.metrics_token(),
+        vec![
+            ("inbound", local.queue.clone()),
+            ("outbound", local.outbound.clone()),
+        ],
+    );
     let app = webhook_receiver::router(Receiver::build(&backends)?)
         .merge(inbox_api::router(Inbox::build(&backends)?))
+        .merge(metrics)
         .fallback(relay_http::not_found);
 
     let listener = tokio::net::TcpListener::bind(listen)

@@ -57,6 +57,10 @@ pub struct ServerSection {
     /// `relay serve`: on SIGTERM, how long in-flight requests and jobs may finish before what
     /// is left is closed (seconds; default 10, below systemd's 90 s stop timeout).
     pub shutdown_grace_secs: Option<u64>,
+    /// `relay serve`: `GET /metrics` (Prometheus) answers scrapes with this bearer token
+    /// (a literal or `${ENV_VAR}`); without it there is no metrics route. Read it through
+    /// [`RelayConfig::metrics_token`].
+    pub metrics_token: Option<String>,
 }
 
 /// `relay serve`'s HTTP limits, with their defaults.
@@ -153,6 +157,8 @@ struct RawConfig {
 pub struct RelayConfig {
     pub server: ServerSection,
     pub tenants: Vec<TenantConfig>,
+    /// `server.metrics_token`, resolved.
+    metrics_token: Option<SecretString>,
 }
 
 #[derive(Debug, Clone)]
@@ -411,10 +417,23 @@ impl RelayConfig {
                 channels,
             });
         }
+        let metrics_token = opt_secret(
+            "server.metrics_token",
+            &raw.server.metrics_token,
+            env,
+            &mut problems,
+        );
+        if metrics_token
+            .as_ref()
+            .is_some_and(|t| secrecy::ExposeSecret::expose_secret(t).len() < 16)
+        {
+            problems.push("server.metrics_token: must be at least 16 characters".to_owned());
+        }
         if problems.is_empty() {
             Ok(RelayConfig {
                 server: raw.server,
                 tenants,
+                metrics_token,
             })
         } else {
             Err(ConfigError::Invalid(problems))
@@ -448,6 +467,11 @@ impl RelayConfig {
         self.server
             .audit_retention_days
             .unwrap_or(DEFAULT_AUDIT_RETENTION_DAYS)
+    }
+
+    /// The bearer token of `GET /metrics` (none: no metrics route).
+    pub fn metrics_token(&self) -> Option<&SecretString> {
+        self.metrics_token.as_ref()
     }
 
     pub fn http_limits(&self) -> HttpLimits {
@@ -654,6 +678,18 @@ access_token = "t"
                 .contains("tenants[0].api_keys[0]: must be at least 16")
         );
         assert!(err("[server]\nlisten = \"nope\"\n").contains("server.listen"));
+        assert!(
+            err("[server]\nheader_read_timeout_secs = 0\n")
+                .contains("server.header_read_timeout_secs: must be between 1 and 300")
+        );
+        assert!(
+            err("[server]\nmax_connections = 0\n")
+                .contains("server.max_connections: must be between 1 and 100000")
+        );
+        assert!(
+            err("[server]\nmetrics_token = \"short\"\n")
+                .contains("server.metrics_token: must be at least 16")
+        );
         // Typos are refused with the unknown key named.
         assert!(err(&format!("{base}retention_dayz = 3\n")).contains("retention_dayz"));
         assert!(err(&format!("{base}{base}")).contains("defined twice"));

@@ -238,6 +238,23 @@ impl SqliteQueue {
         self.count(&self.name)
     }
 
+    /// How long the oldest message has been waiting (zero for an empty queue).
+    pub fn oldest_age(&self) -> Result<Duration, QueueError> {
+        let oldest: Option<i64> = self
+            .db
+            .lock()
+            .query_row(
+                "SELECT min(sent_at_ms) FROM queue WHERE queue = ?1",
+                params![self.name],
+                |r| r.get(0),
+            )
+            .map_err(q_err)?;
+        let now = self.db.clock().now_ms();
+        Ok(oldest.map_or(Duration::ZERO, |t| {
+            Duration::from_millis((now - t).max(0) as u64)
+        }))
+    }
+
     pub fn dlq_depth(&self) -> Result<usize, QueueError> {
         self.count(&self.dlq_name())
     }

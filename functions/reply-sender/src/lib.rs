@@ -115,10 +115,17 @@ pub enum Outcome {
 pub async fn handle(sender: &Sender, event: SqsEvent) -> Result<SqsBatchResponse, BatchError> {
     each_record(event, |record| async move {
         let message_id = &record.message_id;
-        let outcome = match serde_json::from_str::<Job>(&record.body) {
-            Ok(job) => sender.process(&job, record.receives).await,
-            Err(_) => Ok(Outcome::DeadLetter("not a job".into())),
+        let (kind, outcome) = match serde_json::from_str::<Job>(&record.body) {
+            Ok(job) => (job.kind(), sender.process(&job, record.receives).await),
+            Err(_) => ("unreadable", Ok(Outcome::DeadLetter("not a job".into()))),
         };
+        let label = match &outcome {
+            Ok(Outcome::Done) => "done",
+            Ok(Outcome::RetryAfter(_)) => "retry",
+            Ok(Outcome::DeadLetter(_)) => "dead_letter",
+            Err(_) => "store_error",
+        };
+        metrics::counter!("relay_jobs_total", "kind" => kind, "outcome" => label).increment(1);
         let retry = match outcome {
             Ok(Outcome::Done) => false,
             Ok(Outcome::RetryAfter(delay)) => {
@@ -344,10 +351,18 @@ impl Sender {
                     tries += 1;
                 }
                 tracing::info!(tenant = %tenant, message = %message.id, wamid_key = %wamid_key, attempt, "sent");
+                metrics::counter!("relay_sends_total", "outcome" => "sent").increment(1);
                 Ok(Outcome::Done)
             }
             Err(e) => {
                 tracing::warn!(tenant = %tenant, message = %message.id, attempt, code = e.error.code, failure = ?e.failure, "send failed");
+                let outcome = match e.failure {
+                    Failure::Permanent => "failed",
+                    _ if attempt >= self.policy.send_attempts => "gave_up",
+                    Failure::PairRateLimited => "paced",
+                    Failure::Transient => "retried",
+                };
+                metrics::counter!("relay_sends_total", "outcome" => outcome).increment(1);
                 match e.failure {
                     Failure::Permanent => {
                         self.store.fail_send(tenant, key, &e.error).await?;

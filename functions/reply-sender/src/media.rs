@@ -88,6 +88,7 @@ impl Sender {
         } = *at;
         let hour = self.now().div_euclid(3600);
         let n = self.store.add_media_failure(channel, hour).await?;
+        metrics::counter!("relay_media_failures_total").increment(1);
         tracing::warn!(tenant = %tenant, message_key = %key, failures_this_hour = n, "media request failed: {title}");
         if failure == Failure::Permanent {
             return self.media_failed(tenant, key, info, title).await;

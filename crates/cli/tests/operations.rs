@@ -1,5 +1,6 @@
-//! `relay serve` on the open internet: slow clients are cut off and cannot starve the others,
-//! and SIGTERM stops the server within its grace period even with slow clients connected.
+//! `relay serve` in production: slow clients are cut off and cannot starve the others, SIGTERM
+//! stops the server within its grace period even with slow clients connected, and `/metrics`
+//! answers an operator's scrape (with its token only, and nothing personal in it).
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
 use std::io::{Read, Write};
@@ -14,6 +15,7 @@ const CONFIG: &str = r#"
 header_read_timeout_secs = 2
 request_timeout_secs = 5
 shutdown_grace_secs = 2
+metrics_token = "${TEST_METRICS_TOKEN}"
 
 [[tenants]]
 id = "apotheke"
@@ -39,14 +41,21 @@ impl Drop for Serve {
     }
 }
 
+const METRICS_TOKEN: &str = "metrics-token-0123456789";
+
 fn serve() -> Serve {
+    serve_with(CONFIG)
+}
+
+fn serve_with(config: &str) -> Serve {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("relay.toml"), CONFIG).unwrap();
+    std::fs::write(dir.path().join("relay.toml"), config).unwrap();
     // Port 0: the kernel picks a free port and the banner names it (no race with another
     // test picking the same "free" port).
     let mut child = Command::new(RELAY)
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir", "data"])
         .current_dir(dir.path())
+        .env("TEST_METRICS_TOKEN", METRICS_TOKEN)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -174,4 +183,62 @@ fn sigterm_stops_within_the_grace_period_with_slow_clients_connected() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+#[tokio::test]
+async fn metrics_count_webhooks_and_show_the_queues_to_the_token_holder_only() {
+    let server = serve();
+    let base = format!("http://127.0.0.1:{}", server.port);
+    let http = reqwest::Client::new();
+    let post = |token: &'static str| {
+        http.post(format!("{base}/webhooks/whatsapp/106540352242922"))
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .body(webhook())
+            .send()
+    };
+    assert_eq!(post("limits-webhook-token").await.unwrap().status(), 200);
+    assert_eq!(post("wrong-token").await.unwrap().status(), 401);
+
+    let scrape = |token: Option<&'static str>| {
+        let mut r = http.get(format!("{base}/metrics"));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        r.send()
+    };
+    assert_eq!(scrape(None).await.unwrap().status(), 401);
+    assert_eq!(scrape(Some("not-the-token")).await.unwrap().status(), 401);
+    let answer = scrape(Some(METRICS_TOKEN)).await.unwrap();
+    assert_eq!(answer.status(), 200);
+    assert!(
+        answer.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let text = answer.text().await.unwrap();
+    for line in [
+        "relay_webhooks_total{outcome=\"accepted\"} 1",
+        "relay_webhooks_total{outcome=\"unauthorized\"} 1",
+        "relay_webhook_answer_seconds_bucket{le=\"0.25\"}",
+        "relay_queue_depth{queue=\"inbound\"}",
+        "relay_queue_oldest_age_seconds{queue=\"outbound\"}",
+        "relay_dead_letters{queue=\"inbound\"} 0",
+    ] {
+        assert!(text.contains(line), "{line:?} missing in:\n{text}");
+    }
+    // Nothing about a person or a channel: the fixture's number, name and text are not there.
+    for personal in ["4915", "Erika", "106540352242922"] {
+        assert!(!text.contains(personal), "{personal:?} in the metrics");
+    }
+}
+
+#[tokio::test]
+async fn without_a_metrics_token_there_is_no_metrics_route() {
+    let server = serve_with(&CONFIG.replace("metrics_token = \"${TEST_METRICS_TOKEN}\"\n", ""));
+    let answer = reqwest::get(format!("http://127.0.0.1:{}/metrics", server.port))
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 404);
 }
