@@ -1,5 +1,6 @@
 //! `relay`: run the pharmacy WhatsApp relay on one machine, and administer it locally or on AWS.
 
+mod backup;
 mod dlq;
 mod http;
 mod metrics;
@@ -61,6 +62,12 @@ enum Command {
         #[command(subcommand)]
         command: ContactsCommand,
     },
+    /// Back up the local data directory while it serves: the content (without data keys) to
+    /// --out, the data keys to the key backup directory. See docs/privacy.md.
+    Backup(backup::BackupArgs),
+    /// Restore a content backup and a key backup into an empty data directory; contacts erased
+    /// since the content backup stay erased.
+    Restore(backup::RestoreArgs),
     /// The audit log: who read or changed personal data, newest first.
     Audit {
         #[command(flatten)]
@@ -390,6 +397,8 @@ async fn run(cli: Cli, clock: Clock) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Tenants { command } => command.run(clock).await,
+        Command::Backup(args) => args.run(clock),
+        Command::Restore(args) => args.run(clock).await,
         Command::Quarantine { command } => command.run(clock).await,
         Command::Contacts { command } => command.run(clock).await,
         Command::Dlq { command } => command.run(clock).await,

@@ -131,7 +131,12 @@ pub(crate) async fn privacy_for(
     } else {
         // The tenants do not matter here; the limits (audit retention) come from relay.toml.
         let (config, _) = load_serve_config(None)?;
-        serve::Local::open(&target.data_dir, clock.clone())?.backends(&config)
+        serve::Local::open_with_key_backup(
+            &target.data_dir,
+            clock.clone(),
+            config.server.key_backup_dir.as_ref().map(PathBuf::from),
+        )?
+        .backends(&config)
     };
     if let Some(days) = p.audit_retention_days {
         anyhow::ensure!(

@@ -31,7 +31,11 @@ pub async fn start(
     listen: SocketAddr,
     data_dir: PathBuf,
 ) -> anyhow::Result<Running> {
-    let local = Local::open(&data_dir, Clock::system())?;
+    let local = Local::open_with_key_backup(
+        &data_dir,
+        Clock::system(),
+        config.server.key_backup_dir.as_ref().map(PathBuf::from),
+    )?;
     let backends = local.backends(config);
     let router = backends.router();
     let sender = Arc::new(Sender::build(&backends)?);

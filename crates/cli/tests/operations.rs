@@ -5,6 +5,7 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
@@ -31,7 +32,17 @@ webhook_token = "limits-webhook-token"
 struct Serve {
     child: Child,
     port: u16,
-    _dir: tempfile::TempDir,
+    /// Where it runs (its relay.toml, data/ and keys/).
+    dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl Serve {
+    /// Stops the server (SIGKILL: as a lost machine would) and waits for it.
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 impl Drop for Serve {
@@ -48,13 +59,20 @@ fn serve() -> Serve {
 }
 
 fn serve_with(config: &str) -> Serve {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("relay.toml"), config).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("relay.toml"), config).unwrap();
+    let mut s = serve_in(tmp.path());
+    s._tmp = Some(tmp);
+    s
+}
+
+/// `relay serve` in `dir` (its relay.toml), on a port the kernel picks.
+fn serve_in(dir: &Path) -> Serve {
     // Port 0: the kernel picks a free port and the banner names it (no race with another
     // test picking the same "free" port).
     let mut child = Command::new(RELAY)
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir", "data"])
-        .current_dir(dir.path())
+        .current_dir(dir)
         .env("TEST_METRICS_TOKEN", METRICS_TOKEN)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
@@ -74,7 +92,8 @@ fn serve_with(config: &str) -> Serve {
     Serve {
         child,
         port,
-        _dir: dir,
+        dir: dir.to_owned(),
+        _tmp: None,
     }
 }
 
@@ -241,4 +260,140 @@ async fn without_a_metrics_token_there_is_no_metrics_route() {
         .await
         .unwrap();
     assert_eq!(answer.status(), 404);
+}
+
+fn relay(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    Command::new(RELAY)
+        .args(args)
+        .current_dir(dir)
+        .env("TEST_METRICS_TOKEN", METRICS_TOKEN)
+        .output()
+        .unwrap()
+}
+
+async fn conversations(http: &reqwest::Client, port: u16) -> Vec<serde_json::Value> {
+    let v: serde_json::Value = http
+        .get(format!("http://127.0.0.1:{port}/v1/conversations"))
+        .bearer_auth("sk_limits_test_0123456789")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["conversations"].as_array().unwrap().clone()
+}
+
+/// Back up while serving, erase a contact, lose the whole data directory, restore: the other
+/// customers are back, the erased one is not (not even as ciphertext), and the content backup
+/// never held a data key.
+#[tokio::test]
+async fn a_contact_erased_after_a_backup_stays_erased_when_the_backup_is_restored() {
+    let config = CONFIG.replacen("[server]\n", "[server]\nkey_backup_dir = \"keys\"\n", 1);
+    let mut server = serve_with(&config);
+    let http = reqwest::Client::new();
+    let multi = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/fixtures/multi.json"
+    ))
+    .unwrap();
+    let answer = http
+        .post(format!(
+            "http://127.0.0.1:{}/webhooks/whatsapp/106540352242922",
+            server.port
+        ))
+        .bearer_auth("limits-webhook-token")
+        .header("content-type", "application/json")
+        .body(multi)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let listed = loop {
+        let c = conversations(&http, server.port).await;
+        if c.len() == 2 {
+            break c;
+        }
+        assert!(Instant::now() < deadline, "not routed: {c:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let id_of = |name: &str| {
+        listed
+            .iter()
+            .find(|c| c["name"] == name)
+            .and_then(|c| c["contact_id"].as_str())
+            .unwrap()
+            .to_owned()
+    };
+    let (erika, hans) = (id_of("Erika Mustermann"), id_of("Hans Beispiel"));
+
+    let root = server.dir.clone();
+    let out = relay(
+        &root,
+        &["backup", "--out", "backup.db", "--data-dir", "data"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let backup = rusqlite::Connection::open(root.join("backup.db")).unwrap();
+    let keys_in_backup: i64 = backup
+        .query_row("SELECT count(*) FROM data_keys", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(keys_in_backup, 0, "the content backup holds data keys");
+    drop(backup);
+
+    // Erased after the backup (through the inbox API, while serving).
+    let erased = http
+        .delete(format!(
+            "http://127.0.0.1:{}/v1/contacts/{erika}",
+            server.port
+        ))
+        .bearer_auth("sk_limits_test_0123456789")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(erased.status(), 200);
+
+    // The disk is lost: the data directory is gone; the backups were elsewhere.
+    server.stop();
+    std::fs::remove_dir_all(root.join("data")).unwrap();
+    let out = relay(
+        &root,
+        &["restore", "--from", "backup.db", "--data-dir", "data"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("erased 1 contact"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Hans is back and readable; Erika is not there at all.
+    let db = rusqlite::Connection::open(root.join("data/relay.db")).unwrap();
+    let rows = |contact: &str| -> i64 {
+        db.query_row(
+            "SELECT (SELECT count(*) FROM contacts WHERE contact_id = ?1)
+                  + (SELECT count(*) FROM messages WHERE contact_id = ?1)",
+            [contact],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    assert_eq!(rows(&erika), 0, "the erased contact was restored");
+    assert!(rows(&hans) >= 2);
+    drop(db);
+    let again = serve_in(&root);
+    let listed = conversations(&http, again.port).await;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(
+        listed[0]["name"], "Hans Beispiel",
+        "readable with the restored keys"
+    );
 }

@@ -61,6 +61,9 @@ pub struct ServerSection {
     /// (a literal or `${ENV_VAR}`); without it there is no metrics route. Read it through
     /// [`RelayConfig::metrics_token`].
     pub metrics_token: Option<String>,
+    /// `relay serve`: the rolling key backup's directory (best on another disk or host);
+    /// `relay backup` writes it, erasure deletes a contact's key from it too.
+    pub key_backup_dir: Option<String>,
 }
 
 /// `relay serve`'s HTTP limits, with their defaults.

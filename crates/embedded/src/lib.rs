@@ -1,6 +1,7 @@
 //! Local mode: the relay's store and queue on one SQLite file under `data_dir`, implementing
 //! the same ports as DynamoDB and SQS so that `relay serve` runs the Lambda handlers unchanged.
 
+pub mod backup;
 mod blobs;
 mod db;
 mod keys;

@@ -39,6 +39,8 @@ pub enum OpenError {
     Key(#[from] KeyError),
     #[error("no queue {0:?}: use \"inbound\" or \"outbound\"")]
     NoSuchQueue(String),
+    #[error(transparent)]
+    Store(relay_core::ports::StoreError),
 }
 
 /// The local backends under `data_dir`, with the concrete handles local mode also needs
@@ -60,6 +62,16 @@ pub struct Local {
 
 impl Local {
     pub fn open(data_dir: &Path, clock: Clock) -> Result<Self, OpenError> {
+        Self::open_with_key_backup(data_dir, clock, None)
+    }
+
+    /// As [`Local::open`], with the rolling key backup in `key_backup` (`[server]
+    /// key_backup_dir`): erasure deletes a contact's key there too.
+    pub fn open_with_key_backup(
+        data_dir: &Path,
+        clock: Clock,
+        key_backup: Option<std::path::PathBuf>,
+    ) -> Result<Self, OpenError> {
         std::fs::create_dir_all(data_dir).map_err(|source| OpenError::DataDir {
             path: data_dir.display().to_string(),
             source,
@@ -75,7 +87,7 @@ impl Local {
         // The local stand-in for the KMS key: wraps every contact's data key.
         let master = load_or_create_key(&data_dir.join("master.key"))?;
         let keys = Arc::new(Keyring::new(
-            Arc::new(SqliteKeyStore::new(db.clone())),
+            Arc::new(SqliteKeyStore::new(db.clone()).with_key_backup(key_backup)),
             Arc::new(LocalKeyWrapper::new(master)),
             clock.clone(),
         ));
@@ -125,6 +137,14 @@ impl Local {
             pseudonymizer: self.pseudonymizer.clone(),
             blobs: self.blobs.clone(),
         }
+    }
+
+    /// Contacts whose data key is gone (erased after the content backup that was restored):
+    /// their rows are unreadable ciphertext, to be erased.
+    pub fn contacts_without_keys(
+        &self,
+    ) -> Result<Vec<(relay_core::ids::TenantId, relay_core::ids::ContactId)>, OpenError> {
+        self.store.contacts_without_keys().map_err(OpenError::Store)
     }
 
     /// The queue an admin command names.

@@ -44,6 +44,30 @@ impl SqliteMessageStore {
         rows.collect::<Result<Vec<String>, _>>().map_err(db_err)
     }
 
+    /// Contacts with no data key (see `Local::contacts_without_keys`).
+    pub fn contacts_without_keys(&self) -> Result<Vec<(TenantId, ContactId)>, StoreError> {
+        let conn = self.db.lock();
+        let mut stmt = conn
+            .prepare(
+                "SELECT tenant, contact_id FROM contacts c WHERE NOT EXISTS
+                 (SELECT 1 FROM data_keys k WHERE k.tenant = c.tenant AND k.keyref = c.contact_id)",
+            )
+            .map_err(db_err)?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .map_err(db_err)?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (t, c) = row.map_err(db_err)?;
+            let t = TenantId::parse(&t)
+                .map_err(|_| StoreError::Corrupt("contact with an invalid tenant".into()))?;
+            let c = ContactId::parse(&c)
+                .map_err(|_| StoreError::Corrupt("invalid contact id".into()))?;
+            out.push((t, c));
+        }
+        Ok(out)
+    }
+
     /// Deletes expired rows; `relay serve` runs it periodically (DynamoDB's TTL does this on AWS).
     pub fn sweep_expired(&self, now: i64) -> Result<usize, StoreError> {
         let conn = self.db.lock();
@@ -111,11 +135,23 @@ fn keyset(page: &PageRequest) -> Result<(i64, String), StoreError> {
 #[derive(Clone)]
 pub struct SqliteKeyStore {
     db: Database,
+    /// The rolling key backup (crate::backup): a destroyed key is deleted there too.
+    key_backup: Option<std::path::PathBuf>,
 }
 
 impl SqliteKeyStore {
     pub fn new(db: Database) -> Self {
-        SqliteKeyStore { db }
+        SqliteKeyStore {
+            db,
+            key_backup: None,
+        }
+    }
+
+    /// Destroying a key also deletes it from the key backup in `dir` (an erasure that cannot
+    /// reach the backup fails, so that it is run again).
+    pub fn with_key_backup(mut self, dir: Option<std::path::PathBuf>) -> Self {
+        self.key_backup = dir;
+        self
     }
 }
 
@@ -201,6 +237,10 @@ impl KeyStore for SqliteKeyStore {
             .map_err(key_err)?
         };
         self.db.checkpoint().map_err(key_err)?;
+        if let Some(dir) = &self.key_backup {
+            crate::backup::forget_key(dir, tenant.as_str(), keyref)
+                .map_err(|e| CryptoError::Unavailable(e.to_string()))?;
+        }
         Ok(n == 1)
     }
 }
