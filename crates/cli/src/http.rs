@@ -19,11 +19,13 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
-/// Serves `app` on `listener` until `stop` turns true, then drains within the grace period.
+/// Serves `app` on `listener` (over TLS with `tls`) until `stop` turns true, then drains
+/// within the grace period.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: HttpLimits,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     mut stop: watch::Receiver<bool>,
 ) {
     let app = app.layer(tower_http::timeout::TimeoutLayer::with_status_code(
@@ -58,11 +60,33 @@ pub async fn serve(
             _ = stopped(&mut stop) => break,
         };
         let _ = stream.set_nodelay(true);
-        let conn =
-            http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
-        let conn = graceful.watch(conn);
+        let service = TowerToHyperService::new(app.clone());
+        let watcher = graceful.watcher();
+        let http = http.clone();
+        let tls = tls.clone();
+        let handshake_deadline = limits.header_read_timeout;
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            let result = match tls {
+                None => {
+                    watcher
+                        .watch(http.serve_connection(TokioIo::new(stream), service))
+                        .await
+                }
+                Some(acceptor) => {
+                    // The handshake is bounded like a request's head: a client that stalls
+                    // in it is cut off too.
+                    let Ok(Ok(stream)) =
+                        tokio::time::timeout(handshake_deadline, acceptor.accept(stream)).await
+                    else {
+                        tracing::debug!("TLS handshake failed or timed out");
+                        return;
+                    };
+                    watcher
+                        .watch(http.serve_connection(TokioIo::new(stream), service))
+                        .await
+                }
+            };
+            if let Err(e) = result {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
             drop(permit);

@@ -7,6 +7,7 @@ mod metrics;
 mod privacy;
 mod serve;
 mod tenants;
+mod tls;
 
 use privacy::privacy_for;
 
@@ -317,17 +318,22 @@ async fn run(cli: Cli, clock: Clock) -> anyhow::Result<()> {
                 .data_dir
                 .unwrap_or_else(|| PathBuf::from(config.data_dir()));
             let running = serve::start(&config, listen, data_dir.clone()).await?;
+            let scheme = if config.server.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            };
             println!(
-                "relay serving on http://{} (config: {source}; data: {})",
+                "relay serving on {scheme}://{} (config: {source}; data: {})",
                 running.addr,
                 data_dir.display()
             );
             println!(
-                "  webhooks:  POST http://{}/webhooks/whatsapp/<phone_number_id>",
+                "  webhooks:  POST {scheme}://{}/webhooks/whatsapp/<phone_number_id>",
                 running.addr
             );
             println!(
-                "  inbox API: GET  http://{}/v1/conversations  (Authorization: Bearer <api key>)",
+                "  inbox API: GET  {scheme}://{}/v1/conversations  (Authorization: Bearer <api key>)",
                 running.addr
             );
             for t in &config.tenants {

@@ -93,8 +93,14 @@ pub async fn start(
         shutdown.subscribe(),
     ));
     let limits = config.http_limits();
+    let tls = config
+        .server
+        .tls
+        .as_ref()
+        .map(crate::tls::acceptor)
+        .transpose()?;
     let done = tokio::spawn(async move {
-        crate::http::serve(listener, app, limits, stop).await;
+        crate::http::serve(listener, app, limits, tls, stop).await;
         // The workers finish the batch in hand; one that is still busy after the grace period
         // is left: what it did not delete is delivered again at the next start.
         for (name, worker) in [("router", routing), ("sender", sending)] {

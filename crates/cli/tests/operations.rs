@@ -84,7 +84,7 @@ fn serve_in(dir: &Path) -> Serve {
     // Keep reading, so that its later lines ("stopped") do not hit a closed pipe.
     std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
     let port: u16 = banner
-        .split("http://127.0.0.1:")
+        .split("://127.0.0.1:")
         .nth(1)
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|p| p.parse().ok())
@@ -395,5 +395,64 @@ async fn a_contact_erased_after_a_backup_stays_erased_when_the_backup_is_restore
     assert_eq!(
         listed[0]["name"], "Hans Beispiel",
         "readable with the restored keys"
+    );
+}
+
+/// A self-signed certificate for 127.0.0.1 (PEM certificate, PEM key).
+fn certificate() -> (String, String) {
+    let c =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
+    (c.cert.pem(), c.key_pair.serialize_pem())
+}
+
+fn https_client(trusting: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(trusting.as_bytes()).unwrap())
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap()
+}
+
+/// `[server.tls]`: served over HTTPS only, and a renewed certificate is used without a restart.
+#[tokio::test]
+async fn serves_https_and_picks_up_a_renewed_certificate() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (cert_a, key_a) = certificate();
+    std::fs::write(tmp.path().join("cert.pem"), &cert_a).unwrap();
+    std::fs::write(tmp.path().join("key.pem"), &key_a).unwrap();
+    // [server.tls] goes after [server]'s own keys, before the tenants.
+    let (server_part, tenants) = CONFIG.split_once("[[tenants]]").unwrap();
+    let config = format!(
+        "{server_part}[server.tls]\ncert_file = \"cert.pem\"\nkey_file = \"key.pem\"\nreload_secs = 1\n\n[[tenants]]{tenants}"
+    );
+    std::fs::write(tmp.path().join("relay.toml"), &config).unwrap();
+    let server = serve_in(tmp.path());
+    let url = format!("https://127.0.0.1:{}/healthz", server.port);
+
+    let answer = https_client(&cert_a).get(&url).send().await.unwrap();
+    assert_eq!(answer.status(), 200);
+    // Plain HTTP on the HTTPS port gets no answer.
+    let plain = reqwest::get(format!("http://127.0.0.1:{}/healthz", server.port)).await;
+    assert!(plain.is_err() || plain.unwrap().status() != 200);
+
+    // certbot renews: new files in place; the server presents them within seconds.
+    let (cert_b, key_b) = certificate();
+    std::fs::write(tmp.path().join("key.pem"), &key_b).unwrap();
+    std::fs::write(tmp.path().join("cert.pem"), &cert_b).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Ok(a) = https_client(&cert_b).get(&url).send().await {
+            assert_eq!(a.status(), 200);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the renewed certificate was not picked up"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        https_client(&cert_a).get(&url).send().await.is_err(),
+        "the old certificate is still served"
     );
 }

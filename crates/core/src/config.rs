@@ -64,6 +64,20 @@ pub struct ServerSection {
     /// `relay serve`: the rolling key backup's directory (best on another disk or host);
     /// `relay backup` writes it, erasure deletes a contact's key from it too.
     pub key_backup_dir: Option<String>,
+    /// `relay serve` over HTTPS: certificate and key files, reloaded when they change.
+    pub tls: Option<TlsSection>,
+}
+
+/// `[server.tls]`: PEM files (e.g. certbot's `fullchain.pem` and `privkey.pem`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// The certificate chain, leaf first.
+    pub cert_file: String,
+    /// The private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: String,
+    /// How often the files are checked for a renewal (seconds; default 60).
+    pub reload_secs: Option<u64>,
 }
 
 /// `relay serve`'s HTTP limits, with their defaults.
@@ -234,6 +248,16 @@ impl RelayConfig {
                     range.start(),
                     range.end()
                 ));
+            }
+        }
+        if let Some(tls) = &raw.server.tls {
+            if tls.reload_secs.is_some_and(|s| !(1..=86_400).contains(&s)) {
+                problems.push("server.tls.reload_secs: must be between 1 and 86400".to_owned());
+            }
+            for (field, path) in [("cert_file", &tls.cert_file), ("key_file", &tls.key_file)] {
+                if path.trim().is_empty() {
+                    problems.push(format!("server.tls.{field}: must name a file"));
+                }
             }
         }
         if raw
