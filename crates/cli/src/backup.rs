@@ -13,9 +13,12 @@ pub struct BackupArgs {
     /// apart from the content backups, best on another disk or host.
     #[arg(long)]
     keys: Option<PathBuf>,
-    /// The local data directory (default: [server].data_dir of ./relay.toml, else .relay).
+    /// The local data directory (default: [server].data_dir of the configuration, else .relay).
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// The configuration (default: ./relay.toml if it exists).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -29,11 +32,18 @@ pub struct RestoreArgs {
     /// The data directory to restore into; it must not hold a relay.db.
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// The configuration (default: ./relay.toml if it exists).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
 }
 
-/// The data directory and key backup directory: the flags, else ./relay.toml's.
-fn dirs(data_dir: Option<PathBuf>, keys: Option<PathBuf>) -> anyhow::Result<(PathBuf, PathBuf)> {
-    let (config, _) = load_serve_config(None)?;
+/// The data directory and key backup directory: the flags, else the configuration's.
+fn dirs(
+    config: Option<&Path>,
+    data_dir: Option<PathBuf>,
+    keys: Option<PathBuf>,
+) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let (config, _) = load_serve_config(config)?;
     let data = data_dir.unwrap_or_else(|| PathBuf::from(config.data_dir()));
     let keys = keys
         .or_else(|| config.server.key_backup_dir.as_ref().map(PathBuf::from))
@@ -43,7 +53,7 @@ fn dirs(data_dir: Option<PathBuf>, keys: Option<PathBuf>) -> anyhow::Result<(Pat
 
 impl BackupArgs {
     pub fn run(self, _clock: Clock) -> anyhow::Result<()> {
-        let (data, keys) = dirs(self.data_dir, self.keys)?;
+        let (data, keys) = dirs(self.config.as_deref(), self.data_dir, self.keys)?;
         anyhow::ensure!(
             data.join("relay.db").exists(),
             "no relay.db in {} (the data directory)",
@@ -62,7 +72,7 @@ impl BackupArgs {
 
 impl RestoreArgs {
     pub async fn run(self, clock: Clock) -> anyhow::Result<()> {
-        let (data, keys) = dirs(self.data_dir, self.keys)?;
+        let (data, keys) = dirs(self.config.as_deref(), self.data_dir, self.keys)?;
         let n = backup::restore(&self.from, &keys, &data)?;
         eprintln!(
             "restored {} into {} ({n} data key(s))",
