@@ -4,15 +4,7 @@
 # The units name /usr/local/bin/relay; the check points them at this checkout's build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! command -v systemd-analyze >/dev/null; then
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-        apt-get install -y -qq systemd >/dev/null 2>&1 ||
-            { apt-get update -qq >/dev/null && apt-get install -y -qq systemd >/dev/null; }
-    else
-        echo "systemd-analyze not found (Debian: apt-get install systemd)" >&2
-        exit 1
-    fi
-fi
+./infra/setup-debian.sh systemd
 cargo build --locked -q -p relay
 relay="$PWD/target/debug/relay"
 dir="$(mktemp -d)"

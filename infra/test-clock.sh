@@ -13,16 +13,7 @@ cd "$(dirname "$0")/.."
 root="$PWD"
 shifts="${CLOCK_SHIFTS:-+730d -365d}"
 
-if ! command -v faketime >/dev/null; then
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-        echo "installing faketime (Debian package) …"
-        apt-get install -y -qq faketime >/dev/null 2>&1 ||
-            { apt-get update -qq >/dev/null && apt-get install -y -qq faketime >/dev/null; }
-    else
-        echo "error: faketime is not installed (Debian: apt-get install faketime)" >&2
-        exit 1
-    fi
-fi
+./infra/setup-debian.sh faketime caddy
 ./infra/setup-venv.sh
 export MOTO_SERVER="$root/.venv/bin/moto_server"
 

@@ -456,3 +456,73 @@ async fn serves_https_and_picks_up_a_renewed_certificate() {
         "the old certificate is still served"
     );
 }
+
+/// The documented alternative to `[server.tls]`: Caddy in front (docs/self-hosting.md 4b),
+/// terminating TLS and proxying to the relay on loopback. Caddy comes from Debian's package,
+/// which ./infra/test.sh installs.
+#[tokio::test]
+async fn behind_caddy_the_relay_answers_over_https() {
+    let caddy = ["/usr/bin/caddy", "/usr/local/bin/caddy"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect(
+            "caddy is not installed: run ./infra/test.sh (it installs it) or apt-get install caddy",
+        );
+    let relay_server = serve();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("caddy");
+    std::fs::write(
+        dir.path().join("Caddyfile"),
+        format!(
+            "{{\n\tadmin off\n\tauto_https disable_redirects\n\tskip_install_trust\n\tstorage file_system {{\n\t\troot {}\n\t}}\n}}\nhttps://127.0.0.1:{port} {{\n\ttls internal\n\treverse_proxy 127.0.0.1:{}\n}}\n",
+            data.display(),
+            relay_server.port
+        ),
+    )
+    .unwrap();
+    let mut proxy = Command::new(caddy)
+        .args(["run", "--adapter", "caddyfile", "--config"])
+        .arg(dir.path().join("Caddyfile"))
+        .env("HOME", dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let root = data.join("pki/authorities/local/root.crt");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let client = loop {
+        if let Ok(pem) = std::fs::read_to_string(&root) {
+            let client = https_client(&pem);
+            if client
+                .get(format!("https://127.0.0.1:{port}/healthz"))
+                .send()
+                .await
+                .is_ok()
+            {
+                break client;
+            }
+        }
+        if Instant::now() > deadline {
+            let _ = proxy.kill();
+            panic!("caddy did not come up");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let answer = client
+        .post(format!(
+            "https://127.0.0.1:{port}/webhooks/whatsapp/106540352242922"
+        ))
+        .bearer_auth("limits-webhook-token")
+        .header("content-type", "application/json")
+        .body(webhook())
+        .send()
+        .await;
+    let _ = proxy.kill();
+    let _ = proxy.wait();
+    assert_eq!(answer.unwrap().status(), 200, "a webhook through the proxy");
+}
