@@ -526,3 +526,52 @@ async fn behind_caddy_the_relay_answers_over_https() {
     let _ = proxy.wait();
     assert_eq!(answer.unwrap().status(), 200, "a webhook through the proxy");
 }
+
+/// Reads until the server closes the connection, or `until` passes; what it sent, if closed.
+fn read_until_closed(mut s: TcpStream, until: Instant) -> Option<String> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        s.set_read_timeout(Some(left.max(Duration::from_millis(10))))
+            .unwrap();
+        match s.read(&mut buf) {
+            Ok(0) => return Some(String::from_utf8_lossy(&got).into_owned()),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                return Some(String::from_utf8_lossy(&got).into_owned());
+            }
+            Err(_) => return None,
+        }
+    }
+}
+
+/// An idle kept-alive connection is closed after the header deadline (2 s here); a request
+/// whose body trickles in is answered 408 after the request deadline (5 s here).
+#[test]
+fn idle_connections_are_closed_and_slow_bodies_get_408() {
+    let server = serve();
+    let started = Instant::now();
+    let mut idle = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut slow = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    slow.write_all(
+        b"POST /webhooks/whatsapp/106540352242922 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer limits-webhook-token\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{",
+    )
+    .unwrap();
+    let idle =
+        std::thread::spawn(move || read_until_closed(idle, started + Duration::from_secs(8)));
+    let slow =
+        std::thread::spawn(move || read_until_closed(slow, started + Duration::from_secs(12)));
+    let idle = idle
+        .join()
+        .unwrap()
+        .expect("the idle connection is still open");
+    assert!(idle.starts_with("HTTP/1.1 200"), "{idle}");
+    let slow = slow
+        .join()
+        .unwrap()
+        .expect("the slow request is still open");
+    assert!(slow.starts_with("HTTP/1.1 408"), "{slow}");
+}
