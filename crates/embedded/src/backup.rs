@@ -83,6 +83,11 @@ pub fn backup_content(data_dir: &Path, out: &Path) -> Result<usize, BackupError>
     Ok(contacts as usize)
 }
 
+/// The file in the data directory that says a key backup has been made (and where): from
+/// then on an erasure that finds no key backup there fails, instead of skipping a volume that
+/// is merely not mounted.
+pub const KEY_BACKUP_MADE: &str = "key-backup.made";
+
 /// The key backup's database in `keys_dir`.
 pub fn key_backup_db(keys_dir: &Path) -> PathBuf {
     keys_dir.join("keys.db")
@@ -121,12 +126,26 @@ pub fn backup_keys(data_dir: &Path, keys_dir: &Path) -> Result<usize, BackupErro
         std::fs::rename(&part, &to).map_err(io("cannot write", &to))?;
     }
     std::fs::rename(&tmp, &target).map_err(io("cannot write", &target))?;
+    let marker = data_dir.join(KEY_BACKUP_MADE);
+    std::fs::write(&marker, format!("{}\n", keys_dir.display()))
+        .map_err(io("cannot write", &marker))?;
     Ok(copied)
 }
 
-/// Deletes one data key from the key backup in `keys_dir` (erasure reaching the backup).
-pub fn forget_key(keys_dir: &Path, tenant: &str, keyref: &str) -> Result<(), BackupError> {
+/// Deletes one data key from the key backup in `keys_dir` (erasure reaching the backup). With
+/// no key backup made yet (no [`KEY_BACKUP_MADE`] in `data_dir`) there is nothing to delete;
+/// once one was made, a missing one is an error (an unmounted volume would otherwise keep the
+/// key).
+pub fn forget_key(
+    data_dir: &Path,
+    keys_dir: &Path,
+    tenant: &str,
+    keyref: &str,
+) -> Result<(), BackupError> {
     let db = key_backup_db(keys_dir);
+    if !db.exists() && !data_dir.join(KEY_BACKUP_MADE).exists() {
+        return Ok(());
+    }
     let conn = Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE)
         .map_err(sql("cannot open the key backup", &db))?;
     conn.pragma_update(None, "secure_delete", "ON")

@@ -87,7 +87,7 @@ impl Local {
         // The local stand-in for the KMS key: wraps every contact's data key.
         let master = load_or_create_key(&data_dir.join("master.key"))?;
         let keys = Arc::new(Keyring::new(
-            Arc::new(SqliteKeyStore::new(db.clone()).with_key_backup(key_backup)),
+            Arc::new(SqliteKeyStore::new(db.clone()).with_key_backup(data_dir, key_backup)),
             Arc::new(LocalKeyWrapper::new(master)),
             clock.clone(),
         ));

@@ -135,8 +135,9 @@ fn keyset(page: &PageRequest) -> Result<(i64, String), StoreError> {
 #[derive(Clone)]
 pub struct SqliteKeyStore {
     db: Database,
-    /// The rolling key backup (crate::backup): a destroyed key is deleted there too.
-    key_backup: Option<std::path::PathBuf>,
+    /// The rolling key backup (crate::backup) and the data directory: a destroyed key is
+    /// deleted there too.
+    key_backup: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 impl SqliteKeyStore {
@@ -147,10 +148,14 @@ impl SqliteKeyStore {
         }
     }
 
-    /// Destroying a key also deletes it from the key backup in `dir` (an erasure that cannot
-    /// reach the backup fails, so that it is run again).
-    pub fn with_key_backup(mut self, dir: Option<std::path::PathBuf>) -> Self {
-        self.key_backup = dir;
+    /// Destroying a key also deletes it from the key backup in `keys_dir` (an erasure that
+    /// cannot reach the backup fails, so that it is run again).
+    pub fn with_key_backup(
+        mut self,
+        data_dir: &std::path::Path,
+        keys_dir: Option<std::path::PathBuf>,
+    ) -> Self {
+        self.key_backup = keys_dir.map(|k| (data_dir.to_owned(), k));
         self
     }
 }
@@ -237,8 +242,8 @@ impl KeyStore for SqliteKeyStore {
             .map_err(key_err)?
         };
         self.db.checkpoint().map_err(key_err)?;
-        if let Some(dir) = &self.key_backup {
-            crate::backup::forget_key(dir, tenant.as_str(), keyref)
+        if let Some((data_dir, keys_dir)) = &self.key_backup {
+            crate::backup::forget_key(data_dir, keys_dir, tenant.as_str(), keyref)
                 .map_err(|e| CryptoError::Unavailable(e.to_string()))?;
         }
         Ok(n == 1)
