@@ -21,6 +21,7 @@ pub mod records;
 pub mod replies;
 pub mod routing;
 pub mod sealed;
+pub mod sending;
 pub mod tenant;
 #[cfg(feature = "testkit")]
 pub mod testkit;

@@ -1,8 +1,10 @@
 //! Outbound messages: what the pharmacy's software may ask to send, checked against
 //! WhatsApp's limits before anything is queued, and the Cloud API request bodies.
 
+use crate::webhook::ApiError;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
+use std::time::Duration;
 
 pub const MAX_TEXT: usize = 4096;
 pub const MAX_CAPTION: usize = 1024;
@@ -459,6 +461,31 @@ pub fn message_body(
 /// The Cloud API body that marks an inbound message (and those before it) as read.
 pub fn mark_read_body(wamid: &str) -> Value {
     json!({"messaging_product": "whatsapp", "status": "read", "message_id": wamid})
+}
+
+/// A call to WhatsApp that did not succeed, classified for the sender.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{} ({:?})", error.title.as_deref().unwrap_or("send failed"), failure)]
+pub struct SendError {
+    pub failure: Failure,
+    /// What to record with the message: Meta's code and title where there is one.
+    pub error: Box<ApiError>,
+    /// The provider asked us to wait this long (Retry-After).
+    pub retry_after: Option<Duration>,
+}
+
+impl SendError {
+    pub fn new(failure: Failure, code: i64, title: impl Into<String>) -> Self {
+        SendError {
+            failure,
+            error: Box::new(ApiError {
+                code,
+                title: Some(title.into()),
+                ..ApiError::default()
+            }),
+            retry_after: None,
+        }
+    }
 }
 
 /// How a failed send should be handled.

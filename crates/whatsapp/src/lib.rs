@@ -13,29 +13,7 @@ use std::time::Duration;
 pub const DIALOG360_BASE_URL: &str = "https://waba-v2.360dialog.io";
 pub const META_BASE_URL: &str = "https://graph.facebook.com/v21.0";
 
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("{} ({:?})", error.title.as_deref().unwrap_or("send failed"), failure)]
-pub struct SendError {
-    pub failure: Failure,
-    /// What to record with the message: Meta's code and title where there is one.
-    pub error: Box<ApiError>,
-    /// The provider asked us to wait this long (Retry-After).
-    pub retry_after: Option<Duration>,
-}
-
-impl SendError {
-    fn new(failure: Failure, code: i64, title: impl Into<String>) -> Self {
-        SendError {
-            failure,
-            error: Box::new(ApiError {
-                code,
-                title: Some(title.into()),
-                ..ApiError::default()
-            }),
-            retry_after: None,
-        }
-    }
-}
+pub use relay_core::outbound::SendError;
 
 /// One HTTP client (one TLS setup: loading the system's root certificates is most of a
 /// client's cost, and of a Lambda's cold start). Every read must make progress within the
@@ -395,6 +373,27 @@ pub fn classify(status: u16, json: &Value, raw: &str) -> SendError {
             i64::from(s),
             format!("refused (HTTP {s})"),
         ),
+    }
+}
+
+#[async_trait::async_trait]
+impl relay_core::sending::WhatsAppApi for WhatsAppClient {
+    async fn send(&self, channel: &Channel, body: &Value) -> Result<String, SendError> {
+        WhatsAppClient::send(self, channel, body).await
+    }
+
+    async fn mark_read(&self, channel: &Channel, wamid: &str) -> Result<(), SendError> {
+        WhatsAppClient::mark_read(self, channel, wamid).await
+    }
+
+    async fn upload_media(
+        &self,
+        channel: &Channel,
+        bytes: Vec<u8>,
+        mime_type: &str,
+        filename: &str,
+    ) -> Result<String, SendError> {
+        WhatsAppClient::upload_media(self, channel, bytes, mime_type, filename).await
     }
 }
 

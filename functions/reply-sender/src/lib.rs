@@ -2,82 +2,30 @@
 //! outside world: sends replies through 360dialog (or Meta), marks messages as read, and
 //! delivers signed forwards to the pharmacy's software.
 //!
-//! At-least-once in, at most one send out: before calling WhatsApp it takes a lease on the
-//! message (`claim_send`); a job redelivered after a recorded success sends nothing. The one
-//! window left — a crash after WhatsApp accepted the message and before the wamid is recorded —
-//! is the lease time; a retry after it sends again (documented in the README).
+//! The send flow itself (the send lease, pacing, retries, recording) is a core use case,
+//! `relay_core::sending::SendFlow`; this crate feeds it jobs, and does what needs an HTTP
+//! client of its own: fetching customers' media and signed forwards to the pharmacy.
 //!
 //! Retries use the queue: a failed job is made visible again after an exponential backoff
 //! with jitter (ChangeMessageVisibility on SQS), up to a bound, then dead-lettered.
 
-mod limiter;
-
 mod media;
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
-pub use limiter::ChannelLimiter;
 pub use media::{MEDIA_FAILURE_BUDGET, hash_matches};
 pub use relay_aws::batch::BatchError;
 use relay_aws::batch::{Handled, each_record};
 use relay_core::Clock;
 use relay_core::ids::{ContactId, Pseudonymizer, TenantId};
 use relay_core::jobs::{Job, sign_webhook};
-use relay_core::outbound::{Failure, Recipient, message_body};
 use relay_core::ports::{Directory, JobControl, MessageStore, StoreError};
-use relay_core::records::Claim;
-use relay_core::webhook::ApiError;
+pub use relay_core::sending::{ChannelLimiter, Outcome, RetryPolicy};
 use relay_whatsapp::WhatsAppClient;
 use secrecy::ExposeSecret;
-use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
 /// How long a forward to the pharmacy's endpoint may take.
 pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// How often reply-sender tries to record a send WhatsApp accepted (with pauses of 0.1, 0.3,
-/// 0.9 and 2.7 s between tries: about 4 s plus the store's own timeouts, well inside the lease).
-const COMPLETE_SEND_TRIES: u32 = 5;
-
-/// How long and how often to retry.
-#[derive(Debug, Clone)]
-pub struct RetryPolicy {
-    /// Attempts at a send (or read receipt) before it is failed and dead-lettered.
-    pub send_attempts: u32,
-    /// Forwards are retried at least this long after the event (Standard Webhooks receivers
-    /// may be down for a while), then dead-lettered.
-    pub forward_for: Duration,
-    pub base_delay: Duration,
-    pub max_delay: Duration,
-    /// How long a send attempt holds its lease (longer than one HTTP call with its timeout).
-    pub lease: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy {
-            send_attempts: 8,
-            forward_for: Duration::from_secs(24 * 3600),
-            base_delay: Duration::from_secs(2),
-            max_delay: Duration::from_secs(3600),
-            lease: Duration::from_secs(60),
-        }
-    }
-}
-
-impl RetryPolicy {
-    /// Exponential backoff with full jitter in [½, 1] of the step.
-    pub fn backoff(&self, attempt: u32) -> Duration {
-        let step = self
-            .base_delay
-            .saturating_mul(1u32 << attempt.saturating_sub(1).min(20))
-            .min(self.max_delay);
-        let jitter = std::collections::hash_map::RandomState::new()
-            .build_hasher()
-            .finish()
-            % 1000;
-        step.mul_f64(0.5 + jitter as f64 / 2000.0)
-    }
-}
 
 /// What the egress function needs; built once per process.
 pub struct Sender {
@@ -101,14 +49,6 @@ pub struct Sender {
     /// How many senders run at once (the Lambda's reserved concurrency): each paces itself to
     /// its share of a channel's rate, so all together stay within it.
     pub concurrency: u32,
-}
-
-/// What became of one job.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Outcome {
-    Done,
-    RetryAfter(Duration),
-    DeadLetter(String),
 }
 
 /// Handles a batch of jobs; the answer lists the records to retry.
@@ -151,17 +91,6 @@ pub async fn handle(sender: &Sender, event: SqsEvent) -> Result<SqsBatchResponse
     .await
 }
 
-fn give_up_error(last: &ApiError, attempts: u32) -> ApiError {
-    ApiError {
-        code: last.code,
-        title: Some(format!(
-            "gave up after {attempts} attempts: {}",
-            last.title.as_deref().unwrap_or("transient failure")
-        )),
-        ..ApiError::default()
-    }
-}
-
 impl Sender {
     /// The sender of a process, from its backends: one HTTP client (one TLS setup) for
     /// 360dialog, downloads and forwards; the default retry policy.
@@ -186,12 +115,24 @@ impl Sender {
         })
     }
 
-    fn now(&self) -> i64 {
-        self.clock.now()
+    /// The send flow (relay_core::sending) over this sender's ports.
+    pub fn flow(&self) -> relay_core::sending::SendFlow<'_> {
+        relay_core::sending::SendFlow {
+            store: self.store.as_ref(),
+            directory: self.directory.as_ref(),
+            keys: &self.keys,
+            blobs: self.blobs.as_ref(),
+            pseudonymizer: &self.pseudonymizer,
+            whatsapp: &self.whatsapp,
+            limiter: &self.limiter,
+            policy: &self.policy,
+            clock: &self.clock,
+            concurrency: self.concurrency,
+        }
     }
 
-    fn share(&self, rate: u32) -> u32 {
-        (rate / self.concurrency.max(1)).max(1)
+    fn now(&self) -> i64 {
+        self.clock.now()
     }
 
     /// One job; its span names the job's kind and its tenant and contact (pseudonymous ids).
@@ -207,14 +148,19 @@ impl Sender {
                 message_key,
                 consent_reply,
             } => {
-                self.send(tenant, contact, message_key, *consent_reply)
+                self.flow()
+                    .send(tenant, contact, message_key, *consent_reply)
                     .await
             }
             Job::MarkRead {
                 tenant,
                 contact,
                 wamid_key,
-            } => self.mark_read(tenant, contact, wamid_key, receives).await,
+            } => {
+                self.flow()
+                    .mark_read(tenant, contact, wamid_key, receives)
+                    .await
+            }
             Job::FetchMedia {
                 tenant,
                 contact,
@@ -231,206 +177,6 @@ impl Sender {
             } => Ok(self
                 .forward(tenant, webhook_id, *created_at, payload, receives)
                 .await),
-        }
-    }
-
-    async fn send(
-        &self,
-        tenant: &TenantId,
-        contact_id: &ContactId,
-        key: &str,
-        consent_reply: bool,
-    ) -> Result<Outcome, StoreError> {
-        let now = self.now();
-        let Some(contact) = self.store.contact(tenant, contact_id, now).await? else {
-            tracing::info!(tenant = %tenant, message_key = %key, "contact gone (erased or expired): nothing to send");
-            return Ok(Outcome::Done);
-        };
-        let permanent = |title: &str| ApiError {
-            code: 0,
-            title: Some(title.to_owned()),
-            ..ApiError::default()
-        };
-        if contact.conversation.opted_out && !consent_reply {
-            // They opted out after the reply was accepted: it is not sent.
-            self.store
-                .fail_send(
-                    tenant,
-                    key,
-                    &permanent("the contact opted out before it was sent"),
-                )
-                .await?;
-            return Ok(Outcome::Done);
-        }
-        let channel = match &contact.phone_number_id {
-            Some(pnid) => self.directory.channel(pnid).await?,
-            None => None,
-        };
-        let Some(channel) = channel else {
-            self.store
-                .fail_send(tenant, key, &permanent("no channel to send through"))
-                .await?;
-            return Ok(Outcome::Done);
-        };
-        if contact.send_backoff_until > now {
-            // WhatsApp asked us to slow down for this recipient: wait without an attempt.
-            return Ok(Outcome::RetryAfter(Duration::from_secs(
-                (contact.send_backoff_until - now) as u64,
-            )));
-        }
-        let attempt = match self
-            .store
-            .claim_send(tenant, key, now, self.policy.lease.as_secs() as i64)
-            .await?
-        {
-            Claim::Claimed { attempt } => attempt,
-            Claim::Done | Claim::Missing => return Ok(Outcome::Done),
-            Claim::InFlight => return Ok(Outcome::RetryAfter(self.policy.lease)),
-        };
-        let Some(message) = self.store.message_by_wamid(tenant, key, now).await? else {
-            return Ok(Outcome::Done);
-        };
-        let recipient = match (&contact.wa_id, &contact.user_id) {
-            (Some(n), _) => Recipient::WaId(n.clone()),
-            (None, Some(u)) => Recipient::Bsuid(u.clone()),
-            (None, None) => {
-                self.store
-                    .fail_send(
-                        tenant,
-                        key,
-                        &permanent("the contact has no number or BSUID"),
-                    )
-                    .await?;
-                return Ok(Outcome::Done);
-            }
-        };
-        let object = message
-            .content
-            .get(&message.kind)
-            .cloned()
-            .unwrap_or_default();
-        let sent = async {
-            // A file uploaded through the inbox API goes to WhatsApp now, by id.
-            let object = self
-                .with_uploaded_media(tenant, &channel, &message, object)
-                .await?;
-            let body = message_body(
-                &recipient,
-                &message.kind,
-                &object,
-                message.reply_to.as_deref(),
-            );
-            self.limiter
-                .acquire(
-                    &channel.phone_number_id,
-                    self.share(channel.send_rate_per_second),
-                )
-                .await;
-            self.whatsapp.send(&channel, &body).await
-        }
-        .await;
-        match sent {
-            Ok(wamid) => {
-                let wamid_key = self.pseudonymizer.wamid_key(tenant, &wamid);
-                // WhatsApp has the message: recording that must not give up quickly, or the
-                // retry after the lease sends it a second time (found by the fault suite).
-                let mut pause = Duration::from_millis(100);
-                let mut tries = 1;
-                while let Err(e) = self
-                    .store
-                    .complete_send(tenant, key, &message.contact_id, &wamid, &wamid_key)
-                    .await
-                {
-                    if tries >= COMPLETE_SEND_TRIES {
-                        tracing::error!(tenant = %tenant, message = %message.id, error = %e, "sent, but the send could not be recorded; it may be sent again after the lease");
-                        return Err(e);
-                    }
-                    tracing::warn!(tenant = %tenant, message = %message.id, error = %e, tries, "sent; recording it failed, trying again");
-                    tokio::time::sleep(pause).await;
-                    pause *= 3;
-                    tries += 1;
-                }
-                tracing::info!(tenant = %tenant, message = %message.id, wamid_key = %wamid_key, attempt, "sent");
-                metrics::counter!("relay_sends_total", "outcome" => "sent").increment(1);
-                Ok(Outcome::Done)
-            }
-            Err(e) => {
-                tracing::warn!(tenant = %tenant, message = %message.id, attempt, code = e.error.code, failure = ?e.failure, "send failed");
-                let outcome = match e.failure {
-                    Failure::Permanent => "failed",
-                    _ if attempt >= self.policy.send_attempts => "gave_up",
-                    Failure::PairRateLimited => "paced",
-                    Failure::Transient => "retried",
-                };
-                metrics::counter!("relay_sends_total", "outcome" => outcome).increment(1);
-                match e.failure {
-                    Failure::Permanent => {
-                        self.store.fail_send(tenant, key, &e.error).await?;
-                        Ok(Outcome::Done)
-                    }
-                    _ if attempt >= self.policy.send_attempts => {
-                        self.store
-                            .fail_send(tenant, key, &give_up_error(&e.error, attempt))
-                            .await?;
-                        Ok(Outcome::DeadLetter(format!("send failed {attempt} times")))
-                    }
-                    Failure::PairRateLimited => {
-                        // About one message per 6 s to the same user: this recipient waits, others go on.
-                        let delay = self.policy.backoff(attempt).max(Duration::from_secs(6));
-                        self.store
-                            .set_send_backoff(tenant, contact_id, now + delay.as_secs() as i64)
-                            .await?;
-                        self.store.release_send(tenant, key).await?;
-                        Ok(Outcome::RetryAfter(delay))
-                    }
-                    Failure::Transient => {
-                        self.store.release_send(tenant, key).await?;
-                        Ok(Outcome::RetryAfter(
-                            e.retry_after
-                                .unwrap_or_else(|| self.policy.backoff(attempt)),
-                        ))
-                    }
-                }
-            }
-        }
-    }
-
-    async fn mark_read(
-        &self,
-        tenant: &TenantId,
-        contact_id: &ContactId,
-        wamid_key: &str,
-        receives: u32,
-    ) -> Result<Outcome, StoreError> {
-        let now = self.now();
-        let contact = self.store.contact(tenant, contact_id, now).await?;
-        let channel = match contact.as_ref().and_then(|c| c.phone_number_id.as_deref()) {
-            Some(pnid) => self.directory.channel(pnid).await?,
-            None => None,
-        };
-        let message = self.store.message_by_wamid(tenant, wamid_key, now).await?;
-        let (Some(channel), Some(message)) = (channel, message) else {
-            return Ok(Outcome::Done);
-        };
-        self.limiter
-            .acquire(
-                &channel.phone_number_id,
-                self.share(channel.send_rate_per_second),
-            )
-            .await;
-        match self.whatsapp.mark_read(&channel, &message.wamid).await {
-            Ok(()) => Ok(Outcome::Done),
-            Err(e) if e.failure == Failure::Permanent => {
-                tracing::warn!(tenant = %tenant, code = e.error.code, "read receipt refused");
-                Ok(Outcome::Done)
-            }
-            Err(_) if receives >= self.policy.send_attempts => {
-                Ok(Outcome::DeadLetter("read receipt kept failing".into()))
-            }
-            Err(e) => Ok(Outcome::RetryAfter(
-                e.retry_after
-                    .unwrap_or_else(|| self.policy.backoff(receives)),
-            )),
         }
     }
 
