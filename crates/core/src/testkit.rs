@@ -97,12 +97,29 @@ async fn contact_for(
         .expect("resolve_contact")
 }
 
-/// Runs every rule against `store`, which must be empty.
-pub async fn store_conformance(store: &dyn MessageStore) {
-    let p = Pseudonymizer::new([42; 32]);
-    let a = tenant("conf-a");
-    let b = tenant("conf-b");
+/// The state several rules start from: one contact with two inbound messages (A1, A0).
+struct Seeded {
+    c1: ContactId,
+}
 
+async fn seed(store: &dyn MessageStore, p: &Pseudonymizer, a: &TenantId) -> Seeded {
+    let c1 = contact_for(store, p, a, "4915100000001").await;
+    let m1 = message(p, a, &c1, "wamid.A1", NOW + 10);
+    let m0 = message(p, a, &c1, "wamid.A0", NOW + 5);
+    for (m, name, ts) in [(&m1, "Erika", NOW + 10), (&m0, "Erika M.", NOW + 5)] {
+        store
+            .record_inbound(a, m, &update(&c1, name, ts))
+            .await
+            .expect("record");
+    }
+    Seeded { c1 }
+}
+
+/// A contact seen by number and later with a BSUID stays one contact; identities are per tenant.
+pub async fn contacts_are_one_across_number_and_bsuid(store: &dyn MessageStore) {
+    let p = Pseudonymizer::new([42; 32]);
+    let a = tenant("conf-contacts-are-one-across-number-and-bsuid-a");
+    let b = tenant("conf-contacts-are-one-across-number-and-bsuid-b");
     // --- contacts: one contact across wa_id and BSUID -------------------------------------
     let c1 = contact_for(store, &p, &a, "4915100000001").await;
     let keys_both = [
@@ -141,7 +158,14 @@ pub async fn store_conformance(store: &dyn MessageStore) {
         None,
         "identities are per tenant"
     );
+}
 
+/// An inbound message is stored once and counted unread once; the last activity only moves forward.
+pub async fn inbound_messages_are_stored_and_counted_once(store: &dyn MessageStore) {
+    let p = Pseudonymizer::new([42; 32]);
+    let a = tenant("conf-inbound-messages-are-stored-and-counted--a");
+    let b = tenant("conf-inbound-messages-are-stored-and-counted--b");
+    let c1 = contact_for(store, &p, &a, "4915100000001").await;
     // --- inbound messages: exactly once, unread counted once ------------------------------
     let m1 = message(&p, &a, &c1, "wamid.A1", NOW + 10);
     assert_eq!(
@@ -212,7 +236,13 @@ pub async fn store_conformance(store: &dyn MessageStore) {
     let ids: Vec<&str> = msgs.items.iter().map(|m| m.wamid.as_str()).collect();
     assert_eq!(ids, ["wamid.A1", "wamid.A0"], "newest first, each once");
     assert_eq!(msgs.items[0], m1, "a message reads back as written");
+}
 
+/// Statuses are kept (also for unknown messages), once each, and only move a message forward.
+pub async fn statuses_are_kept_and_only_move_forward(store: &dyn MessageStore) {
+    let p = Pseudonymizer::new([42; 32]);
+    let a = tenant("conf-statuses-are-kept-and-only-move-forward-a");
+    let Seeded { c1: _ } = seed(store, &p, &a).await;
     // --- statuses: kept even for unknown messages, monotonic on known ones -----------------
     assert_eq!(
         store
@@ -295,7 +325,15 @@ pub async fn store_conformance(store: &dyn MessageStore) {
         Some(131026),
         "failed keeps the error code"
     );
+}
 
+/// Another tenant sees nothing, not even with a contact id it learned.
+pub async fn tenants_are_isolated(store: &dyn MessageStore) {
+    let p = Pseudonymizer::new([42; 32]);
+    let a = tenant("conf-tenants-are-isolated-a");
+    let b = tenant("conf-tenants-are-isolated-b");
+    let Seeded { c1 } = seed(store, &p, &a).await;
+    let key1 = p.wamid_key(&a, "wamid.A1");
     // --- tenant isolation -----------------------------------------------------------------
     let none = store
         .list_conversations(&b, &PageRequest::first(10), NOW)
@@ -317,7 +355,12 @@ pub async fn store_conformance(store: &dyn MessageStore) {
         none.items.is_empty(),
         "another tenant cannot read a contact id it learned"
     );
+}
 
+/// Pagination without gaps or repeats, ties included; a malformed cursor is refused.
+pub async fn pages_have_no_gaps_or_repeats(store: &dyn MessageStore) {
+    let p = Pseudonymizer::new([42; 32]);
+    let b = tenant("conf-pages-have-no-gaps-or-repeats-b");
     // --- pagination without gaps or repeats, ties included ----------------------------------
     let mut contacts = Vec::new();
     for i in 0..5 {
@@ -423,7 +466,14 @@ pub async fn store_conformance(store: &dyn MessageStore) {
         matches!(bad, Err(StoreError::InvalidCursor)),
         "a malformed cursor is refused"
     );
+}
 
+/// Reads never return expired data (TTL deletion lags).
+pub async fn expired_data_is_never_read(store: &dyn MessageStore) {
+    let p = Pseudonymizer::new([42; 32]);
+    let a = tenant("conf-expired-data-is-never-read-a");
+    let Seeded { c1 } = seed(store, &p, &a).await;
+    let key1 = p.wamid_key(&a, "wamid.A1");
     // --- expiry: reads never return expired data ------------------------------------------
     let after_expiry = LATER + 1;
     assert!(
@@ -456,7 +506,11 @@ pub async fn store_conformance(store: &dyn MessageStore) {
             .expect("get")
             .is_none()
     );
+}
 
+/// Events and quarantined items are kept once.
+pub async fn events_and_quarantine_are_kept_once(store: &dyn MessageStore) {
+    let a = tenant("conf-events-and-quarantine-are-kept-once-a");
     // --- events and quarantine: kept once --------------------------------------------------
     let ev = StoredEvent {
         key: "k1".into(),
@@ -490,13 +544,78 @@ pub async fn store_conformance(store: &dyn MessageStore) {
         Recorded::Duplicate
     );
     assert_eq!(store.list_quarantine(10, NOW).await.expect("list"), vec![q]);
+}
 
-    outbound_rules(store).await;
-    erasure_rules(store).await;
+/// [`RULES`] and [`run_rule`] from one list of the rule functions.
+macro_rules! rules_table {
+    ($($rule:ident),* $(,)?) => {
+        /// Every rule, by name: adapters run each as a test of its own ([`store_rules!`], which
+        /// lists the same names), or all in turn on one store ([`store_conformance`]). Each
+        /// rule writes under tenants of its own.
+        pub const RULES: &[&str] = &[$(stringify!($rule)),*];
+
+        /// Runs the rule `name` against `store`.
+        pub async fn run_rule(name: &str, store: &dyn MessageStore) {
+            match name {
+                $(stringify!($rule) => $rule(store).await,)*
+                other => panic!("no store rule {other:?}"),
+            }
+        }
+    };
+}
+
+rules_table!(
+    contacts_are_one_across_number_and_bsuid,
+    inbound_messages_are_stored_and_counted_once,
+    statuses_are_kept_and_only_move_forward,
+    tenants_are_isolated,
+    pages_have_no_gaps_or_repeats,
+    expired_data_is_never_read,
+    events_and_quarantine_are_kept_once,
+    contacts_consent_away_replies_and_outbound,
+    erasure_deletes_one_contact_entirely,
+);
+
+/// Runs every rule in turn against one `store` (which must be empty), naming each: for a
+/// backend whose stores are costly to make (DynamoDB on moto).
+pub async fn store_conformance(store: &dyn MessageStore) {
+    for name in RULES {
+        eprintln!("store rule: {name}");
+        run_rule(name, store).await;
+    }
+}
+
+/// One `#[tokio::test]` per store rule (the names of [`RULES`]), each on a fresh store made
+/// by `$make`:
+/// `relay_core::store_rules!(SqliteMessageStore::new(Database::in_memory(Clock::system())));`
+#[macro_export]
+macro_rules! store_rules {
+    ($make:expr) => {
+        $crate::store_rules!(@each $make;
+            contacts_are_one_across_number_and_bsuid,
+            inbound_messages_are_stored_and_counted_once,
+            statuses_are_kept_and_only_move_forward,
+            tenants_are_isolated,
+            pages_have_no_gaps_or_repeats,
+            expired_data_is_never_read,
+            events_and_quarantine_are_kept_once,
+            contacts_consent_away_replies_and_outbound,
+            erasure_deletes_one_contact_entirely
+        );
+    };
+    (@each $make:expr; $($rule:ident),*) => {
+        $(
+            #[tokio::test]
+            async fn $rule() {
+                let store = $make;
+                $crate::testkit::$rule(&store).await;
+            }
+        )*
+    };
 }
 
 /// Erasure deletes every item of one contact (and only of that one), idempotently.
-async fn erasure_rules(store: &dyn MessageStore) {
+pub async fn erasure_deletes_one_contact_entirely(store: &dyn MessageStore) {
     use crate::outbound::{ValidReply, queued_message};
     let p = Pseudonymizer::new([8; 32]);
     let t = tenant("conf-erase");
@@ -690,7 +809,9 @@ async fn erasure_rules(store: &dyn MessageStore) {
 }
 
 /// Outbound messages, consent and the per-contact counters the senders need.
-async fn outbound_rules(store: &dyn MessageStore) {
+/// A contact's record, its consent ledger, away-reply claims, and outbound messages: created
+/// once, idempotency keys, send claims.
+pub async fn contacts_consent_away_replies_and_outbound(store: &dyn MessageStore) {
     use crate::outbound::{ValidReply, queued_message};
     let p = Pseudonymizer::new([7; 32]);
     let t = tenant("conf-c");

@@ -3,10 +3,12 @@ use relay_core::ports::InboundQueue;
 use relay_embedded::{Database, SqliteMessageStore, SqliteQueue};
 use std::time::Duration;
 
-#[tokio::test]
-async fn sqlite_store_follows_the_store_rules() {
-    let store = SqliteMessageStore::new(Database::in_memory(relay_core::Clock::system()));
-    relay_core::testkit::store_conformance(&store).await;
+/// The store rules, one test each, each on a fresh in-memory store.
+mod store_rules {
+    use relay_embedded::{Database, SqliteMessageStore};
+    relay_core::store_rules!(SqliteMessageStore::new(Database::in_memory(
+        relay_core::Clock::system()
+    )));
 }
 
 #[tokio::test]
