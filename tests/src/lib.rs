@@ -378,16 +378,18 @@ pub async fn receive_event(
         .send()
         .await
         .context("ReceiveMessage")?;
-    let mut event = aws_lambda_events::sqs::SqsEvent::default();
-    for m in resp.messages.unwrap_or_default() {
-        let mut r = aws_lambda_events::sqs::SqsMessage::default();
-        r.message_id = m.message_id;
-        r.receipt_handle = m.receipt_handle;
-        r.body = m.body;
-        r.event_source = Some("aws:sqs".into());
-        event.records.push(r);
-    }
-    Ok(event)
+    Ok(relay_aws::batch::event(
+        resp.messages
+            .unwrap_or_default()
+            .into_iter()
+            .map(|m| relay_aws::batch::Received {
+                message_id: m.message_id.unwrap_or_default(),
+                receipt: m.receipt_handle.unwrap_or_default(),
+                body: m.body.unwrap_or_default(),
+                receives: None,
+            }),
+        "aws:sqs",
+    ))
 }
 
 /// Feeds a queue to an SQS handler as the Lambda event source mapping does, deleting what it
@@ -420,12 +422,7 @@ where
                 )
             })
             .collect();
-        let resp = handler(event).await?;
-        let failures: Vec<String> = resp
-            .batch_item_failures
-            .into_iter()
-            .map(|f| f.item_identifier)
-            .collect();
+        let failures = relay_aws::batch::failed_ids(&handler(event).await?);
         for (id, receipt) in receipts {
             if !failures.contains(&id) {
                 ok += 1;

@@ -12,7 +12,7 @@
 
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
-use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
 use relay_core::ports::store_roles::*;
 use relay_e2e::fake::{Chaos, Fake};
@@ -106,30 +106,23 @@ where
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         }
-        let mut event = SqsEvent::default();
-        for m in &messages {
-            let mut r = SqsMessage::default();
-            r.message_id = m.message_id.clone();
-            r.receipt_handle = m.receipt_handle.clone();
-            r.body = m.body.clone();
-            if let Some(n) = m
-                .attributes
-                .as_ref()
-                .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
-            {
-                r.attributes
-                    .insert("ApproximateReceiveCount".into(), n.clone());
-            }
-            event.records.push(r);
-        }
-        let failed: Vec<String> = if dice.roll() < kill_rate {
+        let event = relay_aws::batch::event(
+            messages.iter().map(|m| relay_aws::batch::Received {
+                message_id: m.message_id.clone().unwrap_or_default(),
+                receipt: m.receipt_handle.clone().unwrap_or_default(),
+                body: m.body.clone().unwrap_or_default(),
+                receives: m
+                    .attributes
+                    .as_ref()
+                    .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
+                    .and_then(|n| n.parse().ok()),
+            }),
+            "aws:sqs",
+        );
+        let failed = if dice.roll() < kill_rate {
             let after = Duration::from_millis(1 + dice.below(40));
             match tokio::time::timeout(after, handler(event)).await {
-                Ok(resp) => resp
-                    .batch_item_failures
-                    .into_iter()
-                    .map(|f| f.item_identifier)
-                    .collect(),
+                Ok(resp) => relay_aws::batch::failed_ids(&resp),
                 Err(_) => {
                     // Killed: nothing deleted; the records return after the visibility timeout.
                     kills += 1;
@@ -141,12 +134,7 @@ where
                 }
             }
         } else {
-            handler(event)
-                .await
-                .batch_item_failures
-                .into_iter()
-                .map(|f| f.item_identifier)
-                .collect()
+            relay_aws::batch::failed_ids(&handler(event).await)
         };
         for m in messages {
             let id = m.message_id.unwrap_or_default();

@@ -2,7 +2,8 @@
 //! turn, partial batch failures reported by message id (`ReportBatchItemFailures`), so one bad
 //! record never fails its neighbours.
 
-use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
+use std::collections::HashSet;
 use std::future::Future;
 use tracing::Instrument;
 
@@ -82,4 +83,43 @@ where
         }
     }
     Ok(response)
+}
+
+/// One message as a queue gave it: what an event source mapping puts in an [`SqsEvent`].
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub message_id: String,
+    pub receipt: String,
+    pub body: String,
+    /// `ApproximateReceiveCount`, where the queue reports it.
+    pub receives: Option<u32>,
+}
+
+/// The event Lambda's SQS event source mapping would deliver for `messages` (for `relay serve`'s
+/// embedded queues and the tests' drivers of moto queues: the other side of [`each_record`]).
+pub fn event(messages: impl IntoIterator<Item = Received>, source: &str) -> SqsEvent {
+    let mut event = SqsEvent::default();
+    for m in messages {
+        let mut record = SqsMessage::default();
+        record.message_id = Some(m.message_id);
+        record.receipt_handle = Some(m.receipt);
+        record.body = Some(m.body);
+        if let Some(n) = m.receives {
+            record
+                .attributes
+                .insert("ApproximateReceiveCount".into(), n.to_string());
+        }
+        record.event_source = Some(source.to_owned());
+        event.records.push(record);
+    }
+    event
+}
+
+/// The message ids a handler's answer asks to be delivered again; the rest are deleted.
+pub fn failed_ids(response: &SqsBatchResponse) -> HashSet<String> {
+    response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.clone())
+        .collect()
 }

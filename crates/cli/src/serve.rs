@@ -3,7 +3,7 @@
 //! from the embedded queues, exactly as the Lambda event source mappings do on AWS.
 
 use anyhow::Context;
-use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 use inbox_api::Inbox;
 use relay_core::Clock;
 use relay_core::config::RelayConfig;
@@ -161,25 +161,17 @@ async fn drive<H, F>(
             }
             continue;
         }
-        let mut event = SqsEvent::default();
-        for m in &batch {
-            let mut record = SqsMessage::default();
-            record.message_id = Some(m.message_id.clone());
-            record.receipt_handle = Some(m.receipt.clone());
-            record.body = Some(m.body.clone());
-            record.attributes.insert(
-                "ApproximateReceiveCount".into(),
-                m.receive_count.to_string(),
-            );
-            record.event_source = Some("relay:embedded".into());
-            event.records.push(record);
-        }
+        let event = relay_aws::batch::event(
+            batch.iter().map(|m| relay_aws::batch::Received {
+                message_id: m.message_id.clone(),
+                receipt: m.receipt.clone(),
+                body: m.body.clone(),
+                receives: Some(m.receive_count),
+            }),
+            "relay:embedded",
+        );
         let failed: HashSet<String> = match handler(event).await {
-            Ok(resp) => resp
-                .batch_item_failures
-                .into_iter()
-                .map(|f| f.item_identifier)
-                .collect(),
+            Ok(resp) => relay_aws::batch::failed_ids(&resp),
             Err(e) => {
                 tracing::error!(error = %e, "batch failed");
                 batch.iter().map(|m| m.message_id.clone()).collect()
