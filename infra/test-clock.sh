@@ -41,7 +41,10 @@ for shift in $shifts; do
     echo "== clock moved $shift ($(faketime -f "$shift" date -u +%F))"
     while read -r dir exe name; do
         # Monotonic time stays real: timeouts and tokio's timers measure durations, not dates.
-        if (cd "$dir" && FAKETIME_DONT_FAKE_MONOTONIC=1 faketime -f "$shift" "$exe" </dev/null >"$out" 2>&1); then
+        # Skipped here: the Caddy test, whose proxy (a Go binary) keeps the real clock, so its
+        # certificates look expired or not yet valid to a client on the moved one.
+        if (cd "$dir" && FAKETIME_DONT_FAKE_MONOTONIC=1 faketime -f "$shift" "$exe" \
+            --skip behind_caddy_the_relay_answers_over_https </dev/null >"$out" 2>&1); then
             echo "  $name: $(grep -E '^test result' "$out" | tail -1)"
         else
             echo "FAILED: $name with the clock moved $shift"
