@@ -5,7 +5,8 @@
 
 use crate::crypto::{CryptoError, Keyring, contact_keyref};
 use crate::ids::{ContactId, Identity, Pseudonymizer, TenantId};
-use crate::ports::{MessageStore, StoreError};
+use crate::ports::StoreError;
+use crate::ports::store_roles::*;
 use crate::records::{ErasedItems, PageRequest};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -27,7 +28,7 @@ pub struct ErasureReceipt {
 #[derive(Clone)]
 pub struct Privacy {
     /// A sealing store: export reads decrypted values through it.
-    pub store: Arc<dyn MessageStore>,
+    pub store: Arc<crate::sealed::SealedStore>,
     pub keys: Arc<Keyring>,
     pub pseudonymizer: Arc<Pseudonymizer>,
     /// The contact's files.

@@ -9,7 +9,8 @@ use crate::jobs::Job;
 use crate::media::MediaInfo;
 use crate::outbound::{ValidReply, queued_message};
 use crate::policy::Keyword;
-use crate::ports::{Directory, MessageStore, OutboundQueue, QueueError, StoreError};
+use crate::ports::store_roles::*;
+use crate::ports::{Directory, OutboundQueue, QueueError, StoreError};
 use crate::records::*;
 use crate::tenant::Tenant;
 use crate::webhook::{Contact, Event, Identities, Message, Status, webhook_from_value};
@@ -47,7 +48,7 @@ pub const SERVICE_WINDOW_SECS: i64 = 24 * 3600;
 
 #[derive(Clone)]
 pub struct Router {
-    store: Arc<dyn MessageStore>,
+    store: Arc<crate::sealed::SealedStore>,
     directory: Arc<dyn Directory>,
     pseudonymizer: Arc<Pseudonymizer>,
     keys: Arc<Keyring>,
@@ -57,7 +58,7 @@ pub struct Router {
 
 impl Router {
     pub fn new(
-        store: Arc<dyn MessageStore>,
+        store: Arc<crate::sealed::SealedStore>,
         directory: Arc<dyn Directory>,
         pseudonymizer: Arc<Pseudonymizer>,
         keys: Arc<Keyring>,

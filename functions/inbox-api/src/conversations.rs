@@ -1,6 +1,7 @@
 //! Conversations and their messages: lists, the reply route, read receipts.
 
 use super::*;
+use relay_core::ports::store_roles::*;
 
 pub(crate) fn conversation_json(c: &Conversation) -> Value {
     json!({

@@ -19,7 +19,7 @@ use relay_core::Clock;
 use relay_core::ids::{ContactId, TenantId, secret_digest};
 use relay_core::jobs::Job;
 use relay_core::outbound::ReplyRequest;
-use relay_core::ports::{AuditLog, Directory, MessageStore, OutboundQueue, StoreError};
+use relay_core::ports::{AuditLog, Directory, OutboundQueue, StoreError};
 use relay_core::privacy::Privacy;
 use relay_core::records::AuditEntry;
 use relay_core::records::{Conversation, PageRequest, StoredMessage};
@@ -56,7 +56,7 @@ pub const MAX_REPLY_BYTES: usize = 64 * 1024;
 pub struct Inbox {
     pub directory: Arc<dyn Directory>,
     /// A sealing store ([`relay_core::sealed::SealedStore`]).
-    pub store: Arc<dyn MessageStore>,
+    pub store: Arc<relay_core::sealed::SealedStore>,
     /// Where replies and read receipts go (reply-sender's queue).
     pub outbound: Arc<dyn OutboundQueue>,
     /// Export and erasure.

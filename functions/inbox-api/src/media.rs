@@ -1,6 +1,7 @@
 //! Files: a message's media streamed back, uploads for replies.
 
 use super::*;
+use relay_core::ports::store_roles::*;
 
 /// A MIME type safe to send back as Content-Type, else `application/octet-stream`.
 pub(crate) fn safe_mime(m: Option<&str>) -> String {

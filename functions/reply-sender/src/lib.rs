@@ -17,7 +17,8 @@ use relay_aws::batch::{Handled, each_record};
 use relay_core::Clock;
 use relay_core::ids::{ContactId, Pseudonymizer, TenantId};
 use relay_core::jobs::{Job, sign_webhook};
-use relay_core::ports::{Directory, JobControl, MessageStore, StoreError};
+use relay_core::ports::store_roles::*;
+use relay_core::ports::{Directory, JobControl, StoreError};
 pub use relay_core::sending::{ChannelLimiter, Outcome, RetryPolicy};
 use relay_whatsapp::WhatsAppClient;
 use secrecy::ExposeSecret;
@@ -29,7 +30,7 @@ pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the egress function needs; built once per process.
 pub struct Sender {
-    pub store: Arc<dyn MessageStore>,
+    pub store: Arc<relay_core::sealed::SealedStore>,
     pub directory: Arc<dyn Directory>,
     pub control: Arc<dyn JobControl>,
     pub pseudonymizer: Arc<Pseudonymizer>,

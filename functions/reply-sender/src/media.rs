@@ -12,6 +12,7 @@ use relay_core::ids::{ContactId, TenantId};
 use relay_core::media::{FileSealer, MediaInfo, MediaStatus, object_key};
 use relay_core::outbound::Failure;
 use relay_core::ports::StoreError;
+use relay_core::ports::store_roles::*;
 use serde_json::Value;
 use std::time::Duration;
 
