@@ -11,7 +11,11 @@ use serde_json::Value;
 use std::time::Duration;
 
 pub const DIALOG360_BASE_URL: &str = "https://waba-v2.360dialog.io";
-pub const META_BASE_URL: &str = "https://graph.facebook.com/v21.0";
+/// Meta's Graph API, at a version well inside its support window: v25.0 (released 2026-02-18,
+/// available until 2028-07-29 per Meta's versions changelog; v21.0, used before, expires
+/// 2027-01-21). A channel's `api_base_url` picks another version
+/// (`https://graph.facebook.com/v26.0`).
+pub const META_BASE_URL: &str = "https://graph.facebook.com/v25.0";
 
 pub use relay_core::outbound::SendError;
 
