@@ -150,6 +150,9 @@ pub struct BusinessHoursSection {
 pub struct ChannelSection {
     pub phone_number_id: String,
     pub provider: String,
+    /// Which 360dialog webhook feeds the channel: `"number"` (the number's own webhook, the
+    /// default) or `"partner"` (the partner webhook, the only one 360dialog signs).
+    pub webhook: Option<String>,
     pub webhook_token: Option<String>,
     pub signing_secret: Option<String>,
     pub api_key: Option<String>,
@@ -333,6 +336,22 @@ impl RelayConfig {
             let mut channels = Vec::new();
             for (ci, c) in t.channels.iter().enumerate() {
                 let at = format!("{at}.channels[{ci}]");
+                let partner = match c.webhook.as_deref() {
+                    None | Some("number") => false,
+                    Some("partner") => true,
+                    Some(_) => {
+                        problems.push(format!("{at}.webhook: must be \"number\" or \"partner\""));
+                        false
+                    }
+                };
+                // 360dialog signs only the partner webhook: on a number's own webhook a
+                // required signature never comes, every webhook is refused, and
+                // 360dialog's retries end with the messages lost.
+                if c.provider == "360dialog" && c.signing_secret.is_some() && !partner {
+                    problems.push(format!(
+                        "{at}.signing_secret: 360dialog signs (x-360dialog-signature) only the partner webhook, not a number's own: with it every webhook of this number would be refused and lost. Remove it, or set webhook = \"partner\" if the partner webhook feeds this channel"
+                    ));
+                }
                 if c.phone_number_id.is_empty()
                     || !c.phone_number_id.bytes().all(|b| b.is_ascii_digit())
                 {
@@ -716,6 +735,23 @@ access_token = "t"
         assert!(
             err("[server]\nmetrics_token = \"short\"\n")
                 .contains("server.metrics_token: must be at least 16")
+        );
+        // A signature 360dialog never sends on a number's own webhook would silence the number.
+        let signed = format!(
+            "{base}[[tenants.channels]]\nphone_number_id = \"1\"\nprovider = \"360dialog\"\nwebhook_token = \"t\"\nsigning_secret = \"s\"\n"
+        );
+        assert!(err(&signed).contains("tenants[0].channels[0].signing_secret: 360dialog signs"));
+        assert!(
+            RelayConfig::parse(
+                &signed.replace("signing_secret", "webhook = \"partner\"\nsigning_secret"),
+                &|_| None
+            )
+            .is_ok(),
+            "fine on the partner webhook"
+        );
+        assert!(
+            err(&signed.replace("signing_secret = \"s\"", "webhook = \"partnr\""))
+                .contains("tenants[0].channels[0].webhook: must be")
         );
         // Typos are refused with the unknown key named.
         assert!(err(&format!("{base}retention_dayz = 3\n")).contains("retention_dayz"));

@@ -26,6 +26,7 @@ webhook_token = "tok-111"
 [[tenants.channels]]
 phone_number_id = "222"
 provider = "360dialog"
+webhook = "partner"
 webhook_token = "tok-222"
 signing_secret = "sig-222"
 
