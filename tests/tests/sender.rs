@@ -83,7 +83,6 @@ async fn permanent_failures_fail_at_once_with_the_reason() {
     for (reply, code) in [
         (Reply::MetaError(131047), 131047),
         (Reply::MetaError(131026), 131026),
-        (Reply::MetaError(131048), 131048),
         (Reply::MetaError(131050), 131050),
         (Reply::MetaError(368), 368),
         (Reply::Status(401, json!({"error": "invalid key"})), 401),
@@ -103,6 +102,38 @@ async fn permanent_failures_fail_at_once_with_the_reason() {
         );
         assert_eq!(s.sender.process(&job, 2).await.unwrap(), Outcome::Done);
         assert_eq!(s.fake.requests().len(), 1, "{code}: no retry");
+    }
+}
+
+/// 131048 (spam rate limit) and 131057 (account in maintenance) hold the business back for a
+/// while: retried after minutes, then hours, and failed with the reason only after about a day.
+#[tokio::test]
+async fn a_business_held_back_by_whatsapp_retries_for_hours_then_fails() {
+    for code in [131048, 131057] {
+        let mut s = setup().await;
+        s.fake
+            .script([Reply::MetaError(code), Reply::MetaError(code)]);
+        let job = s.queue_text(K1, "x").await;
+        let outcome = s.sender.process(&job, 1).await.unwrap();
+        assert!(
+            matches!(outcome, Outcome::RetryAfter(d) if d >= Duration::from_secs(300)),
+            "{code}: {outcome:?}"
+        );
+        assert_eq!(
+            s.message(K1).await.status,
+            Some(DeliveryStatus::Queued),
+            "{code}: still queued"
+        );
+        // Later attempts wait longer, up to hours.
+        assert!(s.sender.policy.hold_backoff(4) >= Duration::from_secs(2400));
+        assert!(s.sender.policy.hold_backoff(30) <= Duration::from_secs(6 * 3600));
+        // Past the hold period (about a day after it was queued): failed with the reason.
+        s.sender.policy.hold_for = Duration::ZERO;
+        assert_eq!(s.sender.process(&job, 9).await.unwrap(), Outcome::Done);
+        let m = s.message(K1).await;
+        assert_eq!(m.status, Some(DeliveryStatus::Failed), "{code}");
+        assert_eq!(m.error.unwrap().code, code);
+        assert_eq!(s.fake.requests().len(), 2, "{code}");
     }
 }
 

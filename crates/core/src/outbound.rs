@@ -495,6 +495,9 @@ pub enum Failure {
     Transient,
     /// Back off for this recipient only (131056, pair rate limit).
     PairRateLimited,
+    /// The business is held back for a while (131048 spam rate limit, 131057 account in
+    /// maintenance): retry for hours, not seconds, then fail with the reason.
+    Held,
     /// Will not succeed: record the reason, do not retry.
     Permanent,
 }
@@ -504,6 +507,7 @@ pub fn classify_meta_code(code: i64) -> Failure {
     match code {
         130429 | 131016 | 131000 | 2 | 4 | 80007 | 133004 => Failure::Transient,
         131056 => Failure::PairRateLimited,
+        131048 | 131057 => Failure::Held,
         _ => Failure::Permanent,
     }
 }
@@ -617,7 +621,9 @@ mod tests {
     fn error_codes() {
         assert_eq!(classify_meta_code(130429), Failure::Transient);
         assert_eq!(classify_meta_code(131056), Failure::PairRateLimited);
-        for permanent in [131047, 131026, 131048, 131050, 131051, 368] {
+        assert_eq!(classify_meta_code(131048), Failure::Held);
+        assert_eq!(classify_meta_code(131057), Failure::Held);
+        for permanent in [131047, 131026, 131050, 131051, 368] {
             assert_eq!(
                 classify_meta_code(permanent),
                 Failure::Permanent,

@@ -59,6 +59,12 @@ pub struct RetryPolicy {
     pub max_delay: Duration,
     /// How long a send attempt holds its lease (longer than one HTTP call with its timeout).
     pub lease: Duration,
+    /// How long a send held back by WhatsApp (131048, 131057) is retried, from when it was
+    /// queued, before it fails.
+    pub hold_for: Duration,
+    /// The first pause after such a refusal; it doubles up to [`RetryPolicy::hold_max_delay`].
+    pub hold_base_delay: Duration,
+    pub hold_max_delay: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -69,11 +75,22 @@ impl Default for RetryPolicy {
             base_delay: Duration::from_secs(2),
             max_delay: Duration::from_secs(3600),
             lease: Duration::from_secs(60),
+            hold_for: Duration::from_secs(24 * 3600),
+            hold_base_delay: Duration::from_secs(300),
+            hold_max_delay: Duration::from_secs(6 * 3600),
         }
     }
 }
 
 impl RetryPolicy {
+    /// The pause after the `attempt`-th refusal that holds the business back: minutes first,
+    /// hours later.
+    pub fn hold_backoff(&self, attempt: u32) -> Duration {
+        self.hold_base_delay
+            .saturating_mul(1u32 << attempt.saturating_sub(1).min(20))
+            .min(self.hold_max_delay)
+    }
+
     /// Exponential backoff with full jitter in [½, 1] of the step.
     pub fn backoff(&self, attempt: u32) -> Duration {
         let step = self
@@ -254,8 +271,12 @@ impl SendFlow<'_> {
             }
             Err(e) => {
                 tracing::warn!(tenant = %tenant, message = %message.id, attempt, code = e.error.code, failure = ?e.failure, "send failed");
+                let held_too_long =
+                    now - message.timestamp >= self.policy.hold_for.as_secs() as i64;
                 let outcome = match e.failure {
                     Failure::Permanent => "failed",
+                    Failure::Held if held_too_long => "gave_up",
+                    Failure::Held => "held",
                     _ if attempt >= self.policy.send_attempts => "gave_up",
                     Failure::PairRateLimited => "paced",
                     Failure::Transient => "retried",
@@ -265,6 +286,16 @@ impl SendFlow<'_> {
                     Failure::Permanent => {
                         self.store.fail_send(tenant, key, &e.error).await?;
                         Ok(Outcome::Done)
+                    }
+                    // Held back for about a day at most (the attempt bound does not apply):
+                    // then it fails with WhatsApp's reason.
+                    Failure::Held if held_too_long => {
+                        self.store.fail_send(tenant, key, &e.error).await?;
+                        Ok(Outcome::Done)
+                    }
+                    Failure::Held => {
+                        self.store.release_send(tenant, key).await?;
+                        Ok(Outcome::RetryAfter(self.policy.hold_backoff(attempt)))
                     }
                     _ if attempt >= self.policy.send_attempts => {
                         self.store
