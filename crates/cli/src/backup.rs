@@ -42,18 +42,18 @@ fn dirs(
     config: Option<&Path>,
     data_dir: Option<PathBuf>,
     keys: Option<PathBuf>,
-) -> anyhow::Result<(PathBuf, PathBuf)> {
+) -> anyhow::Result<(PathBuf, PathBuf, RelayConfig)> {
     let (config, _) = load_serve_config(config)?;
     let data = data_dir.unwrap_or_else(|| PathBuf::from(config.data_dir()));
     let keys = keys
         .or_else(|| config.server.key_backup_dir.as_ref().map(PathBuf::from))
         .context("--keys (or [server] key_backup_dir) names the key backup directory")?;
-    Ok((data, keys))
+    Ok((data, keys, config))
 }
 
 impl BackupArgs {
     pub fn run(self, _clock: Clock) -> anyhow::Result<()> {
-        let (data, keys) = dirs(self.config.as_deref(), self.data_dir, self.keys)?;
+        let (data, keys, _) = dirs(self.config.as_deref(), self.data_dir, self.keys)?;
         anyhow::ensure!(
             data.join("relay.db").exists(),
             "no relay.db in {} (the data directory)",
@@ -72,7 +72,7 @@ impl BackupArgs {
 
 impl RestoreArgs {
     pub async fn run(self, clock: Clock) -> anyhow::Result<()> {
-        let (data, keys) = dirs(self.config.as_deref(), self.data_dir, self.keys)?;
+        let (data, keys, config) = dirs(self.config.as_deref(), self.data_dir, self.keys)?;
         let n = backup::restore(&self.from, &keys, &data)?;
         eprintln!(
             "restored {} into {} ({n} data key(s))",
@@ -81,7 +81,7 @@ impl RestoreArgs {
         );
         // Contacts erased since the content backup: their key is gone; erase their rows too.
         let local = serve::Local::open_with_key_backup(&data, clock.clone(), Some(keys))?;
-        let privacy = local.privacy();
+        let privacy = local.backends(&config).privacy()?;
         let orphans = local.contacts_without_keys()?;
         for (tenant, contact) in &orphans {
             privacy

@@ -504,7 +504,7 @@ fn change_events(waba_id: &str, change: &Change, out: &mut Vec<Event>) {
         .clone()
         .and_then(|m| serde_json::from_value(m).ok())
         .unwrap_or_default();
-    let contacts = parsed_contacts(&value);
+    let contacts = parsed_contacts(value.contacts.as_ref());
     let waba_id = waba_id.to_owned();
 
     for raw in array(value.messages.as_ref()) {
@@ -603,35 +603,32 @@ impl Identities {
 /// errors), parsed exactly as [`Webhook::events`] parses them: `None` for errors, for items
 /// the router cannot parse, and for messages that name nobody.
 pub fn item_identities(value: &Value) -> Vec<Option<Identities>> {
-    let value: MessagesValue = serde_json::from_value(value.clone()).unwrap_or_default();
-    let contacts = parsed_contacts(&value);
+    // Read in place (the receiver's hot path): no copy of the change value.
+    let contacts = parsed_contacts(value.get("contacts"));
     let mut out = Vec::new();
-    for raw in array(value.messages.as_ref()) {
+    for raw in array(value.get("messages")) {
         out.push(parse_message(raw).and_then(|m| {
             let who = Identities::of_message(match_contact(&contacts, &m).as_ref(), &m);
             who.primary().is_some().then_some(who)
         }));
     }
-    for raw in array(value.statuses.as_ref()) {
+    for raw in array(value.get("statuses")) {
         out.push(parse_status(raw).and_then(|s| {
             let who = Identities::of_status(&s);
             who.primary().is_some().then_some(who)
         }));
     }
-    out.extend(array(value.errors.as_ref()).iter().map(|_| None));
+    out.extend(array(value.get("errors")).iter().map(|_| None));
     out
 }
 
 /// The `contacts[]` entries the router can read (others are left out, as by the router).
 pub fn parse_contact(raw: &Value) -> Option<Contact> {
-    serde_json::from_value(raw.clone()).ok()
+    Contact::deserialize(raw).ok()
 }
 
-fn parsed_contacts(value: &MessagesValue) -> Vec<Contact> {
-    array(value.contacts.as_ref())
-        .iter()
-        .filter_map(parse_contact)
-        .collect()
+fn parsed_contacts(contacts: Option<&Value>) -> Vec<Contact> {
+    array(contacts).iter().filter_map(parse_contact).collect()
 }
 
 fn match_contact(contacts: &[Contact], message: &Message) -> Option<Contact> {

@@ -129,16 +129,6 @@ impl Local {
         }
     }
 
-    /// Export and erasure (needs no tenants: they act on stored data only).
-    pub fn privacy(&self) -> relay_core::privacy::Privacy {
-        relay_core::privacy::Privacy {
-            store: self.sealed.clone(),
-            keys: self.keys.clone(),
-            pseudonymizer: self.pseudonymizer.clone(),
-            blobs: self.blobs.clone(),
-        }
-    }
-
     /// Contacts whose data key is gone (erased after the content backup that was restored):
     /// their rows are unreadable ciphertext, to be erased.
     pub fn contacts_without_keys(
