@@ -74,6 +74,14 @@ async fn dynamodb_store_follows_the_store_rules() {
 }
 
 #[tokio::test]
+async fn dynamodb_staff_store_follows_the_staff_rules() {
+    let moto = Moto::start().unwrap();
+    let clients = moto.clients().await;
+    let d = provision(&clients, "staff", 5).await.unwrap();
+    relay_core::testkit::staff_store_rules(&clients.staff_store(&d.table)).await;
+}
+
+#[tokio::test]
 async fn tenants_apply_keeps_secrets_out_of_the_table_and_the_directory_reads_them() {
     let moto = Moto::start().unwrap();
     let clients = moto.clients().await;

@@ -30,6 +30,8 @@ mod inbound;
 mod inbox;
 mod media;
 mod outbound;
+mod staff;
+pub use staff::DynamoStaffStore;
 
 pub(crate) type Item = HashMap<String, AttributeValue>;
 

@@ -17,7 +17,7 @@ mod sqs;
 mod wiring;
 
 pub use directory::DynamoDirectory;
-pub use dynamo::DynamoMessageStore;
+pub use dynamo::{DynamoMessageStore, DynamoStaffStore};
 pub use keys::{DynamoAuditLog, DynamoKeyStore, KmsKeyWrapper};
 pub use kms::KmsSecrets;
 pub use s3::S3BlobStore;
@@ -154,6 +154,10 @@ impl Clients {
     /// `kms_key_id` is only needed by writers (`relay tenants apply`).
     pub fn secrets(&self, kms_key_id: Option<String>) -> KmsSecrets {
         KmsSecrets::new(self.kms.clone(), kms_key_id)
+    }
+
+    pub fn staff_store(&self, table: &str) -> DynamoStaffStore {
+        DynamoStaffStore::new(self.dynamo.clone(), table)
     }
 
     pub fn directory(&self, table: &str) -> DynamoDirectory {

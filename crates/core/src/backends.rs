@@ -14,6 +14,7 @@ use crate::ports::{AuditLog, Directory, InboundQueue, JobControl, OutboundQueue}
 use crate::privacy::Privacy;
 use crate::routing::Router;
 use crate::sealed::SealedStore;
+use crate::staff::StaffStore;
 use std::sync::Arc;
 
 /// Sizes and limits the handlers apply (from `relay.toml` locally, the environment on AWS).
@@ -70,6 +71,8 @@ pub struct Backends {
     pub control: Option<Arc<dyn JobControl>>,
     pub audit: Option<Arc<dyn AuditLog>>,
     pub blobs: Option<Arc<dyn BlobStore>>,
+    /// Staff accounts and sessions (the web inbox).
+    pub staff: Option<Arc<dyn StaffStore>>,
     pub limits: Limits,
 }
 
@@ -88,6 +91,10 @@ impl Backends {
 
     pub fn audit(&self) -> Result<Arc<dyn AuditLog>, Missing> {
         self.audit.clone().ok_or(Missing("audit log"))
+    }
+
+    pub fn staff(&self) -> Result<Arc<dyn StaffStore>, Missing> {
+        self.staff.clone().ok_or(Missing("staff store"))
     }
 
     pub fn blobs(&self) -> Result<Arc<dyn BlobStore>, Missing> {

@@ -22,6 +22,7 @@ pub mod replies;
 pub mod routing;
 pub mod sealed;
 pub mod sending;
+pub mod staff;
 pub mod tenant;
 #[cfg(feature = "testkit")]
 pub mod testkit;

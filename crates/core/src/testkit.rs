@@ -1151,3 +1151,109 @@ pub async fn contacts_consent_away_replies_and_outbound(store: &dyn MessageStore
         Claim::Missing
     );
 }
+
+/// The staff store's rules (accounts, sessions, sign-in counters), for every adapter.
+pub async fn staff_store_rules(store: &dyn crate::staff::StaffStore) {
+    use crate::staff::{Role, StaffAccount, StaffSession};
+    let (a, b) = (tenant("staff-a"), tenant("staff-b"));
+    let account = |id: &str, t: &TenantId, email: &str| StaffAccount {
+        id: id.to_owned(),
+        tenant: t.clone(),
+        email: email.to_owned(),
+        role: Role::Staff,
+        password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".to_owned(),
+        created_at: NOW,
+        sessions_valid_after: 0,
+    };
+    let anna = account("st_anna", &a, "anna@apotheke.example");
+    assert!(store.add_staff(&anna).await.expect("add"));
+    assert!(
+        !store.add_staff(&anna).await.expect("add again"),
+        "the same account twice"
+    );
+    assert!(
+        !store
+            .add_staff(&account("st_other", &b, "anna@apotheke.example"))
+            .await
+            .expect("add"),
+        "an email is unique across tenants"
+    );
+    let ben = StaffAccount {
+        role: Role::Admin,
+        ..account("st_ben", &a, "ben@apotheke.example")
+    };
+    assert!(store.add_staff(&ben).await.expect("add"));
+    let carla = account("st_carla", &b, "carla@other.example");
+    assert!(store.add_staff(&carla).await.expect("add"));
+
+    assert_eq!(
+        store.staff_by_email("anna@apotheke.example").await.expect("by email"),
+        Some(anna.clone())
+    );
+    assert_eq!(store.staff_by_email("nobody@apotheke.example").await.expect("by email"), None);
+    assert_eq!(store.staff(&a, "st_ben").await.expect("staff"), Some(ben.clone()));
+    assert_eq!(
+        store.staff(&b, "st_ben").await.expect("staff"),
+        None,
+        "an account is found under its own tenant only"
+    );
+    assert_eq!(
+        store.list_staff(&a).await.expect("list"),
+        vec![anna.clone(), ben.clone()]
+    );
+    assert_eq!(store.list_staff(&b).await.expect("list"), vec![carla.clone()]);
+
+    assert!(store.set_password(&a, "st_anna", "$argon2id$new", NOW + 5).await.expect("set"));
+    assert!(!store.set_password(&b, "st_anna", "$argon2id$x", NOW).await.expect("set"));
+    let changed = store.staff(&a, "st_anna").await.expect("staff").expect("anna");
+    assert_eq!(
+        (changed.password_hash.as_str(), changed.sessions_valid_after),
+        ("$argon2id$new", NOW + 5)
+    );
+
+    let session = StaffSession {
+        token_hash: "th-1".into(),
+        staff_id: "st_ben".into(),
+        tenant: a.clone(),
+        csrf: "csrf-1".into(),
+        created_at: NOW,
+        last_seen: NOW,
+        expires_at: NOW + 100,
+    };
+    store.create_session(&session).await.expect("create");
+    assert_eq!(store.session("th-1", NOW + 99).await.expect("get"), Some(session.clone()));
+    assert_eq!(store.session("th-1", NOW + 100).await.expect("get"), None, "expired");
+    assert_eq!(store.session("th-2", NOW).await.expect("get"), None);
+    store.touch_session("th-1", NOW + 90, NOW + 190).await.expect("touch");
+    store.touch_session("th-1", NOW + 50, NOW + 150).await.expect("older touch");
+    let touched = store.session("th-1", NOW + 150).await.expect("get").expect("alive");
+    assert_eq!((touched.last_seen, touched.expires_at), (NOW + 90, NOW + 190));
+    store.end_session("th-1").await.expect("end");
+    store.end_session("th-1").await.expect("end again");
+    assert_eq!(store.session("th-1", NOW).await.expect("get"), None);
+    store.touch_session("th-1", NOW + 1, NOW + 500).await.expect("touch an ended session");
+    assert_eq!(store.session("th-1", NOW).await.expect("get"), None, "touch revives nothing");
+
+    assert!(store.remove_staff(&a, "st_ben").await.expect("remove"));
+    assert!(!store.remove_staff(&a, "st_ben").await.expect("remove again"));
+    assert!(!store.remove_staff(&b, "st_anna").await.expect("another tenant's"));
+    assert_eq!(store.staff(&a, "st_ben").await.expect("staff"), None);
+    assert_eq!(store.staff_by_email("ben@apotheke.example").await.expect("by email"), None);
+    assert!(
+        store
+            .add_staff(&account("st_ben2", &b, "ben@apotheke.example"))
+            .await
+            .expect("add"),
+        "a removed account's email can be used again"
+    );
+
+    for expected in 1..=3 {
+        assert_eq!(
+            store.add_sign_in_failure("acct:x", 7, NOW + 1800).await.expect("add"),
+            expected
+        );
+    }
+    assert_eq!(store.add_sign_in_failure("acct:x", 8, NOW).await.expect("add"), 1);
+    assert_eq!(store.sign_in_failures("acct:x", 7).await.expect("get"), 3);
+    assert_eq!(store.sign_in_failures("acct:y", 7).await.expect("get"), 0);
+}

@@ -15,6 +15,7 @@ const MIGRATION_STEPS: &[M<'static>] = &[
     M::up(include_str!(
         "../migrations/0002_audit_trigger_on_relay_clock.sql"
     )),
+    M::up(include_str!("../migrations/0003_staff.sql")),
 ];
 const MIGRATIONS: Migrations<'static> = Migrations::from_slice(MIGRATION_STEPS);
 

@@ -7,6 +7,7 @@ mod db;
 mod keys;
 mod local;
 mod queue;
+mod staff;
 mod store;
 
 pub use blobs::FileBlobStore;
@@ -17,4 +18,5 @@ pub use local::{
     VISIBILITY,
 };
 pub use queue::{DeadLetter, MAX_MESSAGE_BYTES, ReceivedMessage, SqliteQueue};
+pub use staff::SqliteStaffStore;
 pub use store::{SqliteAuditLog, SqliteKeyStore, SqliteMessageStore};

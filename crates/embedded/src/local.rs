@@ -3,7 +3,7 @@
 
 use crate::{
     Database, DbError, FileBlobStore, KeyError, SqliteAuditLog, SqliteKeyStore, SqliteMessageStore,
-    SqliteQueue, load_or_create_key,
+    SqliteQueue, SqliteStaffStore, load_or_create_key,
 };
 use relay_core::Clock;
 use relay_core::backends::{Backends, Limits};
@@ -56,6 +56,8 @@ pub struct Local {
     pub queue: Arc<SqliteQueue>,
     pub outbound: Arc<SqliteQueue>,
     pub pseudonymizer: Arc<Pseudonymizer>,
+    /// Staff accounts and sessions of the web inbox.
+    pub staff: Arc<SqliteStaffStore>,
     /// The one clock of this relay: the database, the keyring and the handlers read it.
     pub clock: Clock,
 }
@@ -98,6 +100,7 @@ impl Local {
             keys,
             audit: Arc::new(SqliteAuditLog::new(db.clone())),
             blobs: Arc::new(FileBlobStore::new(data_dir.join("media"))),
+            staff: Arc::new(SqliteStaffStore::new(db.clone())),
             queue: Arc::new(SqliteQueue::new(db.clone(), INBOUND_QUEUE, MAX_RECEIVES)),
             outbound: Arc::new(SqliteQueue::new(db, OUTBOUND_QUEUE, OUTBOUND_MAX_RECEIVES)),
             pseudonymizer: Arc::new(Pseudonymizer::new(key)),
@@ -118,6 +121,7 @@ impl Local {
             control: Some(self.outbound.clone()),
             audit: Some(self.audit.clone()),
             blobs: Some(self.blobs.clone()),
+            staff: Some(self.staff.clone()),
             limits: Limits {
                 max_body_bytes: config.max_body_bytes(),
                 max_media_bytes: config.max_media_bytes(),

@@ -85,6 +85,8 @@ impl SqliteMessageStore {
             "audit",
             "media_failures",
             "uploads",
+            "staff_sessions",
+            "sign_in_failures",
         ] {
             n += conn
                 .execute(

@@ -142,3 +142,40 @@ async fn concurrent_enqueues_are_committed_together_and_each_lands_once() {
     assert_eq!(bodies.len(), 600);
     assert!(bodies.contains("body-299-b"));
 }
+
+#[tokio::test]
+async fn staff_store_follows_the_staff_rules() {
+    let store =
+        relay_embedded::SqliteStaffStore::new(Database::in_memory(relay_core::Clock::system()));
+    relay_core::testkit::staff_store_rules(&store).await;
+}
+
+#[tokio::test]
+async fn a_password_reset_ends_the_accounts_local_sessions() {
+    use relay_core::staff::{Role, StaffAccount, StaffSession, StaffStore};
+    let store =
+        relay_embedded::SqliteStaffStore::new(Database::in_memory(relay_core::Clock::system()));
+    let t = relay_core::ids::TenantId::parse("t").unwrap();
+    let account = StaffAccount {
+        id: "st_1".into(),
+        tenant: t.clone(),
+        email: "a@b.example".into(),
+        role: Role::Staff,
+        password_hash: "h".into(),
+        created_at: 1,
+        sessions_valid_after: 0,
+    };
+    assert!(store.add_staff(&account).await.unwrap());
+    let session = StaffSession {
+        token_hash: "th".into(),
+        staff_id: "st_1".into(),
+        tenant: t.clone(),
+        csrf: "c".into(),
+        created_at: 1,
+        last_seen: 1,
+        expires_at: 1_000,
+    };
+    store.create_session(&session).await.unwrap();
+    assert!(store.set_password(&t, "st_1", "h2", 5).await.unwrap());
+    assert_eq!(store.session("th", 2).await.unwrap(), None);
+}
