@@ -6,6 +6,7 @@ mod http;
 mod metrics;
 mod privacy;
 mod serve;
+mod staff;
 mod tenants;
 mod tls;
 
@@ -62,6 +63,11 @@ enum Command {
     Contacts {
         #[command(subcommand)]
         command: ContactsCommand,
+    },
+    /// Staff accounts of the web inbox (personal sign-ins).
+    Staff {
+        #[command(subcommand)]
+        command: staff::StaffCommand,
     },
     /// Back up the local data directory while it serves: the content (without data keys) to
     /// --out, the data keys to the key backup directory. See docs/privacy.md.
@@ -317,7 +323,14 @@ async fn run(cli: Cli, clock: Clock) -> anyhow::Result<()> {
             let data_dir = args
                 .data_dir
                 .unwrap_or_else(|| PathBuf::from(config.data_dir()));
-            let running = serve::start(&config, listen, data_dir.clone()).await?;
+            let demo = args.config.is_none() && !Path::new("relay.toml").exists();
+            if demo && !listen.ip().is_loopback() {
+                anyhow::bail!(
+                    "the built-in demo serves only on a loopback address (its staff password is \
+                     public): listen on 127.0.0.1, or write a relay.toml to serve on {listen}"
+                );
+            }
+            let running = serve::start(&config, listen, data_dir.clone(), demo).await?;
             let scheme = if config.server.tls.is_some() {
                 "https"
             } else {
@@ -336,6 +349,14 @@ async fn run(cli: Cli, clock: Clock) -> anyhow::Result<()> {
                 "  inbox API: GET  {scheme}://{}/v1/conversations  (Authorization: Bearer <api key>)",
                 running.addr
             );
+            println!("  web inbox: {scheme}://{}/  (staff sign in: relay staff add)", running.addr);
+            if demo {
+                println!(
+                    "  demo staff sign-in: {} / {}",
+                    serve::DEMO_STAFF_EMAIL,
+                    serve::DEMO_STAFF_PASSWORD
+                );
+            }
             for t in &config.tenants {
                 let ids: Vec<&str> = t
                     .channels
@@ -403,6 +424,7 @@ async fn run(cli: Cli, clock: Clock) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Tenants { command } => command.run(clock).await,
+        Command::Staff { command } => command.run(clock).await,
         Command::Backup(args) => args.run(clock),
         Command::Restore(args) => args.run(clock).await,
         Command::Quarantine { command } => command.run(clock).await,

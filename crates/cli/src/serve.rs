@@ -26,16 +26,46 @@ pub struct Running {
     pub done: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
+/// The built-in demo's staff sign-in (public: the demo serves on loopback only).
+pub const DEMO_STAFF_EMAIL: &str = "demo@apotheke.example";
+pub const DEMO_STAFF_PASSWORD: &str = "demo-apotheke";
+
+/// Gives the demo tenant its staff account, once (a changed password is kept).
+async fn seed_demo_staff(local: &Local, config: &RelayConfig) -> anyhow::Result<()> {
+    use relay_core::staff::{self, Role, StaffAccount, StaffStore};
+    let Some(tenant) = config.tenants.first() else {
+        return Ok(());
+    };
+    if local.staff.staff_by_email(DEMO_STAFF_EMAIL).await?.is_some() {
+        return Ok(());
+    }
+    let account = StaffAccount {
+        id: staff::new_staff_id(),
+        tenant: tenant.tenant.id.clone(),
+        email: DEMO_STAFF_EMAIL.to_owned(),
+        role: Role::Admin,
+        password_hash: staff::hash_password(DEMO_STAFF_PASSWORD)?,
+        created_at: local.clock.now(),
+        sessions_valid_after: 0,
+    };
+    local.staff.add_staff(&account).await?;
+    Ok(())
+}
+
 pub async fn start(
     config: &RelayConfig,
     listen: SocketAddr,
     data_dir: PathBuf,
+    demo: bool,
 ) -> anyhow::Result<Running> {
     let local = Local::open_with_key_backup(
         &data_dir,
         Clock::system(),
         config.server.key_backup_dir.as_ref().map(PathBuf::from),
     )?;
+    if demo {
+        seed_demo_staff(&local, config).await?;
+    }
     let backends = local.backends(config);
     let router = backends.router();
     let sender = Arc::new(Sender::build(&backends)?);
@@ -46,8 +76,18 @@ pub async fn start(
             ("outbound", local.outbound.clone()),
         ],
     );
+    let web = relay_web::Web::build(
+        &backends,
+        relay_web::WebSettings {
+            idle_timeout_secs: config.session_idle_secs(),
+            trusted_proxies: config.trusted_proxies(),
+            always_https: config.server.tls.is_some(),
+            ..Default::default()
+        },
+    )?;
     let app = webhook_receiver::router(Receiver::build(&backends)?)
         .merge(inbox_api::router(Inbox::build(&backends)?))
+        .merge(relay_web::router(web))
         .merge(metrics)
         .fallback(relay_http::not_found);
 

@@ -66,6 +66,14 @@ pub struct ServerSection {
     pub key_backup_dir: Option<String>,
     /// `relay serve` over HTTPS: certificate and key files, reloaded when they change.
     pub tls: Option<TlsSection>,
+    /// Reverse proxies (IP addresses) whose `X-Forwarded-For` and `X-Forwarded-Proto` are
+    /// believed: the web inbox's cookies and sign-in throttle use them. E.g. `["127.0.0.1"]`
+    /// for Caddy on the same host. Nobody else's are.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    /// The web inbox signs a staff member out after this many minutes without a page view
+    /// or action (default 60).
+    pub session_idle_minutes: Option<u32>,
 }
 
 /// `[server.tls]`: PEM files (e.g. certbot's `fullchain.pem` and `privkey.pem`).
@@ -221,6 +229,20 @@ impl RelayConfig {
             .is_some_and(|d| !(1..=3650).contains(&d))
         {
             problems.push("server.audit_retention_days: must be between 1 and 3650".to_owned());
+        }
+        for p in &raw.server.trusted_proxies {
+            if p.parse::<std::net::IpAddr>().is_err() {
+                problems.push(format!(
+                    "server.trusted_proxies: {p:?} is not an IP address like \"127.0.0.1\""
+                ));
+            }
+        }
+        if raw
+            .server
+            .session_idle_minutes
+            .is_some_and(|m| !(5..=1440).contains(&m))
+        {
+            problems.push("server.session_idle_minutes: must be between 5 and 1440".to_owned());
         }
         if raw.server.max_media_bytes == Some(0) {
             problems.push("server.max_media_bytes: must be greater than 0".to_owned());
@@ -518,6 +540,20 @@ impl RelayConfig {
     /// The bearer token of `GET /metrics` (none: no metrics route).
     pub fn metrics_token(&self) -> Option<&SecretString> {
         self.metrics_token.as_ref()
+    }
+
+    /// `server.trusted_proxies`, parsed (checked when the file was read).
+    pub fn trusted_proxies(&self) -> Vec<std::net::IpAddr> {
+        self.server
+            .trusted_proxies
+            .iter()
+            .filter_map(|p| p.parse().ok())
+            .collect()
+    }
+
+    /// The web inbox's idle timeout, in seconds.
+    pub fn session_idle_secs(&self) -> i64 {
+        i64::from(self.server.session_idle_minutes.unwrap_or(60)) * 60
     }
 
     pub fn http_limits(&self) -> HttpLimits {

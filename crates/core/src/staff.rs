@@ -197,6 +197,13 @@ pub fn new_token() -> (String, String) {
     (token, digest)
 }
 
+/// A new random password: 16 characters of URL-safe base64 (96 bits).
+pub fn generate_password() -> String {
+    let mut raw = [0u8; 12];
+    getrandom::fill(&mut raw).expect("the OS random source works");
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+}
+
 /// The stored form of a session token.
 pub fn token_digest(token: &str) -> String {
     use sha2::{Digest, Sha256};

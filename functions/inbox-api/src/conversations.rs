@@ -217,7 +217,7 @@ pub(crate) async fn send_message(
 }
 
 /// A refused reply as a problem: its status, type and detail.
-pub(crate) fn refusal_problem(r: Refusal) -> ProblemResponse {
+pub fn refusal_problem(r: Refusal) -> ProblemResponse {
     match r {
         Refusal::NoSuchConversation => problem(404, "not-found", "No such conversation"),
         Refusal::UnknownUpload => detailed(
@@ -273,6 +273,26 @@ pub(crate) async fn mark_read(
 ) -> Result<Response, ProblemResponse> {
     let not_found = || problem(404, "not-found", "No such conversation");
     let contact = ContactId::parse(&contact_id).map_err(|_| not_found())?;
+    let newest_inbound = mark_read_of(&state, &tenant, &contact)
+        .await?
+        .ok_or_else(not_found)?;
+    tracing::info!(tenant = %tenant, contact = %contact, "conversation marked read");
+    Ok((
+        StatusCode::ACCEPTED,
+        [(header::CACHE_CONTROL, "no-store")],
+        Json(json!({"read_up_to": newest_inbound.map(|m| m.id), "unread": 0})),
+    )
+        .into_response())
+}
+
+/// Sends a read receipt for the conversation's newest inbound message and sets its unread
+/// count to zero. `None`: no such conversation; `Some(None)`: nothing inbound to mark.
+pub async fn mark_read_of(
+    state: &Inbox,
+    tenant: &TenantId,
+    contact: &ContactId,
+) -> Result<Option<Option<StoredMessage>>, ProblemResponse> {
+    let (tenant, contact) = (tenant.clone(), contact.clone());
     let now = state.clock.now();
     if state
         .store
@@ -281,7 +301,7 @@ pub(crate) async fn mark_read(
         .map_err(store_problem)?
         .is_none()
     {
-        return Err(not_found());
+        return Ok(None);
     }
     let mut newest_inbound = None;
     let mut cursor = None;
@@ -326,11 +346,5 @@ pub(crate) async fn mark_read(
         .clear_unread(&tenant, &contact)
         .await
         .map_err(store_problem)?;
-    tracing::info!(tenant = %tenant, contact = %contact, "conversation marked read");
-    Ok((
-        StatusCode::ACCEPTED,
-        [(header::CACHE_CONTROL, "no-store")],
-        Json(json!({"read_up_to": newest_inbound.map(|m| m.id), "unread": 0})),
-    )
-        .into_response())
+    Ok(Some(newest_inbound))
 }

@@ -45,7 +45,63 @@ pub(crate) async fn get_media(
     Path(media_id): Path<String>,
     axum::Extension(target): axum::Extension<AuditTarget>,
 ) -> Result<Response, ProblemResponse> {
+    let (response, contact) = media_response(&state, &tenant, &media_id, Disposition::Attachment)
+        .await
+        .map_err(|(p, contact)| {
+            if let Some(c) = contact {
+                *target.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(c.to_string());
+            }
+            p
+        })?;
+    *target.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(contact.to_string());
+    Ok(response)
+}
+
+/// How a served file is to be shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    /// Always a download (the API).
+    Attachment,
+    /// Shown in the page when it is an image, audio or video file of a type browsers render
+    /// safely (the web inbox); everything else downloads.
+    InlineMedia,
+}
+
+/// The types a page may show inline: never HTML, SVG, XML or anything scriptable.
+fn renders_safely(mime: &str) -> bool {
+    matches!(
+        mime,
+        "image/jpeg" | "image/png" | "image/webp" | "image/gif"
+            | "audio/ogg" | "audio/mpeg" | "audio/mp4" | "audio/aac" | "audio/amr"
+            | "video/mp4" | "video/3gpp"
+    )
+}
+
+/// A message's or upload's file as a streamed response, decrypted, with a safe type and
+/// `Content-Disposition`; and the contact it belongs to (for the audit log). An error names
+/// the contact too once it is known.
+pub async fn media_response(
+    state: &Inbox,
+    tenant: &TenantId,
+    media_id: &str,
+    disposition: Disposition,
+) -> Result<(Response, ContactId), (ProblemResponse, Option<ContactId>)> {
+    let mut contact = None;
+    media_response_inner(state, tenant, media_id, disposition, &mut contact)
+        .await
+        .map_err(|p| (p, contact))
+}
+
+async fn media_response_inner(
+    state: &Inbox,
+    tenant: &TenantId,
+    media_id: &str,
+    disposition: Disposition,
+    known_contact: &mut Option<ContactId>,
+) -> Result<(Response, ContactId), ProblemResponse> {
     use relay_core::media::{FileOpener, MediaStatus, message_key_of};
+    let tenant = tenant.clone();
+    let media_id = media_id.to_owned();
     let not_found = || problem(404, "not-found", "No such media");
     let now = state.clock.now();
     // A file of a message (`md_…`), or one the pharmacy uploaded (`mu_…`).
@@ -83,14 +139,14 @@ pub(crate) async fn get_media(
     if media.media_id != media_id {
         return Err(not_found());
     }
-    *target.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(contact_id.to_string());
+    *known_contact = Some(contact_id.clone());
     match media.status {
         MediaStatus::Pending => {
             let mut r =
                 problem(409, "media-pending", "The file is still being fetched").into_response();
             r.headers_mut()
                 .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
-            return Ok(r);
+            return Ok((r, contact_id));
         }
         MediaStatus::Failed => {
             return Err(detailed(
@@ -183,13 +239,23 @@ pub(crate) async fn get_media(
         "x-content-type-options",
         header::HeaderValue::from_static("nosniff"),
     );
+    let mime = safe_mime(media.mime_type.as_deref());
+    let how = match disposition {
+        Disposition::InlineMedia if renders_safely(&mime) => "inline",
+        _ => "attachment",
+    };
     if let Ok(v) = header::HeaderValue::from_str(&format!(
-        "attachment; filename=\"{}\"",
+        "{how}; filename=\"{}\"",
         safe_filename(filename.as_deref(), &media.media_id)
     )) {
         h.insert(header::CONTENT_DISPOSITION, v);
     }
-    Ok(response)
+    // A file is never a page: no script, no plugin, no framing, even if opened directly.
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        header::HeaderValue::from_static("default-src 'none'; sandbox; frame-ancestors 'none'"),
+    );
+    Ok((response, contact_id))
 }
 
 #[derive(Deserialize)]

@@ -1,0 +1,132 @@
+//! The staff web inbox: the pharmacy's team signs in with personal accounts and answers its
+//! customers in a browser. Server-rendered HTML (askama templates, escaped by default), one
+//! small script of its own for live updates, no inline script (a strict CSP forbids it).
+//!
+//! It is a router beside the inbox API's and uses the API's own use cases (the reply rules,
+//! read receipts, media serving) through [`inbox_api::Inbox`]: `relay serve` mounts it at `/`,
+//! and on AWS the inbox-api function serves it from the same binary.
+//!
+//! May depend on: relay-core (ports, use cases), inbox-api (its shared handlers), relay-http.
+
+use axum::Router;
+use axum::http::{HeaderValue, header};
+use axum::middleware;
+use axum::response::Response;
+use axum::routing::{get, post};
+use inbox_api::Inbox;
+use relay_core::backends::{Backends, Missing};
+use relay_core::staff::StaffStore;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+mod assets;
+mod i18n;
+mod pages;
+mod session;
+mod view;
+
+pub use session::ClientAddr;
+
+/// How the inbox runs here (from `[inbox]` of relay.toml, or the function's environment).
+#[derive(Debug, Clone)]
+pub struct WebSettings {
+    /// A session ends after this long without a page view or action (polling does not count).
+    pub idle_timeout_secs: i64,
+    /// Proxies whose `X-Forwarded-For` / `X-Forwarded-Proto` are believed (e.g. Caddy on
+    /// 127.0.0.1). From anyone else these headers are ignored.
+    pub trusted_proxies: Vec<IpAddr>,
+    /// Every request reached the browser over HTTPS (relay serve's own TLS; API Gateway):
+    /// cookies are always `Secure`.
+    pub always_https: bool,
+    /// How often an open page asks for news, in seconds.
+    pub poll_secs: u32,
+}
+
+impl Default for WebSettings {
+    fn default() -> Self {
+        WebSettings {
+            idle_timeout_secs: 60 * 60,
+            trusted_proxies: Vec::new(),
+            always_https: false,
+            poll_secs: 4,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Web {
+    /// The inbox API's state: its use cases are the inbox's.
+    pub inbox: Inbox,
+    pub staff: Arc<dyn StaffStore>,
+    pub settings: Arc<WebSettings>,
+}
+
+impl Web {
+    pub fn build(b: &Backends, settings: WebSettings) -> Result<Self, Missing> {
+        Ok(Web {
+            inbox: Inbox::build(b)?,
+            staff: b.staff()?,
+            settings: Arc::new(settings),
+        })
+    }
+}
+
+/// Every route of the web inbox (method, path).
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/"),
+    ("GET", "/login"),
+    ("POST", "/login"),
+    ("POST", "/logout"),
+    ("GET", "/lang/{lang}"),
+    ("GET", "/inbox"),
+    ("GET", "/inbox/list"),
+    ("POST", "/inbox/search"),
+    ("GET", "/inbox/c/{contact_id}"),
+    ("GET", "/inbox/c/{contact_id}/messages"),
+    ("POST", "/inbox/c/{contact_id}/reply"),
+    ("POST", "/inbox/c/{contact_id}/read"),
+    ("GET", "/inbox/media/{media_id}"),
+    ("GET", "/assets/{file}"),
+];
+
+pub fn router(web: Web) -> Router {
+    use pages::*;
+    Router::new()
+        .route("/", get(root))
+        .route("/login", get(login_page).post(login))
+        .route("/logout", post(logout))
+        .route("/lang/{lang}", get(set_language))
+        .route("/inbox", get(inbox_page))
+        .route("/inbox/list", get(list_fragment))
+        .route("/inbox/search", post(search))
+        .route("/inbox/c/{contact_id}", get(conversation_page))
+        .route("/inbox/c/{contact_id}/messages", get(messages_fragment))
+        .route("/inbox/c/{contact_id}/reply", post(reply))
+        .route("/inbox/c/{contact_id}/read", post(mark_read))
+        .route("/inbox/media/{media_id}", get(media))
+        .route("/assets/{file}", get(assets::asset))
+        .layer(middleware::map_response(security_headers))
+        .with_state(web)
+}
+
+/// The Content-Security-Policy of every page: scripts, styles and media from this origin only,
+/// no inline script or style, no framing, forms post here only.
+pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
+    media-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; \
+    base-uri 'none'";
+
+async fn security_headers(mut response: Response) -> Response {
+    let h = response.headers_mut();
+    if !h.contains_key(header::CONTENT_SECURITY_POLICY) {
+        h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    }
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    response
+}

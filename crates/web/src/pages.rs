@@ -1,0 +1,840 @@
+//! The pages and the actions behind their forms. Every action answers with a redirect
+//! (post/redirect/get), so a reload never repeats it; replies carry a per-form nonce as their
+//! idempotency key, so a double click sends once.
+
+use crate::Web;
+use crate::i18n::{LANG_COOKIE, Texts, lang_of, texts};
+use crate::session::{
+    self, ClientAddr, LOGIN_COOKIE, Signed, audit, check_csrf, same_origin,
+};
+use crate::view::{self, ConversationRow, MessageView};
+use askama::Template;
+use axum::Form;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use relay_core::ids::{ContactId, TenantId, content_digest};
+use relay_core::outbound::ReplyRequest;
+use relay_core::ports::StoreError;
+use relay_core::ports::store_roles::*;
+use relay_core::records::{Conversation, IdempotencyRecord, PageRequest};
+use relay_core::replies::{Refusal, ReplyCommand, ReplyPorts, queue_reply};
+use relay_core::staff::{self, StaffSession, throttle};
+use serde::Deserialize;
+
+/// Conversations per page of the list.
+pub const LIST_PAGE: usize = 50;
+/// Messages per page of a conversation.
+pub const MESSAGE_PAGE: usize = 50;
+/// How many conversations a name search looks through (newest first).
+pub const SEARCH_DEPTH: usize = 10_000;
+
+fn render(t: impl Template) -> Response {
+    match t.render() {
+        Ok(html) => Html(html).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "template failed");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}
+
+fn unavailable(e: StoreError) -> Response {
+    tracing::error!(error = %e, "inbox store failed");
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(header::RETRY_AFTER, "5")],
+        "The inbox store is unavailable; try again shortly.",
+    )
+        .into_response()
+}
+
+fn see_other(to: &str) -> Response {
+    Redirect::to(to).into_response()
+}
+
+// ---- sign-in -------------------------------------------------------------------------------
+
+#[derive(Template)]
+#[template(path = "login.html")]
+struct LoginPage<'a> {
+    t: &'a Texts,
+    csrf: String,
+    error: Option<&'a str>,
+}
+
+pub(crate) async fn root(signed: Option<Signed>) -> Response {
+    see_other(if signed.is_some() { "/inbox" } else { "/login" })
+}
+
+fn login_form(headers: &HeaderMap, status: StatusCode, error: Option<&str>) -> Response {
+    let (token, _) = staff::new_token();
+    let t = texts(lang_of(headers));
+    let mut r = render(LoginPage {
+        t,
+        csrf: token.clone(),
+        error,
+    });
+    *r.status_mut() = status;
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "{LOGIN_COOKIE}={token}; Path=/login; HttpOnly; SameSite=Strict; Max-Age=3600"
+    )) {
+        r.headers_mut().append(header::SET_COOKIE, v);
+    }
+    r
+}
+
+pub(crate) async fn login_page(headers: HeaderMap, signed: Option<Signed>) -> Response {
+    if signed.is_some() {
+        return see_other("/inbox");
+    }
+    login_form(&headers, StatusCode::OK, None)
+}
+
+#[derive(Deserialize)]
+pub(crate) struct LoginForm {
+    #[serde(default)]
+    email: String,
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    csrf: String,
+}
+
+pub(crate) async fn login(
+    State(web): State<Web>,
+    headers: HeaderMap,
+    peer: Option<axum::Extension<ClientAddr>>,
+    Form(form): Form<LoginForm>,
+) -> Response {
+    use subtle::ConstantTimeEq;
+    let t = texts(lang_of(&headers));
+    let login_token = session::cookie(&headers, LOGIN_COOKIE).unwrap_or_default();
+    if !same_origin(&headers)
+        || login_token.is_empty()
+        || !bool::from(login_token.as_bytes().ct_eq(form.csrf.as_bytes()))
+    {
+        return login_form(&headers, StatusCode::FORBIDDEN, Some(t.csrf_refused));
+    }
+    let origin = session::origin(&web, &headers, peer.map(|e| e.0));
+    let now = web.inbox.clock.now();
+    let bucket = throttle::bucket(now);
+    let email = staff::normalize_email(&form.email);
+    let mut keys = vec![throttle::account_key(&email)];
+    if let Some(ip) = origin.address {
+        keys.push(throttle::address_key(&ip.to_string()));
+    }
+    for key in &keys {
+        let counts = async {
+            Ok::<_, StoreError>((
+                web.staff.sign_in_failures(key, bucket).await?,
+                web.staff.sign_in_failures(key, bucket - 1).await?,
+            ))
+        };
+        match counts.await {
+            Ok((current, previous)) if throttle::locked(current, previous) => {
+                tracing::warn!("sign-in refused: throttled");
+                return login_form(&headers, StatusCode::TOO_MANY_REQUESTS, Some(t.throttled));
+            }
+            Ok(_) => {}
+            Err(e) => return unavailable(e),
+        }
+    }
+    let account = match web.staff.staff_by_email(&email).await {
+        Ok(a) => a,
+        Err(e) => return unavailable(e),
+    };
+    // The same work, and the same answer, for an unknown email as for a wrong password.
+    let password = form.password;
+    let hash = account
+        .as_ref()
+        .map(|a| a.password_hash.clone())
+        .unwrap_or_else(|| staff::decoy_hash().to_owned());
+    let verified = tokio::task::spawn_blocking(move || staff::verify_password(&password, &hash))
+        .await
+        .unwrap_or(false);
+    let Some(account) = account.filter(|_| verified) else {
+        for key in &keys {
+            if let Err(e) = web
+                .staff
+                .add_sign_in_failure(key, bucket, throttle::expires_at(bucket))
+                .await
+            {
+                return unavailable(e);
+            }
+        }
+        tracing::info!("sign-in failed");
+        return login_form(&headers, StatusCode::UNAUTHORIZED, Some(t.wrong_credentials));
+    };
+    let (token, token_hash) = staff::new_token();
+    let (csrf, _) = staff::new_token();
+    let session = StaffSession {
+        token_hash,
+        staff_id: account.id.clone(),
+        tenant: account.tenant.clone(),
+        csrf,
+        created_at: now,
+        last_seen: now,
+        expires_at: now + web.settings.idle_timeout_secs,
+    };
+    if let Err(e) = web.staff.create_session(&session).await {
+        return unavailable(e);
+    }
+    audit(
+        &web,
+        &account.tenant,
+        format!("staff:{}", account.id),
+        "web.sign-in",
+        None,
+        200,
+    )
+    .await;
+    tracing::info!(tenant = %account.tenant, staff = %account.id, "signed in");
+    let mut r = see_other("/inbox");
+    let cookie = session::session_cookie(&token, origin.https, web.settings.idle_timeout_secs * 24);
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        r.headers_mut().append(header::SET_COOKIE, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&format!("{LOGIN_COOKIE}=; Path=/login; Max-Age=0")) {
+        r.headers_mut().append(header::SET_COOKIE, v);
+    }
+    r
+}
+
+#[derive(Deserialize)]
+pub(crate) struct CsrfForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+pub(crate) async fn logout(
+    State(web): State<Web>,
+    headers: HeaderMap,
+    signed: Signed,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    if !check_csrf(&signed, &form.csrf, &headers) {
+        return csrf_refused(&signed);
+    }
+    if let Err(e) = web.staff.end_session(&signed.session.token_hash).await {
+        return unavailable(e);
+    }
+    audit(&web, signed.tenant(), signed.actor(), "web.sign-out", None, 200).await;
+    let mut r = see_other("/login");
+    for c in session::clear_session_cookies() {
+        if let Ok(v) = HeaderValue::from_str(&c) {
+            r.headers_mut().append(header::SET_COOKIE, v);
+        }
+    }
+    r
+}
+
+fn csrf_refused(signed: &Signed) -> Response {
+    tracing::warn!(tenant = %signed.tenant(), "state change refused: CSRF token or origin wrong");
+    (StatusCode::FORBIDDEN, texts(signed.lang).csrf_refused).into_response()
+}
+
+#[derive(Deserialize)]
+pub(crate) struct LangQuery {
+    to: Option<String>,
+}
+
+pub(crate) async fn set_language(
+    Path(lang): Path<String>,
+    Query(q): Query<LangQuery>,
+) -> Response {
+    let code = if lang == "en" { "en" } else { "de" };
+    let to = match q.to.as_deref() {
+        Some("/login") => "/login",
+        _ => "/inbox",
+    };
+    let mut r = see_other(to);
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "{LANG_COOKIE}={code}; Path=/; SameSite=Strict; Max-Age=31536000"
+    )) {
+        r.headers_mut().append(header::SET_COOKIE, v);
+    }
+    r
+}
+
+// ---- the inbox -----------------------------------------------------------------------------
+
+#[derive(Deserialize, Default, Clone)]
+pub(crate) struct ListQuery {
+    filter: Option<String>,
+    cursor: Option<String>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Filter {
+    All,
+    Unread,
+    WindowOpen,
+}
+
+impl Filter {
+    fn parse(s: Option<&str>) -> Filter {
+        match s {
+            Some("unread") => Filter::Unread,
+            Some("window") => Filter::WindowOpen,
+            _ => Filter::All,
+        }
+    }
+    fn code(self) -> &'static str {
+        match self {
+            Filter::All => "all",
+            Filter::Unread => "unread",
+            Filter::WindowOpen => "window",
+        }
+    }
+    fn keeps(self, c: &Conversation, now: i64) -> bool {
+        match self {
+            Filter::All => true,
+            Filter::Unread => c.unread > 0,
+            Filter::WindowOpen => view::window_open(c, now),
+        }
+    }
+}
+
+struct ListView {
+    rows: Vec<ConversationRow>,
+    next_cursor: Option<String>,
+    filter: &'static str,
+}
+
+/// One page of the list, filtered (and, for a search, looked for by name), with each row's
+/// newest message as its preview.
+async fn load_list(
+    web: &Web,
+    tenant: &TenantId,
+    filter: Filter,
+    search: Option<&str>,
+    cursor: Option<String>,
+    active: Option<&str>,
+    t: &Texts,
+) -> Result<ListView, StoreError> {
+    let now = web.inbox.clock.now();
+    let needle = search.map(str::to_lowercase).filter(|s| !s.is_empty());
+    let mut kept: Vec<Conversation> = Vec::new();
+    let mut cursor = cursor;
+    let mut seen = 0usize;
+    loop {
+        let page = web
+            .inbox
+            .store
+            .list_conversations(
+                tenant,
+                &PageRequest {
+                    limit: LIST_PAGE,
+                    cursor: cursor.clone(),
+                },
+                now,
+            )
+            .await?;
+        seen += page.items.len();
+        for c in page.items {
+            let name_hit = needle.as_ref().is_none_or(|n| {
+                c.name
+                    .as_deref()
+                    .is_some_and(|name| name.to_lowercase().contains(n.as_str()))
+            });
+            if name_hit && filter.keeps(&c, now) {
+                kept.push(c);
+            }
+        }
+        cursor = page.next_cursor;
+        let depth = if needle.is_some() { SEARCH_DEPTH } else { LIST_PAGE * 20 };
+        if kept.len() >= LIST_PAGE || cursor.is_none() || seen >= depth {
+            break;
+        }
+    }
+    kept.truncate(LIST_PAGE);
+    let previews = futures_util::future::join_all(kept.iter().map(|c| async move {
+        web.inbox
+            .store
+            .list_messages(
+                tenant,
+                &c.contact_id,
+                &PageRequest {
+                    limit: 1,
+                    cursor: None,
+                },
+                now,
+            )
+            .await
+            .map(|p| p.items.into_iter().next())
+    }))
+    .await;
+    let mut rows = Vec::with_capacity(kept.len());
+    for (c, last) in kept.iter().zip(previews) {
+        rows.push(ConversationRow::new(c, last?.as_ref(), now, active, t));
+    }
+    Ok(ListView {
+        rows,
+        next_cursor: if needle.is_some() { None } else { cursor },
+        filter: filter.code(),
+    })
+}
+
+struct OpenConversation {
+    id: String,
+    name: String,
+    window_open: bool,
+    opted_out: bool,
+    unread: i64,
+    messages: Vec<MessageView>,
+    older: Option<String>,
+    nonce: String,
+    error: Option<&'static str>,
+    notice: Option<&'static str>,
+}
+
+#[derive(Template)]
+#[template(path = "inbox.html")]
+struct InboxPage<'a> {
+    t: &'a Texts,
+    email: String,
+    admin: bool,
+    csrf: String,
+    poll_secs: u32,
+    list: ListView,
+    list_etag: String,
+    list_poll: Option<String>,
+    searched: Option<String>,
+    open: Option<OpenConversation>,
+    messages_etag: String,
+}
+
+#[derive(Template)]
+#[template(path = "list.html")]
+struct ListFragment<'a> {
+    t: &'a Texts,
+    list: &'a ListView,
+}
+
+#[derive(Template)]
+#[template(path = "messages.html")]
+struct MessagesFragment<'a> {
+    t: &'a Texts,
+    open: &'a OpenConversation,
+}
+
+fn etag_of(html: &str) -> String {
+    format!("\"{}\"", &content_digest(html.as_bytes())[..24])
+}
+
+fn list_fragment_html(t: &Texts, list: &ListView) -> String {
+    ListFragment { t, list }.render().unwrap_or_default()
+}
+
+fn messages_fragment_html(t: &Texts, open: &OpenConversation) -> String {
+    MessagesFragment { t, open }.render().unwrap_or_default()
+}
+
+fn list_poll_url(list: &ListView, active: Option<&str>) -> String {
+    match active {
+        Some(id) => format!("/inbox/list?filter={}&active={id}", list.filter),
+        None => format!("/inbox/list?filter={}", list.filter),
+    }
+}
+
+pub(crate) async fn inbox_page(
+    State(web): State<Web>,
+    signed: Signed,
+    Query(q): Query<ListQuery>,
+) -> Response {
+    let t = texts(signed.lang);
+    let filter = Filter::parse(q.filter.as_deref());
+    let list = match load_list(&web, signed.tenant(), filter, None, q.cursor, None, t).await {
+        Ok(l) => l,
+        Err(e) => return unavailable(e),
+    };
+    audit(&web, signed.tenant(), signed.actor(), "web.conversations.list", None, 200).await;
+    let list_etag = etag_of(&list_fragment_html(t, &list));
+    let list_poll = Some(list_poll_url(&list, None));
+    page(&web, &signed, list, list_etag, list_poll, None, None)
+}
+
+fn page(
+    web: &Web,
+    signed: &Signed,
+    list: ListView,
+    list_etag: String,
+    list_poll: Option<String>,
+    searched: Option<String>,
+    open: Option<OpenConversation>,
+) -> Response {
+    let t = texts(signed.lang);
+    let messages_etag = open
+        .as_ref()
+        .map(|o| etag_of(&messages_fragment_html(t, o)))
+        .unwrap_or_default();
+    render(InboxPage {
+        t,
+        email: signed.account.email.clone(),
+        admin: signed.account.role == staff::Role::Admin,
+        csrf: signed.session.csrf.clone(),
+        poll_secs: web.settings.poll_secs,
+        list,
+        list_etag,
+        list_poll,
+        searched,
+        open,
+        messages_etag,
+    })
+}
+
+#[derive(Deserialize)]
+pub(crate) struct SearchForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    q: String,
+}
+
+/// A name search is a POST: the name never appears in a URL (or a proxy's access log).
+pub(crate) async fn search(
+    State(web): State<Web>,
+    headers: HeaderMap,
+    signed: Signed,
+    Form(form): Form<SearchForm>,
+) -> Response {
+    if !check_csrf(&signed, &form.csrf, &headers) {
+        return csrf_refused(&signed);
+    }
+    let t = texts(signed.lang);
+    let q: String = form.q.trim().chars().take(100).collect();
+    let list = match load_list(&web, signed.tenant(), Filter::All, Some(&q), None, None, t).await {
+        Ok(l) => l,
+        Err(e) => return unavailable(e),
+    };
+    audit(&web, signed.tenant(), signed.actor(), "web.conversations.search", None, 200).await;
+    page(&web, &signed, list, String::new(), None, Some(q), None)
+}
+
+/// A background refresh: 304 when nothing changed (and nothing new was shown: no audit entry),
+/// else the fragment and its ETag.
+fn fragment(headers: &HeaderMap, html: String) -> (Response, bool) {
+    let etag = etag_of(&html);
+    if headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        == Some(etag.as_str())
+    {
+        return (StatusCode::NOT_MODIFIED.into_response(), false);
+    }
+    let mut r = Html(html).into_response();
+    if let Ok(v) = HeaderValue::from_str(&etag) {
+        r.headers_mut().insert(header::ETAG, v);
+    }
+    (r, true)
+}
+
+#[derive(Deserialize)]
+pub(crate) struct ListFragmentQuery {
+    filter: Option<String>,
+    active: Option<String>,
+}
+
+pub(crate) async fn list_fragment(
+    State(web): State<Web>,
+    headers: HeaderMap,
+    signed: Signed,
+    Query(q): Query<ListFragmentQuery>,
+) -> Response {
+    let t = texts(signed.lang);
+    let filter = Filter::parse(q.filter.as_deref());
+    let active = q.active.as_deref().filter(|a| ContactId::parse(a).is_ok());
+    let list = match load_list(&web, signed.tenant(), filter, None, None, active, t).await {
+        Ok(l) => l,
+        Err(e) => return unavailable(e),
+    };
+    let (r, changed) = fragment(&headers, list_fragment_html(t, &list));
+    if changed {
+        audit(&web, signed.tenant(), signed.actor(), "web.conversations.list", None, 200).await;
+    }
+    r
+}
+
+#[derive(Deserialize, Default)]
+pub(crate) struct ConversationQuery {
+    filter: Option<String>,
+    before: Option<String>,
+    error: Option<String>,
+    notice: Option<String>,
+}
+
+fn refusal_text(slug: &str, t: &Texts) -> Option<&'static str> {
+    let t: &'static Texts = if t.code == "en" {
+        &crate::i18n::EN
+    } else {
+        &crate::i18n::DE
+    };
+    match slug {
+        "window-closed" => Some(t.window_closed_notice),
+        "opted-out" => Some(t.opted_out_notice),
+        "csrf" => Some(t.csrf_refused),
+        "" => None,
+        _ => Some(t.reply_refused),
+    }
+}
+
+async fn load_conversation(
+    web: &Web,
+    tenant: &TenantId,
+    contact: &ContactId,
+    before: Option<String>,
+    t: &Texts,
+) -> Result<Option<OpenConversation>, StoreError> {
+    let now = web.inbox.clock.now();
+    let Some(c) = web.inbox.store.conversation(tenant, contact, now).await? else {
+        return Ok(None);
+    };
+    let page = match web
+        .inbox
+        .store
+        .list_messages(
+            tenant,
+            contact,
+            &PageRequest {
+                limit: MESSAGE_PAGE,
+                cursor: before,
+            },
+            now,
+        )
+        .await
+    {
+        Err(StoreError::InvalidCursor) => {
+            web.inbox
+                .store
+                .list_messages(
+                    tenant,
+                    contact,
+                    &PageRequest {
+                        limit: MESSAGE_PAGE,
+                        cursor: None,
+                    },
+                    now,
+                )
+                .await?
+        }
+        other => other?,
+    };
+    let (nonce, _) = staff::new_token();
+    Ok(Some(OpenConversation {
+        id: contact.to_string(),
+        name: c.name.clone().unwrap_or_else(|| t.unknown_name.to_owned()),
+        window_open: view::window_open(&c, now),
+        opted_out: c.opted_out,
+        unread: c.unread,
+        messages: view::messages(&page.items, now, t),
+        older: page.next_cursor,
+        nonce,
+        error: None,
+        notice: None,
+    }))
+}
+
+pub(crate) async fn conversation_page(
+    State(web): State<Web>,
+    signed: Signed,
+    Path(contact_id): Path<String>,
+    Query(q): Query<ConversationQuery>,
+) -> Response {
+    let t = texts(signed.lang);
+    let tenant = signed.tenant().clone();
+    let Ok(contact) = ContactId::parse(&contact_id) else {
+        return (StatusCode::NOT_FOUND, t.not_found).into_response();
+    };
+    let mut open = match load_conversation(&web, &tenant, &contact, q.before, t).await {
+        Ok(Some(o)) => o,
+        Ok(None) => {
+            audit(&web, &tenant, signed.actor(), "web.messages.list", Some(contact.to_string()), 404).await;
+            return (StatusCode::NOT_FOUND, t.not_found).into_response();
+        }
+        Err(e) => return unavailable(e),
+    };
+    open.error = q.error.as_deref().and_then(|s| refusal_text(s, t));
+    open.notice = q.notice.as_deref().filter(|n| *n == "queued").map(|_| t.reply_queued);
+    // Seen by staff: the unread counter goes back to zero (the read receipt to the customer
+    // is the explicit "mark as read").
+    if open.unread > 0
+        && let Err(e) = web.inbox.store.clear_unread(&tenant, &contact).await
+    {
+        tracing::warn!(error = %e, "clearing the unread count failed");
+    }
+    audit(&web, &tenant, signed.actor(), "web.messages.list", Some(contact.to_string()), 200).await;
+    let filter = Filter::parse(q.filter.as_deref());
+    let list = match load_list(&web, &tenant, filter, None, None, Some(contact.as_str()), t).await {
+        Ok(l) => l,
+        Err(e) => return unavailable(e),
+    };
+    let list_etag = etag_of(&list_fragment_html(t, &list));
+    let list_poll = Some(list_poll_url(&list, Some(contact.as_str())));
+    page(&web, &signed, list, list_etag, list_poll, None, Some(open))
+}
+
+pub(crate) async fn messages_fragment(
+    State(web): State<Web>,
+    headers: HeaderMap,
+    signed: Signed,
+    Path(contact_id): Path<String>,
+) -> Response {
+    let t = texts(signed.lang);
+    let Ok(contact) = ContactId::parse(&contact_id) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let open = match load_conversation(&web, signed.tenant(), &contact, None, t).await {
+        Ok(Some(o)) => o,
+        Ok(None) => return StatusCode::NOT_FOUND.into_response(),
+        Err(e) => return unavailable(e),
+    };
+    let (r, changed) = fragment(&headers, messages_fragment_html(t, &open));
+    if changed {
+        audit(&web, signed.tenant(), signed.actor(), "web.messages.list", Some(contact.to_string()), 200).await;
+    }
+    r
+}
+
+#[derive(Deserialize)]
+pub(crate) struct ReplyForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    text: String,
+    #[serde(default)]
+    reply_to: String,
+    #[serde(default)]
+    nonce: String,
+}
+
+fn back_to(contact: &ContactId, query: &str) -> Response {
+    see_other(&format!("/inbox/c/{contact}{query}#composer"))
+}
+
+pub(crate) async fn reply(
+    State(web): State<Web>,
+    headers: HeaderMap,
+    signed: Signed,
+    Path(contact_id): Path<String>,
+    Form(form): Form<ReplyForm>,
+) -> Response {
+    let t = texts(signed.lang);
+    let Ok(contact) = ContactId::parse(&contact_id) else {
+        return (StatusCode::NOT_FOUND, t.not_found).into_response();
+    };
+    if !check_csrf(&signed, &form.csrf, &headers) {
+        return csrf_refused(&signed);
+    }
+    let tenant = signed.tenant().clone();
+    let request = ReplyRequest::Text {
+        text: form.text.replace("\r\n", "\n"),
+        preview_url: false,
+        reply_to: Some(form.reply_to).filter(|r| !r.is_empty()),
+    };
+    let reply = match request.validate() {
+        Ok(r) => r,
+        Err(e) => {
+            audit(&web, &tenant, signed.actor(), "web.reply", Some(contact.to_string()), 422).await;
+            return back_to(&contact, &format!("?error={}", e.slug));
+        }
+    };
+    // The form's nonce makes a resubmitted form the same reply, not a second one.
+    let idempotency = (!form.nonce.is_empty() && form.nonce.len() <= 64).then(|| {
+        let key = format!("web:{}:{}", signed.account.id, form.nonce);
+        IdempotencyRecord {
+            key_hash: content_digest(format!("{tenant}\n{key}").as_bytes()),
+            request_hash: content_digest(
+                format!("{contact}\n{}", reply.display_text.as_deref().unwrap_or("")).as_bytes(),
+            ),
+        }
+    });
+    let ports = ReplyPorts {
+        store: web.inbox.store.as_ref(),
+        directory: web.inbox.directory.as_ref(),
+        outbound: web.inbox.outbound.as_ref(),
+    };
+    let result = queue_reply(
+        &ports,
+        ReplyCommand {
+            tenant: &tenant,
+            contact: &contact,
+            reply: &reply,
+            idempotency,
+            now: web.inbox.clock.now(),
+        },
+    )
+    .await;
+    match result {
+        Ok(queued) => {
+            audit(&web, &tenant, signed.actor(), "web.reply", Some(contact.to_string()), 202).await;
+            tracing::info!(tenant = %tenant, contact = %contact, message = %queued.id, "reply queued from the web inbox");
+            back_to(&contact, "?notice=queued")
+        }
+        Err(refusal) => {
+            let (status, slug) = match &refusal {
+                Refusal::NoSuchConversation => (404, "not-found"),
+                Refusal::OptedOut => (409, "opted-out"),
+                Refusal::WindowClosed { .. } => (422, "window-closed"),
+                Refusal::Store(_) | Refusal::Queue(_) => (503, "unavailable"),
+                _ => (422, "refused"),
+            };
+            audit(&web, &tenant, signed.actor(), "web.reply", Some(contact.to_string()), status).await;
+            if status == 503 {
+                tracing::error!(tenant = %tenant, "reply from the web inbox could not be queued");
+            }
+            back_to(&contact, &format!("?error={slug}"))
+        }
+    }
+}
+
+pub(crate) async fn mark_read(
+    State(web): State<Web>,
+    headers: HeaderMap,
+    signed: Signed,
+    Path(contact_id): Path<String>,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    let t = texts(signed.lang);
+    let Ok(contact) = ContactId::parse(&contact_id) else {
+        return (StatusCode::NOT_FOUND, t.not_found).into_response();
+    };
+    if !check_csrf(&signed, &form.csrf, &headers) {
+        return csrf_refused(&signed);
+    }
+    let tenant = signed.tenant().clone();
+    match inbox_api::mark_read_of(&web.inbox, &tenant, &contact).await {
+        Ok(Some(_)) => {
+            audit(&web, &tenant, signed.actor(), "web.read", Some(contact.to_string()), 202).await;
+            back_to(&contact, "")
+        }
+        Ok(None) => (StatusCode::NOT_FOUND, t.not_found).into_response(),
+        Err(p) => p.into_response(),
+    }
+}
+
+pub(crate) async fn media(
+    State(web): State<Web>,
+    signed: Signed,
+    Path(media_id): Path<String>,
+) -> Response {
+    let tenant = signed.tenant().clone();
+    match inbox_api::media_response(
+        &web.inbox,
+        &tenant,
+        &media_id,
+        inbox_api::Disposition::InlineMedia,
+    )
+    .await
+    {
+        Ok((r, contact)) => {
+            audit(&web, &tenant, signed.actor(), "web.media.get", Some(contact.to_string()), 200).await;
+            r
+        }
+        Err((p, contact)) => {
+            let status = p.0.status;
+            audit(&web, &tenant, signed.actor(), "web.media.get", contact.map(|c| c.to_string()), status).await;
+            p.into_response()
+        }
+    }
+}
