@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests use, where they are missing: caddy (the reverse-proxy
-# test of relay serve), faketime (the suites with a moved clock), systemd (systemd-analyze).
+# test of relay serve), faketime (the suites with a moved clock), systemd (systemd-analyze),
+# chromium (headless Chromium and its chromium-driver: the web inbox's browser tests).
 # Needs root and apt-get (CI and the development machines have both); elsewhere it says what to
 # install and fails.
 #   infra/setup-debian.sh caddy faketime
@@ -11,6 +12,7 @@ for pkg in "$@"; do
         caddy) probe=caddy ;;
         faketime) probe=faketime ;;
         systemd) probe=systemd-analyze ;;
+        chromium) probe=chromedriver ;;
         *) echo "unknown package $pkg" >&2; exit 2 ;;
     esac
     command -v "$probe" >/dev/null || missing+=("$pkg")
@@ -22,5 +24,11 @@ if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
 fi
 echo "installing ${missing[*]} (Debian packages) …" >&2
 export DEBIAN_FRONTEND=noninteractive
-apt-get install -y -qq "${missing[@]}" >/dev/null 2>&1 ||
-    { apt-get update -qq >/dev/null && apt-get install -y -qq "${missing[@]}" >/dev/null; }
+# chromium comes with its WebDriver (a separate Debian package).
+packages=()
+for pkg in "${missing[@]}"; do
+    packages+=("$pkg")
+    [ "$pkg" = chromium ] && packages+=(chromium-driver)
+done
+apt-get install -y -qq "${packages[@]}" >/dev/null 2>&1 ||
+    { apt-get update -qq >/dev/null && apt-get install -y -qq "${packages[@]}" >/dev/null; }

@@ -207,8 +207,10 @@ fn every_route_is_wired_to_its_function() {
             })
             .collect()
     };
+    // The inbox-api function serves the API and the staff web inbox.
     let want: BTreeSet<(String, String)> = inbox_api::ROUTES
         .iter()
+        .chain(relay_web::ROUTES)
         .map(|(m, p)| (m.to_string(), p.to_string()))
         .collect();
     assert_eq!(routes(&fns["inbox-api"]), want);

@@ -349,7 +349,10 @@ async fn run(cli: Cli, clock: Clock) -> anyhow::Result<()> {
                 "  inbox API: GET  {scheme}://{}/v1/conversations  (Authorization: Bearer <api key>)",
                 running.addr
             );
-            println!("  web inbox: {scheme}://{}/  (staff sign in: relay staff add)", running.addr);
+            println!(
+                "  web inbox: {scheme}://{}/  (staff sign in: relay staff add)",
+                running.addr
+            );
             if demo {
                 println!(
                     "  demo staff sign-in: {} / {}",

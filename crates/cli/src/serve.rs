@@ -36,7 +36,12 @@ async fn seed_demo_staff(local: &Local, config: &RelayConfig) -> anyhow::Result<
     let Some(tenant) = config.tenants.first() else {
         return Ok(());
     };
-    if local.staff.staff_by_email(DEMO_STAFF_EMAIL).await?.is_some() {
+    if local
+        .staff
+        .staff_by_email(DEMO_STAFF_EMAIL)
+        .await?
+        .is_some()
+    {
         return Ok(());
     }
     let account = StaffAccount {

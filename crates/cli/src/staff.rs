@@ -102,7 +102,11 @@ async fn open(at: &StaffTarget, tenant: &TenantId, clock: &Clock) -> anyhow::Res
     } else {
         let (config, source) = load_serve_config(at.config.as_deref())?;
         if !config.tenants.iter().any(|t| &t.tenant.id == tenant) {
-            let known: Vec<&str> = config.tenants.iter().map(|t| t.tenant.id.as_str()).collect();
+            let known: Vec<&str> = config
+                .tenants
+                .iter()
+                .map(|t| t.tenant.id.as_str())
+                .collect();
             bail!(
                 "tenant {tenant} is not in {source} (its tenants: {})",
                 known.join(", ")
@@ -176,8 +180,9 @@ impl StaffCommand {
                 at,
             } => {
                 let tenant = parse_tenant(&tenant)?;
-                let role = Role::parse(&role)
-                    .with_context(|| format!("--role: {role:?} is neither \"admin\" nor \"staff\""))?;
+                let role = Role::parse(&role).with_context(|| {
+                    format!("--role: {role:?} is neither \"admin\" nor \"staff\"")
+                })?;
                 if !staff::valid_email(&email) {
                     bail!("--email: not an email address");
                 }
@@ -194,10 +199,19 @@ impl StaffCommand {
                     sessions_valid_after: 0,
                 };
                 if !opened.staff.add_staff(&account).await? {
-                    bail!("an account with that email exists already (emails are unique across tenants)");
+                    bail!(
+                        "an account with that email exists already (emails are unique across tenants)"
+                    );
                 }
-                opened.audit(&clock, &tenant, "staff.add", &account.id).await;
-                println!("added {} ({}) to {tenant}: {}", account.email, role.as_str(), account.id);
+                opened
+                    .audit(&clock, &tenant, "staff.add", &account.id)
+                    .await;
+                println!(
+                    "added {} ({}) to {tenant}: {}",
+                    account.email,
+                    role.as_str(),
+                    account.id
+                );
                 if generated {
                     println!("password (shown once): {password}");
                 }
@@ -227,7 +241,9 @@ impl StaffCommand {
                 let opened = open(&at, &tenant, &clock).await?;
                 let account = opened.by_email(&tenant, &email).await?;
                 opened.staff.remove_staff(&tenant, &account.id).await?;
-                opened.audit(&clock, &tenant, "staff.remove", &account.id).await;
+                opened
+                    .audit(&clock, &tenant, "staff.remove", &account.id)
+                    .await;
                 println!("removed {} from {tenant}", account.id);
                 Ok(())
             }
@@ -246,8 +262,13 @@ impl StaffCommand {
                     .staff
                     .set_password(&tenant, &account.id, &hash, clock.now())
                     .await?;
-                opened.audit(&clock, &tenant, "staff.reset-password", &account.id).await;
-                println!("new password set for {}; its sessions have ended", account.id);
+                opened
+                    .audit(&clock, &tenant, "staff.reset-password", &account.id)
+                    .await;
+                println!(
+                    "new password set for {}; its sessions have ended",
+                    account.id
+                );
                 if generated {
                     println!("password (shown once): {password}");
                 }

@@ -9,7 +9,7 @@ use crate::ids::{ContactId, TenantId};
 use crate::jobs::Job;
 use crate::outbound::{ValidReply, queued_message};
 use crate::ports::{Directory, MessageStore, OutboundQueue, QueueError, StoreError};
-use crate::records::{CreateOutcome, IdempotencyRecord};
+use crate::records::{CreateOutcome, Direction, IdempotencyRecord, PageRequest, StoredMessage};
 use crate::routing::SERVICE_WINDOW_SECS;
 
 /// The ports the use case needs.
@@ -187,4 +187,53 @@ pub async fn queue_reply(ports: &ReplyPorts<'_>, cmd: ReplyCommand<'_>) -> Resul
         status: status.map_or("queued", |s| s.as_str()).to_owned(),
         created,
     })
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MarkReadError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+}
+
+/// Sends a read receipt for the conversation's newest inbound message and sets its unread
+/// count to zero. `None`: no such conversation; `Some(None)`: nothing inbound to mark.
+pub async fn mark_read(
+    store: &dyn MessageStore,
+    outbound: &dyn OutboundQueue,
+    tenant: &TenantId,
+    contact: &ContactId,
+    now: i64,
+) -> Result<Option<Option<StoredMessage>>, MarkReadError> {
+    if store.conversation(tenant, contact, now).await?.is_none() {
+        return Ok(None);
+    }
+    let mut newest_inbound = None;
+    let mut cursor = None;
+    // The newest inbound message is nearly always on the first page; look a few pages deep.
+    for _ in 0..5 {
+        let page = store
+            .list_messages(tenant, contact, &PageRequest { limit: 200, cursor }, now)
+            .await?;
+        newest_inbound = page
+            .items
+            .into_iter()
+            .find(|m| m.direction == Direction::Inbound);
+        if newest_inbound.is_some() || page.next_cursor.is_none() {
+            break;
+        }
+        cursor = page.next_cursor;
+    }
+    if let Some(m) = &newest_inbound {
+        outbound
+            .enqueue_jobs(&[Job::MarkRead {
+                tenant: tenant.clone(),
+                contact: contact.clone(),
+                wamid_key: m.wamid_key.clone(),
+            }])
+            .await?;
+    }
+    store.clear_unread(tenant, contact).await?;
+    Ok(Some(newest_inbound))
 }

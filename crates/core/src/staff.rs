@@ -237,7 +237,10 @@ pub mod throttle {
     /// The counter key of an account (by its normalized email, hashed: no address in the
     /// store's keys) and of a client address.
     pub fn account_key(email: &str) -> String {
-        format!("acct:{}", &super::token_digest(&super::normalize_email(email))[..32])
+        format!(
+            "acct:{}",
+            &super::token_digest(&super::normalize_email(email))[..32]
+        )
     }
 
     pub fn address_key(address: &str) -> String {
@@ -276,7 +279,10 @@ mod tests {
         assert!(!valid_email("anna@localhost"));
         assert!(!valid_email("a b@apotheke.example"));
         assert!(!valid_email("a@b@apotheke.example"));
-        assert_eq!(normalize_email("  Anna@Apotheke.Example "), "anna@apotheke.example");
+        assert_eq!(
+            normalize_email("  Anna@Apotheke.Example "),
+            "anna@apotheke.example"
+        );
     }
 
     #[test]

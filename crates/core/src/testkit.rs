@@ -1187,11 +1187,23 @@ pub async fn staff_store_rules(store: &dyn crate::staff::StaffStore) {
     assert!(store.add_staff(&carla).await.expect("add"));
 
     assert_eq!(
-        store.staff_by_email("anna@apotheke.example").await.expect("by email"),
+        store
+            .staff_by_email("anna@apotheke.example")
+            .await
+            .expect("by email"),
         Some(anna.clone())
     );
-    assert_eq!(store.staff_by_email("nobody@apotheke.example").await.expect("by email"), None);
-    assert_eq!(store.staff(&a, "st_ben").await.expect("staff"), Some(ben.clone()));
+    assert_eq!(
+        store
+            .staff_by_email("nobody@apotheke.example")
+            .await
+            .expect("by email"),
+        None
+    );
+    assert_eq!(
+        store.staff(&a, "st_ben").await.expect("staff"),
+        Some(ben.clone())
+    );
     assert_eq!(
         store.staff(&b, "st_ben").await.expect("staff"),
         None,
@@ -1201,11 +1213,28 @@ pub async fn staff_store_rules(store: &dyn crate::staff::StaffStore) {
         store.list_staff(&a).await.expect("list"),
         vec![anna.clone(), ben.clone()]
     );
-    assert_eq!(store.list_staff(&b).await.expect("list"), vec![carla.clone()]);
+    assert_eq!(
+        store.list_staff(&b).await.expect("list"),
+        vec![carla.clone()]
+    );
 
-    assert!(store.set_password(&a, "st_anna", "$argon2id$new", NOW + 5).await.expect("set"));
-    assert!(!store.set_password(&b, "st_anna", "$argon2id$x", NOW).await.expect("set"));
-    let changed = store.staff(&a, "st_anna").await.expect("staff").expect("anna");
+    assert!(
+        store
+            .set_password(&a, "st_anna", "$argon2id$new", NOW + 5)
+            .await
+            .expect("set")
+    );
+    assert!(
+        !store
+            .set_password(&b, "st_anna", "$argon2id$x", NOW)
+            .await
+            .expect("set")
+    );
+    let changed = store
+        .staff(&a, "st_anna")
+        .await
+        .expect("staff")
+        .expect("anna");
     assert_eq!(
         (changed.password_hash.as_str(), changed.sessions_valid_after),
         ("$argon2id$new", NOW + 5)
@@ -1221,24 +1250,67 @@ pub async fn staff_store_rules(store: &dyn crate::staff::StaffStore) {
         expires_at: NOW + 100,
     };
     store.create_session(&session).await.expect("create");
-    assert_eq!(store.session("th-1", NOW + 99).await.expect("get"), Some(session.clone()));
-    assert_eq!(store.session("th-1", NOW + 100).await.expect("get"), None, "expired");
+    assert_eq!(
+        store.session("th-1", NOW + 99).await.expect("get"),
+        Some(session.clone())
+    );
+    assert_eq!(
+        store.session("th-1", NOW + 100).await.expect("get"),
+        None,
+        "expired"
+    );
     assert_eq!(store.session("th-2", NOW).await.expect("get"), None);
-    store.touch_session("th-1", NOW + 90, NOW + 190).await.expect("touch");
-    store.touch_session("th-1", NOW + 50, NOW + 150).await.expect("older touch");
-    let touched = store.session("th-1", NOW + 150).await.expect("get").expect("alive");
-    assert_eq!((touched.last_seen, touched.expires_at), (NOW + 90, NOW + 190));
+    store
+        .touch_session("th-1", NOW + 90, NOW + 190)
+        .await
+        .expect("touch");
+    store
+        .touch_session("th-1", NOW + 50, NOW + 150)
+        .await
+        .expect("older touch");
+    let touched = store
+        .session("th-1", NOW + 150)
+        .await
+        .expect("get")
+        .expect("alive");
+    assert_eq!(
+        (touched.last_seen, touched.expires_at),
+        (NOW + 90, NOW + 190)
+    );
     store.end_session("th-1").await.expect("end");
     store.end_session("th-1").await.expect("end again");
     assert_eq!(store.session("th-1", NOW).await.expect("get"), None);
-    store.touch_session("th-1", NOW + 1, NOW + 500).await.expect("touch an ended session");
-    assert_eq!(store.session("th-1", NOW).await.expect("get"), None, "touch revives nothing");
+    store
+        .touch_session("th-1", NOW + 1, NOW + 500)
+        .await
+        .expect("touch an ended session");
+    assert_eq!(
+        store.session("th-1", NOW).await.expect("get"),
+        None,
+        "touch revives nothing"
+    );
 
     assert!(store.remove_staff(&a, "st_ben").await.expect("remove"));
-    assert!(!store.remove_staff(&a, "st_ben").await.expect("remove again"));
-    assert!(!store.remove_staff(&b, "st_anna").await.expect("another tenant's"));
+    assert!(
+        !store
+            .remove_staff(&a, "st_ben")
+            .await
+            .expect("remove again")
+    );
+    assert!(
+        !store
+            .remove_staff(&b, "st_anna")
+            .await
+            .expect("another tenant's")
+    );
     assert_eq!(store.staff(&a, "st_ben").await.expect("staff"), None);
-    assert_eq!(store.staff_by_email("ben@apotheke.example").await.expect("by email"), None);
+    assert_eq!(
+        store
+            .staff_by_email("ben@apotheke.example")
+            .await
+            .expect("by email"),
+        None
+    );
     assert!(
         store
             .add_staff(&account("st_ben2", &b, "ben@apotheke.example"))
@@ -1249,11 +1321,20 @@ pub async fn staff_store_rules(store: &dyn crate::staff::StaffStore) {
 
     for expected in 1..=3 {
         assert_eq!(
-            store.add_sign_in_failure("acct:x", 7, NOW + 1800).await.expect("add"),
+            store
+                .add_sign_in_failure("acct:x", 7, NOW + 1800)
+                .await
+                .expect("add"),
             expected
         );
     }
-    assert_eq!(store.add_sign_in_failure("acct:x", 8, NOW).await.expect("add"), 1);
+    assert_eq!(
+        store
+            .add_sign_in_failure("acct:x", 8, NOW)
+            .await
+            .expect("add"),
+        1
+    );
     assert_eq!(store.sign_in_failures("acct:x", 7).await.expect("get"), 3);
     assert_eq!(store.sign_in_failures("acct:y", 7).await.expect("get"), 0);
 }

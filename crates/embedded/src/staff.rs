@@ -187,7 +187,9 @@ impl StaffStore for SqliteStaffStore {
     ) -> Result<Option<StaffSession>, StoreError> {
         let conn = self.db.lock();
         conn.query_row(
-            &format!("SELECT {SESSION} FROM staff_sessions WHERE token_hash = ?1 AND expires_at > ?2"),
+            &format!(
+                "SELECT {SESSION} FROM staff_sessions WHERE token_hash = ?1 AND expires_at > ?2"
+            ),
             params![token_hash, now],
             session,
         )

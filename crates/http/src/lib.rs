@@ -1,5 +1,8 @@
 //! Shared by the HTTP functions (webhook-receiver, inbox-api) and `relay serve`: problem
-//! responses, bearer extraction and tracing setup. Depends on axum, never on AWS.
+//! responses, bearer extraction, tracing setup and serving stored files (`files`). Depends on
+//! axum, never on AWS.
+
+pub mod files;
 
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, StatusCode, header};

@@ -2,19 +2,23 @@
 //! customers in a browser. Server-rendered HTML (askama templates, escaped by default), one
 //! small script of its own for live updates, no inline script (a strict CSP forbids it).
 //!
-//! It is a router beside the inbox API's and uses the API's own use cases (the reply rules,
-//! read receipts, media serving) through [`inbox_api::Inbox`]: `relay serve` mounts it at `/`,
-//! and on AWS the inbox-api function serves it from the same binary.
+//! It is a router beside the inbox API's and uses the same use cases (the reply rules and
+//! read receipts of `relay_core::replies`, file serving of `relay_http::files`): `relay serve`
+//! mounts it at `/`, and on AWS the inbox-api function serves it from the same binary.
 //!
-//! May depend on: relay-core (ports, use cases), inbox-api (its shared handlers), relay-http.
+//! May depend on: relay-core (ports, use cases), relay-http; not on the inbox API's crate.
 
 use axum::Router;
 use axum::http::{HeaderValue, header};
 use axum::middleware;
 use axum::response::Response;
 use axum::routing::{get, post};
-use inbox_api::Inbox;
+use relay_core::Clock;
 use relay_core::backends::{Backends, Missing};
+use relay_core::crypto::Keyring;
+use relay_core::media::BlobStore;
+use relay_core::ports::{AuditLog, Directory, OutboundQueue};
+use relay_core::sealed::SealedStore;
 use relay_core::staff::StaffStore;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -55,17 +59,34 @@ impl Default for WebSettings {
 
 #[derive(Clone)]
 pub struct Web {
-    /// The inbox API's state: its use cases are the inbox's.
-    pub inbox: Inbox,
+    pub directory: Arc<dyn Directory>,
+    /// A sealing store: the pages show what it opens.
+    pub store: Arc<SealedStore>,
+    /// Where replies and read receipts go (reply-sender's queue).
+    pub outbound: Arc<dyn OutboundQueue>,
+    pub audit: Arc<dyn AuditLog>,
+    pub audit_retention_secs: i64,
+    pub blobs: Arc<dyn BlobStore>,
+    pub keys: Arc<Keyring>,
+    pub max_media_response_bytes: Option<u64>,
     pub staff: Arc<dyn StaffStore>,
+    pub clock: Clock,
     pub settings: Arc<WebSettings>,
 }
 
 impl Web {
     pub fn build(b: &Backends, settings: WebSettings) -> Result<Self, Missing> {
         Ok(Web {
-            inbox: Inbox::build(b)?,
+            directory: b.directory.clone(),
+            store: b.store.clone(),
+            outbound: b.outbound()?,
+            audit: b.audit()?,
+            audit_retention_secs: b.limits.audit_retention_secs(),
+            blobs: b.blobs()?,
+            keys: b.keys.clone(),
+            max_media_response_bytes: b.limits.max_media_response_bytes,
             staff: b.staff()?,
+            clock: b.clock.clone(),
             settings: Arc::new(settings),
         })
     }
@@ -118,14 +139,20 @@ pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; 
 async fn security_headers(mut response: Response) -> Response {
     let h = response.headers_mut();
     if !h.contains_key(header::CONTENT_SECURITY_POLICY) {
-        h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+        h.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(CSP),
+        );
     }
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     h.entry(header::CACHE_CONTROL)
         .or_insert(HeaderValue::from_static("no-store"));
     response

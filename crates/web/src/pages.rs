@@ -4,9 +4,7 @@
 
 use crate::Web;
 use crate::i18n::{LANG_COOKIE, Texts, lang_of, texts};
-use crate::session::{
-    self, ClientAddr, LOGIN_COOKIE, Signed, audit, check_csrf, same_origin,
-};
+use crate::session::{self, ClientAddr, LOGIN_COOKIE, Signed, audit, check_csrf, same_origin};
 use crate::view::{self, ConversationRow, MessageView};
 use askama::Template;
 use axum::Form;
@@ -117,7 +115,7 @@ pub(crate) async fn login(
         return login_form(&headers, StatusCode::FORBIDDEN, Some(t.csrf_refused));
     }
     let origin = session::origin(&web, &headers, peer.map(|e| e.0));
-    let now = web.inbox.clock.now();
+    let now = web.clock.now();
     let bucket = throttle::bucket(now);
     let email = staff::normalize_email(&form.email);
     let mut keys = vec![throttle::account_key(&email)];
@@ -164,7 +162,11 @@ pub(crate) async fn login(
             }
         }
         tracing::info!("sign-in failed");
-        return login_form(&headers, StatusCode::UNAUTHORIZED, Some(t.wrong_credentials));
+        return login_form(
+            &headers,
+            StatusCode::UNAUTHORIZED,
+            Some(t.wrong_credentials),
+        );
     };
     let (token, token_hash) = staff::new_token();
     let (csrf, _) = staff::new_token();
@@ -219,7 +221,15 @@ pub(crate) async fn logout(
     if let Err(e) = web.staff.end_session(&signed.session.token_hash).await {
         return unavailable(e);
     }
-    audit(&web, signed.tenant(), signed.actor(), "web.sign-out", None, 200).await;
+    audit(
+        &web,
+        signed.tenant(),
+        signed.actor(),
+        "web.sign-out",
+        None,
+        200,
+    )
+    .await;
     let mut r = see_other("/login");
     for c in session::clear_session_cookies() {
         if let Ok(v) = HeaderValue::from_str(&c) {
@@ -239,10 +249,7 @@ pub(crate) struct LangQuery {
     to: Option<String>,
 }
 
-pub(crate) async fn set_language(
-    Path(lang): Path<String>,
-    Query(q): Query<LangQuery>,
-) -> Response {
+pub(crate) async fn set_language(Path(lang): Path<String>, Query(q): Query<LangQuery>) -> Response {
     let code = if lang == "en" { "en" } else { "de" };
     let to = match q.to.as_deref() {
         Some("/login") => "/login",
@@ -313,14 +320,13 @@ async fn load_list(
     active: Option<&str>,
     t: &Texts,
 ) -> Result<ListView, StoreError> {
-    let now = web.inbox.clock.now();
+    let now = web.clock.now();
     let needle = search.map(str::to_lowercase).filter(|s| !s.is_empty());
     let mut kept: Vec<Conversation> = Vec::new();
     let mut cursor = cursor;
     let mut seen = 0usize;
     loop {
         let page = web
-            .inbox
             .store
             .list_conversations(
                 tenant,
@@ -343,15 +349,18 @@ async fn load_list(
             }
         }
         cursor = page.next_cursor;
-        let depth = if needle.is_some() { SEARCH_DEPTH } else { LIST_PAGE * 20 };
+        let depth = if needle.is_some() {
+            SEARCH_DEPTH
+        } else {
+            LIST_PAGE * 20
+        };
         if kept.len() >= LIST_PAGE || cursor.is_none() || seen >= depth {
             break;
         }
     }
     kept.truncate(LIST_PAGE);
     let previews = futures_util::future::join_all(kept.iter().map(|c| async move {
-        web.inbox
-            .store
+        web.store
             .list_messages(
                 tenant,
                 &c.contact_id,
@@ -449,7 +458,15 @@ pub(crate) async fn inbox_page(
         Ok(l) => l,
         Err(e) => return unavailable(e),
     };
-    audit(&web, signed.tenant(), signed.actor(), "web.conversations.list", None, 200).await;
+    audit(
+        &web,
+        signed.tenant(),
+        signed.actor(),
+        "web.conversations.list",
+        None,
+        200,
+    )
+    .await;
     let list_etag = etag_of(&list_fragment_html(t, &list));
     let list_poll = Some(list_poll_url(&list, None));
     page(&web, &signed, list, list_etag, list_poll, None, None)
@@ -508,7 +525,15 @@ pub(crate) async fn search(
         Ok(l) => l,
         Err(e) => return unavailable(e),
     };
-    audit(&web, signed.tenant(), signed.actor(), "web.conversations.search", None, 200).await;
+    audit(
+        &web,
+        signed.tenant(),
+        signed.actor(),
+        "web.conversations.search",
+        None,
+        200,
+    )
+    .await;
     page(&web, &signed, list, String::new(), None, Some(q), None)
 }
 
@@ -551,7 +576,15 @@ pub(crate) async fn list_fragment(
     };
     let (r, changed) = fragment(&headers, list_fragment_html(t, &list));
     if changed {
-        audit(&web, signed.tenant(), signed.actor(), "web.conversations.list", None, 200).await;
+        audit(
+            &web,
+            signed.tenant(),
+            signed.actor(),
+            "web.conversations.list",
+            None,
+            200,
+        )
+        .await;
     }
     r
 }
@@ -586,12 +619,11 @@ async fn load_conversation(
     before: Option<String>,
     t: &Texts,
 ) -> Result<Option<OpenConversation>, StoreError> {
-    let now = web.inbox.clock.now();
-    let Some(c) = web.inbox.store.conversation(tenant, contact, now).await? else {
+    let now = web.clock.now();
+    let Some(c) = web.store.conversation(tenant, contact, now).await? else {
         return Ok(None);
     };
     let page = match web
-        .inbox
         .store
         .list_messages(
             tenant,
@@ -605,8 +637,7 @@ async fn load_conversation(
         .await
     {
         Err(StoreError::InvalidCursor) => {
-            web.inbox
-                .store
+            web.store
                 .list_messages(
                     tenant,
                     contact,
@@ -649,21 +680,41 @@ pub(crate) async fn conversation_page(
     let mut open = match load_conversation(&web, &tenant, &contact, q.before, t).await {
         Ok(Some(o)) => o,
         Ok(None) => {
-            audit(&web, &tenant, signed.actor(), "web.messages.list", Some(contact.to_string()), 404).await;
+            audit(
+                &web,
+                &tenant,
+                signed.actor(),
+                "web.messages.list",
+                Some(contact.to_string()),
+                404,
+            )
+            .await;
             return (StatusCode::NOT_FOUND, t.not_found).into_response();
         }
         Err(e) => return unavailable(e),
     };
     open.error = q.error.as_deref().and_then(|s| refusal_text(s, t));
-    open.notice = q.notice.as_deref().filter(|n| *n == "queued").map(|_| t.reply_queued);
+    open.notice = q
+        .notice
+        .as_deref()
+        .filter(|n| *n == "queued")
+        .map(|_| t.reply_queued);
     // Seen by staff: the unread counter goes back to zero (the read receipt to the customer
     // is the explicit "mark as read").
     if open.unread > 0
-        && let Err(e) = web.inbox.store.clear_unread(&tenant, &contact).await
+        && let Err(e) = web.store.clear_unread(&tenant, &contact).await
     {
         tracing::warn!(error = %e, "clearing the unread count failed");
     }
-    audit(&web, &tenant, signed.actor(), "web.messages.list", Some(contact.to_string()), 200).await;
+    audit(
+        &web,
+        &tenant,
+        signed.actor(),
+        "web.messages.list",
+        Some(contact.to_string()),
+        200,
+    )
+    .await;
     let filter = Filter::parse(q.filter.as_deref());
     let list = match load_list(&web, &tenant, filter, None, None, Some(contact.as_str()), t).await {
         Ok(l) => l,
@@ -691,7 +742,15 @@ pub(crate) async fn messages_fragment(
     };
     let (r, changed) = fragment(&headers, messages_fragment_html(t, &open));
     if changed {
-        audit(&web, signed.tenant(), signed.actor(), "web.messages.list", Some(contact.to_string()), 200).await;
+        audit(
+            &web,
+            signed.tenant(),
+            signed.actor(),
+            "web.messages.list",
+            Some(contact.to_string()),
+            200,
+        )
+        .await;
     }
     r
 }
@@ -735,7 +794,15 @@ pub(crate) async fn reply(
     let reply = match request.validate() {
         Ok(r) => r,
         Err(e) => {
-            audit(&web, &tenant, signed.actor(), "web.reply", Some(contact.to_string()), 422).await;
+            audit(
+                &web,
+                &tenant,
+                signed.actor(),
+                "web.reply",
+                Some(contact.to_string()),
+                422,
+            )
+            .await;
             return back_to(&contact, &format!("?error={}", e.slug));
         }
     };
@@ -750,9 +817,9 @@ pub(crate) async fn reply(
         }
     });
     let ports = ReplyPorts {
-        store: web.inbox.store.as_ref(),
-        directory: web.inbox.directory.as_ref(),
-        outbound: web.inbox.outbound.as_ref(),
+        store: web.store.as_ref(),
+        directory: web.directory.as_ref(),
+        outbound: web.outbound.as_ref(),
     };
     let result = queue_reply(
         &ports,
@@ -761,13 +828,21 @@ pub(crate) async fn reply(
             contact: &contact,
             reply: &reply,
             idempotency,
-            now: web.inbox.clock.now(),
+            now: web.clock.now(),
         },
     )
     .await;
     match result {
         Ok(queued) => {
-            audit(&web, &tenant, signed.actor(), "web.reply", Some(contact.to_string()), 202).await;
+            audit(
+                &web,
+                &tenant,
+                signed.actor(),
+                "web.reply",
+                Some(contact.to_string()),
+                202,
+            )
+            .await;
             tracing::info!(tenant = %tenant, contact = %contact, message = %queued.id, "reply queued from the web inbox");
             back_to(&contact, "?notice=queued")
         }
@@ -779,7 +854,15 @@ pub(crate) async fn reply(
                 Refusal::Store(_) | Refusal::Queue(_) => (503, "unavailable"),
                 _ => (422, "refused"),
             };
-            audit(&web, &tenant, signed.actor(), "web.reply", Some(contact.to_string()), status).await;
+            audit(
+                &web,
+                &tenant,
+                signed.actor(),
+                "web.reply",
+                Some(contact.to_string()),
+                status,
+            )
+            .await;
             if status == 503 {
                 tracing::error!(tenant = %tenant, "reply from the web inbox could not be queued");
             }
@@ -803,13 +886,37 @@ pub(crate) async fn mark_read(
         return csrf_refused(&signed);
     }
     let tenant = signed.tenant().clone();
-    match inbox_api::mark_read_of(&web.inbox, &tenant, &contact).await {
+    let marked = relay_core::replies::mark_read(
+        web.store.as_ref(),
+        web.outbound.as_ref(),
+        &tenant,
+        &contact,
+        web.clock.now(),
+    )
+    .await;
+    match marked {
         Ok(Some(_)) => {
-            audit(&web, &tenant, signed.actor(), "web.read", Some(contact.to_string()), 202).await;
+            audit(
+                &web,
+                &tenant,
+                signed.actor(),
+                "web.read",
+                Some(contact.to_string()),
+                202,
+            )
+            .await;
             back_to(&contact, "")
         }
         Ok(None) => (StatusCode::NOT_FOUND, t.not_found).into_response(),
-        Err(p) => p.into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "mark read failed");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(header::RETRY_AFTER, "5")],
+                "unavailable",
+            )
+                .into_response()
+        }
     }
 }
 
@@ -819,21 +926,44 @@ pub(crate) async fn media(
     Path(media_id): Path<String>,
 ) -> Response {
     let tenant = signed.tenant().clone();
-    match inbox_api::media_response(
-        &web.inbox,
+    let source = relay_http::files::FileSource {
+        store: web.store.as_ref(),
+        blobs: web.blobs.as_ref(),
+        keys: &web.keys,
+        max_response_bytes: web.max_media_response_bytes,
+        now: web.clock.now(),
+    };
+    match relay_http::files::file_response(
+        &source,
         &tenant,
         &media_id,
-        inbox_api::Disposition::InlineMedia,
+        relay_http::files::Disposition::InlineMedia,
     )
     .await
     {
         Ok((r, contact)) => {
-            audit(&web, &tenant, signed.actor(), "web.media.get", Some(contact.to_string()), 200).await;
+            audit(
+                &web,
+                &tenant,
+                signed.actor(),
+                "web.media.get",
+                Some(contact.to_string()),
+                200,
+            )
+            .await;
             r
         }
         Err((p, contact)) => {
             let status = p.0.status;
-            audit(&web, &tenant, signed.actor(), "web.media.get", contact.map(|c| c.to_string()), status).await;
+            audit(
+                &web,
+                &tenant,
+                signed.actor(),
+                "web.media.get",
+                contact.map(|c| c.to_string()),
+                status,
+            )
+            .await;
             p.into_response()
         }
     }

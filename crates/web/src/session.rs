@@ -152,7 +152,7 @@ impl FromRequestParts<Web> for Signed {
             return Err(missing());
         }
         let digest = staff::token_digest(token);
-        let now = web.inbox.clock.now();
+        let now = web.clock.now();
         let unavailable = |e: relay_core::ports::StoreError| {
             tracing::error!(error = %e, "session lookup failed");
             NotSignedIn::Unavailable
@@ -233,15 +233,15 @@ pub(crate) async fn audit(
     result: u16,
 ) {
     let entry = AuditEntry {
-        at_ms: web.inbox.clock.now_ms(),
+        at_ms: web.clock.now_ms(),
         tenant: tenant.clone(),
         actor,
         action: action.to_owned(),
         target,
         result,
-        expires_at: web.inbox.clock.now() + web.inbox.audit_retention_secs,
+        expires_at: web.clock.now() + web.audit_retention_secs,
     };
-    if let Err(e) = web.inbox.audit.append(&entry).await {
+    if let Err(e) = web.audit.append(&entry).await {
         tracing::error!(error = %e, action, "audit append failed");
     }
 }
@@ -266,9 +266,15 @@ mod tests {
     fn cross_site_posts_are_refused() {
         let mut h = HeaderMap::new();
         h.insert(header::HOST, HeaderValue::from_static("inbox.example"));
-        h.insert(header::ORIGIN, HeaderValue::from_static("https://evil.example"));
+        h.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("https://evil.example"),
+        );
         assert!(!same_origin(&h));
-        h.insert(header::ORIGIN, HeaderValue::from_static("https://inbox.example"));
+        h.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("https://inbox.example"),
+        );
         assert!(same_origin(&h));
         h.insert("sec-fetch-site", HeaderValue::from_static("cross-site"));
         assert!(!same_origin(&h), "Sec-Fetch-Site decides when present");

@@ -203,9 +203,7 @@ fn status_label(s: Option<DeliveryStatus>, t: &Texts) -> (String, &'static str) 
         Some(DeliveryStatus::Queued) => (t.status_queued.into(), "queued"),
         Some(DeliveryStatus::Sent) => (t.status_sent.into(), "sent"),
         Some(DeliveryStatus::Delivered) => (t.status_delivered.into(), "delivered"),
-        Some(DeliveryStatus::Read) | Some(DeliveryStatus::Played) => {
-            (t.status_read.into(), "read")
-        }
+        Some(DeliveryStatus::Read) | Some(DeliveryStatus::Played) => (t.status_read.into(), "read"),
         Some(DeliveryStatus::Failed) => (t.status_failed.into(), "failed"),
     }
 }
@@ -237,7 +235,9 @@ pub fn messages(page: &[StoredMessage], now: i64, t: &Texts) -> Vec<MessageView>
 
 fn message(m: &StoredMessage, page: &[StoredMessage], now: i64, t: &Texts) -> MessageView {
     let (status, status_class) = status_label(
-        (m.direction == Direction::Outbound).then_some(m.status).flatten(),
+        (m.direction == Direction::Outbound)
+            .then_some(m.status)
+            .flatten(),
         t,
     );
     let mut v = MessageView {
@@ -302,8 +302,7 @@ fn message(m: &StoredMessage, page: &[StoredMessage], now: i64, t: &Texts) -> Me
         "text" | "image" | "sticker" | "audio" | "video" | "document" => {}
         "location" => {
             let loc = &m.content["location"];
-            if let (Some(lat), Some(lon)) = (loc["latitude"].as_f64(), loc["longitude"].as_f64())
-            {
+            if let (Some(lat), Some(lon)) = (loc["latitude"].as_f64(), loc["longitude"].as_f64()) {
                 // Numbers printed by Rust: nothing of the customer's reaches the URL but them.
                 let url = format!(
                     "https://www.openstreetmap.org/?mlat={lat:.6}&mlon={lon:.6}#map=17/{lat:.6}/{lon:.6}"
@@ -313,7 +312,14 @@ fn message(m: &StoredMessage, page: &[StoredMessage], now: i64, t: &Texts) -> Me
                     .flatten()
                     .collect::<Vec<_>>()
                     .join(", ");
-                v.location = Some((url, if label.is_empty() { t.map.into() } else { label }));
+                v.location = Some((
+                    url,
+                    if label.is_empty() {
+                        t.map.into()
+                    } else {
+                        label
+                    },
+                ));
             }
         }
         "contacts" => {
@@ -374,7 +380,8 @@ mod tests {
 
     #[test]
     fn links_are_http_only_and_leave_punctuation() {
-        let s = segments("Siehe https://apotheke.example/a. Oder javascript:alert(1) http://x.example");
+        let s =
+            segments("Siehe https://apotheke.example/a. Oder javascript:alert(1) http://x.example");
         let links: Vec<_> = s.iter().filter_map(|s| s.href.as_deref()).collect();
         assert_eq!(links, ["https://apotheke.example/a", "http://x.example"]);
         let all: String = s.iter().map(|s| s.text.as_str()).collect();

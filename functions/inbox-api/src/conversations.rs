@@ -273,9 +273,19 @@ pub(crate) async fn mark_read(
 ) -> Result<Response, ProblemResponse> {
     let not_found = || problem(404, "not-found", "No such conversation");
     let contact = ContactId::parse(&contact_id).map_err(|_| not_found())?;
-    let newest_inbound = mark_read_of(&state, &tenant, &contact)
-        .await?
-        .ok_or_else(not_found)?;
+    let newest_inbound = relay_core::replies::mark_read(
+        state.store.as_ref(),
+        state.outbound.as_ref(),
+        &tenant,
+        &contact,
+        state.clock.now(),
+    )
+    .await
+    .map_err(|e| match e {
+        relay_core::replies::MarkReadError::Store(e) => store_problem(e),
+        relay_core::replies::MarkReadError::Queue(e) => queue_problem(e),
+    })?
+    .ok_or_else(not_found)?;
     tracing::info!(tenant = %tenant, contact = %contact, "conversation marked read");
     Ok((
         StatusCode::ACCEPTED,
@@ -283,68 +293,4 @@ pub(crate) async fn mark_read(
         Json(json!({"read_up_to": newest_inbound.map(|m| m.id), "unread": 0})),
     )
         .into_response())
-}
-
-/// Sends a read receipt for the conversation's newest inbound message and sets its unread
-/// count to zero. `None`: no such conversation; `Some(None)`: nothing inbound to mark.
-pub async fn mark_read_of(
-    state: &Inbox,
-    tenant: &TenantId,
-    contact: &ContactId,
-) -> Result<Option<Option<StoredMessage>>, ProblemResponse> {
-    let (tenant, contact) = (tenant.clone(), contact.clone());
-    let now = state.clock.now();
-    if state
-        .store
-        .conversation(&tenant, &contact, now)
-        .await
-        .map_err(store_problem)?
-        .is_none()
-    {
-        return Ok(None);
-    }
-    let mut newest_inbound = None;
-    let mut cursor = None;
-    // The newest inbound message is nearly always on the first page; look a few pages deep.
-    for _ in 0..5 {
-        let page = state
-            .store
-            .list_messages(
-                &tenant,
-                &contact,
-                &PageRequest {
-                    limit: MAX_PAGE,
-                    cursor,
-                },
-                now,
-            )
-            .await
-            .map_err(store_problem)?;
-        newest_inbound = page
-            .items
-            .into_iter()
-            .find(|m| m.direction == Direction::Inbound);
-        if newest_inbound.is_some() || page.next_cursor.is_none() {
-            break;
-        }
-        cursor = page.next_cursor;
-    }
-    if let Some(m) = &newest_inbound {
-        let job = Job::MarkRead {
-            tenant: tenant.clone(),
-            contact: contact.clone(),
-            wamid_key: m.wamid_key.clone(),
-        };
-        state
-            .outbound
-            .enqueue_jobs(&[job])
-            .await
-            .map_err(queue_problem)?;
-    }
-    state
-        .store
-        .clear_unread(&tenant, &contact)
-        .await
-        .map_err(store_problem)?;
-    Ok(Some(newest_inbound))
 }

@@ -2,41 +2,7 @@
 
 use super::*;
 use relay_core::ports::store_roles::*;
-
-/// A MIME type safe to send back as Content-Type, else `application/octet-stream`.
-pub(crate) fn safe_mime(m: Option<&str>) -> String {
-    m.map(|m| {
-        m.split(';')
-            .next()
-            .unwrap_or_default()
-            .trim()
-            .to_ascii_lowercase()
-    })
-    .filter(|m| {
-        m.len() <= 100
-            && m.split_once('/')
-                .is_some_and(|(a, b)| !a.is_empty() && !b.is_empty())
-            && m.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"/.+-_".contains(&b))
-    })
-    .unwrap_or_else(|| "application/octet-stream".to_owned())
-}
-
-/// A file name for Content-Disposition: the document's own name reduced to safe characters.
-pub(crate) fn safe_filename(name: Option<&str>, media_id: &str) -> String {
-    let cleaned: String = name
-        .unwrap_or_default()
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || ".-_ ".contains(*c))
-        .take(100)
-        .collect();
-    let cleaned = cleaned.trim().trim_start_matches('.').to_owned();
-    if cleaned.is_empty() {
-        media_id.to_owned()
-    } else {
-        cleaned
-    }
-}
+use relay_http::files::Disposition;
 
 /// `GET /v1/media/{media_id}`: the file of a message, opened and streamed.
 pub(crate) async fn get_media(
@@ -45,217 +11,24 @@ pub(crate) async fn get_media(
     Path(media_id): Path<String>,
     axum::Extension(target): axum::Extension<AuditTarget>,
 ) -> Result<Response, ProblemResponse> {
-    let (response, contact) = media_response(&state, &tenant, &media_id, Disposition::Attachment)
-        .await
-        .map_err(|(p, contact)| {
-            if let Some(c) = contact {
-                *target.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(c.to_string());
-            }
-            p
-        })?;
+    let source = relay_http::files::FileSource {
+        store: state.store.as_ref(),
+        blobs: state.blobs.as_ref(),
+        keys: &state.privacy.keys,
+        max_response_bytes: state.max_media_response_bytes,
+        now: state.clock.now(),
+    };
+    let (response, contact) =
+        relay_http::files::file_response(&source, &tenant, &media_id, Disposition::Attachment)
+            .await
+            .map_err(|(p, contact)| {
+                if let Some(c) = contact {
+                    *target.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(c.to_string());
+                }
+                p
+            })?;
     *target.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(contact.to_string());
     Ok(response)
-}
-
-/// How a served file is to be shown.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Disposition {
-    /// Always a download (the API).
-    Attachment,
-    /// Shown in the page when it is an image, audio or video file of a type browsers render
-    /// safely (the web inbox); everything else downloads.
-    InlineMedia,
-}
-
-/// The types a page may show inline: never HTML, SVG, XML or anything scriptable.
-fn renders_safely(mime: &str) -> bool {
-    matches!(
-        mime,
-        "image/jpeg" | "image/png" | "image/webp" | "image/gif"
-            | "audio/ogg" | "audio/mpeg" | "audio/mp4" | "audio/aac" | "audio/amr"
-            | "video/mp4" | "video/3gpp"
-    )
-}
-
-/// A message's or upload's file as a streamed response, decrypted, with a safe type and
-/// `Content-Disposition`; and the contact it belongs to (for the audit log). An error names
-/// the contact too once it is known.
-pub async fn media_response(
-    state: &Inbox,
-    tenant: &TenantId,
-    media_id: &str,
-    disposition: Disposition,
-) -> Result<(Response, ContactId), (ProblemResponse, Option<ContactId>)> {
-    let mut contact = None;
-    media_response_inner(state, tenant, media_id, disposition, &mut contact)
-        .await
-        .map_err(|p| (p, contact))
-}
-
-async fn media_response_inner(
-    state: &Inbox,
-    tenant: &TenantId,
-    media_id: &str,
-    disposition: Disposition,
-    known_contact: &mut Option<ContactId>,
-) -> Result<(Response, ContactId), ProblemResponse> {
-    use relay_core::media::{FileOpener, MediaStatus, message_key_of};
-    let tenant = tenant.clone();
-    let media_id = media_id.to_owned();
-    let not_found = || problem(404, "not-found", "No such media");
-    let now = state.clock.now();
-    // A file of a message (`md_…`), or one the pharmacy uploaded (`mu_…`).
-    let (media, contact_id, filename) = if media_id.starts_with(relay_core::outbound::UPLOAD_PREFIX)
-        && media_id.len() <= 64
-        && media_id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_')
-    {
-        let upload = state
-            .store
-            .upload(&tenant, &media_id, now)
-            .await
-            .map_err(store_problem)?
-            .ok_or_else(not_found)?;
-        (upload.media, upload.contact_id, upload.filename)
-    } else {
-        let key = message_key_of(&media_id).ok_or_else(not_found)?;
-        let message = state
-            .store
-            .message_by_wamid(&tenant, key, now)
-            .await
-            .map_err(store_problem)?
-            .ok_or_else(not_found)?;
-        let media = message.media.clone().ok_or_else(not_found)?;
-        let filename = message
-            .content
-            .as_object()
-            .and_then(|o| o.values().next())
-            .and_then(|m| m.get("filename"))
-            .and_then(Value::as_str)
-            .map(str::to_owned);
-        (media, message.contact_id, filename)
-    };
-    if media.media_id != media_id {
-        return Err(not_found());
-    }
-    *known_contact = Some(contact_id.clone());
-    match media.status {
-        MediaStatus::Pending => {
-            let mut r =
-                problem(409, "media-pending", "The file is still being fetched").into_response();
-            r.headers_mut()
-                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
-            return Ok((r, contact_id));
-        }
-        MediaStatus::Failed => {
-            return Err(detailed(
-                410,
-                "media-unavailable",
-                "The file could not be fetched from WhatsApp",
-                media.reason.clone().unwrap_or_default(),
-            ));
-        }
-        MediaStatus::Available => {}
-    }
-    let size = media.size.unwrap_or(0);
-    if let Some(max) = state.max_media_response_bytes
-        && size > max
-    {
-        return Err(detailed(
-            413,
-            "media-too-large",
-            "The file is larger than this deployment serves in one response",
-            format!("{size} bytes; the limit is {max}"),
-        ));
-    }
-    let unavailable = |e: &dyn std::fmt::Display| {
-        tracing::error!(error = %e, "media read failed");
-        problem(
-            503,
-            "store-unavailable",
-            "The file store is unavailable; retry later",
-        )
-    };
-    let object = media.object_key.clone().ok_or_else(not_found)?;
-    let mut reader = state
-        .blobs
-        .open(&object)
-        .await
-        .map_err(|e| unavailable(&e))?
-        .ok_or_else(not_found)?;
-    let opener = match FileOpener::new(
-        &state.privacy.keys,
-        &tenant,
-        &media.media_id,
-        size,
-        reader.as_mut(),
-    )
-    .await
-    {
-        Ok(o) => o,
-        // Erased meanwhile: gone.
-        Err(relay_core::media::MediaError::Crypto(relay_core::crypto::CryptoError::Destroyed)) => {
-            return Err(not_found());
-        }
-        Err(e) => return Err(unavailable(&e)),
-    };
-    let stream = futures_util::stream::unfold(
-        (reader, opener, false),
-        |(mut reader, mut opener, failed)| async move {
-            if failed {
-                return None;
-            }
-            match opener.next(reader.as_mut()).await {
-                Ok(Some(chunk)) => Some((
-                    Ok::<_, std::io::Error>(Bytes::from(chunk)),
-                    (reader, opener, false),
-                )),
-                Ok(None) => None,
-                Err(e) => {
-                    // The headers are out already: end the body short (its length will not
-                    // match, so the client sees a broken transfer, never a wrong file).
-                    tracing::error!(error = %e, "media stream failed");
-                    Some((
-                        Err(std::io::Error::other("media stream failed")),
-                        (reader, opener, true),
-                    ))
-                }
-            }
-        },
-    );
-    tracing::info!(tenant = %tenant, contact = %contact_id, bytes = size, "media served");
-    let mut response = Response::new(axum::body::Body::from_stream(stream));
-    let h = response.headers_mut();
-    if let Ok(v) = header::HeaderValue::from_str(&safe_mime(media.mime_type.as_deref())) {
-        h.insert(header::CONTENT_TYPE, v);
-    }
-    h.insert(header::CONTENT_LENGTH, header::HeaderValue::from(size));
-    h.insert(
-        header::CACHE_CONTROL,
-        header::HeaderValue::from_static("no-store"),
-    );
-    h.insert(
-        "x-content-type-options",
-        header::HeaderValue::from_static("nosniff"),
-    );
-    let mime = safe_mime(media.mime_type.as_deref());
-    let how = match disposition {
-        Disposition::InlineMedia if renders_safely(&mime) => "inline",
-        _ => "attachment",
-    };
-    if let Ok(v) = header::HeaderValue::from_str(&format!(
-        "{how}; filename=\"{}\"",
-        safe_filename(filename.as_deref(), &media.media_id)
-    )) {
-        h.insert(header::CONTENT_DISPOSITION, v);
-    }
-    // A file is never a page: no script, no plugin, no framing, even if opened directly.
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        header::HeaderValue::from_static("default-src 'none'; sandbox; frame-ancestors 'none'"),
-    );
-    Ok((response, contact_id))
 }
 
 #[derive(Deserialize)]

@@ -111,10 +111,7 @@ impl StaffStore for DynamoStaffStore {
         };
         let tenant =
             TenantId::parse(tenant).map_err(|_| StoreError::Corrupt("staff tenant".into()))?;
-        Ok(self
-            .staff(&tenant, id)
-            .await?
-            .filter(|a| a.email == email))
+        Ok(self.staff(&tenant, id).await?.filter(|a| a.email == email))
     }
 
     async fn staff(&self, tenant: &TenantId, id: &str) -> Result<Option<StaffAccount>, StoreError> {
