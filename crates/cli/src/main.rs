@@ -1,6 +1,7 @@
 //! `relay`: run the pharmacy WhatsApp relay on one machine, and administer it locally or on AWS.
 
 mod backup;
+mod demo;
 mod dlq;
 mod http;
 mod metrics;
@@ -358,6 +359,10 @@ async fn run(cli: Cli, clock: Clock) -> anyhow::Result<()> {
                     "  demo staff sign-in: {} / {}",
                     serve::DEMO_STAFF_EMAIL,
                     serve::DEMO_STAFF_PASSWORD
+                );
+                println!(
+                    "  demo customer (write as a customer): {scheme}://{}/demo/customer",
+                    running.addr
                 );
             }
             for t in &config.tenants {

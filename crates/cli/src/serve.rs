@@ -68,9 +68,34 @@ pub async fn start(
         Clock::system(),
         config.server.key_backup_dir.as_ref().map(PathBuf::from),
     )?;
-    if demo {
-        seed_demo_staff(&local, config).await?;
-    }
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| {
+            format!("cannot listen on {listen} (in use? choose another with --listen)")
+        })?;
+    let addr = listener.local_addr()?;
+    // The demo's channel sends to the simulated WhatsApp on this very listener.
+    let mut config = config.clone();
+    let demo = if demo {
+        seed_demo_staff(&local, &config).await?;
+        let base = format!("http://{addr}");
+        let channel = config
+            .tenants
+            .first_mut()
+            .and_then(|t| t.channels.first_mut())
+            .context("the demo configuration has no channel")?;
+        channel.api_base_url = Some(format!("{base}{}", crate::demo::WHATSAPP_PATH));
+        Some(crate::demo::Demo::new(
+            base,
+            &channel.phone_number_id,
+            // The built-in demo's webhook token (public, like the demo itself).
+            "demo-webhook-token",
+            local.clock.clone(),
+        ))
+    } else {
+        None
+    };
+    let config = &config;
     let backends = local.backends(config);
     let router = backends.router();
     let sender = Arc::new(Sender::build(&backends)?);
@@ -94,14 +119,8 @@ pub async fn start(
         .merge(inbox_api::router(Inbox::build(&backends)?))
         .merge(relay_web::router(web))
         .merge(metrics)
+        .merge(demo.map(|d| d.router()).unwrap_or_default())
         .fallback(relay_http::not_found);
-
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| {
-            format!("cannot listen on {listen} (in use? choose another with --listen)")
-        })?;
-    let addr = listener.local_addr()?;
     let (shutdown, stop) = watch::channel(false);
 
     let router = Arc::new(router);

@@ -1165,3 +1165,140 @@ fn staff_commands_check_their_input_and_never_show_passwords() {
         .unwrap();
     assert!(String::from_utf8_lossy(&help.stdout).contains("--password-stdin"));
 }
+
+// ---- the first run -------------------------------------------------------------------------
+
+#[tokio::test]
+async fn the_demo_runs_the_whole_loop_without_a_whatsapp_account() {
+    // No relay.toml: the built-in demo, with its staff login and simulated WhatsApp.
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let log = std::fs::File::create(dir.path().join("serve.log")).unwrap();
+    let child = Command::new(RELAY)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .current_dir(dir.path())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let _server = Killed(child);
+    wait_for_port(port, "relay serve (demo)");
+    let url = format!("http://127.0.0.1:{port}");
+    // The listener is up a moment before the banner is printed.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let printed = std::fs::read_to_string(dir.path().join("serve.log")).unwrap();
+        if printed.contains("demo@apotheke.example / demo-apotheke") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the demo login is not printed: {printed}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // The new user writes as a customer …
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = http
+        .post(format!("{url}/demo/customer"))
+        .form(&[
+            ("name", "Erika Mustermann"),
+            ("text", "Ist mein Rezept da?"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 303);
+    let convs = conversations(&http, &url, "sk_demo_change_me", 1).await;
+    let cid = convs[0]["contact_id"].as_str().unwrap().to_owned();
+
+    // … signs in as the demo staff member and answers in the web inbox …
+    let staff = session(&url, ("demo@apotheke.example", "demo-apotheke")).await;
+    let page = staff
+        .http
+        .get(format!("{url}/inbox/c/{cid}"))
+        .header("cookie", &staff.cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("Ist mein Rezept da?"));
+    let r = staff
+        .http
+        .post(format!("{url}/inbox/c/{cid}/reply"))
+        .header("cookie", &staff.cookie)
+        .form(&[
+            ("csrf", staff.csrf.as_str()),
+            ("text", "Ja, es liegt bereit."),
+            ("nonce", &hidden(&page, "nonce")),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        r.headers()["location"]
+            .to_str()
+            .unwrap()
+            .contains("notice=queued"),
+        "the first reply is accepted (the window is open): {:?}",
+        r.headers()["location"]
+    );
+
+    // … and sees it reach the customer's phone and be read.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let phone = http
+            .get(format!("{url}/demo/customer"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let msgs: Value = http
+            .get(format!("{url}/v1/conversations/{cid}/messages"))
+            .bearer_auth("sk_demo_change_me")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let status = msgs["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["direction"] == "outbound")
+            .map(|m| m["status"].clone());
+        if phone.contains("Ja, es liegt bereit.") && status == Some(json!("read")) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the reply never reached read: {status:?}; phone: {phone}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[test]
+fn the_demo_refuses_to_serve_beyond_loopback() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(RELAY)
+        .args(["serve", "--listen", &format!("0.0.0.0:{}", free_port())])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("loopback") && err.contains("relay.toml"),
+        "{err}"
+    );
+}
