@@ -359,6 +359,8 @@ async fn staff_answer_customers_in_a_real_browser() {
     let cid = convs[0]["contact_id"].as_str().unwrap().to_owned();
 
     let (_driver, web) = browser().await;
+    web.goto(&format!("{url}/login")).await.unwrap();
+    screenshot(&web, "sign-in").await;
     sign_in(&web, &url, ANNA).await;
     wait_for_text(&web, "Erika Mustermann").await;
     assert!(
