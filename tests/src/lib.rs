@@ -500,9 +500,14 @@ pub async fn wire(clients: &relay_aws::Clients, d: &Deployment) -> anyhow::Resul
     let receiver = webhook_receiver::router(webhook_receiver::Receiver::build(
         &aws("webhook-receiver")?.backends(clock.clone()).await?,
     )?);
-    let inbox = inbox_api::router(inbox_api::Inbox::build(
+    // The API and the web inbox, as the function serves them (API Gateway: always HTTPS).
+    let inbox = inbox_api::function_router(
         &aws("inbox-api")?.backends_with_media(clock.clone()).await?,
-    )?);
+        relay_web::WebSettings {
+            always_https: true,
+            ..Default::default()
+        },
+    )?;
     let router = aws("message-router")?
         .backends(clock.clone())
         .await?

@@ -4,7 +4,6 @@
 
 use anyhow::Context;
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
-use inbox_api::Inbox;
 use relay_core::Clock;
 use relay_core::config::RelayConfig;
 pub use relay_embedded::Local;
@@ -106,18 +105,17 @@ pub async fn start(
             ("outbound", local.outbound.clone()),
         ],
     );
-    let web = relay_web::Web::build(
-        &backends,
-        relay_web::WebSettings {
-            idle_timeout_secs: config.session_idle_secs(),
-            trusted_proxies: config.trusted_proxies(),
-            always_https: config.server.tls.is_some(),
-            ..Default::default()
-        },
-    )?;
     let app = webhook_receiver::router(Receiver::build(&backends)?)
-        .merge(inbox_api::router(Inbox::build(&backends)?))
-        .merge(relay_web::router(web))
+        // The inbox API and the staff web inbox, as the inbox-api function serves them.
+        .merge(inbox_api::function_router(
+            &backends,
+            relay_web::WebSettings {
+                idle_timeout_secs: config.session_idle_secs(),
+                trusted_proxies: config.trusted_proxies(),
+                always_https: config.server.tls.is_some(),
+                ..Default::default()
+            },
+        )?)
         .merge(metrics)
         .merge(demo.map(|d| d.router()).unwrap_or_default())
         .fallback(relay_http::not_found);

@@ -127,6 +127,15 @@ pub fn router(state: Inbox) -> Router {
         .with_state(state)
 }
 
+/// What the inbox-api function serves: this API and the staff web inbox (`relay_web`), from
+/// one set of backends. The Lambda main and the end-to-end tests use it.
+pub fn function_router(
+    b: &relay_core::backends::Backends,
+    web: relay_web::WebSettings,
+) -> Result<Router, relay_core::backends::Missing> {
+    Ok(router(Inbox::build(b)?).merge(relay_web::router(relay_web::Web::build(b, web)?)))
+}
+
 /// The OpenAPI document of this API.
 pub const OPENAPI: &str = include_str!("../openapi.json");
 

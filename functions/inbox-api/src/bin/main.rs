@@ -1,7 +1,6 @@
 //! Lambda entry point: wiring only. Serves the inbox API and the staff web inbox (one
 //! function: they share the use cases, the stores and the warm instances).
 
-use inbox_api::{Inbox, router};
 use relay_telemetry::LogFormat;
 use std::net::{IpAddr, SocketAddr};
 
@@ -35,10 +34,7 @@ async fn main() -> Result<(), lambda_http::Error> {
         always_https: true,
         ..Default::default()
     };
-    let app = router(Inbox::build(&backends)?)
-        .merge(relay_web::router(relay_web::Web::build(
-            &backends, settings,
-        )?))
+    let app = inbox_api::function_router(&backends, settings)?
         .fallback(relay_http::not_found)
         .layer(axum::middleware::map_request(client_addr));
     lambda_http::run(app).await
