@@ -13,6 +13,8 @@
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
 use fantoccini::{Client as WebDriver, Locator};
+use relay_core::ports::AuditLog;
+use relay_core::staff::StaffStore;
 use serde_json::{Value, json};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -1302,5 +1304,115 @@ fn the_demo_refuses_to_serve_beyond_loopback() {
     assert!(
         err.contains("loopback") && err.contains("relay.toml"),
         "{err}"
+    );
+}
+
+#[tokio::test]
+async fn staff_commands_work_against_an_aws_deployment() {
+    let moto = relay_e2e::Moto::start().unwrap();
+    let clients = moto.clients().await;
+    let d = relay_e2e::deploy(&clients, "staffcli", 5, &config("http://127.0.0.1:9"))
+        .await
+        .unwrap();
+    let run = |args: &[&str], stdin: Option<&str>| {
+        let mut child = Command::new(RELAY)
+            .arg("staff")
+            .args(args)
+            .args([
+                "--aws",
+                "--table",
+                &d.table,
+                "--audit-table",
+                &d.audit_table,
+            ])
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_REGION", "eu-central-1")
+            .env("AWS_ENDPOINT_URL", &moto.endpoint)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut input = child.stdin.take().unwrap();
+        if let Some(s) = stdin {
+            input.write_all(s.as_bytes()).unwrap();
+        }
+        drop(input);
+        child.wait_with_output().unwrap()
+    };
+    let out = run(
+        &[
+            "add",
+            "--tenant",
+            "linden-apotheke",
+            "--email",
+            BERT.0,
+            "--password-stdin",
+        ],
+        Some(&format!("{}\n", BERT.1)),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(
+        &[
+            "add",
+            "--tenant",
+            "no-such-apotheke",
+            "--email",
+            "x@y.example",
+        ],
+        None,
+    );
+    assert!(
+        !out.status.success(),
+        "a tenant not in the table is refused"
+    );
+    let listed = run(&["list", "--tenant", "linden-apotheke", "--json"], None);
+    let listed = String::from_utf8_lossy(&listed.stdout).to_string();
+    assert!(
+        listed.contains(BERT.0) && listed.contains("\"role\":\"staff\""),
+        "{listed}"
+    );
+    // Written where the deployed inbox reads it, with the password hashed.
+    let account = clients
+        .staff_store(&d.table)
+        .staff_by_email(BERT.0)
+        .await
+        .unwrap()
+        .expect("the account is in the table");
+    assert!(relay_core::staff::verify_password(
+        BERT.1,
+        &account.password_hash
+    ));
+    let audit = clients
+        .audit_log(&d.audit_table)
+        .list(None, 10, relay_core::Clock::system().now())
+        .await
+        .unwrap();
+    assert!(
+        audit
+            .iter()
+            .any(|e| e.action == "staff.add" && e.actor == "cli")
+    );
+    let out = run(
+        &["remove", "--tenant", "linden-apotheke", "--email", BERT.0],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        clients
+            .staff_store(&d.table)
+            .staff_by_email(BERT.0)
+            .await
+            .unwrap()
+            .is_none()
     );
 }
