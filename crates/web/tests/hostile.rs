@@ -48,9 +48,7 @@ fn message(
     contact: &ContactId,
     p: &relay_core::ids::Pseudonymizer,
     n: usize,
-    kind: &str,
-    text: Option<String>,
-    content: Value,
+    (kind, text, content): (&str, Option<String>, Value),
     now: i64,
 ) -> StoredMessage {
     let wamid = format!("wamid.HOSTILE{n}");
@@ -135,8 +133,8 @@ async fn customer_text_never_becomes_markup() {
                 json!({"unsupported": {"type": payload}}),
             ),
         ];
-        for (n, (kind, text, content)) in kinds.into_iter().enumerate() {
-            let m = message(&tenant, &contact, p, i * 100 + n, kind, text, content, now);
+        for (n, item) in kinds.into_iter().enumerate() {
+            let m = message(&tenant, &contact, p, i * 100 + n, item, now);
             let update = ContactUpdate {
                 contact_id: contact.clone(),
                 phone_number_id: "106540352242922".into(),
