@@ -1416,3 +1416,174 @@ async fn staff_commands_work_against_an_aws_deployment() {
             .is_none()
     );
 }
+
+#[tokio::test]
+async fn admins_export_and_erase_a_contact_from_the_inbox() {
+    let fake = relay_e2e::fake::Fake::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("relay.toml"), config(&fake.url)).unwrap();
+    add_staff(dir.path(), "apotheke-am-markt", ANNA);
+    let chef = ("chef@apotheke-am-markt.example", "Chef-Apotheker-2026");
+    let out = staff(
+        dir.path(),
+        &[
+            "add",
+            "--tenant",
+            "apotheke-am-markt",
+            "--email",
+            chef.0,
+            "--role",
+            "admin",
+            "--password-stdin",
+        ],
+        Some(chef.1),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (_server, url) = serve(dir.path());
+    let http = reqwest::Client::new();
+    let now = relay_core::Clock::system().now();
+    post_hook(
+        &http,
+        &url,
+        CHANNEL_A,
+        "hook-a",
+        &inbound(
+            CHANNEL_A,
+            "Erika Mustermann",
+            "4915112345678",
+            text(
+                "4915112345678",
+                "wamid.P1",
+                now,
+                "Mein Rezept für Ibuprofen",
+            ),
+        ),
+    )
+    .await;
+    let cid = conversations(&http, &url, "sk_inbox_test_a_0123456789", 1).await[0]["contact_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // Staff without the admin role: neither export nor erase, and no controls on the page.
+    let anna = session(&url, ANNA).await;
+    let page = anna
+        .http
+        .get(format!("{url}/inbox/c/{cid}"))
+        .header("cookie", &anna.cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !page.contains("/erase"),
+        "the erase form is for admins only"
+    );
+    let r = anna
+        .http
+        .get(format!("{url}/inbox/c/{cid}/export"))
+        .header("cookie", &anna.cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+    let r = anna
+        .http
+        .post(format!("{url}/inbox/c/{cid}/erase"))
+        .header("cookie", &anna.cookie)
+        .form(&[("csrf", anna.csrf.as_str()), ("confirm", "LÖSCHEN")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+
+    // An admin exports everything, then erases (only with the confirmation word).
+    let chef = session(&url, chef).await;
+    let r = chef
+        .http
+        .get(format!("{url}/inbox/c/{cid}/export"))
+        .header("cookie", &chef.cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(
+        r.headers()["content-disposition"]
+            .to_str()
+            .unwrap()
+            .starts_with("attachment")
+    );
+    let doc = r.text().await.unwrap();
+    assert!(
+        doc.contains("Mein Rezept für Ibuprofen") && doc.contains("Erika Mustermann"),
+        "{doc}"
+    );
+    let r = chef
+        .http
+        .post(format!("{url}/inbox/c/{cid}/erase"))
+        .header("cookie", &chef.cookie)
+        .form(&[("csrf", chef.csrf.as_str()), ("confirm", "ja")])
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        r.headers()["location"]
+            .to_str()
+            .unwrap()
+            .contains("error=confirm-erase")
+    );
+    assert_eq!(
+        chef.http
+            .get(format!("{url}/inbox/c/{cid}"))
+            .header("cookie", &chef.cookie)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        200,
+        "not erased without the word"
+    );
+    let r = chef
+        .http
+        .post(format!("{url}/inbox/c/{cid}/erase"))
+        .header("cookie", &chef.cookie)
+        .form(&[("csrf", chef.csrf.as_str()), ("confirm", "löschen")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["location"], "/inbox?notice=erased");
+    assert_eq!(
+        chef.http
+            .get(format!("{url}/inbox/c/{cid}"))
+            .header("cookie", &chef.cookie)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        404,
+        "erased"
+    );
+    assert!(
+        conversations(&http, &url, "sk_inbox_test_a_0123456789", 0)
+            .await
+            .is_empty()
+    );
+    let out = Command::new(RELAY)
+        .args(["audit", "--data-dir", "data", "--json"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let audit = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        audit.contains("web.contact.export") && audit.contains("web.contact.erase"),
+        "{audit}"
+    );
+}

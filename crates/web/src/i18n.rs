@@ -70,6 +70,13 @@ pub struct Texts {
     pub not_found: &'static str,
     pub csrf_refused: &'static str,
     pub you: &'static str,
+    pub privacy: &'static str,
+    pub export: &'static str,
+    pub erase: &'static str,
+    pub erase_hint: &'static str,
+    pub erase_confirm_missing: &'static str,
+    pub erased: &'static str,
+    pub admins_only: &'static str,
 }
 
 pub const DE: Texts = Texts {
@@ -124,6 +131,13 @@ pub const DE: Texts = Texts {
     not_found: "Diese Unterhaltung gibt es nicht (mehr).",
     csrf_refused: "Die Seite war veraltet. Bitte neu laden und erneut versuchen.",
     you: "Apotheke",
+    privacy: "Datenschutz (Admin)",
+    export: "Alle Daten exportieren (JSON)",
+    erase: "Endgültig löschen",
+    erase_hint: "Löscht die Person mit allen Nachrichten und Dateien (Art. 17 DSGVO); nicht rückgängig zu machen. Zur Bestätigung LÖSCHEN eingeben:",
+    erase_confirm_missing: "Nicht gelöscht: zur Bestätigung LÖSCHEN eingeben.",
+    erased: "Die Person und alle ihre Daten sind gelöscht.",
+    admins_only: "Nur für Admins.",
 };
 
 pub const EN: Texts = Texts {
@@ -178,6 +192,13 @@ pub const EN: Texts = Texts {
     not_found: "This conversation does not exist (any more).",
     csrf_refused: "The page was out of date. Reload it and try again.",
     you: "Pharmacy",
+    privacy: "Privacy (admin)",
+    export: "Export all data (JSON)",
+    erase: "Erase for good",
+    erase_hint: "Erases the person with every message and file (GDPR Art. 17); cannot be undone. Type ERASE to confirm:",
+    erase_confirm_missing: "Not erased: type ERASE to confirm.",
+    erased: "The person and all their data are erased.",
+    admins_only: "Admins only.",
 };
 
 pub fn texts(lang: Lang) -> &'static Texts {

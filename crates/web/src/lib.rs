@@ -69,6 +69,8 @@ pub struct Web {
     pub blobs: Arc<dyn BlobStore>,
     pub keys: Arc<Keyring>,
     pub max_media_response_bytes: Option<u64>,
+    /// Export and erasure (admins only).
+    pub privacy: relay_core::privacy::Privacy,
     pub staff: Arc<dyn StaffStore>,
     pub clock: Clock,
     pub settings: Arc<WebSettings>,
@@ -85,6 +87,7 @@ impl Web {
             blobs: b.blobs()?,
             keys: b.keys.clone(),
             max_media_response_bytes: b.limits.max_media_response_bytes,
+            privacy: b.privacy()?,
             staff: b.staff()?,
             clock: b.clock.clone(),
             settings: Arc::new(settings),
@@ -106,6 +109,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/inbox/c/{contact_id}/messages"),
     ("POST", "/inbox/c/{contact_id}/reply"),
     ("POST", "/inbox/c/{contact_id}/read"),
+    ("GET", "/inbox/c/{contact_id}/export"),
+    ("POST", "/inbox/c/{contact_id}/erase"),
     ("GET", "/inbox/media/{media_id}"),
     ("GET", "/assets/{file}"),
 ];
@@ -124,6 +129,8 @@ pub fn router(web: Web) -> Router {
         .route("/inbox/c/{contact_id}/messages", get(messages_fragment))
         .route("/inbox/c/{contact_id}/reply", post(reply))
         .route("/inbox/c/{contact_id}/read", post(mark_read))
+        .route("/inbox/c/{contact_id}/export", get(export_contact))
+        .route("/inbox/c/{contact_id}/erase", post(erase_contact))
         .route("/inbox/media/{media_id}", get(media))
         .route("/assets/{file}", get(assets::asset))
         .layer(middleware::map_response(security_headers))

@@ -270,6 +270,7 @@ pub(crate) async fn set_language(Path(lang): Path<String>, Query(q): Query<LangQ
 pub(crate) struct ListQuery {
     filter: Option<String>,
     cursor: Option<String>,
+    notice: Option<String>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -410,6 +411,7 @@ struct InboxPage<'a> {
     list_etag: String,
     list_poll: Option<String>,
     searched: Option<String>,
+    list_notice: Option<&'a str>,
     open: Option<OpenConversation>,
     messages_etag: String,
 }
@@ -469,9 +471,17 @@ pub(crate) async fn inbox_page(
     .await;
     let list_etag = etag_of(&list_fragment_html(t, &list));
     let list_poll = Some(list_poll_url(&list, None));
-    page(&web, &signed, list, list_etag, list_poll, None, None)
+    let notice = q
+        .notice
+        .as_deref()
+        .filter(|n| *n == "erased")
+        .map(|_| t.erased);
+    page(
+        &web, &signed, list, list_etag, list_poll, None, notice, None,
+    )
 }
 
+#[allow(clippy::too_many_arguments)] // one page's parts, each from its own handler
 fn page(
     web: &Web,
     signed: &Signed,
@@ -479,6 +489,7 @@ fn page(
     list_etag: String,
     list_poll: Option<String>,
     searched: Option<String>,
+    list_notice: Option<&str>,
     open: Option<OpenConversation>,
 ) -> Response {
     let t = texts(signed.lang);
@@ -496,6 +507,7 @@ fn page(
         list_etag,
         list_poll,
         searched,
+        list_notice,
         open,
         messages_etag,
     })
@@ -534,7 +546,16 @@ pub(crate) async fn search(
         200,
     )
     .await;
-    page(&web, &signed, list, String::new(), None, Some(q), None)
+    page(
+        &web,
+        &signed,
+        list,
+        String::new(),
+        None,
+        Some(q),
+        None,
+        None,
+    )
 }
 
 /// A background refresh: 304 when nothing changed (and nothing new was shown: no audit entry),
@@ -607,6 +628,7 @@ fn refusal_text(slug: &str, t: &Texts) -> Option<&'static str> {
         "window-closed" => Some(t.window_closed_notice),
         "opted-out" => Some(t.opted_out_notice),
         "csrf" => Some(t.csrf_refused),
+        "confirm-erase" => Some(t.erase_confirm_missing),
         "" => None,
         _ => Some(t.reply_refused),
     }
@@ -722,7 +744,16 @@ pub(crate) async fn conversation_page(
     };
     let list_etag = etag_of(&list_fragment_html(t, &list));
     let list_poll = Some(list_poll_url(&list, Some(contact.as_str())));
-    page(&web, &signed, list, list_etag, list_poll, None, Some(open))
+    page(
+        &web,
+        &signed,
+        list,
+        list_etag,
+        list_poll,
+        None,
+        None,
+        Some(open),
+    )
 }
 
 pub(crate) async fn messages_fragment(
@@ -966,5 +997,103 @@ pub(crate) async fn media(
             .await;
             p.into_response()
         }
+    }
+}
+
+fn admins_only(signed: &Signed) -> Option<Response> {
+    (signed.account.role != staff::Role::Admin).then(|| {
+        tracing::warn!(tenant = %signed.tenant(), "privacy action refused: not an admin");
+        (StatusCode::FORBIDDEN, texts(signed.lang).admins_only).into_response()
+    })
+}
+
+/// Everything the relay holds about the contact, decrypted, as a JSON download (GDPR Art. 15
+/// and 20). Admins only.
+pub(crate) async fn export_contact(
+    State(web): State<Web>,
+    signed: Signed,
+    Path(contact_id): Path<String>,
+) -> Response {
+    if let Some(refused) = admins_only(&signed) {
+        return refused;
+    }
+    let t = texts(signed.lang);
+    let Ok(contact) = ContactId::parse(&contact_id) else {
+        return (StatusCode::NOT_FOUND, t.not_found).into_response();
+    };
+    let tenant = signed.tenant().clone();
+    match web.privacy.export(&tenant, &contact, web.clock.now()).await {
+        Ok(Some(doc)) => {
+            audit(
+                &web,
+                &tenant,
+                signed.actor(),
+                "web.contact.export",
+                Some(contact.to_string()),
+                200,
+            )
+            .await;
+            let mut r = axum::Json(doc).into_response();
+            if let Ok(v) =
+                HeaderValue::from_str(&format!("attachment; filename=\"{contact}.json\""))
+            {
+                r.headers_mut().insert(header::CONTENT_DISPOSITION, v);
+            }
+            r
+        }
+        Ok(None) => (StatusCode::NOT_FOUND, t.not_found).into_response(),
+        Err(e) => unavailable(e),
+    }
+}
+
+#[derive(Deserialize)]
+pub(crate) struct EraseForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    confirm: String,
+}
+
+/// The words that confirm an erasure (typed by hand: erasure cannot be undone).
+const ERASE_WORDS: &[&str] = &["LÖSCHEN", "LOESCHEN", "ERASE"];
+
+/// Erases the contact (GDPR Art. 17): its data key destroyed, every item and file deleted.
+/// Admins only, with the confirmation word typed.
+pub(crate) async fn erase_contact(
+    State(web): State<Web>,
+    headers: HeaderMap,
+    signed: Signed,
+    Path(contact_id): Path<String>,
+    Form(form): Form<EraseForm>,
+) -> Response {
+    if !check_csrf(&signed, &form.csrf, &headers) {
+        return csrf_refused(&signed);
+    }
+    if let Some(refused) = admins_only(&signed) {
+        return refused;
+    }
+    let t = texts(signed.lang);
+    let Ok(contact) = ContactId::parse(&contact_id) else {
+        return (StatusCode::NOT_FOUND, t.not_found).into_response();
+    };
+    if !ERASE_WORDS.contains(&form.confirm.trim().to_uppercase().as_str()) {
+        return back_to(&contact, "?error=confirm-erase");
+    }
+    let tenant = signed.tenant().clone();
+    match web.privacy.erase(&tenant, &contact, web.clock.now()).await {
+        Ok(_) => {
+            audit(
+                &web,
+                &tenant,
+                signed.actor(),
+                "web.contact.erase",
+                Some(contact.to_string()),
+                200,
+            )
+            .await;
+            tracing::info!(tenant = %tenant, contact = %contact, "contact erased from the web inbox");
+            see_other("/inbox?notice=erased")
+        }
+        Err(e) => unavailable(e),
     }
 }
