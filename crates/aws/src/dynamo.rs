@@ -20,6 +20,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValue, TransactWriteIte
 use relay_core::ids::{ContactId, TenantId};
 use relay_core::ports::StoreError;
 use relay_core::ports::{ErasureStore, InboundLog, InboxReads, MediaLedger, OutboundLedger};
+
 use relay_core::records::*;
 use relay_core::webhook::{ApiError, DeliveryStatus};
 use std::collections::HashMap;
@@ -31,6 +32,7 @@ mod inbox;
 mod media;
 mod outbound;
 mod staff;
+mod team;
 pub use staff::DynamoStaffStore;
 
 pub(crate) type Item = HashMap<String, AttributeValue>;

@@ -480,6 +480,40 @@ async fn staff_answer_customers_in_a_real_browser() {
         json!(true),
         "the status arrived by a reload, not by itself"
     );
+    // The team's side: assign to Anna with a label, and an internal note.
+    web.find(Locator::Id("assignee"))
+        .await
+        .unwrap()
+        .select_by_index(1)
+        .await
+        .unwrap();
+    web.find(Locator::Id("label-0"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    web.find(Locator::Id("team-save"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for_text(&web, "@anna").await;
+    web.find(Locator::Id("note"))
+        .await
+        .unwrap()
+        .send_keys("Rezept liegt im Fach 3.")
+        .await
+        .unwrap();
+    web.find(Locator::Id("add-note"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for_text(&web, "Rezept liegt im Fach 3.").await;
+    wait_for_text(&web, "Interne Notiz").await;
     screenshot(&web, "conversation").await;
 
     // A double submit of one form sends one reply: the form's nonce is its idempotency key.
@@ -1586,4 +1620,199 @@ async fn admins_export_and_erase_a_contact_from_the_inbox() {
         audit.contains("web.contact.export") && audit.contains("web.contact.erase"),
         "{audit}"
     );
+}
+
+#[tokio::test]
+async fn the_team_assigns_labels_closes_and_notes_without_writing_to_the_customer() {
+    let fake = relay_e2e::fake::Fake::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("relay.toml"), config(&fake.url)).unwrap();
+    add_staff(dir.path(), "apotheke-am-markt", ANNA);
+    let (_server, url) = serve(dir.path());
+    let http = reqwest::Client::new();
+    let now = relay_core::Clock::system().now();
+    let erika = "4915112345678";
+    post_hook(
+        &http,
+        &url,
+        CHANNEL_A,
+        "hook-a",
+        &inbound(
+            CHANNEL_A,
+            "Erika Mustermann",
+            erika,
+            text(erika, "wamid.T1", now - 30, "Rezept für Oma"),
+        ),
+    )
+    .await;
+    let cid = conversations(&http, &url, "sk_inbox_test_a_0123456789", 1).await[0]["contact_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let anna = session(&url, ANNA).await;
+    let get = |path: String| {
+        let anna = &anna;
+        async move {
+            anna.http
+                .get(format!("{}{path}", anna.url))
+                .header("cookie", &anna.cookie)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        }
+    };
+    let page = get(format!("/inbox/c/{cid}")).await;
+    let me = {
+        let start = page.find("<option value=\"st_").unwrap() + "<option value=\"".len();
+        page[start..start + page[start..].find('"').unwrap()].to_owned()
+    };
+    let post = |path: String, form: Vec<(&'static str, String)>| {
+        let anna = &anna;
+        async move {
+            let mut form = form;
+            form.push(("csrf", anna.csrf.clone()));
+            anna.http
+                .post(format!("{}{path}", anna.url))
+                .header("cookie", &anna.cookie)
+                .form(&form)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    // Assign to me with the label "Rezept".
+    let r = post(
+        format!("/inbox/c/{cid}/team"),
+        vec![("assignee", me.clone()), ("l0", "on".into())],
+    )
+    .await;
+    assert_eq!(r.status().as_u16(), 303);
+    let mine = get("/inbox/list?filter=mine".into()).await;
+    assert!(
+        mine.contains(&cid) && mine.contains("Rezept") && mine.contains("@anna"),
+        "{mine}"
+    );
+    assert!(
+        !get("/inbox/list?filter=unassigned".into())
+            .await
+            .contains(&cid)
+    );
+    assert!(get("/inbox/list?filter=label0".into()).await.contains(&cid));
+    assert!(!get("/inbox/list?filter=label1".into()).await.contains(&cid));
+    // Another tenant's staff id cannot be assigned.
+    let r = post(
+        format!("/inbox/c/{cid}/team"),
+        vec![("assignee", "st_00000000000000000000000000000000".into())],
+    )
+    .await;
+    assert!(
+        r.headers()["location"]
+            .to_str()
+            .unwrap()
+            .contains("error=refused")
+    );
+
+    // An internal note: shown as a note, never sent, in the export.
+    let sends = fake.requests().len();
+    let r = post(
+        format!("/inbox/c/{cid}/notes"),
+        vec![
+            ("text", "Oma holt am Freitag ab".into()),
+            ("nonce", "n-1".into()),
+        ],
+    )
+    .await;
+    assert_eq!(r.status().as_u16(), 303);
+    let r = post(
+        format!("/inbox/c/{cid}/notes"),
+        vec![
+            ("text", "Oma holt am Freitag ab".into()),
+            ("nonce", "n-1".into()),
+        ],
+    )
+    .await;
+    assert_eq!(r.status().as_u16(), 303, "the same form again");
+    let page = get(format!("/inbox/c/{cid}")).await;
+    assert_eq!(
+        page.matches("Oma holt am Freitag ab").count(),
+        1,
+        "one note for one form"
+    );
+    assert!(page.contains("class=\"msg note\""));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        fake.requests().len(),
+        sends,
+        "a note is never sent to WhatsApp"
+    );
+
+    // Closed: out of the open list, in the closed one; a new customer message reopens it.
+    // (The form sends the whole state: assignee, labels and the closed box.)
+    let r = post(
+        format!("/inbox/c/{cid}/team"),
+        vec![
+            ("assignee", me.clone()),
+            ("l0", "on".into()),
+            ("closed", "1".into()),
+        ],
+    )
+    .await;
+    assert_eq!(r.status().as_u16(), 303);
+    assert!(
+        !get("/inbox/list".into()).await.contains(&cid),
+        "closed conversations leave the open list"
+    );
+    assert!(get("/inbox/list?filter=closed".into()).await.contains(&cid));
+    post_hook(
+        &http,
+        &url,
+        CHANNEL_A,
+        "hook-a",
+        &inbound(
+            CHANNEL_A,
+            "Erika Mustermann",
+            erika,
+            text(erika, "wamid.T2", now + 5, "Doch noch eine Frage"),
+        ),
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !get("/inbox/list".into()).await.contains(&cid) {
+        assert!(
+            Instant::now() < deadline,
+            "a new message did not reopen the conversation"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The team's data is the contact's: exported with it (by an admin, via the API here).
+    let export: Value = http
+        .get(format!("{url}/v1/contacts/{cid}/export"))
+        .bearer_auth("sk_inbox_test_a_0123456789")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(export["notes"][0]["text"], "Oma holt am Freitag ab");
+    assert_eq!(export["team"]["labels"], json!(["Rezept"]));
+    // Sealed at rest: the note's text is not in the database file.
+    let db = std::fs::read(dir.path().join("data/relay.db")).unwrap();
+    assert!(
+        !String::from_utf8_lossy(&db).contains("Oma holt"),
+        "the note is sealed at rest"
+    );
+    // And erased with the contact.
+    let r = http
+        .delete(format!("{url}/v1/contacts/{cid}"))
+        .bearer_auth("sk_inbox_test_a_0123456789")
+        .send()
+        .await
+        .unwrap();
+    let receipt: Value = r.json().await.unwrap();
+    assert_eq!(receipt["deleted"]["notes"], 1, "{receipt}");
 }

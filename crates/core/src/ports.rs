@@ -66,12 +66,12 @@ pub trait JobControl: Send + Sync {
 /// (each consumer depends on the ones it uses); every store implements all five, and so
 /// [`MessageStore`]. Every write is idempotent: the same input twice has the effect of once.
 pub trait MessageStore:
-    InboundLog + InboxReads + OutboundLedger + MediaLedger + ErasureStore
+    InboundLog + InboxReads + OutboundLedger + MediaLedger + ErasureStore + TeamBoard
 {
 }
 
-impl<T: InboundLog + InboxReads + OutboundLedger + MediaLedger + ErasureStore + ?Sized> MessageStore
-    for T
+impl<T: InboundLog + InboxReads + OutboundLedger + MediaLedger + ErasureStore + TeamBoard + ?Sized>
+    MessageStore for T
 {
 }
 
@@ -80,6 +80,7 @@ impl<T: InboundLog + InboxReads + OutboundLedger + MediaLedger + ErasureStore + 
 pub mod store_roles {
     pub use super::{
         ErasureStore as _, InboundLog as _, InboxReads as _, MediaLedger as _, OutboundLedger as _,
+        TeamBoard as _,
     };
 }
 
@@ -310,6 +311,38 @@ pub trait ErasureStore: Send + Sync {
         contact: &ContactId,
         identity_keys: &[String],
     ) -> Result<ErasedItems, StoreError>;
+}
+
+/// The team's side of a conversation (the web inbox): assignment, labels, closed, and
+/// internal notes. In the contact's data: sealed with its key, exported, erased with it.
+#[async_trait]
+pub trait TeamBoard: Send + Sync {
+    /// The conversation's team state, unless none was set or it expired.
+    async fn team_state(
+        &self,
+        tenant: &TenantId,
+        contact: &ContactId,
+        now: i64,
+    ) -> Result<Option<TeamState>, StoreError>;
+
+    /// Replaces the team state, unless the stored one is newer (`updated_at`).
+    async fn set_team_state(
+        &self,
+        tenant: &TenantId,
+        contact: &ContactId,
+        state: &TeamState,
+    ) -> Result<(), StoreError>;
+
+    /// Stores a note once (by its id).
+    async fn add_note(&self, tenant: &TenantId, note: &Note) -> Result<Recorded, StoreError>;
+
+    /// A conversation's notes, oldest first; expired ones are left out.
+    async fn notes(
+        &self,
+        tenant: &TenantId,
+        contact: &ContactId,
+        now: i64,
+    ) -> Result<Vec<Note>, StoreError>;
 }
 
 /// The audit log: append-only (adapters have no update or delete), read by operators.

@@ -91,6 +91,9 @@ impl Privacy {
         // Oldest first reads naturally in a document.
         messages.reverse();
         let consent = self.store.consent_ledger(tenant, contact, now).await?;
+        // What the pharmacy's team recorded about the conversation (web inbox).
+        let team = self.store.team_state(tenant, contact, now).await?;
+        let notes = self.store.notes(tenant, contact, now).await?;
         let c = &record.conversation;
         Ok(Some(json!({
             "format": EXPORT_FORMAT,
@@ -109,6 +112,8 @@ impl Privacy {
             },
             "messages": messages,
             "consent": consent,
+            "team": team,
+            "notes": notes,
         })))
     }
 

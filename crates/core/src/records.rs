@@ -169,6 +169,9 @@ pub struct ErasedItems {
     pub identities: usize,
     /// Message pointers, idempotency keys and other index items.
     pub index_items: usize,
+    /// Internal notes of the team (and its state of the conversation).
+    #[serde(default)]
+    pub notes: usize,
 }
 
 impl ErasedItems {
@@ -293,4 +296,34 @@ pub mod cursor {
         let parts: Vec<String> = text.split('\n').map(str::to_owned).collect();
         (parts.len() == n).then_some(parts)
     }
+}
+
+/// The team's own state of a conversation (the web inbox): who handles it, its labels, and
+/// whether it is closed. Never sent to WhatsApp; erased with the contact.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct TeamState {
+    /// The staff id it is assigned to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assignee: Option<String>,
+    /// E.g. "Rezept", "Bestellung", "Abholbereit" (sealed: they say something about the person).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<String>,
+    #[serde(default)]
+    pub closed: bool,
+    /// When the team last changed it (a customer's newer message reopens a closed one).
+    pub updated_at: i64,
+    pub expires_at: i64,
+}
+
+/// An internal note on a conversation: written by staff for staff, never sent to WhatsApp.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Note {
+    /// `n_` + 32 hex digits; the same id twice is one note.
+    pub id: String,
+    pub contact_id: ContactId,
+    /// The staff id of its author.
+    pub author: String,
+    pub text: String,
+    pub created_at: i64,
+    pub expires_at: i64,
 }

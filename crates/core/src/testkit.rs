@@ -574,6 +574,7 @@ rules_table!(
     events_and_quarantine_are_kept_once,
     contacts_consent_away_replies_and_outbound,
     erasure_deletes_one_contact_entirely,
+    team_state_and_notes_are_kept_per_conversation,
 );
 
 /// Runs every rule in turn against one `store` (which must be empty), naming each: for a
@@ -600,7 +601,8 @@ macro_rules! store_rules {
             expired_data_is_never_read,
             events_and_quarantine_are_kept_once,
             contacts_consent_away_replies_and_outbound,
-            erasure_deletes_one_contact_entirely
+            erasure_deletes_one_contact_entirely,
+            team_state_and_notes_are_kept_per_conversation
         );
     };
     (@each $make:expr; $($rule:ident),*) => {
@@ -1337,4 +1339,122 @@ pub async fn staff_store_rules(store: &dyn crate::staff::StaffStore) {
     );
     assert_eq!(store.sign_in_failures("acct:x", 7).await.expect("get"), 3);
     assert_eq!(store.sign_in_failures("acct:y", 7).await.expect("get"), 0);
+}
+
+/// The team's state of a conversation and its notes: per tenant and contact, newer states win,
+/// notes once by id and oldest first, expired ones never read, all gone with the contact.
+pub async fn team_state_and_notes_are_kept_per_conversation(store: &dyn MessageStore) {
+    let p = Pseudonymizer::new([9; 32]);
+    let (t, other) = (tenant("conf-team"), tenant("conf-team-other"));
+    let c = contact_for(store, &p, &t, "4915200000009").await;
+    let d = contact_for(store, &p, &t, "4915200000010").await;
+    assert_eq!(store.team_state(&t, &c, NOW).await.expect("read"), None);
+    let state = TeamState {
+        assignee: Some("st_anna".into()),
+        labels: vec!["Rezept".into(), "Abholbereit".into()],
+        closed: false,
+        updated_at: NOW,
+        expires_at: LATER,
+    };
+    store.set_team_state(&t, &c, &state).await.expect("set");
+    assert_eq!(
+        store.team_state(&t, &c, NOW).await.expect("read"),
+        Some(state.clone())
+    );
+    let older = TeamState {
+        closed: true,
+        updated_at: NOW - 10,
+        ..state.clone()
+    };
+    store
+        .set_team_state(&t, &c, &older)
+        .await
+        .expect("set older");
+    assert_eq!(
+        store.team_state(&t, &c, NOW).await.expect("read"),
+        Some(state.clone()),
+        "an older state does not overwrite a newer one"
+    );
+    let closed = TeamState {
+        closed: true,
+        assignee: None,
+        updated_at: NOW + 5,
+        ..state.clone()
+    };
+    store
+        .set_team_state(&t, &c, &closed)
+        .await
+        .expect("set newer");
+    assert_eq!(
+        store.team_state(&t, &c, NOW).await.expect("read"),
+        Some(closed.clone())
+    );
+    assert_eq!(
+        store.team_state(&t, &d, NOW).await.expect("read"),
+        None,
+        "per contact"
+    );
+    assert_eq!(
+        store.team_state(&other, &c, NOW).await.expect("read"),
+        None,
+        "per tenant"
+    );
+    assert_eq!(
+        store.team_state(&t, &c, LATER).await.expect("read"),
+        None,
+        "expired"
+    );
+
+    let note = |id: &str, contact: &ContactId, at: i64, expires_at: i64| Note {
+        id: id.into(),
+        contact_id: contact.clone(),
+        author: "st_anna".into(),
+        text: format!("note {id}"),
+        created_at: at,
+        expires_at,
+    };
+    let second = note("n_2", &c, NOW + 2, LATER);
+    let first = note("n_1", &c, NOW + 1, LATER);
+    assert_eq!(
+        store.add_note(&t, &second).await.expect("add"),
+        Recorded::New
+    );
+    assert_eq!(
+        store.add_note(&t, &first).await.expect("add"),
+        Recorded::New
+    );
+    assert_eq!(
+        store.add_note(&t, &first).await.expect("again"),
+        Recorded::Duplicate
+    );
+    store
+        .add_note(&t, &note("n_old", &c, NOW, NOW + 1))
+        .await
+        .expect("add");
+    store
+        .add_note(&t, &note("n_d", &d, NOW, LATER))
+        .await
+        .expect("add");
+    assert_eq!(
+        store.notes(&t, &c, NOW + 1).await.expect("notes"),
+        vec![first.clone(), second.clone()],
+        "oldest first, once each, expired left out, only this contact's"
+    );
+    assert!(
+        store
+            .notes(&other, &c, NOW)
+            .await
+            .expect("notes")
+            .is_empty()
+    );
+
+    let erased = store.erase_contact(&t, &c, &[]).await.expect("erase");
+    assert!(erased.notes >= 2, "{erased:?}");
+    assert_eq!(store.team_state(&t, &c, NOW).await.expect("read"), None);
+    assert!(store.notes(&t, &c, NOW).await.expect("notes").is_empty());
+    assert_eq!(
+        store.notes(&t, &d, NOW).await.expect("notes").len(),
+        1,
+        "another contact's stay"
+    );
 }

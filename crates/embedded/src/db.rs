@@ -16,6 +16,7 @@ const MIGRATION_STEPS: &[M<'static>] = &[
         "../migrations/0002_audit_trigger_on_relay_clock.sql"
     )),
     M::up(include_str!("../migrations/0003_staff.sql")),
+    M::up(include_str!("../migrations/0004_team.sql")),
 ];
 const MIGRATIONS: Migrations<'static> = Migrations::from_slice(MIGRATION_STEPS);
 

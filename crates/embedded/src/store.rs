@@ -17,6 +17,7 @@ mod inbound;
 mod inbox;
 mod media;
 mod outbound;
+mod team;
 
 #[derive(Clone)]
 pub struct SqliteMessageStore {
@@ -87,6 +88,8 @@ impl SqliteMessageStore {
             "uploads",
             "staff_sessions",
             "sign_in_failures",
+            "team_states",
+            "notes",
         ] {
             n += conn
                 .execute(

@@ -77,6 +77,19 @@ pub struct Texts {
     pub erase_confirm_missing: &'static str,
     pub erased: &'static str,
     pub admins_only: &'static str,
+    pub filter_open: &'static str,
+    pub filter_mine: &'static str,
+    pub filter_unassigned: &'static str,
+    pub filter_closed: &'static str,
+    pub assigned_to: &'static str,
+    pub nobody: &'static str,
+    pub labels: &'static str,
+    pub closed: &'static str,
+    pub close_it: &'static str,
+    pub save: &'static str,
+    pub note_placeholder: &'static str,
+    pub add_note: &'static str,
+    pub internal_note: &'static str,
 }
 
 pub const DE: Texts = Texts {
@@ -138,6 +151,19 @@ pub const DE: Texts = Texts {
     erase_confirm_missing: "Nicht gelöscht: zur Bestätigung LÖSCHEN eingeben.",
     erased: "Die Person und alle ihre Daten sind gelöscht.",
     admins_only: "Nur für Admins.",
+    filter_open: "Offen",
+    filter_mine: "Meine",
+    filter_unassigned: "Nicht zugewiesen",
+    filter_closed: "Geschlossen",
+    assigned_to: "Zuständig",
+    nobody: "niemand",
+    labels: "Etiketten",
+    closed: "geschlossen",
+    close_it: "Unterhaltung schließen",
+    save: "Speichern",
+    note_placeholder: "Interne Notiz (wird nicht an WhatsApp gesendet) …",
+    add_note: "Notiz speichern",
+    internal_note: "Interne Notiz",
 };
 
 pub const EN: Texts = Texts {
@@ -199,6 +225,19 @@ pub const EN: Texts = Texts {
     erase_confirm_missing: "Not erased: type ERASE to confirm.",
     erased: "The person and all their data are erased.",
     admins_only: "Admins only.",
+    filter_open: "Open",
+    filter_mine: "Mine",
+    filter_unassigned: "Unassigned",
+    filter_closed: "Closed",
+    assigned_to: "Assigned to",
+    nobody: "nobody",
+    labels: "Labels",
+    closed: "closed",
+    close_it: "Close the conversation",
+    save: "Save",
+    note_placeholder: "Internal note (never sent to WhatsApp) …",
+    add_note: "Save note",
+    internal_note: "Internal note",
 };
 
 pub fn texts(lang: Lang) -> &'static Texts {

@@ -109,6 +109,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/inbox/c/{contact_id}/messages"),
     ("POST", "/inbox/c/{contact_id}/reply"),
     ("POST", "/inbox/c/{contact_id}/read"),
+    ("POST", "/inbox/c/{contact_id}/team"),
+    ("POST", "/inbox/c/{contact_id}/notes"),
     ("GET", "/inbox/c/{contact_id}/export"),
     ("POST", "/inbox/c/{contact_id}/erase"),
     ("GET", "/inbox/media/{media_id}"),
@@ -129,6 +131,8 @@ pub fn router(web: Web) -> Router {
         .route("/inbox/c/{contact_id}/messages", get(messages_fragment))
         .route("/inbox/c/{contact_id}/reply", post(reply))
         .route("/inbox/c/{contact_id}/read", post(mark_read))
+        .route("/inbox/c/{contact_id}/team", post(set_team))
+        .route("/inbox/c/{contact_id}/notes", post(add_note))
         .route("/inbox/c/{contact_id}/export", get(export_contact))
         .route("/inbox/c/{contact_id}/erase", post(erase_contact))
         .route("/inbox/media/{media_id}", get(media))

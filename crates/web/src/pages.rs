@@ -273,33 +273,85 @@ pub(crate) struct ListQuery {
     notice: Option<String>,
 }
 
+/// The labels a conversation can carry (the usual ones of a pharmacy's day).
+pub const LABELS: &[&str] = &["Rezept", "Bestellung", "Abholbereit", "Rückruf"];
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Filter {
-    All,
+    /// Not closed (the default).
+    Open,
+    Mine,
+    Unassigned,
+    Closed,
     Unread,
     WindowOpen,
+    All,
+    /// Carries `LABELS[i]`.
+    Label(usize),
 }
 
 impl Filter {
     fn parse(s: Option<&str>) -> Filter {
         match s {
+            Some("mine") => Filter::Mine,
+            Some("unassigned") => Filter::Unassigned,
+            Some("closed") => Filter::Closed,
             Some("unread") => Filter::Unread,
             Some("window") => Filter::WindowOpen,
-            _ => Filter::All,
+            Some("all") => Filter::All,
+            Some(l) if l.starts_with("label") => l[5..]
+                .parse::<usize>()
+                .ok()
+                .filter(|i| *i < LABELS.len())
+                .map(Filter::Label)
+                .unwrap_or(Filter::Open),
+            _ => Filter::Open,
         }
     }
-    fn code(self) -> &'static str {
+    fn code(self) -> String {
         match self {
-            Filter::All => "all",
-            Filter::Unread => "unread",
-            Filter::WindowOpen => "window",
+            Filter::Open => "open".into(),
+            Filter::Mine => "mine".into(),
+            Filter::Unassigned => "unassigned".into(),
+            Filter::Closed => "closed".into(),
+            Filter::Unread => "unread".into(),
+            Filter::WindowOpen => "window".into(),
+            Filter::All => "all".into(),
+            Filter::Label(i) => format!("label{i}"),
         }
     }
-    fn keeps(self, c: &Conversation, now: i64) -> bool {
+    fn keeps(self, c: &Conversation, team: &Team, me: &str, now: i64) -> bool {
         match self {
-            Filter::All => true,
+            Filter::Open => !team.closed,
+            Filter::Mine => !team.closed && team.assignee.as_deref() == Some(me),
+            Filter::Unassigned => !team.closed && team.assignee.is_none(),
+            Filter::Closed => team.closed,
             Filter::Unread => c.unread > 0,
             Filter::WindowOpen => view::window_open(c, now),
+            Filter::All => true,
+            Filter::Label(i) => team.labels.iter().any(|l| l == LABELS[i]),
+        }
+    }
+}
+
+/// A conversation's team state as the pages use it: closed only if no customer message came
+/// after it was closed (a new message reopens it).
+#[derive(Default, Clone)]
+pub(crate) struct Team {
+    pub assignee: Option<String>,
+    pub labels: Vec<String>,
+    pub closed: bool,
+}
+
+impl Team {
+    fn of(c: &Conversation, state: Option<relay_core::records::TeamState>) -> Team {
+        match state {
+            None => Team::default(),
+            Some(s) => Team {
+                closed: s.closed && c.last_inbound_at.unwrap_or(0) <= s.updated_at,
+                assignee: s.assignee,
+                labels: s.labels,
+            },
         }
     }
 }
@@ -307,11 +359,29 @@ impl Filter {
 struct ListView {
     rows: Vec<ConversationRow>,
     next_cursor: Option<String>,
-    filter: &'static str,
+    filter: String,
+}
+
+/// Staff ids to what the pages show for them (the part of the email before the `@`).
+async fn staff_names(
+    web: &Web,
+    tenant: &TenantId,
+) -> Result<std::collections::HashMap<String, String>, StoreError> {
+    Ok(web
+        .staff
+        .list_staff(tenant)
+        .await?
+        .into_iter()
+        .map(|a| {
+            let short = a.email.split('@').next().unwrap_or_default().to_owned();
+            (a.id, short)
+        })
+        .collect())
 }
 
 /// One page of the list, filtered (and, for a search, looked for by name), with each row's
 /// newest message as its preview.
+#[allow(clippy::too_many_arguments)] // the list's query, from each handler
 async fn load_list(
     web: &Web,
     tenant: &TenantId,
@@ -319,11 +389,12 @@ async fn load_list(
     search: Option<&str>,
     cursor: Option<String>,
     active: Option<&str>,
+    me: &str,
     t: &Texts,
 ) -> Result<ListView, StoreError> {
     let now = web.clock.now();
     let needle = search.map(str::to_lowercase).filter(|s| !s.is_empty());
-    let mut kept: Vec<Conversation> = Vec::new();
+    let mut kept: Vec<(Conversation, Team)> = Vec::new();
     let mut cursor = cursor;
     let mut seen = 0usize;
     loop {
@@ -339,14 +410,22 @@ async fn load_list(
             )
             .await?;
         seen += page.items.len();
-        for c in page.items {
+        let states = futures_util::future::join_all(
+            page.items
+                .iter()
+                .map(|c| web.store.team_state(tenant, &c.contact_id, now)),
+        )
+        .await;
+        for (c, state) in page.items.into_iter().zip(states) {
+            let team = Team::of(&c, state?);
             let name_hit = needle.as_ref().is_none_or(|n| {
                 c.name
                     .as_deref()
                     .is_some_and(|name| name.to_lowercase().contains(n.as_str()))
             });
-            if name_hit && filter.keeps(&c, now) {
-                kept.push(c);
+            // A search looks through every conversation, closed ones too.
+            if name_hit && (needle.is_some() || filter.keeps(&c, &team, me, now)) {
+                kept.push((c, team));
             }
         }
         cursor = page.next_cursor;
@@ -360,7 +439,7 @@ async fn load_list(
         }
     }
     kept.truncate(LIST_PAGE);
-    let previews = futures_util::future::join_all(kept.iter().map(|c| async move {
+    let previews = futures_util::future::join_all(kept.iter().map(|(c, _)| async move {
         web.store
             .list_messages(
                 tenant,
@@ -375,9 +454,14 @@ async fn load_list(
             .map(|p| p.items.into_iter().next())
     }))
     .await;
+    let names = staff_names(web, tenant).await?;
     let mut rows = Vec::with_capacity(kept.len());
-    for (c, last) in kept.iter().zip(previews) {
-        rows.push(ConversationRow::new(c, last?.as_ref(), now, active, t));
+    for ((c, team), last) in kept.iter().zip(previews) {
+        let mut row = ConversationRow::new(c, last?.as_ref(), now, active, t);
+        row.assignee = team.assignee.as_ref().and_then(|a| names.get(a).cloned());
+        row.labels = team.labels.clone();
+        row.closed = team.closed;
+        rows.push(row);
     }
     Ok(ListView {
         rows,
@@ -395,6 +479,12 @@ struct OpenConversation {
     messages: Vec<MessageView>,
     older: Option<String>,
     nonce: String,
+    note_nonce: String,
+    closed: bool,
+    /// (staff id, short name, selected) for the assignment menu.
+    assignees: Vec<(String, String, bool)>,
+    /// (index into LABELS, label, set).
+    labels: Vec<(usize, &'static str, bool)>,
     error: Option<&'static str>,
     notice: Option<&'static str>,
 }
@@ -412,6 +502,8 @@ struct InboxPage<'a> {
     list_poll: Option<String>,
     searched: Option<String>,
     list_notice: Option<&'a str>,
+    /// The label filters: (filter code, label).
+    labels: Vec<(String, &'static str)>,
     open: Option<OpenConversation>,
     messages_etag: String,
 }
@@ -456,7 +548,18 @@ pub(crate) async fn inbox_page(
 ) -> Response {
     let t = texts(signed.lang);
     let filter = Filter::parse(q.filter.as_deref());
-    let list = match load_list(&web, signed.tenant(), filter, None, q.cursor, None, t).await {
+    let list = match load_list(
+        &web,
+        signed.tenant(),
+        filter,
+        None,
+        q.cursor,
+        None,
+        &signed.account.id,
+        t,
+    )
+    .await
+    {
         Ok(l) => l,
         Err(e) => return unavailable(e),
     };
@@ -508,6 +611,11 @@ fn page(
         list_poll,
         searched,
         list_notice,
+        labels: LABELS
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (Filter::Label(i).code(), *l))
+            .collect(),
         open,
         messages_etag,
     })
@@ -533,7 +641,18 @@ pub(crate) async fn search(
     }
     let t = texts(signed.lang);
     let q: String = form.q.trim().chars().take(100).collect();
-    let list = match load_list(&web, signed.tenant(), Filter::All, Some(&q), None, None, t).await {
+    let list = match load_list(
+        &web,
+        signed.tenant(),
+        Filter::All,
+        Some(&q),
+        None,
+        None,
+        &signed.account.id,
+        t,
+    )
+    .await
+    {
         Ok(l) => l,
         Err(e) => return unavailable(e),
     };
@@ -591,7 +710,18 @@ pub(crate) async fn list_fragment(
     let t = texts(signed.lang);
     let filter = Filter::parse(q.filter.as_deref());
     let active = q.active.as_deref().filter(|a| ContactId::parse(a).is_ok());
-    let list = match load_list(&web, signed.tenant(), filter, None, None, active, t).await {
+    let list = match load_list(
+        &web,
+        signed.tenant(),
+        filter,
+        None,
+        None,
+        active,
+        &signed.account.id,
+        t,
+    )
+    .await
+    {
         Ok(l) => l,
         Err(e) => return unavailable(e),
     };
@@ -674,15 +804,48 @@ async fn load_conversation(
         other => other?,
     };
     let (nonce, _) = staff::new_token();
+    let (note_nonce, _) = staff::new_token();
+    let team = Team::of(&c, web.store.team_state(tenant, contact, now).await?);
+    let names = staff_names(web, tenant).await?;
+    let mut assignees: Vec<(String, String, bool)> = names
+        .iter()
+        .map(|(id, name)| {
+            (
+                id.clone(),
+                name.clone(),
+                team.assignee.as_deref() == Some(id),
+            )
+        })
+        .collect();
+    assignees.sort_by(|a, b| a.1.cmp(&b.1));
+    // Notes between this page's oldest message and now (all of them on the newest page).
+    let notes = web.store.notes(tenant, contact, now).await?;
+    let since = if page.next_cursor.is_some() {
+        page.items.last().map(|m| m.timestamp).unwrap_or(i64::MIN)
+    } else {
+        i64::MIN
+    };
+    let notes: Vec<_> = notes
+        .into_iter()
+        .filter(|n| n.created_at >= since)
+        .collect();
     Ok(Some(OpenConversation {
         id: contact.to_string(),
         name: c.name.clone().unwrap_or_else(|| t.unknown_name.to_owned()),
         window_open: view::window_open(&c, now),
         opted_out: c.opted_out,
         unread: c.unread,
-        messages: view::messages(&page.items, now, t),
+        messages: view::with_notes(view::messages(&page.items, now, t), &notes, &names, now, t),
         older: page.next_cursor,
         nonce,
+        note_nonce,
+        closed: team.closed,
+        assignees,
+        labels: LABELS
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (i, *l, team.labels.iter().any(|x| x == l)))
+            .collect(),
         error: None,
         notice: None,
     }))
@@ -738,7 +901,18 @@ pub(crate) async fn conversation_page(
     )
     .await;
     let filter = Filter::parse(q.filter.as_deref());
-    let list = match load_list(&web, &tenant, filter, None, None, Some(contact.as_str()), t).await {
+    let list = match load_list(
+        &web,
+        &tenant,
+        filter,
+        None,
+        None,
+        Some(contact.as_str()),
+        &signed.account.id,
+        t,
+    )
+    .await
+    {
         Ok(l) => l,
         Err(e) => return unavailable(e),
     };
@@ -1096,4 +1270,168 @@ pub(crate) async fn erase_contact(
         }
         Err(e) => unavailable(e),
     }
+}
+
+#[derive(Deserialize)]
+pub(crate) struct TeamForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    assignee: String,
+    #[serde(default)]
+    closed: String,
+    #[serde(default)]
+    l0: String,
+    #[serde(default)]
+    l1: String,
+    #[serde(default)]
+    l2: String,
+    #[serde(default)]
+    l3: String,
+}
+
+/// How long the team's data of a conversation is kept: the tenant's retention.
+async fn retention_secs(web: &Web, tenant: &TenantId) -> Result<i64, StoreError> {
+    Ok(web
+        .directory
+        .tenant(tenant)
+        .await?
+        .map(|t| t.retention_secs())
+        .unwrap_or(30 * 86_400))
+}
+
+/// Assigns the conversation, sets its labels, closes or reopens it.
+pub(crate) async fn set_team(
+    State(web): State<Web>,
+    headers: HeaderMap,
+    signed: Signed,
+    Path(contact_id): Path<String>,
+    Form(form): Form<TeamForm>,
+) -> Response {
+    let t = texts(signed.lang);
+    let Ok(contact) = ContactId::parse(&contact_id) else {
+        return (StatusCode::NOT_FOUND, t.not_found).into_response();
+    };
+    if !check_csrf(&signed, &form.csrf, &headers) {
+        return csrf_refused(&signed);
+    }
+    let tenant = signed.tenant().clone();
+    let now = web.clock.now();
+    match web.store.conversation(&tenant, &contact, now).await {
+        Ok(Some(_)) => {}
+        Ok(None) => return (StatusCode::NOT_FOUND, t.not_found).into_response(),
+        Err(e) => return unavailable(e),
+    }
+    let assignee = match form.assignee.as_str() {
+        "" => None,
+        // Only a staff member of this tenant.
+        id => match web.staff.staff(&tenant, id).await {
+            Ok(Some(a)) => Some(a.id),
+            Ok(None) => return back_to(&contact, "?error=refused"),
+            Err(e) => return unavailable(e),
+        },
+    };
+    let set = [&form.l0, &form.l1, &form.l2, &form.l3];
+    let labels = LABELS
+        .iter()
+        .zip(set)
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(l, _)| (*l).to_owned())
+        .collect();
+    let expires_at = match retention_secs(&web, &tenant).await {
+        Ok(r) => now + r,
+        Err(e) => return unavailable(e),
+    };
+    let state = relay_core::records::TeamState {
+        assignee,
+        labels,
+        closed: form.closed == "1",
+        updated_at: now,
+        expires_at,
+    };
+    if let Err(e) = web.store.set_team_state(&tenant, &contact, &state).await {
+        return unavailable(e);
+    }
+    audit(
+        &web,
+        &tenant,
+        signed.actor(),
+        "web.team.set",
+        Some(contact.to_string()),
+        200,
+    )
+    .await;
+    back_to(&contact, "")
+}
+
+#[derive(Deserialize)]
+pub(crate) struct NoteForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    text: String,
+    #[serde(default)]
+    nonce: String,
+}
+
+/// The longest internal note.
+pub const MAX_NOTE_CHARS: usize = 4096;
+
+/// Adds an internal note (never sent to WhatsApp). The form's nonce makes a resubmitted form
+/// the same note.
+pub(crate) async fn add_note(
+    State(web): State<Web>,
+    headers: HeaderMap,
+    signed: Signed,
+    Path(contact_id): Path<String>,
+    Form(form): Form<NoteForm>,
+) -> Response {
+    let t = texts(signed.lang);
+    let Ok(contact) = ContactId::parse(&contact_id) else {
+        return (StatusCode::NOT_FOUND, t.not_found).into_response();
+    };
+    if !check_csrf(&signed, &form.csrf, &headers) {
+        return csrf_refused(&signed);
+    }
+    let text = form.text.replace("\r\n", "\n").trim().to_owned();
+    if text.is_empty() || text.chars().count() > MAX_NOTE_CHARS || form.nonce.len() > 64 {
+        return back_to(&contact, "?error=refused");
+    }
+    let tenant = signed.tenant().clone();
+    let now = web.clock.now();
+    match web.store.conversation(&tenant, &contact, now).await {
+        Ok(Some(_)) => {}
+        Ok(None) => return (StatusCode::NOT_FOUND, t.not_found).into_response(),
+        Err(e) => return unavailable(e),
+    }
+    let expires_at = match retention_secs(&web, &tenant).await {
+        Ok(r) => now + r,
+        Err(e) => return unavailable(e),
+    };
+    let id = format!(
+        "n_{}",
+        &content_digest(format!("{}\n{}\n{contact}", signed.account.id, form.nonce).as_bytes())
+            [..32]
+    );
+    let note = relay_core::records::Note {
+        id,
+        contact_id: contact.clone(),
+        author: signed.account.id.clone(),
+        text,
+        created_at: now,
+        expires_at,
+    };
+    if let Err(e) = web.store.add_note(&tenant, &note).await {
+        return unavailable(e);
+    }
+    audit(
+        &web,
+        &tenant,
+        signed.actor(),
+        "web.note.add",
+        Some(contact.to_string()),
+        200,
+    )
+    .await;
+    back_to(&contact, "")
 }

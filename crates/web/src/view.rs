@@ -40,6 +40,10 @@ pub struct ConversationRow {
     pub window_open: bool,
     pub opted_out: bool,
     pub active: bool,
+    /// Who it is assigned to (the staff member's short name).
+    pub assignee: Option<String>,
+    pub labels: Vec<String>,
+    pub closed: bool,
 }
 
 impl ConversationRow {
@@ -59,6 +63,9 @@ impl ConversationRow {
             window_open: window_open(c, now),
             opted_out: c.opted_out,
             active: active == Some(c.contact_id.as_str()),
+            assignee: None,
+            labels: Vec::new(),
+            closed: false,
         }
     }
 }
@@ -195,6 +202,10 @@ pub struct MessageView {
     pub status: String,
     pub status_class: &'static str,
     pub error: Option<String>,
+    /// An internal note: its author's short name.
+    pub note_by: Option<String>,
+    /// For ordering notes among messages.
+    pub at: i64,
 }
 
 fn status_label(s: Option<DeliveryStatus>, t: &Texts) -> (String, &'static str) {
@@ -233,6 +244,45 @@ pub fn messages(page: &[StoredMessage], now: i64, t: &Texts) -> Vec<MessageView>
     views
 }
 
+/// The messages with the team's notes among them, by time.
+pub fn with_notes(
+    mut views: Vec<MessageView>,
+    notes: &[relay_core::records::Note],
+    names: &std::collections::HashMap<String, String>,
+    now: i64,
+    t: &Texts,
+) -> Vec<MessageView> {
+    for n in notes {
+        views.push(MessageView {
+            id: n.id.clone(),
+            inbound: false,
+            kind: "note".into(),
+            time: when(n.created_at, now),
+            text: segments(&n.text),
+            media: None,
+            location: None,
+            contacts: Vec::new(),
+            reactions: Vec::new(),
+            reaction: None,
+            quote: None,
+            notice: None,
+            status: String::new(),
+            status_class: "",
+            error: None,
+            note_by: Some(
+                names
+                    .get(&n.author)
+                    .cloned()
+                    .unwrap_or_else(|| t.unknown_name.to_owned()),
+            ),
+            at: n.created_at,
+        });
+    }
+    // Stable: messages keep their order among equal times, notes come after them.
+    views.sort_by_key(|v| v.at);
+    views
+}
+
 fn message(m: &StoredMessage, page: &[StoredMessage], now: i64, t: &Texts) -> MessageView {
     let (status, status_class) = status_label(
         (m.direction == Direction::Outbound)
@@ -260,6 +310,8 @@ fn message(m: &StoredMessage, page: &[StoredMessage], now: i64, t: &Texts) -> Me
         notice: None,
         status,
         status_class,
+        note_by: None,
+        at: m.timestamp,
         error: m.error.as_ref().map(|e| {
             let title = e.title.as_deref().unwrap_or("error");
             format!("{title} ({})", e.code)

@@ -67,6 +67,8 @@ impl ErasureStore for DynamoMessageStore {
                 }
             } else if sk.starts_with("L#") {
                 erased.consent_entries += 1;
+            } else if sk.starts_with("N#") {
+                erased.notes += 1;
             } else if let Some(media_id) = sk.strip_prefix("U#") {
                 // An uploaded file's record and its pointer.
                 erased.index_items += 2;

@@ -54,6 +54,9 @@ impl ErasureStore for SqliteMessageStore {
                     )
                     .map_err(db_err)?;
             }
+            erased.notes = run("DELETE FROM notes WHERE tenant = ?1 AND contact_id = ?2")?;
+            erased.index_items +=
+                run("DELETE FROM team_states WHERE tenant = ?1 AND contact_id = ?2")?;
             erased.profile = run("DELETE FROM contacts WHERE tenant = ?1 AND contact_id = ?2")?;
             tx.commit().map_err(db_err)?;
         }
