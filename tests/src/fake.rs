@@ -344,8 +344,26 @@ async fn answer(
 
 /// `GET /{media-id}` (where the file is) and `GET /whatsapp_business/attachments/?mid=…` (the
 /// download, as 360dialog proxies Meta's CDN URL).
+/// What the fake's `GET /v1/configs/templates` lists: the shape of 360dialog's answer
+/// (docs.360dialog.com, "Templates"), one approved utility template with a parameter and one
+/// rejected one.
+pub fn template_list() -> Value {
+    json!({"count": 2, "filters": {}, "limit": 1000, "offset": 0, "sort": ["id"], "total": 2,
+    "waba_templates": [
+        {"category": "UTILITY", "language": "de", "name": "abholbereit", "namespace": "c8ae5f90_307a_ca4c_b8f6_d1e2a2573574",
+         "rejected_reason": "NONE", "status": "approved",
+         "components": [{"type": "BODY", "text": "Guten Tag, Ihre Bestellung {{1}} liegt zur Abholung bereit."}]},
+        {"category": "MARKETING", "language": "de", "name": "herbstaktion", "namespace": "c8ae5f90_307a_ca4c_b8f6_d1e2a2573574",
+         "rejected_reason": "INVALID_FORMAT", "status": "rejected",
+         "components": [{"type": "BODY", "text": "Herbstaktion!"}]}
+    ]})
+}
+
 async fn media(State(fake): State<Fake>, uri: axum::http::Uri, headers: HeaderMap) -> Response {
     let path = uri.path().trim_matches('/').to_owned();
+    if path == "v1/configs/templates" {
+        return axum::Json(template_list()).into_response();
+    }
     let query = uri.query().unwrap_or_default().to_owned();
     let (entry, id) = {
         let mut inner = fake.inner.lock().unwrap_or_else(|p| p.into_inner());

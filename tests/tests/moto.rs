@@ -74,6 +74,14 @@ async fn dynamodb_store_follows_the_store_rules() {
 }
 
 #[tokio::test]
+async fn dynamodb_template_store_follows_the_template_rules() {
+    let moto = Moto::start().unwrap();
+    let clients = moto.clients().await;
+    let d = provision(&clients, "tpl", 5).await.unwrap();
+    relay_core::testkit::template_store_rules(&clients.store(&d.table)).await;
+}
+
+#[tokio::test]
 async fn dynamodb_staff_store_follows_the_staff_rules() {
     let moto = Moto::start().unwrap();
     let clients = moto.clients().await;

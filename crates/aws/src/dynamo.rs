@@ -33,6 +33,7 @@ mod media;
 mod outbound;
 mod staff;
 mod team;
+mod templates;
 pub use staff::DynamoStaffStore;
 
 pub(crate) type Item = HashMap<String, AttributeValue>;

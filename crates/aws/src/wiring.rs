@@ -66,6 +66,7 @@ impl Aws {
                 .map(|t| Arc::new(c.audit_log(t)) as _),
             blobs: None,
             staff: Some(Arc::new(c.staff_store(&s.table))),
+            templates: Some(Arc::new(c.store(&s.table))),
             limits: Limits {
                 max_body_bytes: s.max_body_bytes,
                 max_media_bytes: s.max_media_bytes,

@@ -8,6 +8,7 @@ mod metrics;
 mod privacy;
 mod serve;
 mod staff;
+mod templates;
 mod tenants;
 mod tls;
 
@@ -69,6 +70,11 @@ enum Command {
     Staff {
         #[command(subcommand)]
         command: staff::StaffCommand,
+    },
+    /// Message templates (what the web inbox offers outside the 24-hour window).
+    Templates {
+        #[command(subcommand)]
+        command: templates::TemplatesCommand,
     },
     /// Back up the local data directory while it serves: the content (without data keys) to
     /// --out, the data keys to the key backup directory. See docs/privacy.md.
@@ -433,6 +439,7 @@ async fn run(cli: Cli, clock: Clock) -> anyhow::Result<()> {
         }
         Command::Tenants { command } => command.run(clock).await,
         Command::Staff { command } => command.run(clock).await,
+        Command::Templates { command } => command.run(clock).await,
         Command::Backup(args) => args.run(clock),
         Command::Restore(args) => args.run(clock).await,
         Command::Quarantine { command } => command.run(clock).await,

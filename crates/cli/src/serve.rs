@@ -53,6 +53,24 @@ async fn seed_demo_staff(local: &Local, config: &RelayConfig) -> anyhow::Result<
         sessions_valid_after: 0,
     };
     local.staff.add_staff(&account).await?;
+    // A template to answer with once a demo conversation's window has closed.
+    use relay_core::templates::{Template, TemplateStore};
+    let body = "Guten Tag, Ihre Bestellung {{1}} liegt zur Abholung bereit.";
+    local
+        .store
+        .replace_templates(
+            &tenant.tenant.id,
+            &[Template {
+                name: "abholbereit".into(),
+                language: "de".into(),
+                category: "UTILITY".into(),
+                status: "APPROVED".into(),
+                body: body.into(),
+                params: 1,
+                updated_at: local.clock.now(),
+            }],
+        )
+        .await?;
     Ok(())
 }
 

@@ -516,6 +516,114 @@ async fn staff_answer_customers_in_a_real_browser() {
     wait_for_text(&web, "Interne Notiz").await;
     screenshot(&web, "conversation").await;
 
+    // The closed window: a customer who last wrote two days ago gets an approved template
+    // (listed from the fake 360dialog by `relay templates sync`), with its parameter.
+    let gustav = "4915122222222";
+    post_hook(
+        &http,
+        &url,
+        CHANNEL_A,
+        "hook-a",
+        &inbound(
+            CHANNEL_A,
+            "Gustav Gans",
+            gustav,
+            text(
+                gustav,
+                "wamid.OLD1",
+                now - 2 * 86_400,
+                "Bitte Bescheid geben, wenn es da ist.",
+            ),
+        ),
+    )
+    .await;
+    let convs = conversations(&http, &url, "sk_inbox_test_a_0123456789", 2).await;
+    let gustav_id = convs.iter().find(|c| c["name"] == "Gustav Gans").unwrap()["contact_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // (Off the test's one runtime thread: the fake 360dialog answers on it.)
+    let cwd = dir.path().to_owned();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(RELAY)
+            .args([
+                "templates",
+                "sync",
+                "--tenant",
+                "apotheke-am-markt",
+                "--config",
+                "relay.toml",
+                "--data-dir",
+                "data",
+            ])
+            .current_dir(cwd)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("2 template(s) stored, 1 approved"));
+    web.goto(&format!("{url}/inbox/c/{gustav_id}"))
+        .await
+        .unwrap();
+    wait_for_text(&web, "Das 24-Stunden-Fenster ist geschlossen").await;
+    assert!(
+        web.find_all(Locator::Id("send")).await.unwrap().is_empty(),
+        "no free text outside the window"
+    );
+    assert!(
+        !body_text(&web).await.contains("herbstaktion"),
+        "only approved templates are offered"
+    );
+    web.find(Locator::Id("template-choose"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    web.wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Id("p1"))
+        .await
+        .unwrap()
+        .send_keys("A-17")
+        .await
+        .unwrap();
+    screenshot(&web, "closed-window-template").await;
+    web.find(Locator::Id("template-send"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for_text(&web, "Ihre Bestellung A-17 liegt zur Abholung bereit.").await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let template_send = loop {
+        if let Some(r) = fake
+            .requests()
+            .into_iter()
+            .find(|r| r.path.ends_with("/messages") && r.json()["type"] == "template")
+        {
+            break r.json();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the template never reached WhatsApp"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(template_send["template"]["name"], "abholbereit");
+    assert_eq!(
+        template_send["template"]["components"][0]["parameters"][0]["text"],
+        "A-17"
+    );
+    assert_eq!(template_send["to"], gustav);
+
     // A double submit of one form sends one reply: the form's nonce is its idempotency key.
     let sends_before = fake.wamids().len();
 

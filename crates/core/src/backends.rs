@@ -73,6 +73,8 @@ pub struct Backends {
     pub blobs: Option<Arc<dyn BlobStore>>,
     /// Staff accounts and sessions (the web inbox).
     pub staff: Option<Arc<dyn StaffStore>>,
+    /// The tenants' message templates (the web inbox's closed-window composer).
+    pub templates: Option<Arc<dyn crate::templates::TemplateStore>>,
     pub limits: Limits,
 }
 
@@ -91,6 +93,10 @@ impl Backends {
 
     pub fn audit(&self) -> Result<Arc<dyn AuditLog>, Missing> {
         self.audit.clone().ok_or(Missing("audit log"))
+    }
+
+    pub fn templates(&self) -> Result<Arc<dyn crate::templates::TemplateStore>, Missing> {
+        self.templates.clone().ok_or(Missing("template store"))
     }
 
     pub fn staff(&self) -> Result<Arc<dyn StaffStore>, Missing> {

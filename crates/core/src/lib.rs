@@ -23,6 +23,7 @@ pub mod routing;
 pub mod sealed;
 pub mod sending;
 pub mod staff;
+pub mod templates;
 pub mod tenant;
 #[cfg(feature = "testkit")]
 pub mod testkit;

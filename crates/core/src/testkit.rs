@@ -1458,3 +1458,57 @@ pub async fn team_state_and_notes_are_kept_per_conversation(store: &dyn MessageS
         "another contact's stay"
     );
 }
+
+/// The template store: a tenant's list replaced whole, per tenant, in name order.
+pub async fn template_store_rules(store: &dyn crate::templates::TemplateStore) {
+    use crate::templates::Template;
+    let (a, b) = (tenant("tpl-a"), tenant("tpl-b"));
+    let t = |name: &str, lang: &str| Template {
+        name: name.into(),
+        language: lang.into(),
+        category: "UTILITY".into(),
+        status: "APPROVED".into(),
+        body: "Hallo {{1}}".into(),
+        params: 1,
+        updated_at: NOW,
+    };
+    assert!(store.templates(&a).await.expect("read").is_empty());
+    store
+        .replace_templates(
+            &a,
+            &[
+                t("zahlung", "de"),
+                t("abholbereit", "de"),
+                t("abholbereit", "en"),
+            ],
+        )
+        .await
+        .expect("replace");
+    store
+        .replace_templates(&b, &[t("other", "de")])
+        .await
+        .expect("replace");
+    let names = |v: Vec<Template>| {
+        v.into_iter()
+            .map(|t| format!("{}/{}", t.name, t.language))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        names(store.templates(&a).await.expect("read")),
+        ["abholbereit/de", "abholbereit/en", "zahlung/de"]
+    );
+    store
+        .replace_templates(&a, &[t("abholbereit", "de")])
+        .await
+        .expect("replace");
+    assert_eq!(
+        names(store.templates(&a).await.expect("read")),
+        ["abholbereit/de"],
+        "what is no longer listed goes"
+    );
+    assert_eq!(
+        names(store.templates(&b).await.expect("read")),
+        ["other/de"],
+        "per tenant"
+    );
+}

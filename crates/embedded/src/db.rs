@@ -17,6 +17,7 @@ const MIGRATION_STEPS: &[M<'static>] = &[
     )),
     M::up(include_str!("../migrations/0003_staff.sql")),
     M::up(include_str!("../migrations/0004_team.sql")),
+    M::up(include_str!("../migrations/0005_templates.sql")),
 ];
 const MIGRATIONS: Migrations<'static> = Migrations::from_slice(MIGRATION_STEPS);
 

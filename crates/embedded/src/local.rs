@@ -122,6 +122,7 @@ impl Local {
             audit: Some(self.audit.clone()),
             blobs: Some(self.blobs.clone()),
             staff: Some(self.staff.clone()),
+            templates: Some(self.store.clone()),
             limits: Limits {
                 max_body_bytes: config.max_body_bytes(),
                 max_media_bytes: config.max_media_bytes(),

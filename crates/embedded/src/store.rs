@@ -18,6 +18,7 @@ mod inbox;
 mod media;
 mod outbound;
 mod team;
+mod templates;
 
 #[derive(Clone)]
 pub struct SqliteMessageStore {

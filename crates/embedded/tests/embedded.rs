@@ -179,3 +179,9 @@ async fn a_password_reset_ends_the_accounts_local_sessions() {
     assert!(store.set_password(&t, "st_1", "h2", 5).await.unwrap());
     assert_eq!(store.session("th", 2).await.unwrap(), None);
 }
+
+#[tokio::test]
+async fn template_store_follows_the_template_rules() {
+    let store = SqliteMessageStore::new(Database::in_memory(relay_core::Clock::system()));
+    relay_core::testkit::template_store_rules(&store).await;
+}

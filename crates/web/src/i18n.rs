@@ -90,6 +90,11 @@ pub struct Texts {
     pub note_placeholder: &'static str,
     pub add_note: &'static str,
     pub internal_note: &'static str,
+    pub template_pick: &'static str,
+    pub template_choose: &'static str,
+    pub template_send: &'static str,
+    pub template_none: &'static str,
+    pub template_params_missing: &'static str,
 }
 
 pub const DE: Texts = Texts {
@@ -164,6 +169,11 @@ pub const DE: Texts = Texts {
     note_placeholder: "Interne Notiz (wird nicht an WhatsApp gesendet) …",
     add_note: "Notiz speichern",
     internal_note: "Interne Notiz",
+    template_pick: "Vorlage",
+    template_choose: "Auswählen",
+    template_send: "Vorlage senden",
+    template_none: "Keine freigegebene Vorlage gespeichert (relay templates sync).",
+    template_params_missing: "Nicht gesendet: jedes Feld der Vorlage braucht einen Wert (ohne Zeilenumbruch).",
 };
 
 pub const EN: Texts = Texts {
@@ -238,6 +248,11 @@ pub const EN: Texts = Texts {
     note_placeholder: "Internal note (never sent to WhatsApp) …",
     add_note: "Save note",
     internal_note: "Internal note",
+    template_pick: "Template",
+    template_choose: "Choose",
+    template_send: "Send template",
+    template_none: "No approved template stored (relay templates sync).",
+    template_params_missing: "Not sent: every field of the template needs a value (no line breaks).",
 };
 
 pub fn texts(lang: Lang) -> &'static Texts {

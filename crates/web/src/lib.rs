@@ -71,6 +71,8 @@ pub struct Web {
     pub max_media_response_bytes: Option<u64>,
     /// Export and erasure (admins only).
     pub privacy: relay_core::privacy::Privacy,
+    /// Approved templates, offered when the window is closed.
+    pub templates: Arc<dyn relay_core::templates::TemplateStore>,
     pub staff: Arc<dyn StaffStore>,
     pub clock: Clock,
     pub settings: Arc<WebSettings>,
@@ -88,6 +90,7 @@ impl Web {
             keys: b.keys.clone(),
             max_media_response_bytes: b.limits.max_media_response_bytes,
             privacy: b.privacy()?,
+            templates: b.templates()?,
             staff: b.staff()?,
             clock: b.clock.clone(),
             settings: Arc::new(settings),
@@ -109,6 +112,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/inbox/c/{contact_id}/messages"),
     ("POST", "/inbox/c/{contact_id}/reply"),
     ("POST", "/inbox/c/{contact_id}/read"),
+    ("POST", "/inbox/c/{contact_id}/template"),
     ("POST", "/inbox/c/{contact_id}/team"),
     ("POST", "/inbox/c/{contact_id}/notes"),
     ("GET", "/inbox/c/{contact_id}/export"),
@@ -131,6 +135,7 @@ pub fn router(web: Web) -> Router {
         .route("/inbox/c/{contact_id}/messages", get(messages_fragment))
         .route("/inbox/c/{contact_id}/reply", post(reply))
         .route("/inbox/c/{contact_id}/read", post(mark_read))
+        .route("/inbox/c/{contact_id}/template", post(send_template))
         .route("/inbox/c/{contact_id}/team", post(set_team))
         .route("/inbox/c/{contact_id}/notes", post(add_note))
         .route("/inbox/c/{contact_id}/export", get(export_contact))

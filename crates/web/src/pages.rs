@@ -470,6 +470,13 @@ async fn load_list(
     })
 }
 
+struct ChosenTemplate {
+    index: usize,
+    name: String,
+    body: String,
+    params: Vec<usize>,
+}
+
 struct OpenConversation {
     id: String,
     name: String,
@@ -485,6 +492,10 @@ struct OpenConversation {
     assignees: Vec<(String, String, bool)>,
     /// (index into LABELS, label, set).
     labels: Vec<(usize, &'static str, bool)>,
+    /// The approved templates (when the window is closed): (index, label).
+    templates: Vec<(usize, String)>,
+    /// The template picked for sending, with its parameter numbers.
+    chosen: Option<ChosenTemplate>,
     error: Option<&'static str>,
     notice: Option<&'static str>,
 }
@@ -744,6 +755,8 @@ pub(crate) async fn list_fragment(
 pub(crate) struct ConversationQuery {
     filter: Option<String>,
     before: Option<String>,
+    /// The template picked in the closed-window composer (its index in the list).
+    template: Option<usize>,
     error: Option<String>,
     notice: Option<String>,
 }
@@ -759,9 +772,23 @@ fn refusal_text(slug: &str, t: &Texts) -> Option<&'static str> {
         "opted-out" => Some(t.opted_out_notice),
         "csrf" => Some(t.csrf_refused),
         "confirm-erase" => Some(t.erase_confirm_missing),
+        "template-params" => Some(t.template_params_missing),
         "" => None,
         _ => Some(t.reply_refused),
     }
+}
+
+async fn approved_templates(
+    web: &Web,
+    tenant: &TenantId,
+) -> Result<Vec<relay_core::templates::Template>, StoreError> {
+    Ok(web
+        .templates
+        .templates(tenant)
+        .await?
+        .into_iter()
+        .filter(|t| t.approved())
+        .collect())
 }
 
 async fn load_conversation(
@@ -769,6 +796,7 @@ async fn load_conversation(
     tenant: &TenantId,
     contact: &ContactId,
     before: Option<String>,
+    chosen: Option<usize>,
     t: &Texts,
 ) -> Result<Option<OpenConversation>, StoreError> {
     let now = web.clock.now();
@@ -829,12 +857,42 @@ async fn load_conversation(
         .into_iter()
         .filter(|n| n.created_at >= since)
         .collect();
+    let window_open = view::window_open(&c, now);
+    let approved = if window_open || c.opted_out {
+        Vec::new()
+    } else {
+        approved_templates(web, tenant).await?
+    };
+    let chosen = chosen
+        .and_then(|i| approved.get(i).map(|tpl| (i, tpl)))
+        .map(|(i, tpl)| ChosenTemplate {
+            index: i,
+            name: format!("{} ({})", tpl.name, tpl.language),
+            body: tpl.body.clone(),
+            params: (1..=tpl.params.min(MAX_TEMPLATE_PARAMS)).collect(),
+        });
     Ok(Some(OpenConversation {
         id: contact.to_string(),
         name: c.name.clone().unwrap_or_else(|| t.unknown_name.to_owned()),
-        window_open: view::window_open(&c, now),
+        window_open,
         opted_out: c.opted_out,
         unread: c.unread,
+        templates: approved
+            .iter()
+            .enumerate()
+            .map(|(i, tpl)| {
+                (
+                    i,
+                    format!(
+                        "{} ({}, {})",
+                        tpl.name,
+                        tpl.language,
+                        tpl.category.to_lowercase()
+                    ),
+                )
+            })
+            .collect(),
+        chosen,
         messages: view::with_notes(view::messages(&page.items, now, t), &notes, &names, now, t),
         older: page.next_cursor,
         nonce,
@@ -862,7 +920,7 @@ pub(crate) async fn conversation_page(
     let Ok(contact) = ContactId::parse(&contact_id) else {
         return (StatusCode::NOT_FOUND, t.not_found).into_response();
     };
-    let mut open = match load_conversation(&web, &tenant, &contact, q.before, t).await {
+    let mut open = match load_conversation(&web, &tenant, &contact, q.before, q.template, t).await {
         Ok(Some(o)) => o,
         Ok(None) => {
             audit(
@@ -940,7 +998,7 @@ pub(crate) async fn messages_fragment(
     let Ok(contact) = ContactId::parse(&contact_id) else {
         return StatusCode::NOT_FOUND.into_response();
     };
-    let open = match load_conversation(&web, signed.tenant(), &contact, None, t).await {
+    let open = match load_conversation(&web, signed.tenant(), &contact, None, None, t).await {
         Ok(Some(o)) => o,
         Ok(None) => return StatusCode::NOT_FOUND.into_response(),
         Err(e) => return unavailable(e),
@@ -1434,4 +1492,152 @@ pub(crate) async fn add_note(
     )
     .await;
     back_to(&contact, "")
+}
+
+/// The most body parameters the composer asks for.
+pub const MAX_TEMPLATE_PARAMS: usize = 10;
+
+#[derive(Deserialize)]
+pub(crate) struct TemplateForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    nonce: String,
+    #[serde(default)]
+    template: usize,
+    #[serde(default)]
+    p1: String,
+    #[serde(default)]
+    p2: String,
+    #[serde(default)]
+    p3: String,
+    #[serde(default)]
+    p4: String,
+    #[serde(default)]
+    p5: String,
+    #[serde(default)]
+    p6: String,
+    #[serde(default)]
+    p7: String,
+    #[serde(default)]
+    p8: String,
+    #[serde(default)]
+    p9: String,
+    #[serde(default)]
+    p10: String,
+}
+
+/// Sends an approved template (also outside the 24-hour window), with its parameters.
+pub(crate) async fn send_template(
+    State(web): State<Web>,
+    headers: HeaderMap,
+    signed: Signed,
+    Path(contact_id): Path<String>,
+    Form(form): Form<TemplateForm>,
+) -> Response {
+    let t = texts(signed.lang);
+    let Ok(contact) = ContactId::parse(&contact_id) else {
+        return (StatusCode::NOT_FOUND, t.not_found).into_response();
+    };
+    if !check_csrf(&signed, &form.csrf, &headers) {
+        return csrf_refused(&signed);
+    }
+    let tenant = signed.tenant().clone();
+    let approved = match approved_templates(&web, &tenant).await {
+        Ok(a) => a,
+        Err(e) => return unavailable(e),
+    };
+    let Some(template) = approved.get(form.template) else {
+        return back_to(&contact, "?error=refused");
+    };
+    let all = [
+        &form.p1, &form.p2, &form.p3, &form.p4, &form.p5, &form.p6, &form.p7, &form.p8, &form.p9,
+        &form.p10,
+    ];
+    let values: Vec<String> = all
+        .iter()
+        .take(template.params.min(MAX_TEMPLATE_PARAMS))
+        .map(|v| v.trim().to_owned())
+        .collect();
+    // WhatsApp refuses empty parameters and ones with newlines or tabs.
+    if values
+        .iter()
+        .any(|v| v.is_empty() || v.contains(['\n', '\t']) || v.chars().count() > 1024)
+        || values.len() != template.params
+    {
+        return back_to(
+            &contact,
+            &format!("?error=template-params&template={}", form.template),
+        );
+    }
+    let request = ReplyRequest::Template {
+        template: relay_core::outbound::TemplateSpec {
+            name: template.name.clone(),
+            language: template.language.clone(),
+            components: template.components(&values),
+        },
+        reply_to: None,
+    };
+    let mut reply = match request.validate() {
+        Ok(r) => r,
+        Err(_) => return back_to(&contact, "?error=refused"),
+    };
+    // The inbox shows what the customer reads.
+    reply.display_text = Some(template.fill(&values));
+    let idempotency =
+        (!form.nonce.is_empty() && form.nonce.len() <= 64).then(|| IdempotencyRecord {
+            key_hash: content_digest(
+                format!("{tenant}\nweb:{}:{}", signed.account.id, form.nonce).as_bytes(),
+            ),
+            request_hash: content_digest(
+                format!("{contact}\n{}\n{}", template.name, values.join("\u{1f}")).as_bytes(),
+            ),
+        });
+    let ports = ReplyPorts {
+        store: web.store.as_ref(),
+        directory: web.directory.as_ref(),
+        outbound: web.outbound.as_ref(),
+    };
+    let result = queue_reply(
+        &ports,
+        ReplyCommand {
+            tenant: &tenant,
+            contact: &contact,
+            reply: &reply,
+            idempotency,
+            now: web.clock.now(),
+        },
+    )
+    .await;
+    match result {
+        Ok(_) => {
+            audit(
+                &web,
+                &tenant,
+                signed.actor(),
+                "web.template",
+                Some(contact.to_string()),
+                202,
+            )
+            .await;
+            back_to(&contact, "?notice=queued")
+        }
+        Err(refusal) => {
+            let slug = match refusal {
+                Refusal::OptedOut => "opted-out",
+                Refusal::NoSuchConversation => "not-found",
+                _ => "refused",
+            };
+            audit(
+                &web,
+                &tenant,
+                signed.actor(),
+                "web.template",
+                Some(contact.to_string()),
+                422,
+            )
+            .await;
+            back_to(&contact, &format!("?error={slug}"))
+        }
+    }
 }

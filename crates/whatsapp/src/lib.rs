@@ -296,6 +296,55 @@ impl WhatsAppClient {
             })
     }
 
+    /// The channel's message templates, as the provider lists them: 360dialog's
+    /// `GET /v1/configs/templates` (its answer's `waba_templates`). Meta's list needs the WABA id,
+    /// which channels do not carry yet.
+    pub async fn list_templates(&self, channel: &Channel) -> Result<Value, SendError> {
+        let key = channel.send_key.as_ref().ok_or_else(|| {
+            SendError::new(
+                Failure::Permanent,
+                0,
+                "the channel has no sending credentials (api_key)",
+            )
+        })?;
+        if channel.provider() != Provider::Dialog360 {
+            return Err(SendError::new(
+                Failure::Permanent,
+                0,
+                "listing templates of a Meta channel needs its WABA id (not configured yet)",
+            ));
+        }
+        let base = channel
+            .api_base_url
+            .as_deref()
+            .unwrap_or(DIALOG360_BASE_URL)
+            .trim_end_matches('/');
+        let resp = self
+            .http
+            .get(format!("{base}/v1/configs/templates?limit=1000"))
+            .timeout(self.timeout)
+            .header("D360-API-KEY", key.expose_secret())
+            .send()
+            .await
+            .map_err(|e| {
+                // The error's text may name the URL; the reason alone is enough.
+                let why = if e.is_timeout() {
+                    "timeout"
+                } else {
+                    "request failed"
+                };
+                SendError::new(Failure::Transient, 0, why)
+            })?;
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        let json: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        if (200..300).contains(&status) {
+            Ok(json)
+        } else {
+            Err(classify(status, &json, &text))
+        }
+    }
+
     /// Marks an inbound message as read.
     pub async fn mark_read(&self, channel: &Channel, wamid: &str) -> Result<(), SendError> {
         self.call(channel, &relay_core::outbound::mark_read_body(wamid))

@@ -1,0 +1,65 @@
+//! [`TemplateStore`] on DynamoDB: `T#{tenant}#TPL` / `{name}#{language}`, `body` JSON.
+
+use super::*;
+use relay_core::templates::{Template, TemplateStore};
+
+/// Templates do not expire (the reads skip items without a live `expires_at`).
+const NEVER: i64 = 253_402_300_799; // 9999-12-31
+
+fn templates_pk(tenant: &TenantId) -> String {
+    format!("T#{tenant}#TPL")
+}
+
+#[async_trait]
+impl TemplateStore for DynamoMessageStore {
+    async fn replace_templates(
+        &self,
+        tenant: &TenantId,
+        templates: &[Template],
+    ) -> Result<(), StoreError> {
+        let pk = templates_pk(tenant);
+        let keep: std::collections::HashSet<String> = templates
+            .iter()
+            .map(|t| format!("{}#{}", t.name, t.language))
+            .collect();
+        for t in templates {
+            let body = serde_json::to_string(t).map_err(|e| corrupt(&e.to_string()))?;
+            self.client
+                .put_item()
+                .table_name(&self.table)
+                .item("pk", s(&pk))
+                .item("sk", s(format!("{}#{}", t.name, t.language)))
+                .item("body", s(body))
+                .item("expires_at", n(NEVER))
+                .send()
+                .await
+                .map_err(|e| StoreError::Unavailable(crate::sdk_error("PutItem", &e)))?;
+        }
+        // Those the provider no longer lists go.
+        for item in self.partition(pk.clone(), "", i64::MIN).await? {
+            let sk = get_s(&item, "sk").unwrap_or_default().to_owned();
+            if !keep.contains(&sk) {
+                self.client
+                    .delete_item()
+                    .table_name(&self.table)
+                    .key("pk", s(&pk))
+                    .key("sk", s(sk))
+                    .send()
+                    .await
+                    .map_err(|e| StoreError::Unavailable(crate::sdk_error("DeleteItem", &e)))?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn templates(&self, tenant: &TenantId) -> Result<Vec<Template>, StoreError> {
+        let items = self.partition(templates_pk(tenant), "", i64::MIN).await?;
+        let mut out: Vec<Template> = bodies(&items, "template")?;
+        out.sort_by(|a, b| {
+            a.name
+                .cmp(&b.name)
+                .then_with(|| a.language.cmp(&b.language))
+        });
+        Ok(out)
+    }
+}
