@@ -1924,3 +1924,158 @@ async fn the_team_assigns_labels_closes_and_notes_without_writing_to_the_custome
     let receipt: Value = r.json().await.unwrap();
     assert_eq!(receipt["deleted"]["notes"], 1, "{receipt}");
 }
+
+#[tokio::test]
+async fn admins_keep_quick_replies_that_staff_insert_into_the_composer() {
+    let fake = relay_e2e::fake::Fake::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("relay.toml"), config(&fake.url)).unwrap();
+    add_staff(dir.path(), "apotheke-am-markt", ANNA);
+    let chef = ("chef@apotheke-am-markt.example", "Chef-Apotheker-2026");
+    let out = staff(
+        dir.path(),
+        &[
+            "add",
+            "--tenant",
+            "apotheke-am-markt",
+            "--email",
+            chef.0,
+            "--role",
+            "admin",
+            "--password-stdin",
+        ],
+        Some(chef.1),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (_server, url) = serve(dir.path());
+    let http = reqwest::Client::new();
+    let now = relay_core::Clock::system().now();
+    post_hook(
+        &http,
+        &url,
+        CHANNEL_A,
+        "hook-a",
+        &inbound(
+            CHANNEL_A,
+            "Erika",
+            "4915112345678",
+            text("4915112345678", "wamid.Q1", now, "Wann haben Sie offen?"),
+        ),
+    )
+    .await;
+    let cid = conversations(&http, &url, "sk_inbox_test_a_0123456789", 1).await[0]["contact_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let anna = session(&url, ANNA).await;
+    let r = anna
+        .http
+        .post(format!("{url}/inbox/quick-replies"))
+        .header("cookie", &anna.cookie)
+        .form(&[
+            ("csrf", anna.csrf.as_str()),
+            ("title", "Öffnungszeiten"),
+            ("text", "Mo–Fr 8–18 Uhr"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403, "staff do not edit quick replies");
+
+    let chef = session(&url, chef).await;
+    let r = chef
+        .http
+        .post(format!("{url}/inbox/quick-replies"))
+        .header("cookie", &chef.cookie)
+        .form(&[
+            ("csrf", chef.csrf.as_str()),
+            ("title", "Öffnungszeiten"),
+            ("text", "Mo–Fr 8–18 Uhr, Sa 9–13 Uhr"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 303);
+    let page = chef
+        .http
+        .get(format!("{url}/inbox/quick-replies"))
+        .header("cookie", &chef.cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("Mo–Fr 8–18 Uhr, Sa 9–13 Uhr"));
+
+    // Staff pick it; the composer comes back with the text in it.
+    let page = anna
+        .http
+        .get(format!("{url}/inbox/c/{cid}"))
+        .header("cookie", &anna.cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("<option value=\"0\">Öffnungszeiten</option>"),
+        "{page}"
+    );
+    let page = anna
+        .http
+        .get(format!("{url}/inbox/c/{cid}?quick=0"))
+        .header("cookie", &anna.cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains(">Mo–Fr 8–18 Uhr, Sa 9–13 Uhr</textarea>"),
+        "the composer holds the text"
+    );
+
+    // Removed by the admin: gone from the composer.
+    let start = page.find("/inbox/quick-replies/").map(|_| ()).is_none();
+    assert!(start, "staff see no edit links");
+    let admin_page = chef
+        .http
+        .get(format!("{url}/inbox/quick-replies"))
+        .header("cookie", &chef.cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let i = admin_page.find("/inbox/quick-replies/q_").unwrap() + "/inbox/quick-replies/".len();
+    let id = admin_page[i..i + admin_page[i..].find('/').unwrap()].to_owned();
+    let r = chef
+        .http
+        .post(format!("{url}/inbox/quick-replies/{id}/delete"))
+        .header("cookie", &chef.cookie)
+        .form(&[("csrf", chef.csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 303);
+    let page = anna
+        .http
+        .get(format!("{url}/inbox/c/{cid}"))
+        .header("cookie", &anna.cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!page.contains("Öffnungszeiten"));
+}

@@ -75,6 +75,8 @@ pub struct Backends {
     pub staff: Option<Arc<dyn StaffStore>>,
     /// The tenants' message templates (the web inbox's closed-window composer).
     pub templates: Option<Arc<dyn crate::templates::TemplateStore>>,
+    /// The tenants' quick replies (the web inbox's composer).
+    pub quick_replies: Option<Arc<dyn crate::templates::QuickReplies>>,
     pub limits: Limits,
 }
 
@@ -97,6 +99,12 @@ impl Backends {
 
     pub fn templates(&self) -> Result<Arc<dyn crate::templates::TemplateStore>, Missing> {
         self.templates.clone().ok_or(Missing("template store"))
+    }
+
+    pub fn quick_replies(&self) -> Result<Arc<dyn crate::templates::QuickReplies>, Missing> {
+        self.quick_replies
+            .clone()
+            .ok_or(Missing("quick reply store"))
     }
 
     pub fn staff(&self) -> Result<Arc<dyn StaffStore>, Missing> {

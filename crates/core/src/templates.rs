@@ -127,6 +127,31 @@ pub trait TemplateStore: Send + Sync {
     async fn templates(&self, tenant: &TenantId) -> Result<Vec<Template>, StoreError>;
 }
 
+/// A tenant's stock answer ("Textbaustein"), inserted into the composer by staff; edited by
+/// admins. Not personal data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuickReply {
+    /// `q_` + 16 hex digits.
+    pub id: String,
+    pub title: String,
+    pub text: String,
+}
+
+/// A tenant's quick replies.
+#[async_trait]
+pub trait QuickReplies: Send + Sync {
+    /// Adds (or replaces, by id) a quick reply.
+    async fn put_quick_reply(
+        &self,
+        tenant: &TenantId,
+        reply: &QuickReply,
+    ) -> Result<(), StoreError>;
+    /// Removes one; `false` if there was none.
+    async fn remove_quick_reply(&self, tenant: &TenantId, id: &str) -> Result<bool, StoreError>;
+    /// The tenant's quick replies, by title.
+    async fn quick_replies(&self, tenant: &TenantId) -> Result<Vec<QuickReply>, StoreError>;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1512,3 +1512,55 @@ pub async fn template_store_rules(store: &dyn crate::templates::TemplateStore) {
         "per tenant"
     );
 }
+
+/// Quick replies: per tenant, by title, replaced by id, removed once.
+pub async fn quick_reply_rules(store: &dyn crate::templates::QuickReplies) {
+    use crate::templates::QuickReply;
+    let (a, b) = (tenant("qr-a"), tenant("qr-b"));
+    let q = |id: &str, title: &str| QuickReply {
+        id: id.into(),
+        title: title.into(),
+        text: format!("Text {title}"),
+    };
+    store
+        .put_quick_reply(&a, &q("q_2", "Öffnungszeiten"))
+        .await
+        .expect("put");
+    store
+        .put_quick_reply(&a, &q("q_1", "Abholung"))
+        .await
+        .expect("put");
+    store
+        .put_quick_reply(&b, &q("q_9", "Andere"))
+        .await
+        .expect("put");
+    let titles = |v: Vec<QuickReply>| v.into_iter().map(|q| q.title).collect::<Vec<_>>();
+    assert_eq!(
+        titles(store.quick_replies(&a).await.expect("read")),
+        ["Abholung", "Öffnungszeiten"]
+    );
+    store
+        .put_quick_reply(&a, &q("q_1", "Abholung ab 8 Uhr"))
+        .await
+        .expect("replace");
+    assert_eq!(
+        titles(store.quick_replies(&a).await.expect("read")),
+        ["Abholung ab 8 Uhr", "Öffnungszeiten"]
+    );
+    assert!(store.remove_quick_reply(&a, "q_2").await.expect("remove"));
+    assert!(!store.remove_quick_reply(&a, "q_2").await.expect("again"));
+    assert!(
+        !store
+            .remove_quick_reply(&a, "q_9")
+            .await
+            .expect("another tenant's")
+    );
+    assert_eq!(
+        titles(store.quick_replies(&a).await.expect("read")),
+        ["Abholung ab 8 Uhr"]
+    );
+    assert_eq!(
+        titles(store.quick_replies(&b).await.expect("read")),
+        ["Andere"]
+    );
+}

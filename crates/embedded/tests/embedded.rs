@@ -185,3 +185,9 @@ async fn template_store_follows_the_template_rules() {
     let store = SqliteMessageStore::new(Database::in_memory(relay_core::Clock::system()));
     relay_core::testkit::template_store_rules(&store).await;
 }
+
+#[tokio::test]
+async fn quick_reply_store_follows_the_rules() {
+    let store = SqliteMessageStore::new(Database::in_memory(relay_core::Clock::system()));
+    relay_core::testkit::quick_reply_rules(&store).await;
+}

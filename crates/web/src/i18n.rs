@@ -95,6 +95,13 @@ pub struct Texts {
     pub template_send: &'static str,
     pub template_none: &'static str,
     pub template_params_missing: &'static str,
+    pub quick_replies: &'static str,
+    pub quick_insert: &'static str,
+    pub quick_title: &'static str,
+    pub quick_text: &'static str,
+    pub quick_add: &'static str,
+    pub quick_remove: &'static str,
+    pub back_to_inbox: &'static str,
 }
 
 pub const DE: Texts = Texts {
@@ -174,6 +181,13 @@ pub const DE: Texts = Texts {
     template_send: "Vorlage senden",
     template_none: "Keine freigegebene Vorlage gespeichert (relay templates sync).",
     template_params_missing: "Nicht gesendet: jedes Feld der Vorlage braucht einen Wert (ohne Zeilenumbruch).",
+    quick_replies: "Textbausteine",
+    quick_insert: "Einfügen",
+    quick_title: "Titel",
+    quick_text: "Text",
+    quick_add: "Textbaustein anlegen",
+    quick_remove: "Löschen",
+    back_to_inbox: "Zurück zum Posteingang",
 };
 
 pub const EN: Texts = Texts {
@@ -253,6 +267,13 @@ pub const EN: Texts = Texts {
     template_send: "Send template",
     template_none: "No approved template stored (relay templates sync).",
     template_params_missing: "Not sent: every field of the template needs a value (no line breaks).",
+    quick_replies: "Quick replies",
+    quick_insert: "Insert",
+    quick_title: "Title",
+    quick_text: "Text",
+    quick_add: "Add quick reply",
+    quick_remove: "Remove",
+    back_to_inbox: "Back to the inbox",
 };
 
 pub fn texts(lang: Lang) -> &'static Texts {

@@ -73,6 +73,8 @@ pub struct Web {
     pub privacy: relay_core::privacy::Privacy,
     /// Approved templates, offered when the window is closed.
     pub templates: Arc<dyn relay_core::templates::TemplateStore>,
+    /// Stock answers for the composer (edited by admins).
+    pub quick_replies: Arc<dyn relay_core::templates::QuickReplies>,
     pub staff: Arc<dyn StaffStore>,
     pub clock: Clock,
     pub settings: Arc<WebSettings>,
@@ -91,6 +93,7 @@ impl Web {
             max_media_response_bytes: b.limits.max_media_response_bytes,
             privacy: b.privacy()?,
             templates: b.templates()?,
+            quick_replies: b.quick_replies()?,
             staff: b.staff()?,
             clock: b.clock.clone(),
             settings: Arc::new(settings),
@@ -118,6 +121,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/inbox/c/{contact_id}/export"),
     ("POST", "/inbox/c/{contact_id}/erase"),
     ("GET", "/inbox/media/{media_id}"),
+    ("GET", "/inbox/quick-replies"),
+    ("POST", "/inbox/quick-replies"),
+    ("POST", "/inbox/quick-replies/{id}/delete"),
     ("GET", "/assets/{file}"),
 ];
 
@@ -141,6 +147,11 @@ pub fn router(web: Web) -> Router {
         .route("/inbox/c/{contact_id}/export", get(export_contact))
         .route("/inbox/c/{contact_id}/erase", post(erase_contact))
         .route("/inbox/media/{media_id}", get(media))
+        .route(
+            "/inbox/quick-replies",
+            get(quick_replies_page).post(add_quick_reply),
+        )
+        .route("/inbox/quick-replies/{id}/delete", post(remove_quick_reply))
         .route("/assets/{file}", get(assets::asset))
         .layer(middleware::map_response(security_headers))
         .with_state(web)

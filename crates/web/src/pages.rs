@@ -496,6 +496,10 @@ struct OpenConversation {
     templates: Vec<(usize, String)>,
     /// The template picked for sending, with its parameter numbers.
     chosen: Option<ChosenTemplate>,
+    /// The tenant's quick replies: (index, title).
+    quick: Vec<(usize, String)>,
+    /// The composer's text, when a quick reply was picked.
+    draft: String,
     error: Option<&'static str>,
     notice: Option<&'static str>,
 }
@@ -757,6 +761,8 @@ pub(crate) struct ConversationQuery {
     before: Option<String>,
     /// The template picked in the closed-window composer (its index in the list).
     template: Option<usize>,
+    /// The quick reply picked for the composer (its index in the list).
+    quick: Option<usize>,
     error: Option<String>,
     notice: Option<String>,
 }
@@ -796,7 +802,7 @@ async fn load_conversation(
     tenant: &TenantId,
     contact: &ContactId,
     before: Option<String>,
-    chosen: Option<usize>,
+    (chosen, quick): (Option<usize>, Option<usize>),
     t: &Texts,
 ) -> Result<Option<OpenConversation>, StoreError> {
     let now = web.clock.now();
@@ -871,7 +877,22 @@ async fn load_conversation(
             body: tpl.body.clone(),
             params: (1..=tpl.params.min(MAX_TEMPLATE_PARAMS)).collect(),
         });
+    let quick_replies = if window_open && !c.opted_out {
+        web.quick_replies.quick_replies(tenant).await?
+    } else {
+        Vec::new()
+    };
+    let draft = quick
+        .and_then(|i| quick_replies.get(i))
+        .map(|q| q.text.clone())
+        .unwrap_or_default();
     Ok(Some(OpenConversation {
+        quick: quick_replies
+            .iter()
+            .enumerate()
+            .map(|(i, q)| (i, q.title.clone()))
+            .collect(),
+        draft,
         id: contact.to_string(),
         name: c.name.clone().unwrap_or_else(|| t.unknown_name.to_owned()),
         window_open,
@@ -920,7 +941,16 @@ pub(crate) async fn conversation_page(
     let Ok(contact) = ContactId::parse(&contact_id) else {
         return (StatusCode::NOT_FOUND, t.not_found).into_response();
     };
-    let mut open = match load_conversation(&web, &tenant, &contact, q.before, q.template, t).await {
+    let mut open = match load_conversation(
+        &web,
+        &tenant,
+        &contact,
+        q.before,
+        (q.template, q.quick),
+        t,
+    )
+    .await
+    {
         Ok(Some(o)) => o,
         Ok(None) => {
             audit(
@@ -998,7 +1028,8 @@ pub(crate) async fn messages_fragment(
     let Ok(contact) = ContactId::parse(&contact_id) else {
         return StatusCode::NOT_FOUND.into_response();
     };
-    let open = match load_conversation(&web, signed.tenant(), &contact, None, None, t).await {
+    let open = match load_conversation(&web, signed.tenant(), &contact, None, (None, None), t).await
+    {
         Ok(Some(o)) => o,
         Ok(None) => return StatusCode::NOT_FOUND.into_response(),
         Err(e) => return unavailable(e),
@@ -1640,4 +1671,121 @@ pub(crate) async fn send_template(
             back_to(&contact, &format!("?error={slug}"))
         }
     }
+}
+
+#[derive(Template)]
+#[template(path = "quick_replies.html")]
+struct QuickRepliesPage<'a> {
+    t: &'a Texts,
+    email: String,
+    csrf: String,
+    replies: Vec<relay_core::templates::QuickReply>,
+}
+
+/// The tenant's quick replies, for admins to edit.
+pub(crate) async fn quick_replies_page(State(web): State<Web>, signed: Signed) -> Response {
+    if let Some(refused) = admins_only(&signed) {
+        return refused;
+    }
+    match web.quick_replies.quick_replies(signed.tenant()).await {
+        Ok(replies) => render(QuickRepliesPage {
+            t: texts(signed.lang),
+            email: signed.account.email.clone(),
+            csrf: signed.session.csrf.clone(),
+            replies,
+        }),
+        Err(e) => unavailable(e),
+    }
+}
+
+#[derive(Deserialize)]
+pub(crate) struct QuickReplyForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    title: String,
+    #[serde(default)]
+    text: String,
+}
+
+pub(crate) async fn add_quick_reply(
+    State(web): State<Web>,
+    headers: HeaderMap,
+    signed: Signed,
+    Form(form): Form<QuickReplyForm>,
+) -> Response {
+    if !check_csrf(&signed, &form.csrf, &headers) {
+        return csrf_refused(&signed);
+    }
+    if let Some(refused) = admins_only(&signed) {
+        return refused;
+    }
+    let title = form.title.trim().to_owned();
+    let text = form.text.replace("\r\n", "\n").trim().to_owned();
+    if title.is_empty()
+        || title.chars().count() > 60
+        || text.is_empty()
+        || text.chars().count() > 4096
+    {
+        return (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            texts(signed.lang).reply_refused,
+        )
+            .into_response();
+    }
+    let (token, _) = staff::new_token();
+    let reply = relay_core::templates::QuickReply {
+        id: format!("q_{}", &content_digest(token.as_bytes())[..16]),
+        title,
+        text,
+    };
+    if let Err(e) = web
+        .quick_replies
+        .put_quick_reply(signed.tenant(), &reply)
+        .await
+    {
+        return unavailable(e);
+    }
+    audit(
+        &web,
+        signed.tenant(),
+        signed.actor(),
+        "web.quick-reply.add",
+        None,
+        200,
+    )
+    .await;
+    see_other("/inbox/quick-replies")
+}
+
+pub(crate) async fn remove_quick_reply(
+    State(web): State<Web>,
+    headers: HeaderMap,
+    signed: Signed,
+    Path(id): Path<String>,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    if !check_csrf(&signed, &form.csrf, &headers) {
+        return csrf_refused(&signed);
+    }
+    if let Some(refused) = admins_only(&signed) {
+        return refused;
+    }
+    if let Err(e) = web
+        .quick_replies
+        .remove_quick_reply(signed.tenant(), &id)
+        .await
+    {
+        return unavailable(e);
+    }
+    audit(
+        &web,
+        signed.tenant(),
+        signed.actor(),
+        "web.quick-reply.remove",
+        None,
+        200,
+    )
+    .await;
+    see_other("/inbox/quick-replies")
 }

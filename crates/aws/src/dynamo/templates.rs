@@ -63,3 +63,53 @@ impl TemplateStore for DynamoMessageStore {
         Ok(out)
     }
 }
+
+fn quick_pk(tenant: &TenantId) -> String {
+    format!("T#{tenant}#QR")
+}
+
+#[async_trait]
+impl relay_core::templates::QuickReplies for DynamoMessageStore {
+    async fn put_quick_reply(
+        &self,
+        tenant: &TenantId,
+        reply: &relay_core::templates::QuickReply,
+    ) -> Result<(), StoreError> {
+        let body = serde_json::to_string(reply).map_err(|e| corrupt(&e.to_string()))?;
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(quick_pk(tenant)))
+            .item("sk", s(&reply.id))
+            .item("body", s(body))
+            .item("expires_at", n(NEVER))
+            .send()
+            .await
+            .map_err(|e| StoreError::Unavailable(crate::sdk_error("PutItem", &e)))?;
+        Ok(())
+    }
+
+    async fn remove_quick_reply(&self, tenant: &TenantId, id: &str) -> Result<bool, StoreError> {
+        let out = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(quick_pk(tenant)))
+            .key("sk", s(id))
+            .return_values(ReturnValue::AllOld)
+            .send()
+            .await
+            .map_err(|e| StoreError::Unavailable(crate::sdk_error("DeleteItem", &e)))?;
+        Ok(out.attributes.is_some_and(|a| !a.is_empty()))
+    }
+
+    async fn quick_replies(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<Vec<relay_core::templates::QuickReply>, StoreError> {
+        let items = self.partition(quick_pk(tenant), "", i64::MIN).await?;
+        let mut out: Vec<relay_core::templates::QuickReply> = bodies(&items, "quick reply")?;
+        out.sort_by(|a, b| a.title.to_lowercase().cmp(&b.title.to_lowercase()));
+        Ok(out)
+    }
+}
