@@ -109,7 +109,7 @@ impl relay_core::templates::QuickReplies for DynamoMessageStore {
     ) -> Result<Vec<relay_core::templates::QuickReply>, StoreError> {
         let items = self.partition(quick_pk(tenant), "", i64::MIN).await?;
         let mut out: Vec<relay_core::templates::QuickReply> = bodies(&items, "quick reply")?;
-        out.sort_by(|a, b| a.title.to_lowercase().cmp(&b.title.to_lowercase()));
+        out.sort_by_key(|q| q.title.to_lowercase());
         Ok(out)
     }
 }

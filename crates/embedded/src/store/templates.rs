@@ -83,7 +83,7 @@ impl relay_core::templates::QuickReplies for SqliteMessageStore {
             out.push(from_json(&row.map_err(db_err)?)?);
         }
         // By title as people read it (SQLite's collation would put "Ö" after "Z").
-        out.sort_by(|a, b| a.title.to_lowercase().cmp(&b.title.to_lowercase()));
+        out.sort_by_key(|q| q.title.to_lowercase());
         Ok(out)
     }
 }
