@@ -2079,3 +2079,71 @@ async fn admins_keep_quick_replies_that_staff_insert_into_the_composer() {
         .unwrap();
     assert!(!page.contains("Öffnungszeiten"));
 }
+
+#[tokio::test]
+async fn template_status_webhooks_keep_the_offered_templates_current() {
+    let fake = relay_e2e::fake::Fake::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("relay.toml"), config(&fake.url)).unwrap();
+    let (_server, url) = serve(dir.path());
+    let cwd = dir.path().to_owned();
+    let templates = |args: &'static [&'static str]| {
+        let cwd = cwd.clone();
+        tokio::task::spawn_blocking(move || {
+            Command::new(RELAY)
+                .arg("templates")
+                .args(args)
+                .args([
+                    "--tenant",
+                    "apotheke-am-markt",
+                    "--config",
+                    "relay.toml",
+                    "--data-dir",
+                    "data",
+                ])
+                .current_dir(cwd)
+                .output()
+                .unwrap()
+        })
+    };
+    let out = templates(&["sync"]).await.unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Meta's message_template_status_update webhook (WhatsApp Business Account webhooks
+    // reference, field "message_template_status_update"), as 360dialog forwards it.
+    let status = |event: &str| {
+        json!({"object": "whatsapp_business_account", "entry": [{"id": "102290129340398", "time": 1_796_000_000,
+        "changes": [{"field": "message_template_status_update", "value": {"event": event, "message_template_id": 1_234_567_890,
+            "message_template_name": "abholbereit", "message_template_language": "de", "reason": "NONE"}}]}]})
+    };
+    let http = reqwest::Client::new();
+    post_hook(&http, &url, CHANNEL_A, "hook-a", &status("PAUSED")).await;
+    let listed = || async {
+        let out = templates(&["list"]).await.unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !listed().await.contains("abholbereit\tde\tUTILITY\tPAUSED") {
+        assert!(
+            Instant::now() < deadline,
+            "the status webhook did not pause the template: {}",
+            listed().await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    post_hook(&http, &url, CHANNEL_A, "hook-a", &status("APPROVED")).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !listed()
+        .await
+        .contains("abholbereit\tde\tUTILITY\tAPPROVED")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the status webhook did not approve the template again"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

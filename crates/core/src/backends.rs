@@ -124,6 +124,10 @@ impl Backends {
             self.pseudonymizer.clone(),
             self.keys.clone(),
         );
+        let router = match &self.templates {
+            Some(t) => router.with_templates(t.clone()),
+            None => router,
+        };
         match &self.outbound {
             Some(queue) => router.with_outbound(queue.clone()),
             None => router,

@@ -54,6 +54,7 @@ pub struct Router {
     keys: Arc<Keyring>,
     clock: Clock,
     outbound: Option<Arc<dyn OutboundQueue>>,
+    templates: Option<Arc<dyn crate::templates::TemplateStore>>,
 }
 
 impl Router {
@@ -70,7 +71,51 @@ impl Router {
             clock: keys.clock().clone(),
             keys,
             outbound: None,
+            templates: None,
         }
+    }
+
+    /// Keeps the tenants' template list current from `message_template_status_update`
+    /// webhooks (a template approved, paused, disabled …).
+    pub fn with_templates(mut self, templates: Arc<dyn crate::templates::TemplateStore>) -> Self {
+        self.templates = Some(templates);
+        self
+    }
+
+    /// A template's new status, from its webhook: known templates only (a new one arrives
+    /// with the next `relay templates sync`, which also brings its text).
+    async fn template_status(
+        &self,
+        tenant: &TenantId,
+        value: &Value,
+        now: i64,
+    ) -> Result<(), RouteError> {
+        let Some(store) = &self.templates else {
+            return Ok(());
+        };
+        let (Some(name), Some(event)) = (
+            value.get("message_template_name").and_then(Value::as_str),
+            value.get("event").and_then(Value::as_str),
+        ) else {
+            return Ok(());
+        };
+        let language = value
+            .get("message_template_language")
+            .and_then(Value::as_str);
+        let mut list = store.templates(tenant).await?;
+        let mut changed = false;
+        for t in list.iter_mut() {
+            if t.name == name && language.is_none_or(|l| l == t.language) && t.status != event {
+                t.status = event.to_owned();
+                t.updated_at = now;
+                changed = true;
+            }
+        }
+        if changed {
+            store.replace_templates(tenant, &list).await?;
+            tracing::info!(tenant = %tenant, status = event, "template status updated");
+        }
+        Ok(())
     }
 
     /// Enables the routing rules that act (opt-out, away replies, forwarding): their jobs go
@@ -194,6 +239,9 @@ impl Router {
                 value,
                 waba_id,
             } => {
+                if field == "message_template_status_update" {
+                    self.template_status(&tenant.id, &value, now).await?;
+                }
                 let raw = json!({"waba_id": waba_id, "value": value});
                 self.event(&tenant.id, &field, raw, now, expires_at).await?
             }
