@@ -2147,3 +2147,160 @@ async fn template_status_webhooks_keep_the_offered_templates_current() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test]
+async fn files_from_the_composer_are_stored_sealed_and_sent() {
+    let fake = relay_e2e::fake::Fake::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("relay.toml"), config(&fake.url)).unwrap();
+    add_staff(dir.path(), "apotheke-am-markt", ANNA);
+    let (_server, url) = serve(dir.path());
+    let http = reqwest::Client::new();
+    let now = relay_core::Clock::system().now();
+    post_hook(
+        &http,
+        &url,
+        CHANNEL_A,
+        "hook-a",
+        &inbound(
+            CHANNEL_A,
+            "Erika",
+            "4915112345678",
+            text(
+                "4915112345678",
+                "wamid.F1",
+                now,
+                "Schicken Sie mir den Beipackzettel?",
+            ),
+        ),
+    )
+    .await;
+    let cid = conversations(&http, &url, "sk_inbox_test_a_0123456789", 1).await[0]["contact_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let anna = session(&url, ANNA).await;
+    let page = anna
+        .http
+        .get(format!("{url}/inbox/c/{cid}"))
+        .header("cookie", &anna.cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("enctype=\"multipart/form-data\""));
+    let nonce = {
+        let i = page.find("id=\"attach-form\"").unwrap();
+        hidden(&page[i..], "nonce")
+    };
+    let pdf = b"%PDF-1.4\n% Beipackzettel BEIPACK-GEHEIM\n%%EOF\n".to_vec();
+    let upload = |bytes: Vec<u8>, name: &'static str, mime: &'static str, csrf: String| {
+        let form = reqwest::multipart::Form::new()
+            .text("csrf", csrf)
+            .text("nonce", nonce.clone())
+            .text("caption", "Der Beipackzettel")
+            .part(
+                "file",
+                reqwest::multipart::Part::bytes(bytes)
+                    .file_name(name)
+                    .mime_str(mime)
+                    .unwrap(),
+            );
+        anna.http
+            .post(format!("{url}/inbox/c/{cid}/attachment"))
+            .header("cookie", &anna.cookie)
+            .multipart(form)
+            .send()
+    };
+    // Without the CSRF token, or of a type WhatsApp does not send: refused, nothing sent.
+    assert_eq!(
+        upload(
+            pdf.clone(),
+            "zettel.pdf",
+            "application/pdf",
+            "forged".into()
+        )
+        .await
+        .unwrap()
+        .status()
+        .as_u16(),
+        403
+    );
+    let r = upload(b"<html>".to_vec(), "x.html", "text/html", anna.csrf.clone())
+        .await
+        .unwrap();
+    assert!(
+        r.headers()["location"]
+            .to_str()
+            .unwrap()
+            .contains("error=attachment")
+    );
+    // A PDF: stored sealed, sent as a document with its name and caption.
+    let r = upload(
+        pdf.clone(),
+        "../../zettel.pdf",
+        "application/pdf",
+        anna.csrf.clone(),
+    )
+    .await
+    .unwrap();
+    assert!(
+        r.headers()["location"]
+            .to_str()
+            .unwrap()
+            .contains("notice=queued"),
+        "{:?}",
+        r.headers()["location"]
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let sent = loop {
+        if let Some(r) = fake
+            .requests()
+            .into_iter()
+            .find(|r| r.path.ends_with("/messages") && r.json()["type"] == "document")
+        {
+            break r.json();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the document never reached WhatsApp: {:?}",
+            fake.requests()
+                .iter()
+                .map(|r| r.path.clone())
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        sent["document"]["filename"], "zettel.pdf",
+        "a plain file name, no path"
+    );
+    assert_eq!(sent["document"]["caption"], "Der Beipackzettel");
+    assert!(
+        sent["document"]["id"].is_string(),
+        "sent by the media id of its upload: {sent}"
+    );
+    for entry in walk(&dir.path().join("data")) {
+        let bytes = std::fs::read(&entry).unwrap();
+        assert!(
+            !String::from_utf8_lossy(&bytes).contains("BEIPACK-GEHEIM"),
+            "{} holds the file in plaintext",
+            entry.display()
+        );
+    }
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = entry.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}

@@ -486,3 +486,77 @@ mod tests {
         }
     }
 }
+
+/// The largest file of this type WhatsApp sends (`None`: a type it does not send): images
+/// 5 MB, audio and video 16 MB, documents 100 MB (here bounded by `max_document`).
+pub fn upload_limit(mime: &str, max_document: usize) -> Option<usize> {
+    const MB: usize = 1024 * 1024;
+    match mime {
+        "image/jpeg" | "image/png" => Some(5 * MB),
+        "audio/aac" | "audio/mp4" | "audio/mpeg" | "audio/amr" | "audio/ogg" | "video/mp4"
+        | "video/3gpp" => Some(16 * MB),
+        "application/pdf" | "text/plain" | "application/msword" => Some(max_document),
+        m if m.starts_with("application/vnd.openxmlformats-officedocument.")
+            || m.starts_with("application/vnd.ms-") =>
+        {
+            Some(max_document)
+        }
+        _ => None,
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UploadError {
+    #[error(transparent)]
+    Store(#[from] crate::ports::StoreError),
+    #[error(transparent)]
+    Blob(#[from] BlobError),
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+}
+
+/// A file the pharmacy sends: sealed under the contact's key into the blob store, recorded as
+/// an upload (`mu_…`) that a reply names by `media_id`, expiring with the conversation. The
+/// caller has checked the conversation, the type and the size.
+#[allow(clippy::too_many_arguments)] // one upload's facts, each from the request
+pub async fn store_upload(
+    keys: &Keyring,
+    blobs: &dyn BlobStore,
+    store: &dyn crate::ports::MessageStore,
+    tenant: &TenantId,
+    contact: &crate::ids::ContactId,
+    filename: Option<String>,
+    mime: &str,
+    bytes: &[u8],
+    (now, expires_at): (i64, i64),
+) -> Result<crate::records::Upload, UploadError> {
+    let mut id = [0u8; 16];
+    getrandom::fill(&mut id).map_err(|e| CryptoError::Unavailable(e.to_string()))?;
+    let media_id = format!("{}{}", crate::outbound::UPLOAD_PREFIX, hex::encode(id));
+    let sealer = keys.contact_sealer(tenant, contact, expires_at).await?;
+    let mut file = FileSealer::new(sealer, &media_id);
+    let mut sealed = file.update(bytes);
+    let (tail, size, _) = file.finish();
+    sealed.extend(tail);
+    let key = object_key(tenant, contact.as_str(), &media_id);
+    let mut writer = blobs.begin(&key).await?;
+    writer.write(sealed).await?;
+    writer.finish().await?;
+    let upload = crate::records::Upload {
+        media_id: media_id.clone(),
+        contact_id: contact.clone(),
+        media: MediaInfo {
+            media_id,
+            status: MediaStatus::Available,
+            mime_type: Some(mime.to_owned()),
+            size: Some(size),
+            reason: None,
+            object_key: Some(key),
+        },
+        filename,
+        created_at: now,
+        expires_at,
+    };
+    crate::ports::MediaLedger::create_upload(store, tenant, &upload).await?;
+    Ok(upload)
+}

@@ -102,6 +102,10 @@ pub struct Texts {
     pub quick_add: &'static str,
     pub quick_remove: &'static str,
     pub back_to_inbox: &'static str,
+    pub attach: &'static str,
+    pub attach_send: &'static str,
+    pub caption: &'static str,
+    pub attachment_refused: &'static str,
 }
 
 pub const DE: Texts = Texts {
@@ -188,6 +192,10 @@ pub const DE: Texts = Texts {
     quick_add: "Textbaustein anlegen",
     quick_remove: "Löschen",
     back_to_inbox: "Zurück zum Posteingang",
+    attach: "Datei",
+    attach_send: "Datei senden",
+    caption: "Bildunterschrift (optional)",
+    attachment_refused: "Nicht gesendet: WhatsApp nimmt JPEG- und PNG-Bilder bis 5 MB, Sprachnachrichten und PDF-, Text- und Office-Dokumente.",
 };
 
 pub const EN: Texts = Texts {
@@ -274,6 +282,10 @@ pub const EN: Texts = Texts {
     quick_add: "Add quick reply",
     quick_remove: "Remove",
     back_to_inbox: "Back to the inbox",
+    attach: "File",
+    attach_send: "Send file",
+    caption: "Caption (optional)",
+    attachment_refused: "Not sent: WhatsApp takes JPEG and PNG images up to 5 MB, voice messages and PDF, text and Office documents.",
 };
 
 pub fn texts(lang: Lang) -> &'static Texts {

@@ -116,6 +116,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/inbox/c/{contact_id}/reply"),
     ("POST", "/inbox/c/{contact_id}/read"),
     ("POST", "/inbox/c/{contact_id}/template"),
+    ("POST", "/inbox/c/{contact_id}/attachment"),
     ("POST", "/inbox/c/{contact_id}/team"),
     ("POST", "/inbox/c/{contact_id}/notes"),
     ("GET", "/inbox/c/{contact_id}/export"),
@@ -142,6 +143,12 @@ pub fn router(web: Web) -> Router {
         .route("/inbox/c/{contact_id}/reply", post(reply))
         .route("/inbox/c/{contact_id}/read", post(mark_read))
         .route("/inbox/c/{contact_id}/template", post(send_template))
+        .route(
+            "/inbox/c/{contact_id}/attachment",
+            post(send_attachment).layer(axum::extract::DefaultBodyLimit::max(
+                MAX_ATTACHMENT_BYTES + 64 * 1024,
+            )),
+        )
         .route("/inbox/c/{contact_id}/team", post(set_team))
         .route("/inbox/c/{contact_id}/notes", post(add_note))
         .route("/inbox/c/{contact_id}/export", get(export_contact))

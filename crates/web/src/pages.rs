@@ -487,6 +487,7 @@ struct OpenConversation {
     older: Option<String>,
     nonce: String,
     note_nonce: String,
+    attach_nonce: String,
     closed: bool,
     /// (staff id, short name, selected) for the assignment menu.
     assignees: Vec<(String, String, bool)>,
@@ -779,6 +780,7 @@ fn refusal_text(slug: &str, t: &Texts) -> Option<&'static str> {
         "csrf" => Some(t.csrf_refused),
         "confirm-erase" => Some(t.erase_confirm_missing),
         "template-params" => Some(t.template_params_missing),
+        "attachment" => Some(t.attachment_refused),
         "" => None,
         _ => Some(t.reply_refused),
     }
@@ -839,6 +841,7 @@ async fn load_conversation(
     };
     let (nonce, _) = staff::new_token();
     let (note_nonce, _) = staff::new_token();
+    let (attach_nonce, _) = staff::new_token();
     let team = Team::of(&c, web.store.team_state(tenant, contact, now).await?);
     let names = staff_names(web, tenant).await?;
     let mut assignees: Vec<(String, String, bool)> = names
@@ -918,6 +921,7 @@ async fn load_conversation(
         older: page.next_cursor,
         nonce,
         note_nonce,
+        attach_nonce,
         closed: team.closed,
         assignees,
         labels: LABELS
@@ -1788,4 +1792,187 @@ pub(crate) async fn remove_quick_reply(
     )
     .await;
     see_other("/inbox/quick-replies")
+}
+
+/// The largest file the composer takes (WhatsApp's limit for audio and video; images 5 MB and
+/// documents by type, checked by `relay_core::media::upload_limit`). On AWS the HTTP API's
+/// 10 MB request limit is lower.
+pub const MAX_ATTACHMENT_BYTES: usize = 16 * 1024 * 1024;
+
+/// A file from the composer, sent as an image, a document or a voice message (with the
+/// caption for images and documents). The file is stored sealed first, as an upload of the
+/// conversation; the form's nonce makes a resubmitted form one message.
+pub(crate) async fn send_attachment(
+    State(web): State<Web>,
+    headers: HeaderMap,
+    signed: Signed,
+    Path(contact_id): Path<String>,
+    mut multipart: axum::extract::Multipart,
+) -> Response {
+    let t = texts(signed.lang);
+    let Ok(contact) = ContactId::parse(&contact_id) else {
+        return (StatusCode::NOT_FOUND, t.not_found).into_response();
+    };
+    let (mut csrf, mut nonce, mut caption) = (String::new(), String::new(), String::new());
+    let mut file: Option<(Option<String>, String, Vec<u8>)> = None;
+    loop {
+        let field = match multipart.next_field().await {
+            Ok(Some(f)) => f,
+            Ok(None) => break,
+            Err(_) => return back_to(&contact, "?error=attachment"),
+        };
+        let name = field.name().unwrap_or_default().to_owned();
+        match name.as_str() {
+            "csrf" => csrf = field.text().await.unwrap_or_default(),
+            "nonce" => nonce = field.text().await.unwrap_or_default(),
+            "caption" => caption = field.text().await.unwrap_or_default(),
+            "file" => {
+                let filename = field.file_name().map(str::to_owned);
+                let mime = field
+                    .content_type()
+                    .unwrap_or_default()
+                    .split(';')
+                    .next()
+                    .unwrap_or_default()
+                    .trim()
+                    .to_ascii_lowercase();
+                match field.bytes().await {
+                    Ok(b) => file = Some((filename, mime, b.to_vec())),
+                    Err(_) => return back_to(&contact, "?error=attachment"),
+                }
+            }
+            _ => {}
+        }
+    }
+    if !check_csrf(&signed, &csrf, &headers) {
+        return csrf_refused(&signed);
+    }
+    let Some((filename, mime, bytes)) = file.filter(|(_, _, b)| !b.is_empty()) else {
+        return back_to(&contact, "?error=attachment");
+    };
+    let fits = relay_core::media::upload_limit(&mime, MAX_ATTACHMENT_BYTES)
+        .is_some_and(|limit| bytes.len() <= limit);
+    // Video goes out as WhatsApp video only through the API (the composer has no video type).
+    if !fits || mime.starts_with("video/") {
+        return back_to(&contact, "?error=attachment");
+    }
+    // A plain file name (the browser's; never a path).
+    let filename = filename
+        .map(|f| f.rsplit(['/', '\\']).next().unwrap_or_default().to_owned())
+        .filter(|f| !f.is_empty() && f.len() <= 240 && !f.chars().any(char::is_control));
+    let tenant = signed.tenant().clone();
+    let now = web.clock.now();
+    match web.store.conversation(&tenant, &contact, now).await {
+        Ok(Some(_)) => {}
+        Ok(None) => return (StatusCode::NOT_FOUND, t.not_found).into_response(),
+        Err(e) => return unavailable(e),
+    }
+    let expires_at = match retention_secs(&web, &tenant).await {
+        Ok(r) => now + r,
+        Err(e) => return unavailable(e),
+    };
+    let upload = match relay_core::media::store_upload(
+        &web.keys,
+        web.blobs.as_ref(),
+        web.store.as_ref(),
+        &tenant,
+        &contact,
+        filename.clone(),
+        &mime,
+        &bytes,
+        (now, expires_at),
+    )
+    .await
+    {
+        Ok(u) => u,
+        Err(e) => {
+            tracing::error!(error = %e, "attachment could not be stored");
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(header::RETRY_AFTER, "5")],
+                "unavailable",
+            )
+                .into_response();
+        }
+    };
+    let caption = Some(caption.trim().to_owned()).filter(|c| !c.is_empty());
+    let media_id = Some(upload.media_id.clone());
+    let request = if mime.starts_with("image/") {
+        ReplyRequest::Image {
+            link: None,
+            media_id,
+            caption,
+            reply_to: None,
+        }
+    } else if mime.starts_with("audio/") {
+        ReplyRequest::Audio {
+            link: None,
+            media_id,
+            reply_to: None,
+        }
+    } else {
+        ReplyRequest::Document {
+            link: None,
+            media_id,
+            caption,
+            filename,
+            reply_to: None,
+        }
+    };
+    let reply = match request.validate() {
+        Ok(r) => r,
+        Err(_) => return back_to(&contact, "?error=attachment"),
+    };
+    let idempotency = (!nonce.is_empty() && nonce.len() <= 64).then(|| IdempotencyRecord {
+        key_hash: content_digest(format!("{tenant}\nweb:{}:{nonce}", signed.account.id).as_bytes()),
+        request_hash: content_digest(format!("{contact}\nattachment").as_bytes()),
+    });
+    let ports = ReplyPorts {
+        store: web.store.as_ref(),
+        directory: web.directory.as_ref(),
+        outbound: web.outbound.as_ref(),
+    };
+    let result = queue_reply(
+        &ports,
+        ReplyCommand {
+            tenant: &tenant,
+            contact: &contact,
+            reply: &reply,
+            idempotency,
+            now,
+        },
+    )
+    .await;
+    match result {
+        Ok(_) => {
+            audit(
+                &web,
+                &tenant,
+                signed.actor(),
+                "web.attachment",
+                Some(contact.to_string()),
+                202,
+            )
+            .await;
+            back_to(&contact, "?notice=queued")
+        }
+        Err(refusal) => {
+            let slug = match refusal {
+                Refusal::OptedOut => "opted-out",
+                Refusal::WindowClosed { .. } => "window-closed",
+                Refusal::NoSuchConversation => "not-found",
+                _ => "refused",
+            };
+            audit(
+                &web,
+                &tenant,
+                signed.actor(),
+                "web.attachment",
+                Some(contact.to_string()),
+                422,
+            )
+            .await;
+            back_to(&contact, &format!("?error={slug}"))
+        }
+    }
 }

@@ -39,19 +39,7 @@ pub(crate) struct UploadQuery {
 
 /// The file types WhatsApp takes for sending, and each one's size limit.
 pub(crate) fn upload_limit(mime: &str) -> Option<usize> {
-    const MB: usize = 1024 * 1024;
-    match mime {
-        "image/jpeg" | "image/png" => Some(5 * MB),
-        "audio/aac" | "audio/mp4" | "audio/mpeg" | "audio/amr" | "audio/ogg" | "video/mp4"
-        | "video/3gpp" => Some(16 * MB),
-        "application/pdf" | "text/plain" | "application/msword" => Some(MAX_UPLOAD_BYTES),
-        m if m.starts_with("application/vnd.openxmlformats-officedocument.")
-            || m.starts_with("application/vnd.ms-") =>
-        {
-            Some(MAX_UPLOAD_BYTES)
-        }
-        _ => None,
-    }
+    relay_core::media::upload_limit(mime, MAX_UPLOAD_BYTES)
 }
 
 /// `POST /v1/media?contact_id=…&filename=…` with the file as the body and its Content-Type:
@@ -64,7 +52,6 @@ pub(crate) async fn upload_media(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ProblemResponse> {
-    use relay_core::media::{FileSealer, MediaInfo, MediaStatus, object_key};
     let bad = |detail: &str| {
         detailed(
             400,
@@ -157,51 +144,27 @@ pub(crate) async fn upload_media(
         _ => i64::from(relay_core::tenant::DEFAULT_RETENTION_DAYS) * 86_400,
     };
     let expires_at = now + retention;
-    let mut id = [0u8; 16];
-    getrandom::fill(&mut id).map_err(|_| problem(503, "unavailable", "No randomness; retry"))?;
-    let media_id = format!("{}{}", relay_core::outbound::UPLOAD_PREFIX, hex::encode(id));
-    let sealer = state
-        .privacy
-        .keys
-        .contact_sealer(&tenant, &contact, expires_at)
-        .await
-        .map_err(|e| store_problem(e.into()))?;
-    let mut file = FileSealer::new(sealer, &media_id);
-    let mut sealed = file.update(&body);
-    let (tail, size, _) = file.finish();
-    sealed.extend(tail);
-    let key = object_key(&tenant, contact.as_str(), &media_id);
-    let blob_error = |e: relay_core::media::BlobError| {
+    let upload = relay_core::media::store_upload(
+        &state.privacy.keys,
+        state.blobs.as_ref(),
+        state.store.as_ref(),
+        &tenant,
+        &contact,
+        filename,
+        &mime,
+        &body,
+        (now, expires_at),
+    )
+    .await
+    .map_err(|e| {
         tracing::error!(error = %e, "upload could not be stored");
         problem(
             503,
             "store-unavailable",
             "The file could not be stored; retry later",
         )
-    };
-    let mut writer = state.blobs.begin(&key).await.map_err(blob_error)?;
-    writer.write(sealed).await.map_err(blob_error)?;
-    writer.finish().await.map_err(blob_error)?;
-    let upload = relay_core::records::Upload {
-        media_id: media_id.clone(),
-        contact_id: contact.clone(),
-        media: MediaInfo {
-            media_id: media_id.clone(),
-            status: MediaStatus::Available,
-            mime_type: Some(mime.clone()),
-            size: Some(size),
-            reason: None,
-            object_key: Some(key),
-        },
-        filename,
-        created_at: now,
-        expires_at,
-    };
-    state
-        .store
-        .create_upload(&tenant, &upload)
-        .await
-        .map_err(store_problem)?;
+    })?;
+    let (media_id, size) = (upload.media_id, upload.media.size.unwrap_or(0));
     tracing::info!(tenant = %tenant, contact = %contact, bytes = size, "file uploaded");
     Ok((
         StatusCode::CREATED,
