@@ -1,7 +1,7 @@
 //! Operator actions against a deployment: write tenants and channels from `relay.toml`,
 //! create the pseudonymisation key, and look at or redrive dead letters.
 
-use crate::directory::{api_key_pk, channel_pk, tenant_pk};
+use crate::directory::{api_key_pk, channel_pk, meta_app_pk, tenant_pk, waba_pk};
 use crate::dynamo::{Item, get_s, n, s};
 use crate::kms::{KmsError, KmsSecrets};
 use crate::sdk_error;
@@ -42,6 +42,7 @@ pub struct ApplyReport {
     pub tenants: usize,
     pub channels: usize,
     pub api_keys: usize,
+    pub meta_apps: usize,
     pub removed_channels: usize,
     pub removed_api_keys: usize,
     pub created_pseudonym_key: bool,
@@ -91,6 +92,24 @@ pub async fn apply_tenants(
         created_pseudonym_key: ensure_pseudonym_key(dynamo, kms, table).await?.1,
         ..ApplyReport::default()
     };
+    for app in &config.meta_apps {
+        let pk = meta_app_pk(&app.id);
+        let mut item = Item::new();
+        item.insert("pk".into(), s(&pk));
+        item.insert("sk".into(), s("METAAPP"));
+        for (field, secret) in [
+            ("app_secret", &app.app_secret),
+            ("verify_token", &app.verify_token),
+        ] {
+            let ct = kms
+                .encrypt(secret.expose_secret().as_bytes(), &pk, field)
+                .await?;
+            item.insert(field.into(), s(ct));
+        }
+        put(dynamo, table, item).await?;
+        report.meta_apps += 1;
+        progress(&format!("Meta app {}", app.id));
+    }
     for t in &config.tenants {
         let tenant = &t.tenant;
         let pk = tenant_pk(&tenant.id);
@@ -119,6 +138,27 @@ pub async fn apply_tenants(
         for old in string_set(&previous, "channel_ids").difference(&channels) {
             delete(dynamo, table, channel_pk(old), "CHANNEL").await?;
             report.removed_channels += 1;
+        }
+        // Each business account's events are filed under its first channel.
+        let mut wabas: Vec<(&str, &str)> = Vec::new();
+        for c in &t.channels {
+            if let Some(w) = &c.waba_id
+                && !wabas.iter().any(|(have, _)| have == w)
+            {
+                wabas.push((w, &c.phone_number_id));
+            }
+        }
+        let waba_ids: HashSet<String> = wabas.iter().map(|(w, _)| (*w).to_owned()).collect();
+        for old in string_set(&previous, "waba_ids").difference(&waba_ids) {
+            delete(dynamo, table, waba_pk(old), "WABA").await?;
+        }
+        for (waba, pnid) in &wabas {
+            let mut item = Item::new();
+            item.insert("pk".into(), s(waba_pk(waba)));
+            item.insert("sk".into(), s("WABA"));
+            item.insert("tenant_id".into(), s(tenant.id.as_str()));
+            item.insert("phone_number_id".into(), s(*pnid));
+            put(dynamo, table, item).await?;
         }
 
         for c in &t.channels {
@@ -159,6 +199,12 @@ pub async fn apply_tenants(
             }
             if let Some(url) = &c.api_base_url {
                 item.insert("api_base_url".into(), s(url));
+            }
+            if let Some(app) = &c.meta_app {
+                item.insert("meta_app".into(), s(app));
+            }
+            if let Some(waba) = &c.waba_id {
+                item.insert("waba_id".into(), s(waba));
             }
             item.insert(
                 "send_rate_per_second".into(),
@@ -208,6 +254,12 @@ pub async fn apply_tenants(
             item.insert(
                 "channel_ids".into(),
                 AttributeValue::Ss(channels.into_iter().collect()),
+            );
+        }
+        if !waba_ids.is_empty() {
+            item.insert(
+                "waba_ids".into(),
+                AttributeValue::Ss(waba_ids.into_iter().collect()),
             );
         }
         put(dynamo, table, item).await?;

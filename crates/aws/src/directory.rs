@@ -5,6 +5,8 @@
 //! | tenant | `TENANT#{tenant}` | `TENANT` |
 //! | channel | `CHANNEL#{phone_number_id}` | `CHANNEL` |
 //! | API key | `APIKEY#{sha256 hex}` | `APIKEY` |
+//! | Meta app | `METAAPP#{app id}` | `METAAPP` |
+//! | business account (its first channel) | `WABA#{waba id}` | `WABA` |
 //! | pseudonymisation key | `CONFIG` | `PSEUDONYM_KEY` |
 //!
 //! Channel secrets are KMS ciphertexts (the webhook token only as SHA-256). Lookups are cached
@@ -18,7 +20,9 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use relay_core::ids::TenantId;
 use relay_core::ports::{Directory, StoreError};
-use relay_core::tenant::{Channel, DEFAULT_RETENTION_DAYS, Provider, Tenant, WebhookAuth};
+use relay_core::tenant::{
+    Channel, DEFAULT_RETENTION_DAYS, MetaApp, Provider, Tenant, WebhookAuth,
+};
 use secrecy::SecretString;
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -30,6 +34,14 @@ pub(crate) fn tenant_pk(t: &TenantId) -> String {
 
 pub(crate) fn channel_pk(phone_number_id: &str) -> String {
     format!("CHANNEL#{phone_number_id}")
+}
+
+pub(crate) fn meta_app_pk(app_id: &str) -> String {
+    format!("METAAPP#{app_id}")
+}
+
+pub(crate) fn waba_pk(waba_id: &str) -> String {
+    format!("WABA#{waba_id}")
 }
 
 pub(crate) fn api_key_pk(digest: &[u8; 32]) -> String {
@@ -72,6 +84,8 @@ pub struct DynamoDirectory {
     channels: Cache<Option<Channel>>,
     tenants: Cache<Option<Tenant>>,
     api_keys: Cache<Option<TenantId>>,
+    meta_apps: Cache<Option<MetaApp>>,
+    wabas: Cache<Option<String>>,
 }
 
 impl DynamoDirectory {
@@ -92,6 +106,8 @@ impl DynamoDirectory {
             channels: Cache::new(ttl),
             tenants: Cache::new(ttl),
             api_keys: Cache::new(ttl),
+            meta_apps: Cache::new(ttl),
+            wabas: Cache::new(ttl),
         }
     }
 
@@ -170,6 +186,27 @@ impl DynamoDirectory {
             send_rate_per_second: get_n(&item, "send_rate_per_second")
                 .and_then(|r| u32::try_from(r).ok())
                 .unwrap_or(relay_core::tenant::DEFAULT_SEND_RATE),
+            meta_app: get_s(&item, "meta_app").map(str::to_owned),
+            waba_id: get_s(&item, "waba_id").map(str::to_owned),
+        }))
+    }
+
+    async fn load_meta_app(&self, app_id: &str) -> Result<Option<MetaApp>, StoreError> {
+        let pk = meta_app_pk(app_id);
+        let Some(item) = self.get(pk.clone(), "METAAPP").await? else {
+            return Ok(None);
+        };
+        let corrupt = |w: &str| StoreError::Corrupt(format!("Meta app item: {w}"));
+        Ok(Some(MetaApp {
+            id: app_id.to_owned(),
+            app_secret: self
+                .secret(&item, &pk, "app_secret")
+                .await?
+                .ok_or_else(|| corrupt("no app_secret"))?,
+            verify_token: self
+                .secret(&item, &pk, "verify_token")
+                .await?
+                .ok_or_else(|| corrupt("no verify_token"))?,
         }))
     }
 
@@ -229,5 +266,32 @@ impl Directory for DynamoDirectory {
         };
         self.api_keys.put(pk, t.clone());
         Ok(t)
+    }
+
+    async fn meta_app(&self, app_id: &str) -> Result<Option<MetaApp>, StoreError> {
+        if let Some(hit) = self.meta_apps.get(app_id) {
+            return Ok(hit);
+        }
+        let a = self.load_meta_app(app_id).await?;
+        self.meta_apps.put(app_id.to_owned(), a.clone());
+        Ok(a)
+    }
+
+    async fn waba_channel(&self, waba_id: &str) -> Result<Option<Channel>, StoreError> {
+        let pnid = match self.wabas.get(waba_id) {
+            Some(hit) => hit,
+            None => {
+                let pnid = self
+                    .get(waba_pk(waba_id), "WABA")
+                    .await?
+                    .and_then(|item| get_s(&item, "phone_number_id").map(str::to_owned));
+                self.wabas.put(waba_id.to_owned(), pnid.clone());
+                pnid
+            }
+        };
+        match pnid {
+            Some(p) => self.channel(&p).await,
+            None => Ok(None),
+        }
     }
 }

@@ -320,6 +320,9 @@ async fn run(cli: Cli, clock: Clock) -> anyhow::Result<()> {
         Command::Serve(args) => {
             relay_telemetry::init(args.log_format);
             let (config, source) = load_serve_config(args.config.as_deref())?;
+            for w in &config.warnings {
+                tracing::warn!(warning = %w, "configuration");
+            }
             let listen: SocketAddr = match args.listen {
                 Some(l) => l,
                 None => config
@@ -399,6 +402,21 @@ async fn run(cli: Cli, clock: Clock) -> anyhow::Result<()> {
                 config.display(),
                 c.tenants.len()
             );
+            for app in &c.meta_apps {
+                let numbers = c
+                    .tenants
+                    .iter()
+                    .flat_map(|t| &t.channels)
+                    .filter(|ch| ch.meta_app.as_ref() == Some(&app.id))
+                    .count();
+                println!(
+                    "  Meta app {}: callback URL <base>/webhooks/meta/{} for its {numbers} number(s)",
+                    app.id, app.id
+                );
+            }
+            for w in &c.warnings {
+                println!("  warning: {w}");
+            }
             Ok(())
         }
         Command::Audit {

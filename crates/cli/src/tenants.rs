@@ -12,6 +12,9 @@ impl TenantsCommand {
             } => {
                 let config = read_config(&file)?;
                 let (clients, table) = aws_clients(&aws).await?;
+                for w in &config.warnings {
+                    println!("  warning: {w}");
+                }
                 let report = relay_aws::admin::apply_tenants(
                     &clients.dynamo,
                     &clients.secrets(Some(kms_key_id)),
@@ -21,7 +24,8 @@ impl TenantsCommand {
                 )
                 .await?;
                 println!(
-                    "applied to {table}: {} tenant(s), {} channel(s), {} API key(s); removed {} channel(s), {} API key(s){}",
+                    "applied to {table}: {} Meta app(s), {} tenant(s), {} channel(s), {} API key(s); removed {} channel(s), {} API key(s){}",
+                    report.meta_apps,
                     report.tenants,
                     report.channels,
                     report.api_keys,

@@ -6,7 +6,7 @@
 use crate::ids::{TenantId, secret_digest};
 use crate::policy::{BusinessHours, OptOutPolicy, TIMEZONE, TenantPolicy};
 use crate::tenant::{
-    Channel, DEFAULT_RETENTION_DAYS, DEFAULT_SEND_RATE, Provider, Tenant, WebhookAuth,
+    Channel, DEFAULT_RETENTION_DAYS, DEFAULT_SEND_RATE, MetaApp, Provider, Tenant, WebhookAuth,
 };
 use secrecy::SecretString;
 use serde::Deserialize;
@@ -169,6 +169,22 @@ pub struct ChannelSection {
     pub verify_token: Option<String>,
     pub access_token: Option<String>,
     pub send_rate_per_second: Option<u32>,
+    /// Meta direct: the id of the `[[meta_apps]]` entry whose callback URL receives this
+    /// number's webhooks (instead of `app_secret` and `verify_token` here).
+    pub app: Option<String>,
+    /// Meta direct: the WhatsApp Business Account the number belongs to (its template and
+    /// account webhooks name only the account).
+    pub waba_id: Option<String>,
+}
+
+/// `[[meta_apps]]`: a Meta app whose one callback URL (`/webhooks/meta/{id}`) receives the
+/// webhooks of all its numbers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetaAppSection {
+    pub id: String,
+    pub app_secret: String,
+    pub verify_token: String,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -178,6 +194,8 @@ struct RawConfig {
     server: ServerSection,
     #[serde(default)]
     tenants: Vec<TenantSection>,
+    #[serde(default)]
+    meta_apps: Vec<MetaAppSection>,
 }
 
 /// A checked configuration: every tenant and channel is usable.
@@ -185,8 +203,12 @@ struct RawConfig {
 pub struct RelayConfig {
     pub server: ServerSection,
     pub tenants: Vec<TenantConfig>,
+    /// Meta apps with an app-level webhook URL; their channels name them.
+    pub meta_apps: Vec<MetaApp>,
     /// `server.metrics_token`, resolved.
     metrics_token: Option<SecretString>,
+    /// Settings that work but are likely wrong (each names its field, never a value).
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -292,6 +314,41 @@ impl RelayConfig {
         {
             problems.push("server.max_connections: must be between 1 and 100000".to_owned());
         }
+
+        let mut meta_apps: Vec<MetaApp> = Vec::new();
+        for (ai, a) in raw.meta_apps.iter().enumerate() {
+            let at = format!("meta_apps[{ai}]");
+            if !is_numeric_id(&a.id) {
+                problems.push(format!("{at}.id: must be the digits of the Meta app id"));
+                continue;
+            }
+            if meta_apps.iter().any(|m| m.id == a.id) {
+                problems.push(format!("{at}.id: app {} is defined twice", a.id));
+            }
+            let mut field = |name: &str, v: &str| match secret(&format!("{at}.{name}"), v, env) {
+                Ok(s) if s.is_empty() => {
+                    problems.push(format!("{at}.{name}: must not be empty"));
+                    None
+                }
+                Ok(s) => Some(SecretString::from(s)),
+                Err(p) => {
+                    problems.push(p);
+                    None
+                }
+            };
+            let app_secret = field("app_secret", &a.app_secret);
+            let verify_token = field("verify_token", &a.verify_token);
+            if let (Some(app_secret), Some(verify_token)) = (app_secret, verify_token) {
+                meta_apps.push(MetaApp {
+                    id: a.id.clone(),
+                    app_secret,
+                    verify_token,
+                });
+            }
+        }
+        let mut warnings = Vec::new();
+        let mut seen_wabas: std::collections::HashMap<String, (TenantId, Option<String>)> =
+            std::collections::HashMap::new();
 
         for (ti, t) in raw.tenants.iter().enumerate() {
             let at = format!("tenants[{ti}]");
@@ -409,6 +466,14 @@ impl RelayConfig {
                 let (auth, send_key) = match Provider::parse(&c.provider) {
                     Some(Provider::Dialog360) => {
                         let token = need("webhook_token", &c.webhook_token);
+                        if token
+                            .as_ref()
+                            .is_some_and(|t| secrecy::ExposeSecret::expose_secret(t).contains('_'))
+                        {
+                            warnings.push(format!(
+                                "{at}.webhook_token: contains \"_\", which 360dialog refuses in webhook URLs and headers; registering the webhook with it fails. Choose a token of letters, digits and \"-\""
+                            ));
+                        }
                         let signing = match &c.signing_secret {
                             Some(_) => need("signing_secret", &c.signing_secret),
                             None => None,
@@ -423,6 +488,34 @@ impl RelayConfig {
                             }),
                             key,
                         )
+                    }
+                    Some(Provider::Meta) if c.app.is_some() => {
+                        let token = c
+                            .access_token
+                            .as_ref()
+                            .and_then(|_| need("access_token", &c.access_token));
+                        let app = c.app.as_deref().unwrap_or_default();
+                        let auth = meta_apps.iter().find(|m| m.id == app).map(MetaApp::auth);
+                        if auth.is_none() {
+                            problems.push(format!(
+                                "{at}.app: no [[meta_apps]] entry has id {app:?}"
+                            ));
+                        }
+                        for (field, v) in
+                            [("app_secret", &c.app_secret), ("verify_token", &c.verify_token)]
+                        {
+                            if v.is_some() {
+                                problems.push(format!(
+                                    "{at}.{field}: a channel of a Meta app takes the app's; remove it here"
+                                ));
+                            }
+                        }
+                        if c.waba_id.is_none() {
+                            problems.push(format!(
+                                "{at}.waba_id: required with app (the account's template and account webhooks name only it)"
+                            ));
+                        }
+                        (auth, token)
                     }
                     Some(Provider::Meta) => {
                         let app_secret = need("app_secret", &c.app_secret);
@@ -461,6 +554,29 @@ impl RelayConfig {
                 {
                     problems.push(format!("{at}.api_base_url: must be an http(s) URL"));
                 }
+                if c.provider != "meta" {
+                    for (field, v) in [("app", &c.app), ("waba_id", &c.waba_id)] {
+                        if v.is_some() {
+                            problems.push(format!("{at}.{field}: only for provider = \"meta\""));
+                        }
+                    }
+                }
+                if let Some(waba) = &c.waba_id {
+                    if !is_numeric_id(waba) {
+                        problems.push(format!(
+                            "{at}.waba_id: must be the digits of the WhatsApp Business Account id"
+                        ));
+                    } else if let Some((owner, app)) = seen_wabas.get(waba) {
+                        if *owner != id || *app != c.app {
+                            problems.push(format!(
+                                "{at}.waba_id: account {waba} already belongs to tenant {owner} (app {}); an account's numbers belong to one tenant and one app",
+                                app.as_deref().unwrap_or("none")
+                            ));
+                        }
+                    } else {
+                        seen_wabas.insert(waba.clone(), (id.clone(), c.app.clone()));
+                    }
+                }
                 if let Some(auth) = auth {
                     channels.push(Channel {
                         phone_number_id: c.phone_number_id.clone(),
@@ -469,6 +585,8 @@ impl RelayConfig {
                         send_key,
                         api_base_url: c.api_base_url.clone(),
                         send_rate_per_second: c.send_rate_per_second.unwrap_or(DEFAULT_SEND_RATE),
+                        meta_app: c.app.clone(),
+                        waba_id: c.waba_id.clone(),
                     });
                 }
             }
@@ -501,7 +619,9 @@ impl RelayConfig {
             Ok(RelayConfig {
                 server: raw.server,
                 tenants,
+                meta_apps,
                 metrics_token,
+                warnings,
             })
         } else {
             Err(ConfigError::Invalid(problems))
@@ -637,6 +757,10 @@ fn policy(at: &str, t: &TenantSection, problems: &mut Vec<String>) -> TenantPoli
         });
     }
     policy
+}
+
+fn is_numeric_id(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 32 && s.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// A secret field: either the literal value or `${VAR}` looked up in the environment.
@@ -792,5 +916,84 @@ access_token = "t"
         // Typos are refused with the unknown key named.
         assert!(err(&format!("{base}retention_dayz = 3\n")).contains("retention_dayz"));
         assert!(err(&format!("{base}{base}")).contains("defined twice"));
+    }
+
+    #[test]
+    fn meta_apps_are_configured_once_and_named_by_their_numbers() {
+        let app = "[[meta_apps]]\nid = \"777\"\napp_secret = \"s\"\nverify_token = \"v\"\n";
+        let channel = |tenant: &str, pnid: &str, extra: &str| {
+            format!(
+                "[[tenants]]\nid = \"{tenant}\"\nname = \"X\"\n[[tenants.channels]]\nphone_number_id = \"{pnid}\"\nprovider = \"meta\"\n{extra}"
+            )
+        };
+        let ok = format!(
+            "{}{}{app}",
+            channel("a", "1", "app = \"777\"\nwaba_id = \"91\"\n"),
+            channel("b", "2", "app = \"777\"\nwaba_id = \"92\"\n")
+        );
+        let c = RelayConfig::parse(&ok, &|_| None).unwrap();
+        assert_eq!(c.meta_apps.len(), 1);
+        let ch = &c.tenants[1].channels[0];
+        assert_eq!(
+            (ch.meta_app.as_deref(), ch.waba_id.as_deref()),
+            (Some("777"), Some("92"))
+        );
+        // The channel takes the app's secret (its own URL keeps working).
+        let body = b"{}";
+        let sig = crate::tenant::sign_hub_signature(b"s", body);
+        assert!(ch.auth.verify(
+            &crate::tenant::AuthHeaders {
+                hub_signature_256: Some(sig.as_bytes()),
+                ..Default::default()
+            },
+            body
+        ));
+        for (text, says) in [
+            (
+                format!("{}{app}", channel("a", "1", "app = \"778\"\nwaba_id = \"91\"\n")),
+                "tenants[0].channels[0].app: no [[meta_apps]] entry has id \"778\"",
+            ),
+            (
+                format!("{}{app}", channel("a", "1", "app = \"777\"\n")),
+                "tenants[0].channels[0].waba_id: required with app",
+            ),
+            (
+                format!(
+                    "{}{app}",
+                    channel("a", "1", "app = \"777\"\nwaba_id = \"91\"\napp_secret = \"x\"\n")
+                ),
+                "tenants[0].channels[0].app_secret: a channel of a Meta app takes the app's",
+            ),
+            (
+                format!(
+                    "{}{}{app}",
+                    channel("a", "1", "app = \"777\"\nwaba_id = \"91\"\n"),
+                    channel("b", "2", "app = \"777\"\nwaba_id = \"91\"\n")
+                ),
+                "tenants[1].channels[0].waba_id: account 91 already belongs to tenant a",
+            ),
+            (
+                format!("{app}{app}"),
+                "meta_apps[1].id: app 777 is defined twice",
+            ),
+            (
+                "[[meta_apps]]\nid = \"x7\"\napp_secret = \"s\"\nverify_token = \"v\"\n".to_owned(),
+                "meta_apps[0].id: must be the digits",
+            ),
+        ] {
+            let e = err(&text);
+            assert!(e.contains(says), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_webhook_token_360dialog_would_refuse_is_warned_about_without_its_value() {
+        let text = "[[tenants]]\nid = \"a\"\nname = \"A\"\n[[tenants.channels]]\nphone_number_id = \"1\"\nprovider = \"360dialog\"\nwebhook_token = \"my_token_1\"\n";
+        let c = RelayConfig::parse(text, &|_| None).unwrap();
+        assert_eq!(c.warnings.len(), 1);
+        assert!(c.warnings[0].starts_with("tenants[0].channels[0].webhook_token: contains \"_\""));
+        assert!(!c.warnings[0].contains("my_token_1"));
+        let fine = RelayConfig::parse(&text.replace("my_token_1", "my-token-1"), &|_| None).unwrap();
+        assert!(fine.warnings.is_empty());
     }
 }

@@ -20,6 +20,10 @@ pub struct Envelope {
     pub phone_number_id: String,
     /// When the receiver accepted it (Unix milliseconds).
     pub received_at_ms: i64,
+    /// The Meta app whose signature the webhook carried, when it came to the app's URL: the
+    /// router files it only under a channel of that app.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<String>,
     /// The tenant whose transit key sealed `payload`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant: Option<TenantId>,
@@ -47,6 +51,22 @@ pub fn envelopes(
     max_bytes: usize,
     sealer: Option<(&TenantId, &Sealer)>,
 ) -> Result<Vec<String>, QueueError> {
+    envelopes_from(
+        (phone_number_id, None),
+        received_at_ms,
+        webhook,
+        max_bytes,
+        sealer,
+    )
+}
+
+fn envelopes_from(
+    (phone_number_id, app): (&str, Option<&str>),
+    received_at_ms: i64,
+    webhook: Value,
+    max_bytes: usize,
+    sealer: Option<(&TenantId, &Sealer)>,
+) -> Result<Vec<String>, QueueError> {
     let make = |payload: Value| {
         let (tenant, payload) = match sealer {
             Some((tenant, s)) => (
@@ -62,6 +82,7 @@ pub fn envelopes(
             v: ENVELOPE_VERSION,
             phone_number_id: phone_number_id.to_owned(),
             received_at_ms,
+            app: app.map(str::to_owned),
             tenant,
             payload,
         }
@@ -180,6 +201,84 @@ pub fn pieces_by_owner(webhook: Value) -> Vec<(Option<Owner>, Value)> {
         .collect()
 }
 
+/// Where a change of a webhook to a Meta app's URL belongs: the number its `metadata` names,
+/// else (template, account and other business-account events) the account of its entry.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Addressee {
+    Number(String),
+    Account(String),
+}
+
+fn addressee(entry: &Value, change: &Value) -> Addressee {
+    let id = |v: Option<&Value>| match v {
+        Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+        Some(Value::Number(n)) => Some(n.to_string()),
+        _ => None,
+    };
+    match id(change.pointer("/value/metadata/phone_number_id")) {
+        Some(number) => Addressee::Number(number),
+        None => Addressee::Account(id(entry.get("id")).unwrap_or_default()),
+    }
+}
+
+/// Cuts a webhook to a Meta app's URL (the events of all the app's numbers) into one
+/// webhook per addressee, each keeping its entries' ids and its changes in order. A webhook
+/// about one addressee (the usual case) is returned whole.
+pub fn split_by_addressee(webhook: Value) -> Vec<(Addressee, Value)> {
+    let mut order: Vec<Addressee> = Vec::new();
+    for entry in webhook
+        .get("entry")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        for change in entry
+            .get("changes")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let a = addressee(entry, change);
+            if !order.contains(&a) {
+                order.push(a);
+            }
+        }
+    }
+    match order.len() {
+        0 => return vec![(Addressee::Account(String::new()), webhook)],
+        1 => return vec![(order.remove(0), webhook)],
+        _ => {}
+    }
+    let object = webhook.get("object").cloned().unwrap_or(Value::Null);
+    order
+        .into_iter()
+        .map(|a| {
+            let mut entries = Vec::new();
+            for entry in webhook
+                .get("entry")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let changes: Vec<Value> = entry
+                    .get("changes")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter(|c| addressee(entry, c) == a)
+                    .cloned()
+                    .collect();
+                if !changes.is_empty() {
+                    let mut e = entry.as_object().cloned().unwrap_or_default();
+                    e.insert("changes".into(), Value::Array(changes));
+                    entries.push(Value::Object(e));
+                }
+            }
+            (a, json!({"object": object, "entry": entries}))
+        })
+        .collect()
+}
+
 /// Leaves in a single-change piece only the contact entries of `owner` (none without one).
 fn keep_contacts_of(piece: &mut Value, owner: Option<&Owner>) {
     let value = piece
@@ -199,9 +298,10 @@ fn keep_contacts_of(piece: &mut Value, owner: Option<&Owner>) {
 }
 
 /// Queue bodies for pieces of a verified webhook, each sealed by its own sealer and at most
-/// `max_bytes`; a piece too large is split further (one per message/status/error).
+/// `max_bytes`; a piece too large is split further (one per message/status/error). `app`:
+/// the Meta app whose URL and signature it came with.
 pub fn sealed_envelopes(
-    phone_number_id: &str,
+    (phone_number_id, app): (&str, Option<&str>),
     received_at_ms: i64,
     tenant: &TenantId,
     pieces: Vec<(Sealer, Value)>,
@@ -209,8 +309,8 @@ pub fn sealed_envelopes(
 ) -> Result<Vec<String>, QueueError> {
     let mut out = Vec::new();
     for (sealer, piece) in pieces {
-        let mut bodies = envelopes(
-            phone_number_id,
+        let mut bodies = envelopes_from(
+            (phone_number_id, app),
             received_at_ms,
             piece,
             max_bytes,
@@ -367,6 +467,43 @@ mod tests {
         for e in &all {
             assert!(events.contains(e), "{e:?}");
         }
+    }
+
+    #[test]
+    fn an_app_webhook_is_cut_per_number_and_account_losing_nothing() {
+        let msg = |pnid: &str, id: &str| json!({"field":"messages","value":{"metadata":{"phone_number_id":pnid},
+            "messages":[{"from":"49151","id":id,"timestamp":"1","type":"text","text":{"body":"x"}}]}});
+        let w = json!({"object":"whatsapp_business_account","entry":[
+            {"id":"900","changes":[msg("1","wamid.a"), msg("2","wamid.b"),
+                {"field":"message_template_status_update","value":{"event":"APPROVED"}}]},
+            {"id":"901","changes":[msg("1","wamid.c")]}]});
+        let all = webhook_from_value(w.clone()).unwrap().events();
+        let parts = split_by_addressee(w);
+        let names: Vec<&Addressee> = parts.iter().map(|(a, _)| a).collect();
+        assert_eq!(
+            names,
+            [
+                &Addressee::Number("1".into()),
+                &Addressee::Number("2".into()),
+                &Addressee::Account("900".into())
+            ]
+        );
+        // Number 1's part keeps both entries (their ids) and its two messages.
+        assert_eq!(parts[0].1["entry"].as_array().unwrap().len(), 2);
+        assert_eq!(parts[0].1["entry"][1]["id"], "901");
+        let mut events = Vec::new();
+        for (_, p) in parts {
+            events.extend(webhook_from_value(p).unwrap().events());
+        }
+        assert_eq!(events.len(), all.len());
+        for e in &all {
+            assert!(events.contains(e), "{e:?}");
+        }
+        let one = json!({"object":"whatsapp_business_account","entry":[{"id":"900","changes":[msg("1","wamid.a")]}]});
+        assert_eq!(
+            split_by_addressee(one.clone()),
+            vec![(Addressee::Number("1".into()), one)]
+        );
     }
 
     #[test]

@@ -32,6 +32,11 @@ pub trait Directory: Send + Sync {
     async fn tenant(&self, id: &TenantId) -> Result<Option<Tenant>, StoreError>;
     /// The tenant an inbox API key (by its SHA-256) belongs to.
     async fn tenant_for_api_key(&self, digest: &[u8; 32]) -> Result<Option<TenantId>, StoreError>;
+    /// A Meta app by its id (its webhook URL names it).
+    async fn meta_app(&self, app_id: &str) -> Result<Option<crate::tenant::MetaApp>, StoreError>;
+    /// The channel that files a WhatsApp Business Account's own events (template and account
+    /// updates, which name no number): the first of its channels.
+    async fn waba_channel(&self, waba_id: &str) -> Result<Option<Channel>, StoreError>;
 }
 
 /// Where the receiver puts webhooks, durably, before it answers 200.

@@ -165,16 +165,23 @@ impl Router {
         let webhook = webhook_from_value(payload)
             .map_err(|_| RouteError::Malformed("payload is not a webhook"))?;
         let now = self.clock.now();
-        let tenant = match self.directory.channel(&envelope.phone_number_id).await? {
+        let channel = self.directory.channel(&envelope.phone_number_id).await?;
+        let tenant = match &channel {
             Some(channel) => self.directory.tenant(&channel.tenant_id).await?,
             None => None,
         };
+        // Came to a Meta app's URL: only that app's numbers take it.
+        let foreign = envelope
+            .app
+            .as_ref()
+            .is_some_and(|app| channel.as_ref().and_then(|c| c.meta_app.as_ref()) != Some(app));
         let mut report = RouteReport::default();
         for event in webhook.events() {
             // Each event names its own channel; it must be the one that sent it (so the
             // channel's tenant is the event's), and that tenant the one it was sealed for.
             let addressed = event.phone_number_id().unwrap_or(&envelope.phone_number_id);
             let reason = match &tenant {
+                _ if foreign => Some("event names a number outside the Meta app that signed it"),
                 None => Some("no tenant has this channel"),
                 Some(_) if addressed != envelope.phone_number_id => {
                     Some("event is addressed to another channel than the one that sent it")

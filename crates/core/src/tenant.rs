@@ -77,6 +77,30 @@ pub struct Channel {
     pub api_base_url: Option<String>,
     /// Messages per second this channel may send (WhatsApp's default throughput is 80/s).
     pub send_rate_per_second: u32,
+    /// Meta direct: the app whose callback URL receives this number's webhooks (then `auth`
+    /// holds that app's secret), and the WhatsApp Business Account the number belongs to.
+    pub meta_app: Option<String>,
+    pub waba_id: Option<String>,
+}
+
+/// A Meta app, configured once: Meta posts the webhooks of all its numbers (and the
+/// template and account webhooks of their business accounts) to the app's one callback URL,
+/// signed with the app secret.
+#[derive(Debug, Clone)]
+pub struct MetaApp {
+    pub id: String,
+    pub app_secret: SecretString,
+    pub verify_token: SecretString,
+}
+
+impl MetaApp {
+    /// What a webhook to the app's URL must present.
+    pub fn auth(&self) -> WebhookAuth {
+        WebhookAuth::Meta {
+            app_secret: self.app_secret.clone(),
+            verify_token: self.verify_token.clone(),
+        }
+    }
 }
 
 pub const DEFAULT_SEND_RATE: u32 = 80;

@@ -333,7 +333,7 @@ async fn an_event_queued_for_another_tenant_than_its_channels_is_quarantined() {
     let other = TenantId::parse("apotheke-b").unwrap();
     let sealer = f.keys.transit_sealer(&other, NOW).await.unwrap();
     let bodies = relay_core::envelope::sealed_envelopes(
-        PNID,
+        (PNID, None),
         NOW * 1000,
         &other,
         vec![(sealer, fixture("text"))],

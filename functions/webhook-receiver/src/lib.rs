@@ -12,9 +12,9 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use relay_core::crypto::{Keyring, Sealer};
-use relay_core::envelope::{Owner, pieces_by_owner, sealed_envelopes};
+use relay_core::envelope::{Addressee, Owner, pieces_by_owner, sealed_envelopes, split_by_addressee};
 use relay_core::ports::{Directory, InboundQueue, QueueError};
-use relay_core::tenant::AuthHeaders;
+use relay_core::tenant::{AuthHeaders, WebhookAuth};
 use relay_core::webhook::{PayloadError, validate_webhook};
 use relay_http::{ProblemResponse, detailed, problem};
 use serde::Deserialize;
@@ -22,6 +22,15 @@ use std::sync::Arc;
 use std::time::Instant;
 
 pub const WEBHOOK_ROUTE: &str = "/webhooks/whatsapp/{phone_number_id}";
+/// A Meta app's one callback URL: the webhooks of all its numbers.
+pub const META_APP_ROUTE: &str = "/webhooks/meta/{app_id}";
+/// Every route of the receiver (method, path); template.yaml has an event for each.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("POST", WEBHOOK_ROUTE),
+    ("GET", WEBHOOK_ROUTE),
+    ("POST", META_APP_ROUTE),
+    ("GET", META_APP_ROUTE),
+];
 
 /// What the receiver needs; cheap to clone.
 #[derive(Clone)]
@@ -55,6 +64,7 @@ pub fn router(state: Receiver) -> Router {
     let limit = state.max_body_bytes;
     Router::new()
         .route(WEBHOOK_ROUTE, post(receive).get(verify_subscription))
+        .route(META_APP_ROUTE, post(receive_app).get(verify_app_subscription))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }
@@ -80,6 +90,15 @@ pub fn prepare(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Vec<(Option<Owner>, serde_json::Value)>, ProblemResponse> {
+    authenticate(&channel.auth, headers, body).map(pieces_by_owner)
+}
+
+/// Checks a webhook's credentials, then that it is JSON and a webhook.
+pub fn authenticate(
+    expected: &WebhookAuth,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<serde_json::Value, ProblemResponse> {
     let auth = AuthHeaders {
         authorization: headers
             .get(header::AUTHORIZATION)
@@ -91,7 +110,7 @@ pub fn prepare(
             .get("x-hub-signature-256")
             .map(HeaderValue::as_bytes),
     };
-    if !channel.auth.verify(&auth, body) {
+    if !expected.verify(&auth, body) {
         return Err(unauthorized());
     }
     let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
@@ -110,7 +129,7 @@ pub fn prepare(
             e.to_string(),
         )
     })?;
-    Ok(pieces_by_owner(value))
+    Ok(value)
 }
 
 /// Seals each piece (under its owner's contact key, or the tenant's transit key) into queue
@@ -121,10 +140,26 @@ pub fn seal(
     max_message_bytes: usize,
     received_at_ms: i64,
 ) -> Result<Vec<String>, ProblemResponse> {
-    sealed_envelopes(
-        &channel.phone_number_id,
-        received_at_ms,
+    seal_for(
+        (&channel.phone_number_id, None),
         &channel.tenant_id,
+        pieces,
+        max_message_bytes,
+        received_at_ms,
+    )
+}
+
+fn seal_for(
+    addressed: (&str, Option<&str>),
+    tenant: &relay_core::ids::TenantId,
+    pieces: Vec<(Sealer, serde_json::Value)>,
+    max_message_bytes: usize,
+    received_at_ms: i64,
+) -> Result<Vec<String>, ProblemResponse> {
+    sealed_envelopes(
+        addressed,
+        received_at_ms,
+        tenant,
         pieces,
         max_message_bytes,
     )
@@ -192,6 +227,11 @@ async fn receive(
 ) -> Response {
     let started = Instant::now();
     let response = receive_webhook(state, path, headers, body).await;
+    count_answer(&response, started);
+    response
+}
+
+fn count_answer(response: &Response, started: Instant) {
     let outcome = match response.status().as_u16() {
         200 => "accepted",
         400 => "bad_request",
@@ -203,7 +243,57 @@ async fn receive(
     };
     metrics::counter!("relay_webhooks_total", "outcome" => outcome).increment(1);
     metrics::histogram!("relay_webhook_answer_seconds").record(started.elapsed().as_secs_f64());
-    response
+}
+
+/// The body, or the answer to a body that could not be read.
+fn readable(state: &Receiver, body: Result<Bytes, BytesRejection>) -> Result<Bytes, Response> {
+    match body {
+        Ok(b) => Ok(b),
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            tracing::warn!(
+                limit = state.max_body_bytes,
+                "webhook refused: body too large"
+            );
+            Err(problem(
+                413,
+                "too-large",
+                "The body is larger than this endpoint accepts",
+            )
+            .into_response())
+        }
+        Err(_) => {
+            Err(problem(400, "unreadable-body", "The body could not be read").into_response())
+        }
+    }
+}
+
+fn queued() -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        r#"{"status":"queued"}"#,
+    )
+        .into_response()
+}
+
+fn keys_unavailable(e: &relay_core::crypto::CryptoError) -> Response {
+    tracing::error!(error = %e, "data keys unavailable; answering 503 so the sender retries");
+    problem(
+        503,
+        "keys-unavailable",
+        "The webhook could not be sealed; retry later",
+    )
+    .into_response()
+}
+
+fn directory_unavailable(e: &relay_core::ports::StoreError) -> Response {
+    tracing::error!(error = %e, "channel lookup failed");
+    problem(
+        503,
+        "directory-unavailable",
+        "Channel lookup failed; retry later",
+    )
+    .into_response()
 }
 
 /// One span per webhook, so its lines belong together; the channel is recorded once its id
@@ -216,23 +306,9 @@ async fn receive_webhook(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let started = Instant::now();
-    let body = match body {
+    let body = match readable(&state, body) {
         Ok(b) => b,
-        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            tracing::warn!(
-                limit = state.max_body_bytes,
-                "webhook refused: body too large"
-            );
-            return problem(
-                413,
-                "too-large",
-                "The body is larger than this endpoint accepts",
-            )
-            .into_response();
-        }
-        Err(_) => {
-            return problem(400, "unreadable-body", "The body could not be read").into_response();
-        }
+        Err(answer) => return answer,
     };
     if !valid_phone_number_id(&phone_number_id) {
         return unauthorized().into_response();
@@ -259,15 +335,7 @@ async fn receive_webhook(
             );
             return unauthorized().into_response();
         }
-        Err(e) => {
-            tracing::error!(error = %e, "channel lookup failed");
-            return problem(
-                503,
-                "directory-unavailable",
-                "Channel lookup failed; retry later",
-            )
-            .into_response();
-        }
+        Err(e) => return directory_unavailable(&e),
     };
     let now_ms = state.keys.clock().now_ms();
     let refused = |p: ProblemResponse| {
@@ -280,15 +348,7 @@ async fn receive_webhook(
     };
     let pieces = match sealers(&state, &channel.tenant_id, pieces, now_ms / 1000).await {
         Ok(p) => p,
-        Err(e) => {
-            tracing::error!(error = %e, "data keys unavailable; answering 503 so the sender retries");
-            return problem(
-                503,
-                "keys-unavailable",
-                "The webhook could not be sealed; retry later",
-            )
-            .into_response();
-        }
+        Err(e) => return keys_unavailable(&e),
     };
     let bodies = match seal(&channel, pieces, state.queue.max_message_bytes(), now_ms) {
         Ok(b) => b,
@@ -311,12 +371,7 @@ async fn receive_webhook(
         micros = started.elapsed().as_micros() as u64,
         "webhook queued"
     );
-    (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "application/json")],
-        r#"{"status":"queued"}"#,
-    )
-        .into_response()
+    queued()
 }
 
 #[derive(Deserialize)]
@@ -353,14 +408,15 @@ async fn verify_subscription(
             .into_response();
         }
     };
+    handshake(&channel.auth, &q)
+}
+
+fn handshake(auth: &WebhookAuth, q: &Subscription) -> Response {
     let challenge = q
         .challenge
         .as_deref()
         .filter(|c| c.len() <= 256 && c.bytes().all(|b| b.is_ascii_graphic()));
-    match channel
-        .auth
-        .verify_subscription(q.mode.as_deref(), q.verify_token.as_deref(), challenge)
-    {
+    match auth.verify_subscription(q.mode.as_deref(), q.verify_token.as_deref(), challenge) {
         Some(challenge) => (
             StatusCode::OK,
             [
@@ -372,4 +428,139 @@ async fn verify_subscription(
             .into_response(),
         None => unauthorized().into_response(),
     }
+}
+async fn receive_app(
+    state: State<Receiver>,
+    path: Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let started = Instant::now();
+    let response = receive_app_webhook(state, path, headers, body).await;
+    count_answer(&response, started);
+    response
+}
+
+/// A webhook to a Meta app's URL: signed with the app secret, about any of the app's numbers
+/// (and their accounts). Each part goes to the channel its number (or account) names, sealed
+/// for that channel's tenant, but only if that channel is one of this app's: a part about any
+/// other number is queued for quarantine, sealed for no tenant.
+#[tracing::instrument(name = "app_webhook", skip_all, fields(app = tracing::field::Empty))]
+async fn receive_app_webhook(
+    State(state): State<Receiver>,
+    Path(app_id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let started = Instant::now();
+    let body = match readable(&state, body) {
+        Ok(b) => b,
+        Err(answer) => return answer,
+    };
+    if !valid_phone_number_id(&app_id) {
+        return unauthorized().into_response();
+    }
+    if let Err(p) = relay_http::json_content_type(&headers) {
+        return p.into_response();
+    }
+    let app = match state.directory.meta_app(&app_id).await {
+        Ok(Some(a)) => a,
+        Ok(None) => {
+            // Spend what a signature check costs, so timing does not tell unknown apps apart.
+            std::hint::black_box(relay_core::tenant::verify_hmac_hex(b"", &body, b"00"));
+            tracing::warn!(id_len = app_id.len(), "webhook refused: unknown Meta app");
+            return unauthorized().into_response();
+        }
+        Err(e) => return directory_unavailable(&e),
+    };
+    tracing::Span::current().record("app", app_id.as_str());
+    let value = match authenticate(&app.auth(), &headers, &body) {
+        Ok(v) => v,
+        Err(p) => {
+            tracing::warn!(status = p.0.status, problem = p.0.slug(), bytes = body.len(), "webhook refused");
+            return p.into_response();
+        }
+    };
+    let now_ms = state.keys.clock().now_ms();
+    let max = state.queue.max_message_bytes();
+    let mut bodies = Vec::new();
+    let mut outside = 0usize;
+    for (addressee, part) in split_by_addressee(value) {
+        let channel = match &addressee {
+            Addressee::Number(n) => state.directory.channel(n).await,
+            Addressee::Account(w) => state.directory.waba_channel(w).await,
+        };
+        let channel = match channel {
+            Ok(c) => c.filter(|c| c.meta_app.as_deref() == Some(app_id.as_str())),
+            Err(e) => return directory_unavailable(&e),
+        };
+        let sealed = match channel {
+            Some(c) => {
+                let pieces = match sealers(&state, &c.tenant_id, pieces_by_owner(part), now_ms / 1000).await {
+                    Ok(p) => p,
+                    Err(e) => return keys_unavailable(&e),
+                };
+                seal_for((&c.phone_number_id, Some(&app_id)), &c.tenant_id, pieces, max, now_ms)
+            }
+            None => {
+                outside += 1;
+                let system = relay_core::ids::TenantId::system();
+                let sealer = match state.keys.transit_sealer(&system, now_ms / 1000).await {
+                    Ok(s) => s,
+                    Err(e) => return keys_unavailable(&e),
+                };
+                let named = match &addressee {
+                    Addressee::Number(n) if valid_phone_number_id(n) => n.as_str(),
+                    _ => "",
+                };
+                seal_for((named, Some(&app_id)), &system, vec![(sealer, part)], max, now_ms)
+            }
+        };
+        match sealed {
+            Ok(mut b) => bodies.append(&mut b),
+            Err(p) => {
+                tracing::warn!(status = p.0.status, problem = p.0.slug(), bytes = body.len(), "webhook refused");
+                return p.into_response();
+            }
+        }
+    }
+    if let Err(e) = state.queue.enqueue(&bodies).await {
+        tracing::error!(error = %e, "enqueue failed; answering 503 so the sender retries");
+        return problem(
+            503,
+            "queue-unavailable",
+            "The webhook could not be queued; retry later",
+        )
+        .into_response();
+    }
+    if outside > 0 {
+        tracing::warn!(parts = outside, "webhook names numbers outside the app: queued for quarantine");
+    }
+    tracing::info!(
+        bytes = body.len(),
+        pieces = bodies.len(),
+        micros = started.elapsed().as_micros() as u64,
+        "webhook queued"
+    );
+    queued()
+}
+
+/// Meta's subscription handshake for an app's URL.
+async fn verify_app_subscription(
+    State(state): State<Receiver>,
+    Path(app_id): Path<String>,
+    query: Result<Query<Subscription>, QueryRejection>,
+) -> Response {
+    let Ok(Query(q)) = query else {
+        return problem(400, "bad-query", "The query string is malformed").into_response();
+    };
+    if !valid_phone_number_id(&app_id) {
+        return unauthorized().into_response();
+    }
+    let auth = match state.directory.meta_app(&app_id).await {
+        Ok(Some(a)) => a.auth(),
+        Ok(None) => return unauthorized().into_response(),
+        Err(e) => return directory_unavailable(&e),
+    };
+    handshake(&auth, &q)
 }

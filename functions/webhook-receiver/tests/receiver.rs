@@ -35,6 +35,38 @@ phone_number_id = "333"
 provider = "meta"
 app_secret = "app-333"
 verify_token = "verify-333"
+
+[[tenants.channels]]
+phone_number_id = "401"
+provider = "meta"
+app = "777"
+waba_id = "901"
+
+[[tenants]]
+id = "apotheke-b"
+name = "B"
+[[tenants.channels]]
+phone_number_id = "402"
+provider = "meta"
+app = "777"
+waba_id = "902"
+
+[[tenants.channels]]
+phone_number_id = "403"
+provider = "meta"
+app = "888"
+waba_id = "903"
+
+# An IT provider's app serving both pharmacies, and another app.
+[[meta_apps]]
+id = "777"
+app_secret = "secret-777"
+verify_token = "verify-777"
+
+[[meta_apps]]
+id = "888"
+app_secret = "secret-888"
+verify_token = "verify-888"
 "#;
 
 /// A queue that records what it is given, and can be told to fail.
@@ -514,4 +546,120 @@ async fn meta_subscription_handshake() {
     ] {
         assert_eq!(get(&app, bad).await.0, StatusCode::UNAUTHORIZED, "{bad}");
     }
+}
+
+/// A text message to `pnid` from `from`, as a change of an app webhook.
+fn app_message(pnid: &str, from: &str, id: &str) -> serde_json::Value {
+    serde_json::json!({"field": "messages", "value": {"messaging_product": "whatsapp",
+        "metadata": {"display_phone_number": "4930000000", "phone_number_id": pnid},
+        "contacts": [{"profile": {"name": "Kundin"}, "wa_id": from}],
+        "messages": [{"from": from, "id": id, "timestamp": "1764300000", "type": "text",
+                      "text": {"body": "Ist mein Rezept da?"}}]}})
+}
+
+#[tokio::test]
+async fn a_meta_app_webhook_goes_to_each_numbers_tenant_and_only_to_the_apps_numbers() {
+    let app = app();
+    // One POST to app 777's URL: numbers of two tenants, an account event of tenant B's
+    // account, a number of another app, and a number nobody has.
+    let body = serde_json::json!({"object": "whatsapp_business_account", "entry": [
+        {"id": "901", "changes": [app_message("401", "4915100000001", "wamid.A1")]},
+        {"id": "902", "changes": [app_message("402", "4915100000002", "wamid.B1"),
+            {"field": "message_template_status_update", "value": {"event": "APPROVED",
+             "message_template_id": 5, "message_template_name": "abholbereit",
+             "message_template_language": "de", "reason": null}}]},
+        {"id": "903", "changes": [app_message("403", "4915100000003", "wamid.C1")]},
+        {"id": "904", "changes": [app_message("499", "4915100000004", "wamid.D1")]}]})
+    .to_string()
+    .into_bytes();
+    let sig = sign_hub_signature(b"secret-777", &body);
+    let (status, _, _) = post(
+        &app,
+        "/webhooks/meta/777",
+        &[("x-hub-signature-256", &sig)],
+        body.clone(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let got: Vec<(String, String, String)> = queued(&app)
+        .into_iter()
+        .map(|e| {
+            assert_eq!(e.app.as_deref(), Some("777"));
+            let what = e.payload["entry"][0]["changes"][0]["field"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            (e.phone_number_id, e.tenant.unwrap().to_string(), what)
+        })
+        .collect();
+    let want = |p: &str, t: &str, f: &str| (p.to_owned(), t.to_owned(), f.to_owned());
+    assert_eq!(
+        got,
+        [
+            want("401", "apotheke-a", "messages"),
+            want("402", "apotheke-b", "messages"),
+            // The account's own event, filed under its first channel.
+            want("402", "apotheke-b", "message_template_status_update"),
+            // Another app's number and an unknown one: for quarantine, sealed for no tenant.
+            want("403", "_system", "messages"),
+            want("499", "_system", "messages"),
+        ]
+    );
+    // Each piece holds only its own customer (the account event none).
+    for e in queued(&app) {
+        let text = e.payload.to_string();
+        let field = e.payload["entry"][0]["changes"][0]["field"].clone();
+        let mine = match e.phone_number_id.as_str() {
+            _ if field != "messages" => "",
+            "401" => "4915100000001",
+            "402" => "4915100000002",
+            "403" => "4915100000003",
+            _ => "4915100000004",
+        };
+        for n in ["4915100000001", "4915100000002", "4915100000003", "4915100000004"] {
+            assert_eq!(text.contains(n), n == mine, "{n} in {}", e.phone_number_id);
+        }
+    }
+
+    // Signed with another app's secret, unsigned, or to an unknown app: refused, nothing queued.
+    let before = app.queue.bodies.lock().unwrap().len();
+    let other = sign_hub_signature(b"secret-888", &body);
+    for (path, headers) in [
+        ("/webhooks/meta/777", vec![("x-hub-signature-256", other.as_str())]),
+        ("/webhooks/meta/777", vec![]),
+        ("/webhooks/meta/999", vec![("x-hub-signature-256", sig.as_str())]),
+        ("/webhooks/meta/77a", vec![("x-hub-signature-256", sig.as_str())]),
+    ] {
+        let (status, _, _) = post(&app, path, &headers, body.clone()).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{path}");
+    }
+    assert_eq!(app.queue.bodies.lock().unwrap().len(), before);
+
+    // The app's subscription handshake.
+    let ok = "/webhooks/meta/777?hub.mode=subscribe&hub.verify_token=verify-777&hub.challenge=42";
+    assert_eq!(get(&app, ok).await, (StatusCode::OK, "42".to_owned()));
+    let bad = "/webhooks/meta/777?hub.mode=subscribe&hub.verify_token=verify-888&hub.challenge=42";
+    assert_eq!(get(&app, bad).await.0, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn a_number_of_a_meta_app_keeps_its_own_url() {
+    // A per-number override_callback_uri: the number's URL, signed with the app's secret.
+    let app = app();
+    let body = serde_json::json!({"object": "whatsapp_business_account", "entry": [
+        {"id": "902", "changes": [app_message("402", "4915100000002", "wamid.B2")]}]})
+    .to_string()
+    .into_bytes();
+    let sig = sign_hub_signature(b"secret-777", &body);
+    let (status, _, _) = post(
+        &app,
+        "/webhooks/whatsapp/402",
+        &[("x-hub-signature-256", &sig)],
+        body,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let q = queued(&app);
+    assert_eq!(q.len(), 1);
+    assert_eq!(q[0].tenant.as_ref().unwrap().as_str(), "apotheke-b");
 }

@@ -1,0 +1,299 @@
+//! Webhook shapes beyond plain messages, each through the receiver and the router on both
+//! backends (local mode's SQLite and queue; DynamoDB and SQS on moto): a Meta app serving
+//! several pharmacies, identity changes, and the other fields WhatsApp sends.
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
+use axum::body::Body;
+use axum::http::Request;
+use relay_core::backends::Backends;
+use relay_core::config::RelayConfig;
+use relay_core::ids::TenantId;
+use relay_core::ports::store_roles::*;
+use relay_core::records::{Conversation, PageRequest, StoredMessage};
+use relay_core::tenant::sign_hub_signature;
+use serde_json::{Value, json};
+use std::time::Duration;
+use tower::ServiceExt;
+
+const CONFIG: &str = r#"
+[[tenants]]
+id = "apotheke-a"
+name = "A"
+api_keys = ["sk_a_0123456789abcdef"]
+[[tenants.channels]]
+phone_number_id = "401"
+provider = "meta"
+app = "777"
+waba_id = "901"
+
+[[tenants.channels]]
+phone_number_id = "111"
+provider = "360dialog"
+webhook_token = "tok"
+
+[[tenants]]
+id = "apotheke-b"
+name = "B"
+api_keys = ["sk_b_0123456789abcdef"]
+[[tenants.channels]]
+phone_number_id = "402"
+provider = "meta"
+app = "777"
+waba_id = "902"
+
+[[tenants.channels]]
+phone_number_id = "403"
+provider = "meta"
+app = "888"
+waba_id = "903"
+
+# An IT provider's app, serving both pharmacies; and another app.
+[[meta_apps]]
+id = "777"
+app_secret = "secret-777"
+verify_token = "verify-777"
+
+[[meta_apps]]
+id = "888"
+app_secret = "secret-888"
+verify_token = "verify-888"
+"#;
+
+enum Kept {
+    Local(#[allow(dead_code)] tempfile::TempDir, relay_embedded::Local),
+    Aws(
+        #[allow(dead_code)] relay_e2e::Moto,
+        relay_aws::Clients,
+        relay_e2e::Deployment,
+    ),
+}
+
+/// One backend's pipeline: the receiver's routes, the router, and the stores to look at.
+struct Pipe {
+    name: &'static str,
+    receiver: axum::Router,
+    router: relay_core::routing::Router,
+    backends: Backends,
+    kept: Kept,
+}
+
+impl Pipe {
+    async fn local() -> Pipe {
+        let dir = tempfile::tempdir().unwrap();
+        let local = relay_embedded::Local::open(dir.path(), relay_core::Clock::system()).unwrap();
+        let backends = local.backends(&RelayConfig::parse(CONFIG, &|_| None).unwrap());
+        Pipe {
+            name: "local",
+            receiver: webhook_receiver::router(
+                webhook_receiver::Receiver::build(&backends).unwrap(),
+            ),
+            router: backends.router(),
+            backends,
+            kept: Kept::Local(dir, local),
+        }
+    }
+
+    async fn aws(prefix: &str) -> Pipe {
+        let moto = relay_e2e::Moto::start().unwrap();
+        let clients = moto.clients().await;
+        let d = relay_e2e::deploy(&clients, prefix, 5, CONFIG).await.unwrap();
+        let clock = relay_core::Clock::system();
+        let backends_of = |function: &str| {
+            relay_aws::Aws::with_clients(d.settings(function).unwrap(), clients.clone())
+        };
+        let receiver = webhook_receiver::router(
+            webhook_receiver::Receiver::build(
+                &backends_of("webhook-receiver")
+                    .backends(clock.clone())
+                    .await
+                    .unwrap(),
+            )
+            .unwrap(),
+        );
+        let router = backends_of("message-router")
+            .backends(clock.clone())
+            .await
+            .unwrap()
+            .router();
+        let backends = backends_of("inbox-api").backends(clock).await.unwrap();
+        Pipe {
+            name: "aws",
+            receiver,
+            router,
+            backends,
+            kept: Kept::Aws(moto, clients, d),
+        }
+    }
+
+    async fn post(&self, path: &str, headers: &[(&str, &str)], body: &[u8]) -> u16 {
+        let mut req = Request::post(path).header("content-type", "application/json");
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = self
+            .receiver
+            .clone()
+            .oneshot(req.body(Body::from(body.to_vec())).unwrap())
+            .await
+            .unwrap();
+        resp.status().as_u16()
+    }
+
+    /// Signed by Meta app 777, to the app's URL.
+    async fn post_app(&self, body: &Value) -> u16 {
+        let bytes = body.to_string().into_bytes();
+        let sig = sign_hub_signature(b"secret-777", &bytes);
+        self.post("/webhooks/meta/777", &[("x-hub-signature-256", &sig)], &bytes)
+            .await
+    }
+
+    /// A 360dialog webhook to channel 111 (tenant A).
+    async fn post_360(&self, body: &Value) -> u16 {
+        self.post(
+            "/webhooks/whatsapp/111",
+            &[("authorization", "Bearer tok")],
+            body.to_string().as_bytes(),
+        )
+        .await
+    }
+
+    /// Routes everything queued, as the event source (or `relay serve`) would.
+    async fn drain(&self) {
+        match &self.kept {
+            Kept::Local(_, local) => loop {
+                let batch = local.queue.receive(10, Duration::from_secs(30)).unwrap();
+                if batch.is_empty() {
+                    return;
+                }
+                for m in batch {
+                    self.router.route(&m.body).await.unwrap();
+                    local.queue.delete(&m.receipt).unwrap();
+                }
+            },
+            Kept::Aws(_, clients, d) => {
+                let (_, failed) = relay_e2e::drain(&clients.sqs, &d.queue_url, &self.router)
+                    .await
+                    .unwrap();
+                assert_eq!(failed, 0, "{}: router failures", self.name);
+            }
+        }
+    }
+
+    fn now(&self) -> i64 {
+        self.backends.clock.now()
+    }
+
+    async fn conversations(&self, tenant: &str) -> Vec<Conversation> {
+        self.backends
+            .store
+            .list_conversations(&tenant_id(tenant), &PageRequest::first(50), self.now())
+            .await
+            .unwrap()
+            .items
+    }
+
+    async fn messages(&self, tenant: &str, c: &Conversation) -> Vec<StoredMessage> {
+        self.backends
+            .store
+            .list_messages(
+                &tenant_id(tenant),
+                &c.contact_id,
+                &PageRequest::first(50),
+                self.now(),
+            )
+            .await
+            .unwrap()
+            .items
+    }
+}
+
+fn tenant_id(t: &str) -> TenantId {
+    TenantId::parse(t).unwrap()
+}
+
+/// Both backends, one after the other.
+async fn each_backend(prefix: &str) -> [Pipe; 2] {
+    [Pipe::local().await, Pipe::aws(prefix).await]
+}
+
+fn webhook(entries: Vec<Value>) -> Value {
+    json!({"object": "whatsapp_business_account", "entry": entries})
+}
+
+/// A text message to `pnid` from `from`, as Meta sends it (developers.facebook.com, webhooks
+/// "messages" reference: text).
+fn text_change(pnid: &str, from: &str, id: &str, ts: i64, body: &str) -> Value {
+    json!({"field": "messages", "value": {"messaging_product": "whatsapp",
+        "metadata": {"display_phone_number": "4930000000", "phone_number_id": pnid},
+        "contacts": [{"profile": {"name": "Kundin"}, "wa_id": from}],
+        "messages": [{"from": from, "id": id, "timestamp": ts.to_string(), "type": "text",
+                      "text": {"body": body}}]}})
+}
+
+#[tokio::test]
+async fn a_meta_app_serving_two_pharmacies_files_each_event_under_its_numbers_tenant() {
+    for pipe in each_backend("fid-app").await {
+        let now = pipe.now();
+        // The template whose status update comes through the app's URL (tenant B's account).
+        let templates = pipe.backends.templates.clone().unwrap();
+        templates
+            .replace_templates(
+                &tenant_id("apotheke-b"),
+                &[relay_core::templates::Template {
+                    name: "abholbereit".into(),
+                    language: "de".into(),
+                    category: "UTILITY".into(),
+                    status: "PENDING".into(),
+                    body: "Ihre Bestellung liegt bereit.".into(),
+                    params: 0,
+                    updated_at: now,
+                }],
+            )
+            .await
+            .unwrap();
+        let body = webhook(vec![
+            json!({"id": "901", "changes": [text_change("401", "4915100000001", "wamid.APP.A1", now, "Rezept A")]}),
+            json!({"id": "902", "changes": [
+                text_change("402", "4915100000002", "wamid.APP.B1", now, "Rezept B"),
+                // developers.facebook.com, webhooks "message_template_status_update" reference
+                {"field": "message_template_status_update", "value": {"event": "APPROVED",
+                 "message_template_id": 594425479261596u64, "message_template_name": "abholbereit",
+                 "message_template_language": "de", "reason": "NONE"}}]}),
+            // Another app's number, and a number nobody has.
+            json!({"id": "903", "changes": [text_change("403", "4915100000003", "wamid.APP.C1", now, "C")]}),
+            json!({"id": "904", "changes": [text_change("499", "4915100000004", "wamid.APP.D1", now, "D")]}),
+        ]);
+        assert_eq!(pipe.post_app(&body).await, 200, "{}", pipe.name);
+        // Delivered twice (Meta retries): nothing is stored twice.
+        assert_eq!(pipe.post_app(&body).await, 200, "{}", pipe.name);
+        pipe.drain().await;
+
+        for (tenant, text) in [("apotheke-a", "Rezept A"), ("apotheke-b", "Rezept B")] {
+            let list = pipe.conversations(tenant).await;
+            assert_eq!(list.len(), 1, "{}: {tenant}", pipe.name);
+            let messages = pipe.messages(tenant, &list[0]).await;
+            let texts: Vec<_> = messages.iter().map(|m| m.text.clone().unwrap()).collect();
+            assert_eq!(texts, [text], "{}: {tenant}", pipe.name);
+        }
+        let t = templates.templates(&tenant_id("apotheke-b")).await.unwrap();
+        assert_eq!(t[0].status, "APPROVED", "{}", pipe.name);
+        let untouched = templates.templates(&tenant_id("apotheke-a")).await.unwrap();
+        assert!(untouched.is_empty(), "{}", pipe.name);
+
+        let quarantined = pipe.backends.store.list_quarantine(10, now).await.unwrap();
+        assert_eq!(quarantined.len(), 2, "{}: {quarantined:?}", pipe.name);
+        for q in &quarantined {
+            assert_eq!(
+                q.reason, "event names a number outside the Meta app that signed it",
+                "{}",
+                pipe.name
+            );
+        }
+        let mut named: Vec<&str> = quarantined
+            .iter()
+            .map(|q| q.phone_number_id.as_str())
+            .collect();
+        named.sort();
+        assert_eq!(named, ["403", "499"], "{}", pipe.name);
+    }
+}
