@@ -59,6 +59,8 @@ app_secret = "secret-888"
 verify_token = "verify-888"
 "#;
 
+// One per test run: the size of a variant does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Kept {
     Local(#[allow(dead_code)] tempfile::TempDir, relay_embedded::Local),
     Aws(
@@ -96,7 +98,9 @@ impl Pipe {
     async fn aws(prefix: &str) -> Pipe {
         let moto = relay_e2e::Moto::start().unwrap();
         let clients = moto.clients().await;
-        let d = relay_e2e::deploy(&clients, prefix, 5, CONFIG).await.unwrap();
+        let d = relay_e2e::deploy(&clients, prefix, 5, CONFIG)
+            .await
+            .unwrap();
         let clock = relay_core::Clock::system();
         let backends_of = |function: &str| {
             relay_aws::Aws::with_clients(d.settings(function).unwrap(), clients.clone())
@@ -115,7 +119,10 @@ impl Pipe {
             .await
             .unwrap()
             .router();
-        let backends = backends_of("inbox-api").backends(clock).await.unwrap();
+        let backends = backends_of("inbox-api")
+            .backends_with_media(clock)
+            .await
+            .unwrap();
         Pipe {
             name: "aws",
             receiver,
@@ -143,8 +150,12 @@ impl Pipe {
     async fn post_app(&self, body: &Value) -> u16 {
         let bytes = body.to_string().into_bytes();
         let sig = sign_hub_signature(b"secret-777", &bytes);
-        self.post("/webhooks/meta/777", &[("x-hub-signature-256", &sig)], &bytes)
-            .await
+        self.post(
+            "/webhooks/meta/777",
+            &[("x-hub-signature-256", &sig)],
+            &bytes,
+        )
+        .await
     }
 
     /// A 360dialog webhook to channel 111 (tenant A).
@@ -157,24 +168,55 @@ impl Pipe {
         .await
     }
 
-    /// Routes everything queued, as the event source (or `relay serve`) would.
-    async fn drain(&self) {
-        match &self.kept {
-            Kept::Local(_, local) => loop {
-                let batch = local.queue.receive(10, Duration::from_secs(30)).unwrap();
-                if batch.is_empty() {
-                    return;
-                }
-                for m in batch {
-                    self.router.route(&m.body).await.unwrap();
-                    local.queue.delete(&m.receipt).unwrap();
-                }
-            },
-            Kept::Aws(_, clients, d) => {
-                let (_, failed) = relay_e2e::drain(&clients.sqs, &d.queue_url, &self.router)
+    /// Routes everything queued, as the event source (or `relay serve`) would; returns the
+    /// bodies it routed.
+    async fn drain(&self) -> Vec<String> {
+        let mut routed = Vec::new();
+        loop {
+            let batch: Vec<(String, String)> = match &self.kept {
+                Kept::Local(_, local) => local
+                    .queue
+                    .receive(10, Duration::from_secs(30))
+                    .unwrap()
+                    .into_iter()
+                    .map(|m| (m.receipt, m.body))
+                    .collect(),
+                Kept::Aws(_, clients, d) => clients
+                    .sqs
+                    .receive_message()
+                    .queue_url(&d.queue_url)
+                    .max_number_of_messages(10)
+                    .visibility_timeout(30)
+                    .send()
                     .await
-                    .unwrap();
-                assert_eq!(failed, 0, "{}: router failures", self.name);
+                    .unwrap()
+                    .messages
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|m| (m.receipt_handle.unwrap(), m.body.unwrap()))
+                    .collect(),
+            };
+            if batch.is_empty() {
+                return routed;
+            }
+            for (receipt, body) in batch {
+                self.router.route(&body).await.unwrap();
+                match &self.kept {
+                    Kept::Local(_, local) => {
+                        local.queue.delete(&receipt).unwrap();
+                    }
+                    Kept::Aws(_, clients, d) => {
+                        clients
+                            .sqs
+                            .delete_message()
+                            .queue_url(&d.queue_url)
+                            .receipt_handle(receipt)
+                            .send()
+                            .await
+                            .unwrap();
+                    }
+                }
+                routed.push(body);
             }
         }
     }
@@ -295,5 +337,153 @@ async fn a_meta_app_serving_two_pharmacies_files_each_event_under_its_numbers_te
             .collect();
         named.sort();
         assert_eq!(named, ["403", "499"], "{}", pipe.name);
+    }
+}
+
+/// A text message to channel 111 from a customer with a number and a BSUID (Meta's 2026
+/// shape: developers.facebook.com, "business-scoped user IDs").
+fn text_360(wa_id: Option<&str>, bsuid: Option<&str>, id: &str, ts: i64, body: &str) -> Value {
+    let mut contact = json!({"profile": {"name": "Erika"}});
+    let mut message =
+        json!({"id": id, "timestamp": ts.to_string(), "type": "text", "text": {"body": body}});
+    if let Some(w) = wa_id {
+        contact["wa_id"] = json!(w);
+        message["from"] = json!(w);
+    }
+    if let Some(b) = bsuid {
+        contact["user_id"] = json!(b);
+        message["from_user_id"] = json!(b);
+    }
+    webhook(vec![
+        json!({"id": "900", "changes": [{"field": "messages", "value": {
+        "messaging_product": "whatsapp",
+        "metadata": {"display_phone_number": "4930000000", "phone_number_id": "111"},
+        "contacts": [contact], "messages": [message]}}]}),
+    ])
+}
+
+#[tokio::test]
+async fn a_customer_who_changes_number_and_bsuid_stays_one_contact_opted_out_and_is_erased_whole() {
+    const OLD: &str = "4915111111111";
+    const NEW: &str = "4915222222222";
+    for pipe in each_backend("fid-identity").await {
+        let now = pipe.now();
+        let day = 86_400;
+        let a = "apotheke-a";
+        let mut queued = Vec::new();
+        // Two days ago: a question, then STOP (outside the window now: no confirmation).
+        for (id, ts, body) in [
+            ("wamid.ID1", now - 3 * day, "Hallo"),
+            ("wamid.ID2", now - 2 * day, "STOP"),
+        ] {
+            assert_eq!(
+                pipe.post_360(&text_360(Some(OLD), Some("DE.OLD1"), id, ts, body))
+                    .await,
+                200
+            );
+        }
+        queued.extend(pipe.drain().await);
+        let before = pipe.conversations(a).await;
+        assert_eq!(before.len(), 1, "{}", pipe.name);
+        assert!(before[0].opted_out, "{}", pipe.name);
+        let window_from = before[0].last_inbound_at;
+
+        // A day ago the number changed: Meta's system message (developers.facebook.com,
+        // webhooks reference "messages/system": no contacts array; `from` the old number,
+        // `system.wa_id` the new one).
+        let change = webhook(vec![
+            json!({"id": "900", "changes": [{"field": "messages", "value": {
+            "messaging_product": "whatsapp",
+            "metadata": {"display_phone_number": "4930000000", "phone_number_id": "111"},
+            "messages": [{"from": OLD, "id": "wamid.SYS1", "timestamp": (now - day).to_string(),
+                "type": "system", "system": {"body": format!("User Erika changed from {OLD} to {NEW}"),
+                "wa_id": NEW, "type": "user_changed_number"}}]}}]}),
+        ]);
+        assert_eq!(pipe.post_360(&change).await, 200);
+        // The new number's BSUID (field user_id_update; shape as documented by BSP guides of
+        // Meta's 2026 BSUID rollout, e.g. dualhook.com "BSUID webhook changes").
+        let rotation = webhook(vec![
+            json!({"id": "900", "changes": [{"field": "user_id_update", "value": {
+            "messaging_product": "whatsapp",
+            "metadata": {"display_phone_number": "4930000000", "phone_number_id": "111"},
+            "contacts": [{"profile": {"name": "Erika"}, "wa_id": NEW}],
+            "user_id_update": [{"wa_id": NEW, "detail": "User id for Erika has been updated.",
+                "user_id": {"previous": "DE.OLD1", "current": "DE.NEW1"},
+                "timestamp": (now - day + 60).to_string()}]}}]}),
+        ]);
+        assert_eq!(pipe.post_360(&rotation).await, 200);
+        // Both delivered twice.
+        assert_eq!(pipe.post_360(&change).await, 200);
+        assert_eq!(pipe.post_360(&rotation).await, 200);
+        queued.extend(pipe.drain().await);
+
+        let after = pipe.conversations(a).await;
+        assert_eq!(after.len(), 1, "{}: one contact, not two", pipe.name);
+        let c = &after[0];
+        assert_eq!(c.contact_id, before[0].contact_id, "{}", pipe.name);
+        assert!(c.opted_out, "{}: the opt-out carried over", pipe.name);
+        assert_eq!(
+            c.last_inbound_at, window_from,
+            "{}: a notice opens no window",
+            pipe.name
+        );
+        let record = pipe
+            .backends
+            .store
+            .contact(&tenant_id(a), &c.contact_id, now)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (record.wa_id.as_deref(), record.user_id.as_deref()),
+            (Some(NEW), Some("DE.NEW1")),
+            "{}: replies go to the new identity",
+            pipe.name
+        );
+        let kinds: Vec<String> = pipe
+            .messages(a, c)
+            .await
+            .iter()
+            .map(|m| m.kind.clone())
+            .collect();
+        assert_eq!(kinds, ["system", "system", "text", "text"], "{}", pipe.name);
+
+        // The customer writes under the new BSUID only (number hidden): the same conversation.
+        assert_eq!(
+            pipe.post_360(&text_360(
+                None,
+                Some("DE.NEW1"),
+                "wamid.ID3",
+                now,
+                "Neue Nummer"
+            ))
+            .await,
+            200
+        );
+        queued.extend(pipe.drain().await);
+        let list = pipe.conversations(a).await;
+        assert_eq!(list.len(), 1, "{}", pipe.name);
+        assert_eq!(pipe.messages(a, &list[0]).await.len(), 5, "{}", pipe.name);
+        assert!(list[0].opted_out, "{}: still opted out", pipe.name);
+
+        // Erased: every queued copy (a redelivery, a dead letter) is unreadable, under every
+        // identity the customer had, and nothing comes back.
+        let receipt = pipe
+            .backends
+            .privacy()
+            .unwrap()
+            .erase(&tenant_id(a), &c.contact_id, now)
+            .await
+            .unwrap();
+        assert!(receipt.key_destroyed, "{}", pipe.name);
+        for body in &queued {
+            let report = pipe.router.route(body).await.unwrap();
+            assert_eq!(report.stored, 0, "{}: {report:?}", pipe.name);
+        }
+        assert!(
+            pipe.conversations(a).await.is_empty(),
+            "{}: the erased contact came back",
+            pipe.name
+        );
     }
 }

@@ -20,9 +20,7 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use relay_core::ids::TenantId;
 use relay_core::ports::{Directory, StoreError};
-use relay_core::tenant::{
-    Channel, DEFAULT_RETENTION_DAYS, MetaApp, Provider, Tenant, WebhookAuth,
-};
+use relay_core::tenant::{Channel, DEFAULT_RETENTION_DAYS, MetaApp, Provider, Tenant, WebhookAuth};
 use secrecy::SecretString;
 use std::collections::HashMap;
 use std::sync::Mutex;

@@ -497,13 +497,13 @@ impl RelayConfig {
                         let app = c.app.as_deref().unwrap_or_default();
                         let auth = meta_apps.iter().find(|m| m.id == app).map(MetaApp::auth);
                         if auth.is_none() {
-                            problems.push(format!(
-                                "{at}.app: no [[meta_apps]] entry has id {app:?}"
-                            ));
+                            problems
+                                .push(format!("{at}.app: no [[meta_apps]] entry has id {app:?}"));
                         }
-                        for (field, v) in
-                            [("app_secret", &c.app_secret), ("verify_token", &c.verify_token)]
-                        {
+                        for (field, v) in [
+                            ("app_secret", &c.app_secret),
+                            ("verify_token", &c.verify_token),
+                        ] {
                             if v.is_some() {
                                 problems.push(format!(
                                     "{at}.{field}: a channel of a Meta app takes the app's; remove it here"
@@ -950,7 +950,10 @@ access_token = "t"
         ));
         for (text, says) in [
             (
-                format!("{}{app}", channel("a", "1", "app = \"778\"\nwaba_id = \"91\"\n")),
+                format!(
+                    "{}{app}",
+                    channel("a", "1", "app = \"778\"\nwaba_id = \"91\"\n")
+                ),
                 "tenants[0].channels[0].app: no [[meta_apps]] entry has id \"778\"",
             ),
             (
@@ -960,7 +963,11 @@ access_token = "t"
             (
                 format!(
                     "{}{app}",
-                    channel("a", "1", "app = \"777\"\nwaba_id = \"91\"\napp_secret = \"x\"\n")
+                    channel(
+                        "a",
+                        "1",
+                        "app = \"777\"\nwaba_id = \"91\"\napp_secret = \"x\"\n"
+                    )
                 ),
                 "tenants[0].channels[0].app_secret: a channel of a Meta app takes the app's",
             ),
@@ -993,7 +1000,8 @@ access_token = "t"
         assert_eq!(c.warnings.len(), 1);
         assert!(c.warnings[0].starts_with("tenants[0].channels[0].webhook_token: contains \"_\""));
         assert!(!c.warnings[0].contains("my_token_1"));
-        let fine = RelayConfig::parse(&text.replace("my_token_1", "my-token-1"), &|_| None).unwrap();
+        let fine =
+            RelayConfig::parse(&text.replace("my_token_1", "my-token-1"), &|_| None).unwrap();
         assert!(fine.warnings.is_empty());
     }
 }

@@ -149,6 +149,20 @@ fn item_owners(value: &Value) -> Vec<Option<Owner>> {
         .collect()
 }
 
+/// The owners of a change's items: a `messages` change's per item, a `user_id_update`'s per
+/// entry (the customer under their previous BSUID); none for other fields.
+fn change_owners(change: &Value) -> Vec<Option<Owner>> {
+    let value = change.get("value");
+    match (change.get("field").and_then(Value::as_str), value) {
+        (Some("messages"), Some(v)) => item_owners(v),
+        (Some("user_id_update"), Some(v)) => crate::webhook::user_id_updates(v)
+            .iter()
+            .map(|u| Owner::of(&u.old))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
 fn changes(webhook: &Value) -> impl Iterator<Item = &Value> {
     webhook
         .get("entry")
@@ -171,17 +185,11 @@ fn changes(webhook: &Value) -> impl Iterator<Item = &Value> {
 pub fn pieces_by_owner(webhook: Value) -> Vec<(Option<Owner>, Value)> {
     let mut owners: Vec<Option<Owner>> = Vec::new();
     for change in changes(&webhook) {
-        let is_messages = change.get("field").and_then(Value::as_str) == Some("messages");
-        match change.get("value") {
-            Some(v) if is_messages => {
-                let items = item_owners(v);
-                if items.is_empty() {
-                    owners.push(None);
-                }
-                owners.extend(items);
-            }
-            _ => owners.push(None),
+        let items = change_owners(change);
+        if items.is_empty() {
+            owners.push(None);
         }
+        owners.extend(items);
     }
     owners.dedup();
     if let [single] = owners.as_slice() {
@@ -192,8 +200,7 @@ pub fn pieces_by_owner(webhook: Value) -> Vec<(Option<Owner>, Value)> {
         .map(|mut piece| {
             let owner = changes(&piece)
                 .next()
-                .and_then(|c| c.get("value"))
-                .and_then(|v| item_owners(v).into_iter().next())
+                .and_then(|c| change_owners(c).into_iter().next())
                 .flatten();
             keep_contacts_of(&mut piece, owner.as_ref());
             (owner, piece)
@@ -471,8 +478,10 @@ mod tests {
 
     #[test]
     fn an_app_webhook_is_cut_per_number_and_account_losing_nothing() {
-        let msg = |pnid: &str, id: &str| json!({"field":"messages","value":{"metadata":{"phone_number_id":pnid},
-            "messages":[{"from":"49151","id":id,"timestamp":"1","type":"text","text":{"body":"x"}}]}});
+        let msg = |pnid: &str, id: &str| {
+            json!({"field":"messages","value":{"metadata":{"phone_number_id":pnid},
+            "messages":[{"from":"49151","id":id,"timestamp":"1","type":"text","text":{"body":"x"}}]}})
+        };
         let w = json!({"object":"whatsapp_business_account","entry":[
             {"id":"900","changes":[msg("1","wamid.a"), msg("2","wamid.b"),
                 {"field":"message_template_status_update","value":{"event":"APPROVED"}}]},

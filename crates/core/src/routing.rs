@@ -241,6 +241,15 @@ impl Router {
                 self.event(&tenant.id, "error", raw, now, expires_at)
                     .await?
             }
+            Event::Other { field, value, .. } if field == "user_id_update" => {
+                // Applied to the contact, not kept as a tenant-wide event: it names a customer.
+                let pnid = value
+                    .pointer("/metadata/phone_number_id")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                self.user_id_updates(tenant, pnid, &value, now, expires_at)
+                    .await?
+            }
             Event::Other {
                 field,
                 value,
@@ -292,6 +301,22 @@ impl Router {
         expires_at: i64,
     ) -> Result<Option<Recorded>, RouteError> {
         let who = Identities::of_message(contact, message);
+        if let Some(change) = message.content.identity_change() {
+            // From the old identity to the new: one contact goes on under the new one.
+            let new = Identities {
+                bsuid: change.user_id.clone(),
+                wa_id: change.wa_id.clone(),
+            };
+            let notice = Notice {
+                id: &message.id,
+                timestamp: message.timestamp,
+                content: serde_json::to_value(&message.content).unwrap_or(Value::Null),
+                text: change.body.clone(),
+            };
+            return self
+                .identity_changed(tenant, phone_number_id, &who, &new, notice, now, expires_at)
+                .await;
+        }
         let (keys, Some(proposed)) = self.identity_keys(&tenant.id, &who) else {
             return Ok(None);
         };
@@ -380,6 +405,135 @@ impl Router {
                 .await?;
         }
         Ok(Some(recorded))
+    }
+
+    /// A customer's identity changed (`old` to `new`): the contact found by the old one is
+    /// linked to the new one and goes on under it (history, consent and opt-out stay with it),
+    /// and the change is kept as a notice in the conversation. The notice does not open the
+    /// 24-hour window: the customer wrote nothing. `None` when `old` names no known contact.
+    #[allow(clippy::too_many_arguments)]
+    async fn identity_changed(
+        &self,
+        tenant: &Tenant,
+        phone_number_id: &str,
+        old: &Identities,
+        new: &Identities,
+        notice: Notice<'_>,
+        now: i64,
+        expires_at: i64,
+    ) -> Result<Option<Recorded>, RouteError> {
+        let (mut keys, _) = self.identity_keys(&tenant.id, old);
+        // Only a customer the pharmacy knows goes on; a change about anyone else is not kept.
+        let known = if keys.is_empty() {
+            None
+        } else {
+            self.store.find_contact(&tenant.id, &keys).await?
+        };
+        let Some(known) = known else {
+            return Ok(None);
+        };
+        let (new_keys, _) = self.identity_keys(&tenant.id, new);
+        keys.extend(new_keys);
+        keys.sort();
+        keys.dedup();
+        let contact_id = self
+            .store
+            .resolve_contact(&tenant.id, &keys, &known, expires_at)
+            .await?;
+        let wamid_key = self.pseudonymizer.wamid_key(&tenant.id, notice.id);
+        let stored = StoredMessage {
+            id: format!("m_{wamid_key}"),
+            wamid: notice.id.to_owned(),
+            wamid_key,
+            contact_id: contact_id.clone(),
+            direction: Direction::Inbound,
+            kind: "system".to_owned(),
+            text: notice.text,
+            content: notice.content,
+            timestamp: if notice.timestamp > 0 {
+                notice.timestamp
+            } else {
+                now
+            },
+            received_at: now,
+            status: None,
+            error: None,
+            reply_to: None,
+            referral: None,
+            media: None,
+            expires_at,
+        };
+        let update = ContactUpdate {
+            contact_id: contact_id.clone(),
+            phone_number_id: phone_number_id.to_owned(),
+            name: None,
+            // The new identity replaces the old one where it names one; replies go there.
+            wa_id: new.wa_id.clone(),
+            user_id: new.bsuid.clone(),
+            username: None,
+            // Only a message from the customer opens the window (the stores keep the newest).
+            last_inbound_at: 0,
+            expires_at,
+            identity_keys: keys,
+        };
+        let recorded = self
+            .store
+            .record_inbound(&tenant.id, &stored, &update)
+            .await?;
+        tracing::info!(tenant = %tenant.id, contact = %contact_id, "customer identity changed");
+        if let (Some(queue), Some(_)) = (&self.outbound, &tenant.forward_url) {
+            queue
+                .enqueue_jobs(&[Job::Forward {
+                    tenant: tenant.id.clone(),
+                    webhook_id: format!("idc_{}", stored.wamid_key),
+                    created_at: stored.timestamp,
+                    payload: json!({"type": "contact.identity_changed", "timestamp": stored.timestamp,
+                                    "data": {"contact_id": contact_id, "message_id": stored.id}}),
+                }])
+                .await?;
+        }
+        Ok(Some(recorded))
+    }
+
+    /// The `user_id_update` webhook: a customer's BSUID changed (`previous` to `current`).
+    async fn user_id_updates(
+        &self,
+        tenant: &Tenant,
+        phone_number_id: &str,
+        value: &Value,
+        now: i64,
+        expires_at: i64,
+    ) -> Result<Recorded, RouteError> {
+        let mut recorded = Recorded::Duplicate;
+        for update in crate::webhook::user_id_updates(value) {
+            let id = format!(
+                "user_id_update:{}:{}",
+                update.old.bsuid.as_deref().unwrap_or_default(),
+                update.new.bsuid.as_deref().unwrap_or_default()
+            );
+            let notice = Notice {
+                id: &id,
+                timestamp: update.timestamp,
+                content: json!({"system": {"type": "user_changed_user_id"}}),
+                text: None,
+            };
+            if self
+                .identity_changed(
+                    tenant,
+                    phone_number_id,
+                    &update.old,
+                    &update.new,
+                    notice,
+                    now,
+                    expires_at,
+                )
+                .await?
+                == Some(Recorded::New)
+            {
+                recorded = Recorded::New;
+            }
+        }
+        Ok(recorded)
     }
 
     async fn after_inbound(
@@ -540,14 +694,25 @@ impl Router {
         status: &Status,
         expires_at: i64,
     ) -> Result<Recorded, RouteError> {
+        // The status of our message belongs to the message's contact, whichever identity it
+        // names: found by that identity, else (a BSUID not seen yet, or a failed status that
+        // names nobody) by the message itself.
+        let wamid_key = self.pseudonymizer.wamid_key(&tenant.id, &status.id);
         let (keys, _) = self.identity_keys(&tenant.id, &Identities::of_status(status));
-        let contact_id = if keys.is_empty() {
+        let mut contact_id = if keys.is_empty() {
             None
         } else {
             self.store.find_contact(&tenant.id, &keys).await?
         };
+        if contact_id.is_none() {
+            contact_id = self
+                .store
+                .message_by_wamid(&tenant.id, &wamid_key, self.clock.now())
+                .await?
+                .map(|m| m.contact_id);
+        }
         let stored = StoredStatus {
-            wamid_key: self.pseudonymizer.wamid_key(&tenant.id, &status.id),
+            wamid_key,
             contact_id,
             status: status.status,
             timestamp: status.timestamp,
@@ -618,6 +783,15 @@ impl Router {
             })
             .await
     }
+}
+
+/// A change kept in a conversation as a notice (not written by the customer).
+struct Notice<'a> {
+    /// The idempotency key: the system message's wamid, or one derived from the change.
+    id: &'a str,
+    timestamp: i64,
+    content: Value,
+    text: Option<String>,
 }
 
 /// An event as a self-contained webhook, so a quarantined one can be replayed as it came.

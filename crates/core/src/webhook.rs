@@ -281,7 +281,28 @@ pub enum Content {
     Unknown(Value),
 }
 
+/// The `system` message types that announce a customer's new identity.
+pub const IDENTITY_CHANGES: &[&str] = &[
+    "user_changed_number",
+    "user_changed_user_id",
+    "customer_identity_changed",
+];
+
 impl Content {
+    /// A `system` message announcing that the customer changed number or BSUID.
+    pub fn identity_change(&self) -> Option<&System> {
+        match self {
+            Content::System(s)
+                if s.kind
+                    .as_deref()
+                    .is_some_and(|k| IDENTITY_CHANGES.contains(&k)) =>
+            {
+                Some(s)
+            }
+            _ => None,
+        }
+    }
+
     /// The file of an image, video, audio, sticker or document message.
     pub fn media(&self) -> Option<&Media> {
         match self {
@@ -620,6 +641,40 @@ pub fn item_identities(value: &Value) -> Vec<Option<Identities>> {
     }
     out.extend(array(value.get("errors")).iter().map(|_| None));
     out
+}
+
+/// One entry of a `user_id_update` change: a customer's BSUID changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserIdUpdate {
+    /// The previous BSUID (and the number, when the entry names one).
+    pub old: Identities,
+    pub new: Identities,
+    /// Meta's Unix seconds, 0 when absent.
+    pub timestamp: i64,
+}
+
+/// The entries of a `user_id_update` change value (`{"user_id_update": [{"wa_id", "user_id":
+/// {"previous", "current"}, "timestamp"}]}`) that name both BSUIDs.
+pub fn user_id_updates(value: &Value) -> Vec<UserIdUpdate> {
+    array(value.get("user_id_update"))
+        .iter()
+        .filter_map(|item| {
+            let wa_id = str_field(item, "wa_id");
+            let ids = item.get("user_id")?;
+            let (previous, current) = (str_field(ids, "previous")?, str_field(ids, "current")?);
+            Some(UserIdUpdate {
+                old: Identities {
+                    bsuid: Some(previous),
+                    wa_id: wa_id.clone(),
+                },
+                new: Identities {
+                    bsuid: Some(current),
+                    wa_id,
+                },
+                timestamp: timestamp_field(item),
+            })
+        })
+        .collect()
 }
 
 /// The `contacts[]` entries the router can read (others are left out, as by the router).

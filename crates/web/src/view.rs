@@ -418,6 +418,12 @@ fn message(m: &StoredMessage, page: &[StoredMessage], now: i64, t: &Texts) -> Me
                 v.notice = Some(format!("Template: {name}"));
             }
         }
+        "system"
+            if str_at(&m.content, &["system", "type"])
+                .is_some_and(|k| relay_core::webhook::IDENTITY_CHANGES.contains(&k)) =>
+        {
+            v.notice = Some(t.identity_changed.to_owned());
+        }
         other => {
             let detail = str_at(&m.content, &["unsupported", "type"]).unwrap_or(other);
             v.notice = Some(format!("{} ({detail})", t.unsupported));

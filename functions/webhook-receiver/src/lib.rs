@@ -12,7 +12,9 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use relay_core::crypto::{Keyring, Sealer};
-use relay_core::envelope::{Addressee, Owner, pieces_by_owner, sealed_envelopes, split_by_addressee};
+use relay_core::envelope::{
+    Addressee, Owner, pieces_by_owner, sealed_envelopes, split_by_addressee,
+};
 use relay_core::ports::{Directory, InboundQueue, QueueError};
 use relay_core::tenant::{AuthHeaders, WebhookAuth};
 use relay_core::webhook::{PayloadError, validate_webhook};
@@ -64,7 +66,10 @@ pub fn router(state: Receiver) -> Router {
     let limit = state.max_body_bytes;
     Router::new()
         .route(WEBHOOK_ROUTE, post(receive).get(verify_subscription))
-        .route(META_APP_ROUTE, post(receive_app).get(verify_app_subscription))
+        .route(
+            META_APP_ROUTE,
+            post(receive_app).get(verify_app_subscription),
+        )
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }
@@ -156,25 +161,20 @@ fn seal_for(
     max_message_bytes: usize,
     received_at_ms: i64,
 ) -> Result<Vec<String>, ProblemResponse> {
-    sealed_envelopes(
-        addressed,
-        received_at_ms,
-        tenant,
-        pieces,
-        max_message_bytes,
-    )
-    .map_err(|e| match e {
-        QueueError::TooLarge { .. } => detailed(
-            413,
-            "too-large",
-            "A single event of this webhook is larger than the queue takes",
-            e.to_string(),
-        ),
-        QueueError::Unavailable(_) => problem(
-            503,
-            "queue-unavailable",
-            "The queue is unavailable; retry later",
-        ),
+    sealed_envelopes(addressed, received_at_ms, tenant, pieces, max_message_bytes).map_err(|e| {
+        match e {
+            QueueError::TooLarge { .. } => detailed(
+                413,
+                "too-large",
+                "A single event of this webhook is larger than the queue takes",
+                e.to_string(),
+            ),
+            QueueError::Unavailable(_) => problem(
+                503,
+                "queue-unavailable",
+                "The queue is unavailable; retry later",
+            ),
+        }
     })
 }
 
@@ -246,6 +246,8 @@ fn count_answer(response: &Response, started: Instant) {
 }
 
 /// The body, or the answer to a body that could not be read.
+// The answer is returned at once, once per request: no need to box it.
+#[allow(clippy::result_large_err)]
 fn readable(state: &Receiver, body: Result<Bytes, BytesRejection>) -> Result<Bytes, Response> {
     match body {
         Ok(b) => Ok(b),
@@ -477,7 +479,12 @@ async fn receive_app_webhook(
     let value = match authenticate(&app.auth(), &headers, &body) {
         Ok(v) => v,
         Err(p) => {
-            tracing::warn!(status = p.0.status, problem = p.0.slug(), bytes = body.len(), "webhook refused");
+            tracing::warn!(
+                status = p.0.status,
+                problem = p.0.slug(),
+                bytes = body.len(),
+                "webhook refused"
+            );
             return p.into_response();
         }
     };
@@ -496,11 +503,19 @@ async fn receive_app_webhook(
         };
         let sealed = match channel {
             Some(c) => {
-                let pieces = match sealers(&state, &c.tenant_id, pieces_by_owner(part), now_ms / 1000).await {
-                    Ok(p) => p,
-                    Err(e) => return keys_unavailable(&e),
-                };
-                seal_for((&c.phone_number_id, Some(&app_id)), &c.tenant_id, pieces, max, now_ms)
+                let pieces =
+                    match sealers(&state, &c.tenant_id, pieces_by_owner(part), now_ms / 1000).await
+                    {
+                        Ok(p) => p,
+                        Err(e) => return keys_unavailable(&e),
+                    };
+                seal_for(
+                    (&c.phone_number_id, Some(&app_id)),
+                    &c.tenant_id,
+                    pieces,
+                    max,
+                    now_ms,
+                )
             }
             None => {
                 outside += 1;
@@ -513,13 +528,24 @@ async fn receive_app_webhook(
                     Addressee::Number(n) if valid_phone_number_id(n) => n.as_str(),
                     _ => "",
                 };
-                seal_for((named, Some(&app_id)), &system, vec![(sealer, part)], max, now_ms)
+                seal_for(
+                    (named, Some(&app_id)),
+                    &system,
+                    vec![(sealer, part)],
+                    max,
+                    now_ms,
+                )
             }
         };
         match sealed {
             Ok(mut b) => bodies.append(&mut b),
             Err(p) => {
-                tracing::warn!(status = p.0.status, problem = p.0.slug(), bytes = body.len(), "webhook refused");
+                tracing::warn!(
+                    status = p.0.status,
+                    problem = p.0.slug(),
+                    bytes = body.len(),
+                    "webhook refused"
+                );
                 return p.into_response();
             }
         }
@@ -534,7 +560,10 @@ async fn receive_app_webhook(
         .into_response();
     }
     if outside > 0 {
-        tracing::warn!(parts = outside, "webhook names numbers outside the app: queued for quarantine");
+        tracing::warn!(
+            parts = outside,
+            "webhook names numbers outside the app: queued for quarantine"
+        );
     }
     tracing::info!(
         bytes = body.len(),

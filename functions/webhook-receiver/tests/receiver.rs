@@ -616,7 +616,12 @@ async fn a_meta_app_webhook_goes_to_each_numbers_tenant_and_only_to_the_apps_num
             "403" => "4915100000003",
             _ => "4915100000004",
         };
-        for n in ["4915100000001", "4915100000002", "4915100000003", "4915100000004"] {
+        for n in [
+            "4915100000001",
+            "4915100000002",
+            "4915100000003",
+            "4915100000004",
+        ] {
             assert_eq!(text.contains(n), n == mine, "{n} in {}", e.phone_number_id);
         }
     }
@@ -625,10 +630,19 @@ async fn a_meta_app_webhook_goes_to_each_numbers_tenant_and_only_to_the_apps_num
     let before = app.queue.bodies.lock().unwrap().len();
     let other = sign_hub_signature(b"secret-888", &body);
     for (path, headers) in [
-        ("/webhooks/meta/777", vec![("x-hub-signature-256", other.as_str())]),
+        (
+            "/webhooks/meta/777",
+            vec![("x-hub-signature-256", other.as_str())],
+        ),
         ("/webhooks/meta/777", vec![]),
-        ("/webhooks/meta/999", vec![("x-hub-signature-256", sig.as_str())]),
-        ("/webhooks/meta/77a", vec![("x-hub-signature-256", sig.as_str())]),
+        (
+            "/webhooks/meta/999",
+            vec![("x-hub-signature-256", sig.as_str())],
+        ),
+        (
+            "/webhooks/meta/77a",
+            vec![("x-hub-signature-256", sig.as_str())],
+        ),
     ] {
         let (status, _, _) = post(&app, path, &headers, body.clone()).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{path}");
