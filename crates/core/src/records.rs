@@ -55,8 +55,14 @@ pub struct ContactUpdate {
     pub wa_id: Option<String>,
     pub user_id: Option<String>,
     pub username: Option<String>,
-    /// Meta's timestamp of the message: the 24-hour window runs from the newest one.
+    /// Meta's timestamp of the customer's message: the 24-hour window runs from the newest
+    /// one. 0 for what the customer did not write now (a notice, a message from the business
+    /// app): the window stays as it was.
     pub last_inbound_at: i64,
+    /// When the conversation last saw activity (its place in the list); only moves forward.
+    pub last_message_at: i64,
+    /// Whether a new message counts as unread (not for the business's own or imported ones).
+    pub unread: bool,
     pub expires_at: i64,
     /// The identity keys (hashes) this message named: kept on the contact, so erasure finds
     /// every identity item without reading a phone number.

@@ -369,6 +369,8 @@ impl Router {
                 .and_then(|c| c.profile.as_ref())
                 .and_then(|p| p.username.clone()),
             last_inbound_at: stored.timestamp,
+            last_message_at: stored.timestamp,
+            unread: true,
             expires_at,
             identity_keys: keys,
         };
@@ -473,6 +475,8 @@ impl Router {
             username: None,
             // Only a message from the customer opens the window (the stores keep the newest).
             last_inbound_at: 0,
+            last_message_at: stored.timestamp,
+            unread: false,
             expires_at,
             identity_keys: keys,
         };

@@ -52,6 +52,8 @@ fn update(contact: &ContactId, name: &str, ts: i64) -> ContactUpdate {
         user_id: None,
         username: None,
         last_inbound_at: ts,
+        last_message_at: ts,
+        unread: true,
         expires_at: LATER,
         identity_keys: vec![],
     }
@@ -547,6 +549,75 @@ pub async fn events_and_quarantine_are_kept_once(store: &dyn MessageStore) {
 }
 
 /// [`RULES`] and [`run_rule`] from one list of the rule functions.
+/// What the customer did not write now (a notice, a message sent from the business app, an
+/// imported one) is stored like a message, opens no 24-hour window and counts no unread; the
+/// conversation's last activity still moves forward with it.
+pub async fn messages_not_from_the_customer_open_no_window(store: &dyn MessageStore) {
+    let p = Pseudonymizer::new([7; 32]);
+    let a = tenant("rule-notwindow");
+    let c = p.contact_id(&a, Identity::WaId("4915100000077"));
+    let not_customer = |ts: i64| ContactUpdate {
+        last_inbound_at: 0,
+        last_message_at: ts,
+        unread: false,
+        ..update(&c, "Erika", ts)
+    };
+    // A new contact from the business's side: listed, window closed, nothing unread.
+    let mut echo = message(&p, &a, &c, "wamid.ECHO1", NOW + 5);
+    echo.direction = Direction::Outbound;
+    store
+        .record_inbound(&a, &echo, &not_customer(NOW + 5))
+        .await
+        .expect("record");
+    let conv = store
+        .conversation(&a, &c, NOW)
+        .await
+        .expect("get")
+        .expect("listed");
+    assert_eq!((conv.unread, conv.last_message_at), (0, NOW + 5));
+    assert!(
+        conv.last_inbound_at.unwrap_or(0) == 0,
+        "a message the customer did not write opens no window"
+    );
+    // The customer writes: the window opens from their message.
+    store
+        .record_inbound(
+            &a,
+            &message(&p, &a, &c, "wamid.IN1", NOW + 10),
+            &update(&c, "Erika", NOW + 10),
+        )
+        .await
+        .expect("record");
+    // A later notice: the window stays at the customer's message, activity moves on.
+    store
+        .record_inbound(
+            &a,
+            &message(&p, &a, &c, "wamid.NOTICE1", NOW + 20),
+            &not_customer(NOW + 20),
+        )
+        .await
+        .expect("record");
+    let conv = store
+        .conversation(&a, &c, NOW)
+        .await
+        .expect("get")
+        .expect("listed");
+    assert_eq!(conv.last_inbound_at, Some(NOW + 10));
+    assert_eq!(conv.last_message_at, NOW + 20);
+    assert_eq!(conv.unread, 1, "only the customer's message is unread");
+    let stored = store
+        .list_messages(&a, &c, &PageRequest::first(10), NOW)
+        .await
+        .expect("list");
+    assert_eq!(stored.items.len(), 3);
+    assert!(
+        stored
+            .items
+            .iter()
+            .any(|m| m.direction == Direction::Outbound)
+    );
+}
+
 macro_rules! rules_table {
     ($($rule:ident),* $(,)?) => {
         /// Every rule, by name: adapters run each as a test of its own ([`store_rules!`], which
@@ -575,6 +646,7 @@ rules_table!(
     contacts_consent_away_replies_and_outbound,
     erasure_deletes_one_contact_entirely,
     team_state_and_notes_are_kept_per_conversation,
+    messages_not_from_the_customer_open_no_window,
 );
 
 /// Runs every rule in turn against one `store` (which must be empty), naming each: for a
@@ -602,7 +674,8 @@ macro_rules! store_rules {
             events_and_quarantine_are_kept_once,
             contacts_consent_away_replies_and_outbound,
             erasure_deletes_one_contact_entirely,
-            team_state_and_notes_are_kept_per_conversation
+            team_state_and_notes_are_kept_per_conversation,
+            messages_not_from_the_customer_open_no_window
         );
     };
     (@each $make:expr; $($rule:ident),*) => {

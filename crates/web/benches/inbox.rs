@@ -68,6 +68,8 @@ fn setup(rt: &tokio::runtime::Runtime) -> Setup {
                 user_id: None,
                 username: None,
                 last_inbound_at: ts,
+                last_message_at: ts,
+                unread: true,
                 expires_at: now + 30 * 86_400,
                 identity_keys: vec![],
             };

@@ -143,6 +143,8 @@ async fn customer_text_never_becomes_markup() {
                 user_id: None,
                 username: Some(payload.to_string()),
                 last_inbound_at: now,
+                last_message_at: now,
+                unread: true,
                 expires_at: now + 86_400,
                 identity_keys: vec![],
             };

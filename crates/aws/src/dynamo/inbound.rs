@@ -106,7 +106,7 @@ impl InboundLog for DynamoMessageStore {
             // below move them later; between the two, a reader saw a conversation without a
             // window and refused a reply as "window closed".)
             "last_inbound_at = if_not_exists(last_inbound_at, :ts0)",
-            "last_message_at = if_not_exists(last_message_at, :ts0)",
+            "last_message_at = if_not_exists(last_message_at, :tm0)",
             "gsi1sk = if_not_exists(gsi1sk, :gs0)",
         ];
         let mut update = Update::builder()
@@ -117,14 +117,15 @@ impl InboundLog for DynamoMessageStore {
             .expression_attribute_values(":e", n(contact.expires_at))
             .expression_attribute_values(":g", s(conv_gsi_pk(tenant)))
             .expression_attribute_values(":ts0", n(contact.last_inbound_at))
+            .expression_attribute_values(":tm0", n(contact.last_message_at))
             .expression_attribute_values(
                 ":gs0",
                 s(format!(
                     "{:012}#{}",
-                    contact.last_inbound_at, contact.contact_id
+                    contact.last_message_at, contact.contact_id
                 )),
             )
-            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":one", n(i64::from(contact.unread)))
             .expression_attribute_values(":pn", s(&contact.phone_number_id));
         for (attr, placeholder, value) in [
             ("name", ":name", &contact.name),
@@ -183,9 +184,8 @@ impl InboundLog for DynamoMessageStore {
         // Last activity only moves forward. Done on duplicates too: idempotent, and it completes
         // the work of an attempt that crashed between the transaction and this update.
         let profile_pk = contact_pk(tenant, &contact.contact_id);
-        let ts = contact.last_inbound_at;
         let mut v = Item::new();
-        v.insert(":ts".into(), n(ts));
+        v.insert(":ts".into(), n(contact.last_inbound_at));
         self.update_if(
             profile_pk.clone(),
             PROFILE,
@@ -194,6 +194,8 @@ impl InboundLog for DynamoMessageStore {
             v.clone(),
         )
         .await?;
+        let ts = contact.last_message_at;
+        v.insert(":ts".into(), n(ts));
         v.insert(":gs".into(), s(format!("{ts:012}#{}", contact.contact_id)));
         self.update_if(
             profile_pk,

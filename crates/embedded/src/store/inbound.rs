@@ -88,10 +88,10 @@ impl InboundLog for SqliteMessageStore {
                 ],
             )
             .map_err(db_err)?;
-        let unread = i64::from(n == 1);
+        let unread = i64::from(n == 1 && contact.unread);
         tx.execute(
             "INSERT INTO contacts (tenant, contact_id, name, wa_id, user_id, username, last_inbound_at, last_message_at, unread, expires_at, phone_number_id)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9, ?10)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?11, ?8, ?9, ?10)
              ON CONFLICT (tenant, contact_id) DO UPDATE SET
                name = coalesce(excluded.name, name),
                wa_id = coalesce(excluded.wa_id, wa_id),
@@ -112,7 +112,8 @@ impl InboundLog for SqliteMessageStore {
                 contact.last_inbound_at,
                 unread,
                 contact.expires_at,
-                contact.phone_number_id
+                contact.phone_number_id,
+                contact.last_message_at
             ],
         )
         .map_err(db_err)?;
