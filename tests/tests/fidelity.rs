@@ -487,3 +487,175 @@ async fn a_customer_who_changes_number_and_bsuid_stays_one_contact_opted_out_and
         );
     }
 }
+
+/// A coexistence change to channel 111 (`smb_message_echoes`, `history`, `smb_app_state_sync`).
+fn coexistence(field: &str, value: Value) -> Value {
+    let mut value = value;
+    value["messaging_product"] = json!("whatsapp");
+    value["metadata"] = json!({"display_phone_number": "4930000000", "phone_number_id": "111"});
+    webhook(vec![
+        json!({"id": "900", "changes": [{"field": field, "value": value}]}),
+    ])
+}
+
+#[tokio::test]
+async fn the_business_apps_messages_history_and_names_join_the_customers_conversation() {
+    const ECHOED: &str = "4915333333333";
+    const HISTORY: &str = "4915444444444";
+    const BUSINESS: &str = "4930000000";
+    for pipe in each_backend("fid-coexist").await {
+        let now = pipe.now();
+        let day = 86_400;
+        let a = "apotheke-a";
+        // Sent from the Business app (360dialog "coexistence webhooks" page and Meta's
+        // smb_message_echoes reference: `message_echoes[]` with `from` the business, `to` the
+        // customer).
+        let echo = coexistence(
+            "smb_message_echoes",
+            json!({"message_echoes": [{
+            "from": BUSINESS, "to": ECHOED, "id": "wamid.ECHO.1", "timestamp": now.to_string(),
+            "type": "text", "text": {"body": "Ihre Bestellung liegt bereit."}}]}),
+        );
+        assert_eq!(pipe.post_360(&echo).await, 200);
+        assert_eq!(pipe.post_360(&echo).await, 200);
+
+        // A history chunk of about 2 MB: one thread, 480 messages of 4000 characters, the
+        // customer's and the business's in turn (Meta's history reference: `history[]` with
+        // `metadata{phase, chunk_order, progress}` and `threads[]{id, messages[]}`, each
+        // message with `history_context.status`).
+        let n = 480;
+        let messages: Vec<Value> = (0..n)
+            .map(|i| {
+                let from = if i % 2 == 0 { HISTORY } else { BUSINESS };
+                json!({"from": from, "id": format!("wamid.HIST.{i}"),
+                       "timestamp": (now - 30 * day + i as i64 * 60).to_string(), "type": "text",
+                       "text": {"body": format!("{i:04} {}", "x".repeat(3995))},
+                       "history_context": {"status": "READ"}})
+            })
+            .collect();
+        let history = coexistence(
+            "history",
+            json!({"history": [{
+            "metadata": {"phase": 1, "chunk_order": 1, "progress": 40},
+            "threads": [{"id": HISTORY, "messages": messages}]}]}),
+        );
+        let size = history.to_string().len();
+        assert!(size > 1_900_000, "{size}");
+        assert_eq!(pipe.post_360(&history).await, 200, "{}: no 413", pipe.name);
+
+        // The address book: a known customer's name, and someone who never wrote.
+        let names = coexistence(
+            "smb_app_state_sync",
+            json!({"state_sync": [
+            {"type": "contact", "action": "add", "metadata": {"timestamp": now.to_string()},
+             "contact": {"full_name": "Familie Muster", "first_name": "Familie", "phone_number": HISTORY}},
+            {"type": "contact", "action": "add", "metadata": {"timestamp": now.to_string()},
+             "contact": {"full_name": "Nur im Adressbuch", "phone_number": "4915999999999"}}]}),
+        );
+        let queued_first = pipe.drain().await;
+        assert_eq!(pipe.post_360(&names).await, 200);
+        let mut queued = queued_first;
+        queued.extend(pipe.drain().await);
+
+        let list = pipe.conversations(a).await;
+        assert_eq!(
+            list.len(),
+            2,
+            "{}: nobody added from the address book",
+            pipe.name
+        );
+        let echoed = list.iter().find(|c| c.name.is_none()).unwrap();
+        let msgs = pipe.messages(a, echoed).await;
+        assert_eq!(msgs.len(), 1, "{}", pipe.name);
+        assert_eq!(msgs[0].direction, relay_core::records::Direction::Outbound);
+        assert_eq!(
+            msgs[0].origin,
+            Some(relay_core::webhook::Origin::BusinessApp)
+        );
+        assert_eq!(
+            msgs[0].text.as_deref(),
+            Some("Ihre Bestellung liegt bereit.")
+        );
+        assert_eq!(echoed.unread, 0, "{}", pipe.name);
+        assert!(
+            echoed.last_inbound_at.unwrap_or(0) == 0,
+            "{}: the business app's message opens no window",
+            pipe.name
+        );
+
+        let imported = list.iter().find(|c| c.name.is_some()).unwrap();
+        assert_eq!(
+            imported.name.as_deref(),
+            Some("Familie Muster"),
+            "{}",
+            pipe.name
+        );
+        assert_eq!(imported.unread, 0, "{}", pipe.name);
+        let mut all = Vec::new();
+        let mut page = PageRequest::first(200);
+        loop {
+            let got = pipe
+                .backends
+                .store
+                .list_messages(&tenant_id(a), &imported.contact_id, &page, now)
+                .await
+                .unwrap();
+            all.extend(got.items);
+            match got.next_cursor {
+                Some(cursor) => {
+                    page = PageRequest {
+                        cursor: Some(cursor),
+                        limit: 200,
+                    }
+                }
+                None => break,
+            }
+        }
+        assert_eq!(
+            all.len(),
+            n,
+            "{}: the whole chunk, nothing dropped",
+            pipe.name
+        );
+        assert!(
+            all.iter()
+                .all(|m| m.origin == Some(relay_core::webhook::Origin::History))
+        );
+        let outbound = all
+            .iter()
+            .filter(|m| m.direction == relay_core::records::Direction::Outbound)
+            .count();
+        assert_eq!(outbound, n / 2, "{}", pipe.name);
+        assert!(
+            all.iter()
+                .filter(|m| m.direction == relay_core::records::Direction::Outbound)
+                .all(|m| m.status == Some(relay_core::webhook::DeliveryStatus::Read))
+        );
+        assert!(
+            all.iter().all(|m| m.text.as_ref().unwrap().len() == 4000),
+            "{}: no message cut",
+            pipe.name
+        );
+
+        // Erased with the contact: every queued piece of the history no longer opens.
+        pipe.backends
+            .privacy()
+            .unwrap()
+            .erase(&tenant_id(a), &imported.contact_id, now)
+            .await
+            .unwrap();
+        let mut replayed = 0;
+        for body in &queued {
+            let report = pipe.router.route(body).await.unwrap();
+            replayed += report.stored;
+        }
+        assert_eq!(replayed, 0, "{}", pipe.name);
+        let left = pipe.conversations(a).await;
+        assert_eq!(
+            left.len(),
+            1,
+            "{}: only the other customer is left",
+            pipe.name
+        );
+    }
+}

@@ -93,17 +93,52 @@ fn envelopes_from(
         return Ok(vec![whole]);
     }
     let mut out = Vec::new();
-    for piece in split(&webhook) {
-        let body = make(piece);
-        if body.len() > max_bytes {
-            return Err(QueueError::TooLarge {
-                size: body.len(),
-                max: max_bytes,
-            });
+    // Depth first, in order: a piece still too large is halved where it can be.
+    let mut pending: Vec<Value> = split(&webhook).into_iter().rev().collect();
+    while let Some(piece) = pending.pop() {
+        let body = make(piece.clone());
+        if body.len() <= max_bytes {
+            out.push(body);
+            continue;
         }
-        out.push(body);
+        match halve(&piece) {
+            Some([first, second]) => {
+                pending.push(second);
+                pending.push(first);
+            }
+            None => {
+                return Err(QueueError::TooLarge {
+                    size: body.len(),
+                    max: max_bytes,
+                });
+            }
+        }
     }
     Ok(out)
+}
+
+/// A single-thread `history` piece cut into two, each with half the thread's messages (a
+/// thread of thousands of messages is larger than a queue message).
+fn halve(piece: &Value) -> Option<[Value; 2]> {
+    let change = piece.pointer("/entry/0/changes/0")?;
+    if change.get("field").and_then(Value::as_str) != Some("history") {
+        return None;
+    }
+    let messages = change
+        .pointer("/value/history/0/threads/0/messages")
+        .and_then(Value::as_array)?;
+    if messages.len() < 2 {
+        return None;
+    }
+    let (a, b) = messages.split_at(messages.len() / 2);
+    let with = |part: &[Value]| {
+        let mut p = piece.clone();
+        if let Some(slot) = p.pointer_mut("/entry/0/changes/0/value/history/0/threads/0/messages") {
+            *slot = Value::Array(part.to_vec());
+        }
+        p
+    };
+    Some([with(a), with(b)])
 }
 
 /// The WhatsApp user a webhook (or a piece of one) is about: whose key seals it on the queue.
@@ -155,6 +190,13 @@ fn change_owners(change: &Value) -> Vec<Option<Owner>> {
     let value = change.get("value");
     match (change.get("field").and_then(Value::as_str), value) {
         (Some("messages"), Some(v)) => item_owners(v),
+        (Some(field), Some(v)) if crate::webhook::COEXISTENCE_FIELDS.contains(&field) => {
+            crate::webhook::coexistence_identities(field, v)
+                .unwrap_or_default()
+                .iter()
+                .map(|who| who.as_ref().and_then(Owner::of))
+                .collect()
+        }
         (Some("user_id_update"), Some(v)) => crate::webhook::user_id_updates(v)
             .iter()
             .map(|u| Owner::of(&u.old))
@@ -355,12 +397,60 @@ fn split(webhook: &Value) -> Vec<Value> {
     out
 }
 
+/// A change whose `value[list]` holds one item per piece (echoes, address book entries).
+fn split_list(change: &Value, value: &Map<String, Value>, list: &str) -> Vec<Value> {
+    let items = value.get(list).and_then(Value::as_array);
+    let Some(items) = items.filter(|i| i.len() > 1) else {
+        return vec![change.clone()];
+    };
+    items
+        .iter()
+        .map(|item| {
+            let mut v = value.clone();
+            v.insert(list.into(), Value::Array(vec![item.clone()]));
+            let mut c = change.as_object().cloned().unwrap_or_default();
+            c.insert("value".into(), Value::Object(v));
+            Value::Object(c)
+        })
+        .collect()
+}
+
+/// A `history` change cut into one piece per thread, each keeping its chunk's metadata.
+fn split_history(change: &Value, value: &Map<String, Value>) -> Vec<Value> {
+    let mut out = Vec::new();
+    for chunk in value
+        .get("history")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let threads = chunk.get("threads").and_then(Value::as_array);
+        for thread in threads.into_iter().flatten() {
+            let mut c = chunk.as_object().cloned().unwrap_or_default();
+            c.insert("threads".into(), Value::Array(vec![thread.clone()]));
+            let mut v = value.clone();
+            v.insert("history".into(), Value::Array(vec![Value::Object(c)]));
+            let mut ch = change.as_object().cloned().unwrap_or_default();
+            ch.insert("value".into(), Value::Object(v));
+            out.push(Value::Object(ch));
+        }
+    }
+    if out.is_empty() {
+        out.push(change.clone());
+    }
+    out
+}
+
 fn split_change(change: &Value) -> Vec<Value> {
     let Some(value) = change.get("value").and_then(Value::as_object) else {
         return vec![change.clone()];
     };
-    if change.get("field").and_then(Value::as_str) != Some("messages") {
-        return vec![change.clone()];
+    match change.get("field").and_then(Value::as_str) {
+        Some("messages") => {}
+        Some("smb_message_echoes") => return split_list(change, value, "message_echoes"),
+        Some("smb_app_state_sync") => return split_list(change, value, "state_sync"),
+        Some("history") => return split_history(change, value),
+        _ => return vec![change.clone()],
     }
     let lists = ["messages", "statuses", "errors"];
     let mut base: Map<String, Value> = value.clone();

@@ -427,6 +427,7 @@ pub fn queued_message(
         reply_to: reply_to_wamid,
         referral: None,
         media: None,
+        origin: None,
         expires_at,
     }
 }

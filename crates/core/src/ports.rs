@@ -102,6 +102,15 @@ pub trait InboundLog: Send + Sync {
         expires_at: i64,
     ) -> Result<ContactId, StoreError>;
 
+    /// Sets a known contact's name (the Business app's address book); `false` if the store
+    /// has no such contact (nobody is added by it).
+    async fn rename_contact(
+        &self,
+        tenant: &TenantId,
+        contact: &ContactId,
+        name: &str,
+    ) -> Result<bool, StoreError>;
+
     /// The contact an identity belongs to, without creating one.
     async fn find_contact(
         &self,

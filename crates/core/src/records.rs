@@ -42,6 +42,9 @@ pub struct StoredMessage {
     /// The message's file (image, document, audio, video, sticker) and how fetching it went.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub media: Option<crate::media::MediaInfo>,
+    /// Not a message through the API: sent from the Business app, or imported history.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<crate::webhook::Origin>,
     pub expires_at: i64,
 }
 

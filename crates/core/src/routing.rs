@@ -236,6 +236,24 @@ impl Router {
                 }
             }
             Event::Status { status, .. } => self.status(tenant, &status, expires_at).await?,
+            Event::Echo { metadata, echo, .. } => {
+                self.echo(tenant, &metadata.phone_number_id, &echo, now, expires_at)
+                    .await?
+            }
+            Event::ContactSync {
+                customer,
+                name,
+                removed,
+                ..
+            } => {
+                // A removal from the address book leaves the conversation as it is.
+                if removed {
+                    Recorded::Duplicate
+                } else {
+                    self.contact_sync(tenant, &customer, name.as_deref())
+                        .await?
+                }
+            }
             Event::Error { error, .. } => {
                 let raw = serde_json::to_value(&error).unwrap_or(Value::Null);
                 self.event(&tenant.id, "error", raw, now, expires_at)
@@ -290,6 +308,137 @@ impl Router {
         (keys, primary)
     }
 
+    /// A message as stored for `contact`: inbound, unread, its file pending.
+    fn stored_message(
+        &self,
+        tenant: &Tenant,
+        contact_id: &ContactId,
+        message: &Message,
+        now: i64,
+        expires_at: i64,
+    ) -> StoredMessage {
+        let wamid_key = self.pseudonymizer.wamid_key(&tenant.id, &message.id);
+        StoredMessage {
+            id: format!("m_{wamid_key}"),
+            wamid: message.id.clone(),
+            contact_id: contact_id.clone(),
+            direction: Direction::Inbound,
+            kind: message.kind.clone(),
+            text: message.content.display_text().map(str::to_owned),
+            content: serde_json::to_value(&message.content).unwrap_or(Value::Null),
+            timestamp: if message.timestamp > 0 {
+                message.timestamp
+            } else {
+                now
+            },
+            received_at: now,
+            status: None,
+            error: message.errors.first().cloned(),
+            reply_to: message.context.as_ref().and_then(|c| c.id.clone()),
+            // Data minimisation: ad tracking data is dropped unless the pharmacy wants it.
+            referral: message
+                .referral
+                .clone()
+                .filter(|_| tenant.policy.keep_referral),
+            // Stored first as pending; reply-sender fetches the file (a job, off this path).
+            media: message
+                .content
+                .media()
+                .filter(|m| m.id.is_some())
+                .map(|m| MediaInfo::pending(&wamid_key, m.mime_type.clone())),
+            origin: None,
+            wamid_key,
+            expires_at,
+        }
+    }
+
+    /// A message of the conversation the customer did not just send through the API: one
+    /// the pharmacy sent from the Business app, or one of the imported history. Filed under
+    /// the customer (a new one for a customer not seen yet), with no automatic reply, no
+    /// forward and nothing unread; only a customer's own message of the history opens the
+    /// window (from when they wrote it).
+    async fn echo(
+        &self,
+        tenant: &Tenant,
+        phone_number_id: &str,
+        echo: &crate::webhook::Echo,
+        now: i64,
+        expires_at: i64,
+    ) -> Result<Recorded, RouteError> {
+        let (keys, Some(proposed)) = self.identity_keys(&tenant.id, &echo.customer) else {
+            return Ok(Recorded::Duplicate);
+        };
+        let contact_id = self
+            .store
+            .resolve_contact(&tenant.id, &keys, &proposed, expires_at)
+            .await?;
+        let mut stored = self.stored_message(tenant, &contact_id, &echo.message, now, expires_at);
+        stored.origin = Some(echo.origin);
+        if echo.from_business {
+            stored.direction = Direction::Outbound;
+            stored.status = Some(echo.status.unwrap_or(crate::webhook::DeliveryStatus::Sent));
+        }
+        // An edit or a revoke from the app names the message it changes.
+        if matches!(stored.kind.as_str(), "edit" | "revoke") && stored.reply_to.is_none() {
+            stored.reply_to = changed_message_id(&stored.content, &stored.kind);
+        }
+        let update = ContactUpdate {
+            contact_id: contact_id.clone(),
+            phone_number_id: phone_number_id.to_owned(),
+            name: None,
+            wa_id: echo.customer.wa_id.clone(),
+            user_id: echo.customer.bsuid.clone(),
+            username: None,
+            last_inbound_at: if echo.from_business {
+                0
+            } else {
+                stored.timestamp
+            },
+            last_message_at: stored.timestamp,
+            unread: false,
+            expires_at,
+            identity_keys: keys,
+        };
+        let recorded = self
+            .store
+            .record_inbound(&tenant.id, &stored, &update)
+            .await?;
+        if let (Some(queue), Some(_)) = (&self.outbound, &stored.media) {
+            queue
+                .enqueue_jobs(&[Job::FetchMedia {
+                    tenant: tenant.id.clone(),
+                    contact: contact_id.clone(),
+                    message_key: stored.wamid_key.clone(),
+                }])
+                .await?;
+        }
+        tracing::debug!(tenant = %tenant.id, contact = %contact_id, origin = echo.origin.as_str(), kind = %stored.kind, "message kept");
+        Ok(recorded)
+    }
+
+    /// A name from the Business app's address book, for a customer the relay already has
+    /// (nobody is added from the address book).
+    async fn contact_sync(
+        &self,
+        tenant: &Tenant,
+        customer: &Identities,
+        name: Option<&str>,
+    ) -> Result<Recorded, RouteError> {
+        let (keys, _) = self.identity_keys(&tenant.id, customer);
+        let (Some(name), false) = (name.filter(|n| !n.trim().is_empty()), keys.is_empty()) else {
+            return Ok(Recorded::Duplicate);
+        };
+        if let Some(contact) = self.store.find_contact(&tenant.id, &keys).await?
+            && self
+                .store
+                .rename_contact(&tenant.id, &contact, name)
+                .await?
+        {
+            return Ok(Recorded::New);
+        }
+        Ok(Recorded::Duplicate)
+    }
+
     /// `None` when the message names no sender at all.
     async fn inbound(
         &self,
@@ -324,39 +473,7 @@ impl Router {
             .store
             .resolve_contact(&tenant.id, &keys, &proposed, expires_at)
             .await?;
-        let wamid_key = self.pseudonymizer.wamid_key(&tenant.id, &message.id);
-        let wamid_key_for_media = wamid_key.clone();
-        let stored = StoredMessage {
-            id: format!("m_{wamid_key}"),
-            wamid: message.id.clone(),
-            wamid_key,
-            contact_id: contact_id.clone(),
-            direction: Direction::Inbound,
-            kind: message.kind.clone(),
-            text: message.content.display_text().map(str::to_owned),
-            content: serde_json::to_value(&message.content).unwrap_or(Value::Null),
-            timestamp: if message.timestamp > 0 {
-                message.timestamp
-            } else {
-                now
-            },
-            received_at: now,
-            status: None,
-            error: message.errors.first().cloned(),
-            reply_to: message.context.as_ref().and_then(|c| c.id.clone()),
-            // Data minimisation: ad tracking data is dropped unless the pharmacy wants it.
-            referral: message
-                .referral
-                .clone()
-                .filter(|_| tenant.policy.keep_referral),
-            // Stored first as pending; reply-sender fetches the file (a job, off this path).
-            media: message
-                .content
-                .media()
-                .filter(|m| m.id.is_some())
-                .map(|m| MediaInfo::pending(&wamid_key_for_media, m.mime_type.clone())),
-            expires_at,
-        };
+        let stored = self.stored_message(tenant, &contact_id, message, now, expires_at);
         let update = ContactUpdate {
             contact_id,
             phone_number_id: phone_number_id.to_owned(),
@@ -463,6 +580,7 @@ impl Router {
             reply_to: None,
             referral: None,
             media: None,
+            origin: None,
             expires_at,
         };
         let update = ContactUpdate {
@@ -789,6 +907,16 @@ impl Router {
     }
 }
 
+/// The message an edit or revoke changes: `context.id`, else the id its body names.
+fn changed_message_id(content: &Value, kind: &str) -> Option<String> {
+    // Unknown types are kept whole (`{"unknown": <message>}`).
+    let body = content.get("unknown").and_then(|m| m.get(kind))?;
+    ["original_message_id", "message_id", "id"]
+        .iter()
+        .find_map(|k| body.get(*k).and_then(Value::as_str))
+        .map(str::to_owned)
+}
+
 /// A change kept in a conversation as a notice (not written by the customer).
 struct Notice<'a> {
     /// The idempotency key: the system message's wamid, or one derived from the change.
@@ -822,6 +950,20 @@ fn event_json(event: &Event) -> Value {
         Event::Error {
             metadata, error, ..
         } => json!({"metadata": metadata, "error": error}),
+        Event::Echo { metadata, echo, .. } => json!({
+            "metadata": metadata, "origin": echo.origin, "from_business": echo.from_business,
+            "customer": {"wa_id": echo.customer.wa_id, "user_id": echo.customer.bsuid},
+            "message": {"id": echo.message.id, "timestamp": echo.message.timestamp,
+                        "type": echo.message.kind, "content": echo.message.content},
+        }),
+        Event::ContactSync {
+            metadata,
+            customer,
+            name,
+            removed,
+            ..
+        } => json!({"metadata": metadata, "contact": {"wa_id": customer.wa_id,
+                     "user_id": customer.bsuid, "name": name, "removed": removed}}),
         Event::Other { field, value, .. } => json!({"field": field, "value": value}),
         Event::Unrecognized {
             metadata,

@@ -39,6 +39,7 @@ fn message(
         reply_to: None,
         referral: None,
         media: None,
+        origin: None,
         expires_at: LATER,
     }
 }

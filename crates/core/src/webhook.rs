@@ -412,6 +412,39 @@ pub struct Status {
     pub errors: Vec<ApiError>,
 }
 
+/// Where a message of the conversation came from when the customer did not just send it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Origin {
+    /// Sent by the pharmacy with the WhatsApp Business app on the same number (coexistence).
+    BusinessApp,
+    /// Imported from the Business app's chat history when the number joined the API.
+    History,
+}
+
+impl Origin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::BusinessApp => "business_app",
+            Origin::History => "history",
+        }
+    }
+}
+
+/// A message of a customer's conversation that did not come through `messages`: an echo of
+/// one the pharmacy sent from the Business app, or one of the imported history.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Echo {
+    /// The customer whose conversation it belongs to.
+    pub customer: Identities,
+    /// Sent by the business (else written by the customer, in the history).
+    pub from_business: bool,
+    pub origin: Origin,
+    pub message: Message,
+    /// The history's delivery state of a business message (`history_context.status`).
+    pub status: Option<DeliveryStatus>,
+}
+
 /// One thing that happened, as the router handles it.
 // Events live briefly in one Vec per webhook; boxing the message would cost an allocation each.
 #[allow(clippy::large_enum_variant)]
@@ -433,6 +466,20 @@ pub enum Event {
         waba_id: String,
         metadata: Metadata,
         error: ApiError,
+    },
+    /// A message sent from the Business app, or one of the imported chat history.
+    Echo {
+        waba_id: String,
+        metadata: Metadata,
+        echo: Echo,
+    },
+    /// The Business app's address book (`smb_app_state_sync`): a customer's name.
+    ContactSync {
+        waba_id: String,
+        metadata: Metadata,
+        customer: Identities,
+        name: Option<String>,
+        removed: bool,
     },
     /// Any other `field` (template status, account updates, user preferences, calls …).
     Other {
@@ -457,6 +504,8 @@ impl Event {
             Event::Message { metadata, .. }
             | Event::Status { metadata, .. }
             | Event::Error { metadata, .. }
+            | Event::Echo { metadata, .. }
+            | Event::ContactSync { metadata, .. }
             | Event::Unrecognized { metadata, .. } => {
                 Some(metadata.phone_number_id.as_str()).filter(|s| !s.is_empty())
             }
@@ -470,6 +519,8 @@ impl Event {
             Event::Message { .. } => "message",
             Event::Status { .. } => "status",
             Event::Error { .. } => "error",
+            Event::Echo { .. } => "echo",
+            Event::ContactSync { .. } => "contact_sync",
             Event::Other { .. } => "other",
             Event::Unrecognized { .. } => "unrecognized",
         }
@@ -510,7 +561,145 @@ fn array(v: Option<&Value>) -> &[Value] {
     }
 }
 
+fn metadata_of(value: &Value) -> Metadata {
+    value
+        .get("metadata")
+        .cloned()
+        .and_then(|m| serde_json::from_value(m).ok())
+        .unwrap_or_default()
+}
+
+/// The items of a coexistence change (`smb_message_echoes`, `history`, `smb_app_state_sync`):
+/// `None` when the change has none (a history progress note, a declined share).
+fn coexistence_events(waba_id: &str, change: &Change) -> Option<Vec<Event>> {
+    let value = &change.value;
+    let metadata = metadata_of(value);
+    let mut out = Vec::new();
+    let unrecognized = |raw: &Value, reason| Event::Unrecognized {
+        waba_id: waba_id.to_owned(),
+        metadata: metadata.clone(),
+        reason,
+        raw: raw.clone(),
+    };
+    match change.field.as_str() {
+        "smb_message_echoes" => {
+            for raw in array(value.get("message_echoes")) {
+                let customer = Identities {
+                    bsuid: str_field(raw, "to_user_id"),
+                    wa_id: str_field(raw, "to"),
+                };
+                match parse_message(raw) {
+                    Some(message) if customer.primary().is_some() => out.push(Event::Echo {
+                        waba_id: waba_id.to_owned(),
+                        metadata: metadata.clone(),
+                        echo: Echo {
+                            customer,
+                            from_business: true,
+                            origin: Origin::BusinessApp,
+                            message,
+                            status: None,
+                        },
+                    }),
+                    _ => out.push(unrecognized(raw, "message echo without id or recipient")),
+                }
+            }
+        }
+        "history" => {
+            for chunk in array(value.get("history")) {
+                for thread in array(chunk.get("threads")) {
+                    let customer = Identities {
+                        bsuid: str_field(thread, "user_id"),
+                        wa_id: str_field(thread, "id"),
+                    };
+                    for raw in array(thread.get("messages")) {
+                        let Some(message) =
+                            parse_message(raw).filter(|_| customer.primary().is_some())
+                        else {
+                            out.push(unrecognized(raw, "history message without id or thread"));
+                            continue;
+                        };
+                        let by_customer = (message.from.is_some()
+                            && message.from == customer.wa_id)
+                            || (message.from_user_id.is_some()
+                                && message.from_user_id == customer.bsuid);
+                        let status = raw
+                            .pointer("/history_context/status")
+                            .and_then(Value::as_str)
+                            .and_then(|s| DeliveryStatus::parse(&s.to_ascii_lowercase()));
+                        out.push(Event::Echo {
+                            waba_id: waba_id.to_owned(),
+                            metadata: metadata.clone(),
+                            echo: Echo {
+                                customer: customer.clone(),
+                                from_business: !by_customer,
+                                origin: Origin::History,
+                                message,
+                                status,
+                            },
+                        });
+                    }
+                }
+            }
+        }
+        "smb_app_state_sync" => {
+            for raw in array(value.get("state_sync")) {
+                let Some(contact) = raw.get("contact") else {
+                    continue;
+                };
+                let customer = Identities {
+                    bsuid: str_field(contact, "user_id"),
+                    wa_id: str_field(contact, "phone_number"),
+                };
+                if customer.primary().is_none() {
+                    out.push(unrecognized(raw, "address book entry without a number"));
+                    continue;
+                }
+                out.push(Event::ContactSync {
+                    waba_id: waba_id.to_owned(),
+                    metadata: metadata.clone(),
+                    customer,
+                    name: str_field(contact, "full_name")
+                        .or_else(|| str_field(contact, "first_name")),
+                    removed: str_field(raw, "action").as_deref() == Some("remove"),
+                });
+            }
+        }
+        _ => return None,
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+/// The coexistence fields, whose items each belong to one customer.
+pub const COEXISTENCE_FIELDS: &[&str] = &["smb_message_echoes", "history", "smb_app_state_sync"];
+
+/// The owner of each item of a coexistence change, in the order [`Webhook::events`] gives
+/// them (`None` for items the router cannot use); `None` for other fields.
+pub fn coexistence_identities(field: &str, value: &Value) -> Option<Vec<Option<Identities>>> {
+    if !COEXISTENCE_FIELDS.contains(&field) {
+        return None;
+    }
+    let change = Change {
+        field: field.to_owned(),
+        value: value.clone(),
+    };
+    Some(
+        coexistence_events("", &change)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|e| match e {
+                Event::Echo { echo, .. } => Some(echo.customer),
+                Event::ContactSync { customer, .. } => Some(customer),
+                _ => None,
+            })
+            .collect(),
+    )
+}
+
 fn change_events(waba_id: &str, change: &Change, out: &mut Vec<Event>) {
+    if let Some(mut events) = coexistence_events(waba_id, change) {
+        out.append(&mut events);
+        return;
+    }
     if change.field != "messages" {
         out.push(Event::Other {
             waba_id: waba_id.to_owned(),

@@ -58,6 +58,7 @@ fn setup(rt: &tokio::runtime::Runtime) -> Setup {
                 reply_to: None,
                 referral: None,
                 media: None,
+                origin: None,
                 expires_at: now + 30 * 86_400,
             };
             let update = ContactUpdate {

@@ -206,6 +206,8 @@ pub struct MessageView {
     pub note_by: Option<String>,
     /// For ordering notes among messages.
     pub at: i64,
+    /// Sent from the Business app, or imported from its history.
+    pub origin: Option<&'static str>,
 }
 
 fn status_label(s: Option<DeliveryStatus>, t: &Texts) -> (String, &'static str) {
@@ -234,6 +236,27 @@ pub fn messages(page: &[StoredMessage], now: i64, t: &Texts) -> Vec<MessageView>
                 }
                 continue;
             }
+        }
+        // An edit or a withdrawal shows on the message it changes, when that is on the page.
+        if matches!(m.kind.as_str(), "edit" | "revoke")
+            && let Some(i) = m.reply_to.as_deref().and_then(|w| by_wamid.get(w))
+        {
+            let target = &mut views[*i];
+            if m.kind == "revoke" {
+                target.text = Vec::new();
+                target.media = None;
+                target.notice = Some(t.revoked.to_owned());
+            } else {
+                let edit = m.content.pointer("/unknown/edit");
+                let new_text = edit.and_then(|e| {
+                    str_at(e, &["message", "text", "body"]).or_else(|| str_at(e, &["text", "body"]))
+                });
+                if let Some(text) = new_text {
+                    target.text = segments(text);
+                }
+                target.notice = Some(t.edited.to_owned());
+            }
+            continue;
         }
         let view = message(m, page, now, t);
         if !m.wamid.is_empty() {
@@ -276,6 +299,7 @@ pub fn with_notes(
                     .unwrap_or_else(|| t.unknown_name.to_owned()),
             ),
             at: n.created_at,
+            origin: None,
         });
     }
     // Stable: messages keep their order among equal times, notes come after them.
@@ -308,6 +332,10 @@ fn message(m: &StoredMessage, page: &[StoredMessage], now: i64, t: &Texts) -> Me
                 .unwrap_or_else(|| "…".to_owned())
         }),
         notice: None,
+        origin: m.origin.map(|o| match o {
+            relay_core::webhook::Origin::BusinessApp => t.from_business_app,
+            relay_core::webhook::Origin::History => t.from_history,
+        }),
         status,
         status_class,
         note_by: None,

@@ -69,6 +69,7 @@ fn message(
         reply_to: Some("wamid.HOSTILE0".into()),
         referral: None,
         media: None,
+        origin: None,
         expires_at: now + 86_400,
     }
 }

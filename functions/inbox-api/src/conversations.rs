@@ -28,6 +28,9 @@ pub fn message_json(m: &StoredMessage) -> Value {
     out.insert("timestamp".into(), json!(m.timestamp));
     out.insert("status".into(), json!(m.status));
     out.insert("reply_to".into(), json!(m.reply_to));
+    if let Some(origin) = m.origin {
+        out.insert("origin".into(), json!(origin));
+    }
     if let Some(e) = &m.error {
         out.insert("error".into(), json!(e));
     }

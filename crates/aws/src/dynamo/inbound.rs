@@ -54,6 +54,36 @@ impl InboundLog for DynamoMessageStore {
         Ok(contact)
     }
 
+    async fn rename_contact(
+        &self,
+        tenant: &TenantId,
+        contact: &ContactId,
+        name: &str,
+    ) -> Result<bool, StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(contact_pk(tenant, contact)))
+            .key("sk", s(PROFILE))
+            .update_expression("SET #name = :name")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_names("#name", "name")
+            .expression_attribute_values(":name", s(name))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(StoreError::Unavailable(sdk_error("UpdateItem", &e))),
+        }
+    }
+
     async fn find_contact(
         &self,
         tenant: &TenantId,

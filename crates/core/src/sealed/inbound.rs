@@ -16,6 +16,22 @@ impl InboundLog for SealedStore {
             .await
     }
 
+    async fn rename_contact(
+        &self,
+        tenant: &TenantId,
+        contact: &ContactId,
+        name: &str,
+    ) -> Result<bool, StoreError> {
+        let now = self.keys.clock().now();
+        if self.inner.contact(tenant, contact, now).await?.is_none() {
+            return Ok(false);
+        }
+        // The contact's key exists and lives as long as its data: no extension needed.
+        let s = self.keys.contact_sealer(tenant, contact, now).await?;
+        let sealed = seal_opt(&s, "contact.name", &Some(name.to_owned())).unwrap_or_default();
+        self.inner.rename_contact(tenant, contact, &sealed).await
+    }
+
     async fn find_contact(
         &self,
         tenant: &TenantId,

@@ -42,6 +42,22 @@ impl InboundLog for SqliteMessageStore {
             .map_err(|_| StoreError::Corrupt("identity points at an invalid contact id".into()))
     }
 
+    async fn rename_contact(
+        &self,
+        tenant: &TenantId,
+        contact: &ContactId,
+        name: &str,
+    ) -> Result<bool, StoreError> {
+        let conn = self.db.lock();
+        let n = conn
+            .execute(
+                "UPDATE contacts SET name = ?3 WHERE tenant = ?1 AND contact_id = ?2",
+                params![tenant.as_str(), contact.as_str(), name],
+            )
+            .map_err(db_err)?;
+        Ok(n > 0)
+    }
+
     async fn find_contact(
         &self,
         tenant: &TenantId,
