@@ -289,6 +289,7 @@ async fn a_meta_app_serving_two_pharmacies_files_each_event_under_its_numbers_te
                     body: "Ihre Bestellung liegt bereit.".into(),
                     params: 0,
                     updated_at: now,
+                    quality: None,
                 }],
             )
             .await
@@ -657,5 +658,152 @@ async fn the_business_apps_messages_history_and_names_join_the_customers_convers
             "{}: only the other customer is left",
             pipe.name
         );
+    }
+}
+
+#[tokio::test]
+async fn a_customer_who_stops_marketing_gets_no_marketing_template_and_template_updates_are_kept() {
+    use relay_core::replies::{Refusal, ReplyCommand, ReplyPorts, queue_reply};
+    for pipe in each_backend("fid-prefs").await {
+        let now = pipe.now();
+        let a = "apotheke-a";
+        let tenant = tenant_id(a);
+        let templates = pipe.backends.templates.clone().unwrap();
+        let template = |name: &str, category: &str| relay_core::templates::Template {
+            name: name.into(),
+            language: "de".into(),
+            category: category.into(),
+            status: "APPROVED".into(),
+            body: "Text".into(),
+            params: 0,
+            updated_at: now,
+            quality: None,
+        };
+        templates
+            .replace_templates(
+                &tenant,
+                &[
+                    template("angebot", "MARKETING"),
+                    template("abholbereit", "UTILITY"),
+                ],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            pipe.post_360(&text_360(
+                Some("4915155555555"),
+                None,
+                "wamid.PREF1",
+                now,
+                "Hallo"
+            ))
+            .await,
+            200
+        );
+        pipe.drain().await;
+        let contact = pipe.conversations(a).await.remove(0).contact_id;
+
+        // Meta's user_preferences webhook (developers.facebook.com, webhooks reference
+        // "user_preferences": the user stopped marketing messages).
+        let prefs = |value: &str, ts: i64| {
+            coexistence(
+                "user_preferences",
+                json!({
+                "contacts": [{"profile": {"name": "Erika"}, "wa_id": "4915155555555"}],
+                "user_preferences": [{"wa_id": "4915155555555", "detail": "User requested to stop marketing messages",
+                    "category": "marketing_messages", "value": value, "timestamp": ts.to_string()}]}),
+            )
+        };
+        assert_eq!(pipe.post_360(&prefs("stop", now + 1)).await, 200);
+        pipe.drain().await;
+        let send = |name: &'static str| {
+            let reply = relay_core::outbound::ValidReply {
+                kind: "template",
+                object: json!({"name": name, "language": {"code": "de"}}),
+                display_text: None,
+                reply_to: None,
+                is_template: true,
+            };
+            let backends = &pipe.backends;
+            let (tenant, contact) = (tenant.clone(), contact.clone());
+            async move {
+                let outbound = backends.outbound().unwrap();
+                let ports = ReplyPorts {
+                    store: backends.store.as_ref(),
+                    directory: backends.directory.as_ref(),
+                    outbound: outbound.as_ref(),
+                    templates: backends.templates.as_deref(),
+                };
+                queue_reply(
+                    &ports,
+                    ReplyCommand {
+                        tenant: &tenant,
+                        contact: &contact,
+                        reply: &reply,
+                        idempotency: None,
+                        now,
+                    },
+                )
+                .await
+            }
+        };
+        assert!(
+            matches!(send("angebot").await, Err(Refusal::MarketingStopped)),
+            "{}",
+            pipe.name
+        );
+        assert!(
+            send("abholbereit").await.is_ok(),
+            "{}: utility templates still go",
+            pipe.name
+        );
+        let ledger = pipe
+            .backends
+            .store
+            .consent_ledger(&tenant, &contact, now)
+            .await
+            .unwrap();
+        assert!(
+            ledger
+                .iter()
+                .any(|e| e.event == relay_core::records::ConsentEvent::MarketingStopped)
+        );
+        assert!(
+            !pipe.conversations(a).await[0].opted_out,
+            "{}: not an opt-out",
+            pipe.name
+        );
+
+        // Meta moves the utility template to marketing, and rates its quality.
+        let update = |field: &str, value: Value| {
+            webhook(vec![
+                json!({"id": "900", "changes": [{"field": field, "value": value}]}),
+            ])
+        };
+        assert_eq!(pipe.post_360(&update("template_category_update", json!({
+            "message_template_id": 1234, "message_template_name": "abholbereit",
+            "message_template_language": "de", "previous_category": "UTILITY", "new_category": "MARKETING"}))).await, 200);
+        assert_eq!(pipe.post_360(&update("message_template_quality_update", json!({
+            "previous_quality_score": "GREEN", "new_quality_score": "YELLOW", "message_template_id": 1234,
+            "message_template_name": "abholbereit", "message_template_language": "de"}))).await, 200);
+        pipe.drain().await;
+        let kept = templates.templates(&tenant).await.unwrap();
+        let t = kept.iter().find(|t| t.name == "abholbereit").unwrap();
+        assert_eq!(
+            (t.category.as_str(), t.quality.as_deref()),
+            ("MARKETING", Some("YELLOW")),
+            "{}",
+            pipe.name
+        );
+        assert!(
+            matches!(send("abholbereit").await, Err(Refusal::MarketingStopped)),
+            "{}",
+            pipe.name
+        );
+
+        // Resumed (a newer entry): marketing goes again.
+        assert_eq!(pipe.post_360(&prefs("resume", now + 2)).await, 200);
+        pipe.drain().await;
+        assert!(send("angebot").await.is_ok(), "{}", pipe.name);
     }
 }

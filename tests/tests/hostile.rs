@@ -157,6 +157,7 @@ async fn app() -> App {
         audit_retention_secs: 86_400,
         blobs,
         max_media_response_bytes: None,
+        templates: None,
         clock: relay_core::Clock::system(),
     });
     App {

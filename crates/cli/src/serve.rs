@@ -68,6 +68,7 @@ async fn seed_demo_staff(local: &Local, config: &RelayConfig) -> anyhow::Result<
                 body: body.into(),
                 params: 1,
                 updated_at: local.clock.now(),
+                quality: None,
             }],
         )
         .await?;

@@ -197,6 +197,10 @@ fn change_owners(change: &Value) -> Vec<Option<Owner>> {
                 .map(|who| who.as_ref().and_then(Owner::of))
                 .collect()
         }
+        (Some("user_preferences"), Some(v)) => crate::webhook::user_preferences(v)
+            .iter()
+            .map(|u| Owner::of(&u.who))
+            .collect(),
         (Some("user_id_update"), Some(v)) => crate::webhook::user_id_updates(v)
             .iter()
             .map(|u| Owner::of(&u.old))

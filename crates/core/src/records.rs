@@ -141,9 +141,27 @@ pub enum ConsentEvent {
     ConversationStarted,
     OptedOut,
     OptedIn,
+    /// The customer told WhatsApp to stop marketing messages (`user_preferences`): service
+    /// messages and utility templates still go out; marketing templates do not.
+    MarketingStopped,
+    MarketingResumed,
 }
 
 impl ConsentEvent {
+    /// Whether the newest marketing entry of a ledger stops marketing messages.
+    pub fn marketing_stopped(ledger: &[ConsentEntry]) -> bool {
+        ledger
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e.event,
+                    ConsentEvent::MarketingStopped | ConsentEvent::MarketingResumed
+                )
+            })
+            .max_by_key(|e| e.at)
+            .is_some_and(|e| e.event == ConsentEvent::MarketingStopped)
+    }
+
     /// Whether the event changes the opt-out state.
     pub fn sets_opt_out(self) -> bool {
         matches!(self, ConsentEvent::OptedOut | ConsentEvent::OptedIn)

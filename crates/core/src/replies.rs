@@ -9,7 +9,9 @@ use crate::ids::{ContactId, TenantId};
 use crate::jobs::Job;
 use crate::outbound::{ValidReply, queued_message};
 use crate::ports::{Directory, MessageStore, OutboundQueue, QueueError, StoreError};
-use crate::records::{CreateOutcome, Direction, IdempotencyRecord, PageRequest, StoredMessage};
+use crate::records::{
+    ConsentEvent, CreateOutcome, Direction, IdempotencyRecord, PageRequest, StoredMessage,
+};
 use crate::routing::SERVICE_WINDOW_SECS;
 
 /// The ports the use case needs.
@@ -17,6 +19,9 @@ pub struct ReplyPorts<'a> {
     pub store: &'a dyn MessageStore,
     pub directory: &'a dyn Directory,
     pub outbound: &'a dyn OutboundQueue,
+    /// The tenant's templates, to know a template's category (marketing templates are
+    /// refused to a customer who stopped them).
+    pub templates: Option<&'a dyn crate::templates::TemplateStore>,
 }
 
 /// A checked reply to one conversation.
@@ -50,6 +55,9 @@ pub enum Refusal {
     WrongFileType { kind: &'static str, mime: String },
     #[error("the contact has opted out")]
     OptedOut,
+    /// The customer stopped marketing messages (WhatsApp's `user_preferences`).
+    #[error("the customer stopped marketing messages; this template is a marketing template")]
+    MarketingStopped,
     /// Outside the 24-hour window only templates may be sent.
     #[error("the 24-hour customer service window is closed")]
     WindowClosed { closed_at: Option<i64> },
@@ -61,6 +69,24 @@ pub enum Refusal {
     Store(#[from] StoreError),
     #[error(transparent)]
     Queue(#[from] QueueError),
+}
+
+/// Whether the template a reply names (`name`, `language.code`) is a marketing template.
+async fn is_marketing(
+    templates: &dyn crate::templates::TemplateStore,
+    tenant: &TenantId,
+    object: &serde_json::Value,
+) -> Result<bool, StoreError> {
+    let name = object.get("name").and_then(serde_json::Value::as_str);
+    let language = object
+        .pointer("/language/code")
+        .and_then(serde_json::Value::as_str);
+    let Some(name) = name else { return Ok(false) };
+    Ok(templates.templates(tenant).await?.iter().any(|t| {
+        t.name == name
+            && language.is_none_or(|l| l == t.language)
+            && t.category.eq_ignore_ascii_case("MARKETING")
+    }))
 }
 
 /// A fresh message key: 32 hex digits.
@@ -108,6 +134,13 @@ pub async fn queue_reply(ports: &ReplyPorts<'_>, cmd: ReplyCommand<'_>) -> Resul
     }
     if record.conversation.opted_out {
         return Err(Refusal::OptedOut);
+    }
+    if reply.is_template
+        && let Some(templates) = ports.templates
+        && is_marketing(templates, tenant, &reply.object).await?
+        && ConsentEvent::marketing_stopped(&ports.store.consent_ledger(tenant, contact, now).await?)
+    {
+        return Err(Refusal::MarketingStopped);
     }
     let window_closed_at = record
         .conversation

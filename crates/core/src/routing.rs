@@ -82,38 +82,56 @@ impl Router {
         self
     }
 
-    /// A template's new status, from its webhook: known templates only (a new one arrives
-    /// with the next `relay templates sync`, which also brings its text).
-    async fn template_status(
+    /// What a template webhook changes — its status (`message_template_status_update`), its
+    /// category (`template_category_update`) or its quality (`message_template_quality_update`)
+    /// — on a known template (a new one arrives with the next `relay templates sync`, which
+    /// also brings its text).
+    async fn template_update(
         &self,
         tenant: &TenantId,
+        field: &str,
         value: &Value,
         now: i64,
     ) -> Result<(), RouteError> {
         let Some(store) = &self.templates else {
             return Ok(());
         };
-        let (Some(name), Some(event)) = (
-            value.get("message_template_name").and_then(Value::as_str),
-            value.get("event").and_then(Value::as_str),
-        ) else {
+        let text = |k: &str| {
+            value
+                .get(k)
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+        };
+        let new = match field {
+            "message_template_status_update" => text("event"),
+            "template_category_update" => text("new_category").or_else(|| text("correct_category")),
+            "message_template_quality_update" => text("new_quality_score"),
+            _ => None,
+        };
+        let (Some(name), Some(new)) = (text("message_template_name"), new) else {
             return Ok(());
         };
-        let language = value
-            .get("message_template_language")
-            .and_then(Value::as_str);
+        let language = text("message_template_language");
         let mut list = store.templates(tenant).await?;
         let mut changed = false;
         for t in list.iter_mut() {
-            if t.name == name && language.is_none_or(|l| l == t.language) && t.status != event {
-                t.status = event.to_owned();
+            if t.name != name || language.is_some_and(|l| l != t.language) {
+                continue;
+            }
+            let slot = match field {
+                "message_template_status_update" => &mut t.status,
+                "template_category_update" => &mut t.category,
+                _ => t.quality.get_or_insert_with(String::new),
+            };
+            if slot != new {
+                *slot = new.to_owned();
                 t.updated_at = now;
                 changed = true;
             }
         }
         if changed {
             store.replace_templates(tenant, &list).await?;
-            tracing::info!(tenant = %tenant, status = event, "template status updated");
+            tracing::info!(tenant = %tenant, field, value = new, "template updated");
         }
         Ok(())
     }
@@ -259,6 +277,10 @@ impl Router {
                 self.event(&tenant.id, "error", raw, now, expires_at)
                     .await?
             }
+            Event::Other { field, value, .. } if field == "user_preferences" => {
+                // The consent ledger keeps it, under the contact; not a tenant-wide event.
+                self.user_preferences(tenant, &value, now).await?
+            }
             Event::Other { field, value, .. } if field == "user_id_update" => {
                 // Applied to the contact, not kept as a tenant-wide event: it names a customer.
                 let pnid = value
@@ -273,9 +295,8 @@ impl Router {
                 value,
                 waba_id,
             } => {
-                if field == "message_template_status_update" {
-                    self.template_status(&tenant.id, &value, now).await?;
-                }
+                self.template_update(&tenant.id, &field, &value, now)
+                    .await?;
                 let raw = json!({"waba_id": waba_id, "value": value});
                 self.event(&tenant.id, &field, raw, now, expires_at).await?
             }
@@ -615,6 +636,50 @@ impl Router {
                 .await?;
         }
         Ok(Some(recorded))
+    }
+
+    /// The `user_preferences` webhook: a known customer stopped or resumed marketing
+    /// messages. Kept in their consent ledger (marketing templates are refused while stopped).
+    async fn user_preferences(
+        &self,
+        tenant: &Tenant,
+        value: &Value,
+        now: i64,
+    ) -> Result<Recorded, RouteError> {
+        let mut recorded = Recorded::Duplicate;
+        for pref in crate::webhook::user_preferences(value) {
+            let (keys, _) = self.identity_keys(&tenant.id, &pref.who);
+            let Some(contact) = self.store.find_contact(&tenant.id, &keys).await? else {
+                continue;
+            };
+            let at = if pref.timestamp > 0 {
+                pref.timestamp
+            } else {
+                now
+            };
+            let word = if pref.stop { "stop" } else { "resume" };
+            let entry = ConsentEntry {
+                key: format!("user_preferences:{}:{word}:{at}", pref.category),
+                event: if pref.stop {
+                    ConsentEvent::MarketingStopped
+                } else {
+                    ConsentEvent::MarketingResumed
+                },
+                at,
+                source: format!("user_preferences:{}", pref.category),
+                expires_at: now + tenant.retention_secs(),
+            };
+            if self
+                .store
+                .record_consent(&tenant.id, &contact, &entry)
+                .await?
+                == Recorded::New
+            {
+                recorded = Recorded::New;
+            }
+            tracing::info!(tenant = %tenant.id, contact = %contact, event = word, "marketing preference");
+        }
+        Ok(recorded)
     }
 
     /// The `user_id_update` webhook: a customer's BSUID changed (`previous` to `current`).

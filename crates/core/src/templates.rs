@@ -23,6 +23,9 @@ pub struct Template {
     pub params: usize,
     /// When this was learnt (Unix seconds).
     pub updated_at: i64,
+    /// Meta's quality rating (`GREEN`, `YELLOW`, `RED`), from its quality webhooks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quality: Option<String>,
 }
 
 impl Template {
@@ -108,6 +111,7 @@ pub fn parse_template_list(v: &Value, now: i64) -> Vec<Template> {
             params: placeholder_count(&body),
             body,
             updated_at: now,
+            quality: None,
         });
     }
     out

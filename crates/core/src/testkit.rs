@@ -1545,6 +1545,7 @@ pub async fn template_store_rules(store: &dyn crate::templates::TemplateStore) {
         body: "Hallo {{1}}".into(),
         params: 1,
         updated_at: NOW,
+        quality: None,
     };
     assert!(store.templates(&a).await.expect("read").is_empty());
     store

@@ -866,6 +866,43 @@ pub fn user_id_updates(value: &Value) -> Vec<UserIdUpdate> {
         .collect()
 }
 
+/// One entry of a `user_preferences` change: the customer stopped or resumed a category of
+/// messages (today `marketing_messages`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserPreference {
+    pub who: Identities,
+    pub category: String,
+    /// `stop` (else `resume`).
+    pub stop: bool,
+    pub timestamp: i64,
+}
+
+/// The entries of a `user_preferences` change value (`{"user_preferences": [{"wa_id",
+/// "user_id", "category", "value": "stop"|"resume", "timestamp"}]}`) that name a customer.
+pub fn user_preferences(value: &Value) -> Vec<UserPreference> {
+    array(value.get("user_preferences"))
+        .iter()
+        .filter_map(|item| {
+            let who = Identities {
+                bsuid: str_field(item, "user_id"),
+                wa_id: str_field(item, "wa_id"),
+            };
+            who.primary()?;
+            let stop = match str_field(item, "value")?.to_ascii_lowercase().as_str() {
+                "stop" => true,
+                "resume" => false,
+                _ => return None,
+            };
+            Some(UserPreference {
+                who,
+                category: str_field(item, "category").unwrap_or_default(),
+                stop,
+                timestamp: timestamp_field(item),
+            })
+        })
+        .collect()
+}
+
 /// The `contacts[]` entries the router can read (others are left out, as by the router).
 pub fn parse_contact(raw: &Value) -> Option<Contact> {
     Contact::deserialize(raw).ok()

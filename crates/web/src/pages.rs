@@ -777,6 +777,7 @@ fn refusal_text(slug: &str, t: &Texts) -> Option<&'static str> {
     match slug {
         "window-closed" => Some(t.window_closed_notice),
         "opted-out" => Some(t.opted_out_notice),
+        "marketing-stopped" => Some(t.marketing_stopped_notice),
         "csrf" => Some(t.csrf_refused),
         "confirm-erase" => Some(t.erase_confirm_missing),
         "template-params" => Some(t.template_params_missing),
@@ -1118,6 +1119,7 @@ pub(crate) async fn reply(
         store: web.store.as_ref(),
         directory: web.directory.as_ref(),
         outbound: web.outbound.as_ref(),
+        templates: Some(web.templates.as_ref()),
     };
     let result = queue_reply(
         &ports,
@@ -1632,6 +1634,7 @@ pub(crate) async fn send_template(
         store: web.store.as_ref(),
         directory: web.directory.as_ref(),
         outbound: web.outbound.as_ref(),
+        templates: Some(web.templates.as_ref()),
     };
     let result = queue_reply(
         &ports,
@@ -1660,6 +1663,7 @@ pub(crate) async fn send_template(
         Err(refusal) => {
             let slug = match refusal {
                 Refusal::OptedOut => "opted-out",
+                Refusal::MarketingStopped => "marketing-stopped",
                 Refusal::NoSuchConversation => "not-found",
                 _ => "refused",
             };
@@ -1931,6 +1935,7 @@ pub(crate) async fn send_attachment(
         store: web.store.as_ref(),
         directory: web.directory.as_ref(),
         outbound: web.outbound.as_ref(),
+        templates: Some(web.templates.as_ref()),
     };
     let result = queue_reply(
         &ports,

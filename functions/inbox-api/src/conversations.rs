@@ -197,6 +197,7 @@ pub(crate) async fn send_message(
         store: state.store.as_ref(),
         directory: state.directory.as_ref(),
         outbound: state.outbound.as_ref(),
+        templates: state.templates.as_deref(),
     };
     let queued = queue_reply(
         &ports,
@@ -240,6 +241,12 @@ pub fn refusal_problem(r: Refusal) -> ProblemResponse {
             "opted-out",
             "The contact has opted out",
             "they can opt in again by sending START",
+        ),
+        Refusal::MarketingStopped => detailed(
+            409,
+            "marketing-stopped",
+            "The customer stopped marketing messages",
+            "this is a marketing template; utility templates and replies inside the window still go out",
         ),
         Refusal::WindowClosed { closed_at } => ProblemResponse(
             relay_http::Problem::new(

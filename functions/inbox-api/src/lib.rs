@@ -68,6 +68,9 @@ pub struct Inbox {
     /// The largest file served in one response (Lambda's 6 MB response limit on AWS; none
     /// locally, where files stream).
     pub max_media_response_bytes: Option<u64>,
+    /// The tenants' templates (a template's category decides whether a customer who stopped
+    /// marketing messages may get it).
+    pub templates: Option<Arc<dyn relay_core::templates::TemplateStore>>,
     pub clock: Clock,
 }
 
@@ -85,6 +88,7 @@ impl Inbox {
             audit_retention_secs: b.limits.audit_retention_secs(),
             blobs: b.blobs()?,
             max_media_response_bytes: b.limits.max_media_response_bytes,
+            templates: b.templates.clone(),
             clock: b.clock.clone(),
         })
     }

@@ -179,6 +179,7 @@ async fn fixture() -> Fixture {
         },
         blobs: Arc::new(blobs.clone()),
         max_media_response_bytes: None,
+        templates: None,
         audit: audit.clone(),
         audit_retention_secs: 365 * 86_400,
         clock,
@@ -1286,6 +1287,7 @@ async fn a_read_that_cannot_be_audited_releases_nothing() {
         audit_retention_secs: 86_400,
         blobs: Arc::new(f.blobs.clone()),
         max_media_response_bytes: None,
+        templates: None,
         clock: Clock::fixed(NOW),
     });
     let (status, body) = get(&app, "/v1/conversations", Some(KEY_A)).await;
