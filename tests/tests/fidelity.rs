@@ -807,3 +807,105 @@ async fn a_customer_who_stops_marketing_gets_no_marketing_template_and_template_
         assert!(send("angebot").await.is_ok(), "{}", pipe.name);
     }
 }
+
+#[tokio::test]
+async fn statuses_naming_only_a_bsuid_or_nobody_are_the_messages_contacts_and_go_with_its_erasure()
+{
+    const CUSTOMER: &str = "4915166666666";
+    for pipe in each_backend("fid-status").await {
+        let now = pipe.now();
+        let a = "apotheke-a";
+        // Our message to the customer's number (here: sent from the Business app).
+        let echo = coexistence(
+            "smb_message_echoes",
+            json!({"message_echoes": [{
+            "from": "4930000000", "to": CUSTOMER, "id": "wamid.OUT.S1", "timestamp": now.to_string(),
+            "type": "text", "text": {"body": "Ihr Rezept ist da."}}]}),
+        );
+        assert_eq!(pipe.post_360(&echo).await, 200);
+        let mut queued = pipe.drain().await;
+        // Its statuses as Meta sends them from 2026 (business-scoped user ids page):
+        // delivered and read with `contacts` and `recipient_user_id` only (the number hidden),
+        // and a failed one without `contacts` or any recipient.
+        let statuses = coexistence(
+            "messages",
+            json!({
+            "contacts": [{"profile": {"name": "Erika"}, "user_id": "DE.S1"}],
+            "statuses": [
+                {"id": "wamid.OUT.S1", "status": "delivered", "timestamp": (now + 1).to_string(),
+                 "recipient_user_id": "DE.S1"},
+                {"id": "wamid.OUT.S1", "status": "read", "timestamp": (now + 2).to_string(),
+                 "recipient_user_id": "DE.S1"},
+                {"id": "wamid.OUT.S1", "status": "failed", "timestamp": (now + 3).to_string(),
+                 "errors": [{"code": 131026, "title": "Message undeliverable"}]}]}),
+        );
+        assert_eq!(pipe.post_360(&statuses).await, 200);
+        queued.extend(pipe.drain().await);
+        let list = pipe.conversations(a).await;
+        assert_eq!(
+            list.len(),
+            1,
+            "{}: no second contact for the BSUID",
+            pipe.name
+        );
+        let contact = &list[0].contact_id;
+        let key = pipe
+            .backends
+            .pseudonymizer
+            .wamid_key(&tenant_id(a), "wamid.OUT.S1");
+        let kept = pipe
+            .backends
+            .store
+            .statuses(&tenant_id(a), &key, now)
+            .await
+            .unwrap();
+        assert_eq!(kept.len(), 3, "{}", pipe.name);
+        assert!(
+            kept.iter().all(|s| s.contact_id.as_ref() == Some(contact)),
+            "{}: {kept:?}",
+            pipe.name
+        );
+        // The BSUID is now the contact's: a message under it alone joins the conversation.
+        assert_eq!(
+            pipe.post_360(&text_360(
+                None,
+                Some("DE.S1"),
+                "wamid.IN.S2",
+                now + 4,
+                "Danke"
+            ))
+            .await,
+            200
+        );
+        queued.extend(pipe.drain().await);
+        assert_eq!(pipe.conversations(a).await.len(), 1, "{}", pipe.name);
+
+        pipe.backends
+            .privacy()
+            .unwrap()
+            .erase(&tenant_id(a), contact, now)
+            .await
+            .unwrap();
+        // Replayed (a redelivery, a dead letter): what named the customer no longer opens.
+        // Only the failed status comes back, as it came: it names nobody and holds no more
+        // than the message id and the error.
+        let mut stored = 0;
+        for body in &queued {
+            stored += pipe.router.route(body).await.unwrap().stored;
+        }
+        assert_eq!(stored, 1, "{}", pipe.name);
+        assert!(pipe.conversations(a).await.is_empty(), "{}", pipe.name);
+        let left = pipe
+            .backends
+            .store
+            .statuses(&tenant_id(a), &key, now)
+            .await
+            .unwrap();
+        assert!(
+            left.iter().all(|s| s.contact_id.is_none()
+                && s.status == relay_core::webhook::DeliveryStatus::Failed),
+            "{}: {left:?}",
+            pipe.name
+        );
+    }
+}

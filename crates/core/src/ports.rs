@@ -102,6 +102,17 @@ pub trait InboundLog: Send + Sync {
         expires_at: i64,
     ) -> Result<ContactId, StoreError>;
 
+    /// Links `identity_keys` to `contact` (those no one has yet), and lists them with the
+    /// contact, so its erasure reaches them: an identity learnt without a message of its own
+    /// (a status naming a BSUID).
+    async fn link_identities(
+        &self,
+        tenant: &TenantId,
+        contact: &ContactId,
+        identity_keys: &[String],
+        expires_at: i64,
+    ) -> Result<(), StoreError>;
+
     /// Sets a known contact's name (the Business app's address book); `false` if the store
     /// has no such contact (nobody is added by it).
     async fn rename_contact(

@@ -897,6 +897,13 @@ impl Router {
                 .message_by_wamid(&tenant.id, &wamid_key, self.clock.now())
                 .await?
                 .map(|m| m.contact_id);
+            // The identity it names is the contact's (a BSUID not seen before): learnt, so the
+            // contact's erasure reaches the status's queued copies too.
+            if let Some(c) = &contact_id {
+                self.store
+                    .link_identities(&tenant.id, c, &keys, expires_at)
+                    .await?;
+            }
         }
         let stored = StoredStatus {
             wamid_key,

@@ -619,6 +619,53 @@ pub async fn messages_not_from_the_customer_open_no_window(store: &dyn MessageSt
     );
 }
 
+/// An identity linked to a contact without a message of its own finds the contact, is listed
+/// with it, and goes with its erasure; one that is already someone else's stays theirs.
+pub async fn linked_identities_belong_to_the_contact(store: &dyn MessageStore) {
+    let p = Pseudonymizer::new([7; 32]);
+    let a = tenant("rule-linked");
+    let c = p.contact_id(&a, Identity::WaId("4915100000088"));
+    let other = p.contact_id(&a, Identity::WaId("4915100000089"));
+    let k = |v: &str| p.identity_key(&a, Identity::Bsuid(v));
+    for (contact, wamid, key) in [(&c, "wamid.L1", "DE.L1"), (&other, "wamid.L2", "DE.L2")] {
+        let keys = vec![k(key)];
+        store
+            .resolve_contact(&a, &keys, contact, LATER)
+            .await
+            .expect("resolve");
+        let mut u = update(contact, "X", NOW);
+        u.identity_keys = keys;
+        store
+            .record_inbound(&a, &message(&p, &a, contact, wamid, NOW), &u)
+            .await
+            .expect("record");
+    }
+    store
+        .link_identities(&a, &c, &[k("DE.NEW"), k("DE.L2")], LATER)
+        .await
+        .expect("link");
+    assert_eq!(
+        store.find_contact(&a, &[k("DE.NEW")]).await.expect("find"),
+        Some(c.clone())
+    );
+    assert_eq!(
+        store.find_contact(&a, &[k("DE.L2")]).await.expect("find"),
+        Some(other.clone()),
+        "an identity already someone else's stays theirs"
+    );
+    let listed = store.contact_identity_keys(&a, &c).await.expect("keys");
+    assert!(listed.contains(&k("DE.NEW")), "listed with the contact");
+    store.erase_contact(&a, &c, &listed).await.expect("erase");
+    assert_eq!(
+        store.find_contact(&a, &[k("DE.NEW")]).await.expect("find"),
+        None
+    );
+    assert_eq!(
+        store.find_contact(&a, &[k("DE.L2")]).await.expect("find"),
+        Some(other)
+    );
+}
+
 macro_rules! rules_table {
     ($($rule:ident),* $(,)?) => {
         /// Every rule, by name: adapters run each as a test of its own ([`store_rules!`], which
@@ -648,6 +695,7 @@ rules_table!(
     erasure_deletes_one_contact_entirely,
     team_state_and_notes_are_kept_per_conversation,
     messages_not_from_the_customer_open_no_window,
+    linked_identities_belong_to_the_contact,
 );
 
 /// Runs every rule in turn against one `store` (which must be empty), naming each: for a
@@ -676,7 +724,8 @@ macro_rules! store_rules {
             contacts_consent_away_replies_and_outbound,
             erasure_deletes_one_contact_entirely,
             team_state_and_notes_are_kept_per_conversation,
-            messages_not_from_the_customer_open_no_window
+            messages_not_from_the_customer_open_no_window,
+            linked_identities_belong_to_the_contact
         );
     };
     (@each $make:expr; $($rule:ident),*) => {

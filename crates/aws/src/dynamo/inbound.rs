@@ -54,6 +54,41 @@ impl InboundLog for DynamoMessageStore {
         Ok(contact)
     }
 
+    async fn link_identities(
+        &self,
+        tenant: &TenantId,
+        contact: &ContactId,
+        identity_keys: &[String],
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        // Each key not yet anyone's.
+        let mut mine = Vec::new();
+        for key in identity_keys {
+            let owner = self
+                .resolve_contact(tenant, std::slice::from_ref(key), contact, expires_at)
+                .await?;
+            if &owner == contact {
+                mine.push(key.clone());
+            }
+        }
+        if mine.is_empty() {
+            return Ok(());
+        }
+        // The profile lists them (erasure reads the list); a contact without a profile has
+        // nothing to erase yet.
+        let mut v = Item::new();
+        v.insert(":ik".into(), AttributeValue::Ss(mine));
+        self.update_if(
+            contact_pk(tenant, contact),
+            PROFILE,
+            "ADD identity_keys :ik",
+            "attribute_exists(pk)",
+            v,
+        )
+        .await?;
+        Ok(())
+    }
+
     async fn rename_contact(
         &self,
         tenant: &TenantId,

@@ -16,6 +16,18 @@ impl InboundLog for SealedStore {
             .await
     }
 
+    async fn link_identities(
+        &self,
+        tenant: &TenantId,
+        contact: &ContactId,
+        identity_keys: &[String],
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        self.inner
+            .link_identities(tenant, contact, identity_keys, expires_at)
+            .await
+    }
+
     async fn rename_contact(
         &self,
         tenant: &TenantId,

@@ -42,6 +42,21 @@ impl InboundLog for SqliteMessageStore {
             .map_err(|_| StoreError::Corrupt("identity points at an invalid contact id".into()))
     }
 
+    async fn link_identities(
+        &self,
+        tenant: &TenantId,
+        contact: &ContactId,
+        identity_keys: &[String],
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        // The identities table is the contact's list of identities; each key not yet anyone's.
+        for key in identity_keys {
+            self.resolve_contact(tenant, std::slice::from_ref(key), contact, expires_at)
+                .await?;
+        }
+        Ok(())
+    }
+
     async fn rename_contact(
         &self,
         tenant: &TenantId,
