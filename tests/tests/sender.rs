@@ -225,13 +225,27 @@ async fn read_receipts_name_the_inbound_message() {
     let job = Job::MarkRead {
         tenant: s.tenant.clone(),
         contact: s.contact.clone(),
-        wamid_key: key,
+        wamid_key: key.clone(),
+        typing: false,
     };
     assert_eq!(s.sender.process(&job, 1).await.unwrap(), Outcome::Done);
     let body = s.fake.requests()[0].json();
     assert_eq!(
         body,
         json!({"messaging_product": "whatsapp", "status": "read", "message_id": "wamid.IN1"})
+    );
+    // Someone at the pharmacy is writing: the same receipt with the typing indicator.
+    let typing = Job::MarkRead {
+        tenant: s.tenant.clone(),
+        contact: s.contact.clone(),
+        wamid_key: key,
+        typing: true,
+    };
+    assert_eq!(s.sender.process(&typing, 1).await.unwrap(), Outcome::Done);
+    assert_eq!(
+        s.fake.requests()[1].json(),
+        json!({"messaging_product": "whatsapp", "status": "read", "message_id": "wamid.IN1",
+               "typing_indicator": {"type": "text"}})
     );
 }
 

@@ -434,12 +434,31 @@ async fn staff_answer_customers_in_a_real_browser() {
     let sent = fake
         .requests()
         .into_iter()
-        .find(|r| r.path.ends_with("/messages"))
+        .find(|r| r.path.ends_with("/messages") && r.json()["type"] == "text")
         .unwrap();
     assert_eq!(
         sent.json()["text"]["body"],
         "Ja, Ihr Rezept liegt zur Abholung bereit."
     );
+    // While the answer was being written, the customer saw "typing…": a read receipt of
+    // their newest message with the typing indicator.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !fake.requests().iter().any(|r| {
+        let b = r.json();
+        b["status"] == "read"
+            && b["message_id"] == "wamid.WEB2"
+            && b["typing_indicator"]["type"] == "text"
+    }) {
+        assert!(
+            Instant::now() < deadline,
+            "no typing indicator reached WhatsApp: {:?}",
+            fake.requests()
+                .iter()
+                .map(|r| String::from_utf8_lossy(&r.body).into_owned())
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(
         sent.json()["context"]["message_id"],
         "wamid.WEB1",

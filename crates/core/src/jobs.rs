@@ -27,6 +27,9 @@ pub enum Job {
         tenant: TenantId,
         contact: ContactId,
         wamid_key: String,
+        /// With the typing indicator: someone at the pharmacy is writing the answer.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        typing: bool,
     },
     /// Fetch an inbound message's file from WhatsApp, check it, seal it into the blob store.
     FetchMedia {

@@ -460,8 +460,13 @@ pub fn message_body(
 }
 
 /// The Cloud API body that marks an inbound message (and those before it) as read.
-pub fn mark_read_body(wamid: &str) -> Value {
-    json!({"messaging_product": "whatsapp", "status": "read", "message_id": wamid})
+pub fn mark_read_body(wamid: &str, typing: bool) -> Value {
+    let mut body = json!({"messaging_product": "whatsapp", "status": "read", "message_id": wamid});
+    if typing {
+        // Shown to the customer for up to 25 s, or until the reply arrives.
+        body["typing_indicator"] = json!({"type": "text"});
+    }
+    body
 }
 
 /// A call to WhatsApp that did not succeed, classified for the sender.
@@ -615,7 +620,16 @@ mod tests {
         );
         assert_eq!(body["recipient"], "DE.1");
         assert!(body.get("to").is_none());
-        assert_eq!(mark_read_body("wamid.Y")["status"], "read");
+        assert_eq!(mark_read_body("wamid.Y", false)["status"], "read");
+        assert!(
+            mark_read_body("wamid.Y", false)
+                .get("typing_indicator")
+                .is_none()
+        );
+        assert_eq!(
+            mark_read_body("wamid.Y", true)["typing_indicator"],
+            json!({"type": "text"})
+        );
     }
 
     #[test]

@@ -230,13 +230,14 @@ pub enum MarkReadError {
     Queue(#[from] QueueError),
 }
 
-/// Sends a read receipt for the conversation's newest inbound message and sets its unread
-/// count to zero. `None`: no such conversation; `Some(None)`: nothing inbound to mark.
+/// Sends a read receipt for the conversation's newest inbound message (with the typing
+/// indicator when `typing`) and sets its unread count to zero. `None`: no such conversation;
+/// `Some(None)`: nothing inbound to mark.
 pub async fn mark_read(
     store: &dyn MessageStore,
     outbound: &dyn OutboundQueue,
-    tenant: &TenantId,
-    contact: &ContactId,
+    (tenant, contact): (&TenantId, &ContactId),
+    typing: bool,
     now: i64,
 ) -> Result<Option<Option<StoredMessage>>, MarkReadError> {
     if store.conversation(tenant, contact, now).await?.is_none() {
@@ -264,6 +265,7 @@ pub async fn mark_read(
                 tenant: tenant.clone(),
                 contact: contact.clone(),
                 wamid_key: m.wamid_key.clone(),
+                typing,
             }])
             .await?;
     }

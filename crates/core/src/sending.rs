@@ -32,7 +32,13 @@ pub trait WhatsAppApi: Send + Sync {
     /// Sends a Cloud API message body; the wamid on success.
     async fn send(&self, channel: &Channel, body: &Value) -> Result<String, SendError>;
     /// Marks an inbound message as read.
-    async fn mark_read(&self, channel: &Channel, wamid: &str) -> Result<(), SendError>;
+    /// The read receipt, with the typing indicator when `typing`.
+    async fn mark_read(
+        &self,
+        channel: &Channel,
+        wamid: &str,
+        typing: bool,
+    ) -> Result<(), SendError>;
     /// Uploads a file for sending; WhatsApp's media id.
     async fn upload_media(
         &self,
@@ -329,7 +335,7 @@ impl SendFlow<'_> {
         &self,
         tenant: &TenantId,
         contact_id: &ContactId,
-        wamid_key: &str,
+        (wamid_key, typing): (&str, bool),
         receives: u32,
     ) -> Result<Outcome, StoreError> {
         let now = self.now();
@@ -348,7 +354,11 @@ impl SendFlow<'_> {
                 self.share(channel.send_rate_per_second),
             )
             .await;
-        match self.whatsapp.mark_read(&channel, &message.wamid).await {
+        match self
+            .whatsapp
+            .mark_read(&channel, &message.wamid, typing)
+            .await
+        {
             Ok(()) => Ok(Outcome::Done),
             Err(e) if e.failure == Failure::Permanent => {
                 tracing::warn!(tenant = %tenant, code = e.error.code, "read receipt refused");

@@ -71,11 +71,30 @@
     });
   }
 
+  // While someone writes the answer, the customer sees "typing…" (a read receipt with the
+  // typing indicator; at most every 20 s, the server sends it only inside the window).
+  function typingIndicator() {
+    var text = document.getElementById("text");
+    var url = text ? text.getAttribute("data-typing") : null;
+    if (!url || !text.form || !text.form.elements.csrf) return;
+    var last = 0;
+    text.addEventListener("input", function () {
+      var now = Date.now();
+      if (now - last < 20000 || text.value.trim() === "") return;
+      last = now;
+      var body = new URLSearchParams();
+      body.set("csrf", text.form.elements.csrf.value);
+      fetch(url, { method: "POST", body: body, credentials: "same-origin", cache: "no-store" })
+        .catch(function () {});
+    });
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     document.querySelectorAll("[data-poll]").forEach(poll);
     var msgs = document.getElementById("messages");
     if (msgs) msgs.scrollTop = msgs.scrollHeight;
     replyTo();
     sendOnCtrlEnter();
+    typingIndicator();
   });
 })();

@@ -115,6 +115,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/inbox/c/{contact_id}/messages"),
     ("POST", "/inbox/c/{contact_id}/reply"),
     ("POST", "/inbox/c/{contact_id}/read"),
+    ("POST", "/inbox/c/{contact_id}/typing"),
     ("POST", "/inbox/c/{contact_id}/template"),
     ("POST", "/inbox/c/{contact_id}/attachment"),
     ("POST", "/inbox/c/{contact_id}/team"),
@@ -142,6 +143,7 @@ pub fn router(web: Web) -> Router {
         .route("/inbox/c/{contact_id}/messages", get(messages_fragment))
         .route("/inbox/c/{contact_id}/reply", post(reply))
         .route("/inbox/c/{contact_id}/read", post(mark_read))
+        .route("/inbox/c/{contact_id}/typing", post(typing))
         .route("/inbox/c/{contact_id}/template", post(send_template))
         .route(
             "/inbox/c/{contact_id}/attachment",

@@ -1171,6 +1171,63 @@ pub(crate) async fn reply(
     }
 }
 
+/// Someone started writing the answer: the customer's newest message is marked read with the
+/// typing indicator (WhatsApp shows it up to 25 s, or until the reply). The page's script
+/// calls this at most every 20 s while the composer is in use; only inside the window.
+pub(crate) async fn typing(
+    State(web): State<Web>,
+    headers: HeaderMap,
+    signed: Signed,
+    Path(contact_id): Path<String>,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    let Ok(contact) = ContactId::parse(&contact_id) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    if !check_csrf(&signed, &form.csrf, &headers) {
+        return StatusCode::FORBIDDEN.into_response();
+    }
+    let tenant = signed.tenant().clone();
+    let now = web.clock.now();
+    let open = match web.store.conversation(&tenant, &contact, now).await {
+        Ok(Some(c)) => view::window_open(&c, now) && !c.opted_out,
+        Ok(None) => return StatusCode::NOT_FOUND.into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "typing: conversation lookup failed");
+            return StatusCode::SERVICE_UNAVAILABLE.into_response();
+        }
+    };
+    if !open {
+        return StatusCode::NO_CONTENT.into_response();
+    }
+    match relay_core::replies::mark_read(
+        web.store.as_ref(),
+        web.outbound.as_ref(),
+        (&tenant, &contact),
+        true,
+        now,
+    )
+    .await
+    {
+        Ok(_) => {
+            audit(
+                &web,
+                &tenant,
+                signed.actor(),
+                "web.typing",
+                Some(contact.to_string()),
+                204,
+            )
+            .await;
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "typing indicator failed");
+            StatusCode::SERVICE_UNAVAILABLE.into_response()
+        }
+    }
+}
+
 pub(crate) async fn mark_read(
     State(web): State<Web>,
     headers: HeaderMap,
@@ -1189,8 +1246,8 @@ pub(crate) async fn mark_read(
     let marked = relay_core::replies::mark_read(
         web.store.as_ref(),
         web.outbound.as_ref(),
-        &tenant,
-        &contact,
+        (&tenant, &contact),
+        false,
         web.clock.now(),
     )
     .await;

@@ -346,10 +346,18 @@ impl WhatsAppClient {
     }
 
     /// Marks an inbound message as read.
-    pub async fn mark_read(&self, channel: &Channel, wamid: &str) -> Result<(), SendError> {
-        self.call(channel, &relay_core::outbound::mark_read_body(wamid))
-            .await
-            .map(|_| ())
+    pub async fn mark_read(
+        &self,
+        channel: &Channel,
+        wamid: &str,
+        typing: bool,
+    ) -> Result<(), SendError> {
+        self.call(
+            channel,
+            &relay_core::outbound::mark_read_body(wamid, typing),
+        )
+        .await
+        .map(|_| ())
     }
 
     async fn call(&self, channel: &Channel, body: &Value) -> Result<Value, SendError> {
@@ -435,8 +443,13 @@ impl relay_core::sending::WhatsAppApi for WhatsAppClient {
         WhatsAppClient::send(self, channel, body).await
     }
 
-    async fn mark_read(&self, channel: &Channel, wamid: &str) -> Result<(), SendError> {
-        WhatsAppClient::mark_read(self, channel, wamid).await
+    async fn mark_read(
+        &self,
+        channel: &Channel,
+        wamid: &str,
+        typing: bool,
+    ) -> Result<(), SendError> {
+        WhatsAppClient::mark_read(self, channel, wamid, typing).await
     }
 
     async fn upload_media(

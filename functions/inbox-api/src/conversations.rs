@@ -276,19 +276,44 @@ pub fn refusal_problem(r: Refusal) -> ProblemResponse {
 
 /// `POST /v1/conversations/{contact_id}/read`: read receipt for the newest inbound message,
 /// and the unread count back to zero.
+#[derive(serde::Deserialize)]
+pub(crate) struct ReadQuery {
+    #[serde(default)]
+    typing: bool,
+}
+
 pub(crate) async fn mark_read(
     State(state): State<Inbox>,
     Authenticated(tenant): Authenticated,
     Path(contact_id): Path<String>,
+    query: Result<axum::extract::Query<ReadQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ProblemResponse> {
     let not_found = || problem(404, "not-found", "No such conversation");
     let contact = ContactId::parse(&contact_id).map_err(|_| not_found())?;
+    let axum::extract::Query(query) = query.map_err(|_| {
+        detailed(
+            400,
+            "bad-query",
+            "The query string is malformed",
+            "typing must be true or false",
+        )
+    })?;
+    let now = state.clock.now();
+    // The typing indicator only where an answer may go out: inside the window.
+    let typing = query.typing
+        && state
+            .store
+            .conversation(&tenant, &contact, now)
+            .await
+            .map_err(store_problem)?
+            .and_then(|c| c.last_inbound_at)
+            .is_some_and(|t| t + SERVICE_WINDOW_SECS > now);
     let newest_inbound = relay_core::replies::mark_read(
         state.store.as_ref(),
         state.outbound.as_ref(),
-        &tenant,
-        &contact,
-        state.clock.now(),
+        (&tenant, &contact),
+        typing,
+        now,
     )
     .await
     .map_err(|e| match e {

@@ -157,9 +157,10 @@ impl Sender {
                 tenant,
                 contact,
                 wamid_key,
+                typing,
             } => {
                 self.flow()
-                    .mark_read(tenant, contact, wamid_key, receives)
+                    .mark_read(tenant, contact, (wamid_key, *typing), receives)
                     .await
             }
             Job::FetchMedia {
