@@ -373,3 +373,141 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn identity_changes_are_read_with_both_identities() {
+    let (_, number) = only_message("system");
+    let change = number.content.identity_change().expect("a number change");
+    assert_eq!(change.wa_id.as_deref(), Some("4915187654321"));
+    assert_eq!(number.from.as_deref(), Some("4915112345678"));
+    let (_, bsuid) = only_message("system_user_changed_user_id");
+    let change = bsuid.content.identity_change().expect("a BSUID change");
+    assert_eq!(change.user_id.as_deref(), Some("DE.2817730591287364"));
+    assert_eq!(bsuid.from_user_id.as_deref(), Some("DE.1502576394655843"));
+
+    let value = match events("user_id_update").as_slice() {
+        [Event::Other { field, value, .. }] if field == "user_id_update" => value.clone(),
+        other => panic!("{other:?}"),
+    };
+    let updates = user_id_updates(&value);
+    assert_eq!(updates.len(), 1);
+    assert_eq!(updates[0].old.bsuid.as_deref(), Some("DE.1502576394655843"));
+    assert_eq!(updates[0].new.bsuid.as_deref(), Some("DE.2817730591287364"));
+    assert_eq!(updates[0].new.wa_id.as_deref(), Some("4915187654321"));
+    assert_eq!(updates[0].timestamp, 1_764_300_019);
+}
+
+#[test]
+fn coexistence_fields_are_messages_of_the_customers_conversation() {
+    match events("smb_message_echoes").as_slice() {
+        [Event::Echo { echo, .. }] => {
+            assert!(echo.from_business);
+            assert_eq!(echo.origin, Origin::BusinessApp);
+            assert_eq!(echo.customer.wa_id.as_deref(), Some("4915112345678"));
+            assert_eq!(echo.message.id, "wamid.ECHO0001");
+        }
+        other => panic!("{other:?}"),
+    }
+    let history = events("history");
+    let froms: Vec<(bool, Option<DeliveryStatus>)> = history
+        .iter()
+        .map(|e| match e {
+            Event::Echo { echo, .. } => {
+                assert_eq!(echo.origin, Origin::History);
+                assert_eq!(echo.customer.wa_id.as_deref(), Some("4915112345678"));
+                (echo.from_business, echo.status)
+            }
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        froms,
+        [
+            (false, Some(DeliveryStatus::Read)),
+            (true, Some(DeliveryStatus::Read))
+        ]
+    );
+    match events("smb_app_state_sync").as_slice() {
+        [
+            Event::ContactSync {
+                customer,
+                name,
+                removed,
+                ..
+            },
+        ] => {
+            assert_eq!(customer.wa_id.as_deref(), Some("4915112345678"));
+            assert_eq!(name.as_deref(), Some("Erika Mustermann"));
+            assert!(!removed);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn preferences_template_updates_and_bsuid_statuses_are_read() {
+    let value = match events("user_preferences").as_slice() {
+        [Event::Other { field, value, .. }] if field == "user_preferences" => value.clone(),
+        other => panic!("{other:?}"),
+    };
+    let prefs = user_preferences(&value);
+    assert_eq!(prefs.len(), 1);
+    assert!(prefs[0].stop);
+    assert_eq!(prefs[0].category, "marketing_messages");
+    for (name, field, key, want) in [
+        (
+            "template_category_update",
+            "template_category_update",
+            "new_category",
+            "MARKETING",
+        ),
+        (
+            "template_quality_update",
+            "message_template_quality_update",
+            "new_quality_score",
+            "YELLOW",
+        ),
+    ] {
+        match events(name).as_slice() {
+            [
+                Event::Other {
+                    field: f, value, ..
+                },
+            ] => {
+                assert_eq!(f, field);
+                assert_eq!(value[key], want);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    match events("status_bsuid_only").as_slice() {
+        [Event::Status { status, .. }] => {
+            assert_eq!(status.recipient_id, None);
+            assert_eq!(
+                status.recipient_user_id.as_deref(),
+                Some("DE.1502576394655843")
+            );
+            assert_eq!(
+                Identities::of_status(status).primary(),
+                Some(relay_core::ids::Identity::Bsuid("DE.1502576394655843"))
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Every fixture has its source noted in tests/fixtures/SOURCES.md.
+#[test]
+fn every_fixture_names_its_source() {
+    let dir = format!("{}/../../tests/fixtures", env!("CARGO_MANIFEST_DIR"));
+    let sources = std::fs::read_to_string(format!("{dir}/SOURCES.md")).unwrap();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        if name.ends_with(".json") {
+            assert!(
+                sources.contains(&format!("`{name}`")),
+                "{name} has no source in SOURCES.md"
+            );
+        }
+    }
+}
