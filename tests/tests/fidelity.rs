@@ -909,3 +909,107 @@ async fn statuses_naming_only_a_bsuid_or_nobody_are_the_messages_contacts_and_go
         );
     }
 }
+
+#[tokio::test]
+async fn what_whatsapp_charges_is_counted_once_per_message_and_estimated() {
+    for pipe in each_backend("fid-usage").await {
+        let now = pipe.now();
+        let month = relay_core::usage::month_of(now).unwrap();
+        // Two marketing messages; each has sent, delivered and read statuses carrying the same
+        // pricing (developers.facebook.com, status messages reference: pricing, PMP); and a
+        // free service reply.
+        let status = |id: &str, word: &str, dt: i64, category: &str, billable: bool, kind: &str| {
+            json!({"id": id, "status": word, "timestamp": (now + dt).to_string(),
+                   "recipient_id": "4915177777777",
+                   "pricing": {"billable": billable, "pricing_model": "PMP", "category": category, "type": kind}})
+        };
+        let mut statuses = Vec::new();
+        for id in ["wamid.MKT1", "wamid.MKT2"] {
+            for (i, word) in ["sent", "delivered", "read"].iter().enumerate() {
+                statuses.push(status(id, word, i as i64, "marketing", true, "regular"));
+            }
+        }
+        statuses.push(status(
+            "wamid.SRV1",
+            "sent",
+            0,
+            "service",
+            false,
+            "free_customer_service",
+        ));
+        let hook = coexistence("messages", json!({"statuses": statuses}));
+        assert_eq!(pipe.post_360(&hook).await, 200);
+        assert_eq!(pipe.post_360(&hook).await, 200, "delivered twice");
+        pipe.drain().await;
+
+        let api = inbox_api::router(inbox_api::Inbox::build(&pipe.backends).unwrap());
+        let get = |uri: String| {
+            let api = api.clone();
+            async move {
+                let resp = api
+                    .oneshot(
+                        Request::get(uri)
+                            .header("authorization", "Bearer sk_a_0123456789abcdef")
+                            .body(Body::empty())
+                            .unwrap(),
+                    )
+                    .await
+                    .unwrap();
+                let status = resp.status().as_u16();
+                let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+                    .await
+                    .unwrap();
+                (
+                    status,
+                    serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null),
+                )
+            }
+        };
+        let (status, usage) = get("/v1/usage".into()).await;
+        assert_eq!(status, 200, "{}: {usage}", pipe.name);
+        assert_eq!(usage["month"], month.as_str(), "{}", pipe.name);
+        assert_eq!(usage["messages"], 3, "{}: {usage}", pipe.name);
+        assert_eq!(usage["billable"], 2, "{}: {usage}", pipe.name);
+        assert_eq!(
+            usage["estimate"], 0.23,
+            "{}: two marketing messages at €0.1131: {usage}",
+            pipe.name
+        );
+        assert_eq!(usage["currency"], "EUR");
+        assert_eq!(
+            get(format!("/v1/usage?month={month}")).await.1,
+            usage,
+            "{}",
+            pipe.name
+        );
+        let (status, other) = get("/v1/usage?month=2020-01".into()).await;
+        assert_eq!(
+            (status, other["messages"].clone()),
+            (200, json!(0)),
+            "{}",
+            pipe.name
+        );
+        assert_eq!(
+            get("/v1/usage?month=2026-13".into()).await.0,
+            400,
+            "{}",
+            pipe.name
+        );
+        // Another tenant's key sees its own (empty) usage.
+        let resp = api
+            .clone()
+            .oneshot(
+                Request::get("/v1/usage")
+                    .header("authorization", "Bearer sk_b_0123456789abcdef")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        let b: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(b["messages"], 0, "{}", pipe.name);
+    }
+}

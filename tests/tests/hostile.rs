@@ -158,6 +158,7 @@ async fn app() -> App {
         blobs,
         max_media_response_bytes: None,
         templates: None,
+        usage: None,
         clock: relay_core::Clock::system(),
     });
     App {

@@ -80,6 +80,7 @@ async fn dynamodb_template_store_follows_the_template_rules() {
     let d = provision(&clients, "tpl", 5).await.unwrap();
     relay_core::testkit::template_store_rules(&clients.store(&d.table)).await;
     relay_core::testkit::quick_reply_rules(&clients.store(&d.table)).await;
+    relay_core::testkit::usage_rules(&clients.store(&d.table)).await;
 }
 
 #[tokio::test]

@@ -68,6 +68,7 @@ impl Aws {
             staff: Some(Arc::new(c.staff_store(&s.table))),
             templates: Some(Arc::new(c.store(&s.table))),
             quick_replies: Some(Arc::new(c.store(&s.table))),
+            usage: Some(Arc::new(c.store(&s.table))),
             limits: Limits {
                 max_body_bytes: s.max_body_bytes,
                 max_media_bytes: s.max_media_bytes,

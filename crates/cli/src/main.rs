@@ -11,6 +11,7 @@ mod staff;
 mod templates;
 mod tenants;
 mod tls;
+mod usage;
 
 use privacy::privacy_for;
 
@@ -76,6 +77,9 @@ enum Command {
         #[command(subcommand)]
         command: templates::TemplatesCommand,
     },
+    /// What WhatsApp charges a tenant in a month: messages by category and type, counted from
+    /// status webhooks, with an estimate at the tenant's rates ([tenants.pricing]).
+    Usage(usage::UsageArgs),
     /// Back up the local data directory while it serves: the content (without data keys) to
     /// --out, the data keys to the key backup directory. See docs/privacy.md.
     Backup(backup::BackupArgs),
@@ -458,6 +462,7 @@ async fn run(cli: Cli, clock: Clock) -> anyhow::Result<()> {
         Command::Tenants { command } => command.run(clock).await,
         Command::Staff { command } => command.run(clock).await,
         Command::Templates { command } => command.run(clock).await,
+        Command::Usage(args) => args.run(clock).await,
         Command::Backup(args) => args.run(clock),
         Command::Restore(args) => args.run(clock).await,
         Command::Quarantine { command } => command.run(clock).await,

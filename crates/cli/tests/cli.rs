@@ -208,6 +208,53 @@ async fn serve_runs_the_pipeline_and_keeps_data_across_restarts() {
         assert!(!log.contains(personal), "{personal} appears in the log");
     }
 
+    // What WhatsApp charges: statuses carry each message's pricing, counted once per message
+    // (sent and delivered of one message, and another's delivered naming only a BSUID).
+    for f in ["status_sent", "status_delivered", "status_bsuid_only"] {
+        assert_eq!(post(&http, &server.url, f).await, 200);
+    }
+    let usage = |args: &[&str]| {
+        let mut all = vec![
+            "usage",
+            "--tenant",
+            "apotheke-am-markt",
+            "--data-dir",
+            "data",
+        ];
+        all.extend_from_slice(args);
+        relay(&all, dir.path())
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let json: Value = loop {
+        let out = usage(&["--month", "2025-11", "--json"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        if v["messages"] == 2 || std::time::Instant::now() > deadline {
+            break v;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(json["messages"], 2, "{json}");
+    assert_eq!(json["billable"], 1, "{json}");
+    assert_eq!(
+        json["estimate"], 0.05,
+        "one utility message at the German rate: {json}"
+    );
+    let table = usage(&["--month", "2025-11"]);
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        text.contains("utility") && text.contains("estimate: 0.05 EUR"),
+        "{text}"
+    );
+    assert!(usage(&["--month", "2025-10"]).status.success());
+    let bad = usage(&["--month", "2025-13"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--month"));
+
     // Local admin commands see the same data directory.
     let out = relay(&["dlq", "list", "--data-dir", "data"], dir.path());
     assert!(out.status.success());
@@ -235,6 +282,7 @@ fn help_explains_every_command() {
         vec!["contacts", "export", "--help"],
         vec!["contacts", "erase", "--help"],
         vec!["audit", "--help"],
+        vec!["usage", "--help"],
     ] {
         let out = relay(&args, dir.path());
         assert!(out.status.success(), "{args:?}");

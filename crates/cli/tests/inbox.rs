@@ -2097,6 +2097,44 @@ async fn admins_keep_quick_replies_that_staff_insert_into_the_composer() {
         .await
         .unwrap();
     assert!(!page.contains("Öffnungszeiten"));
+
+    // What WhatsApp charges: admins see the month's counts and estimate; staff do not.
+    let priced = json!({"object": "whatsapp_business_account", "entry": [{"id": "102290129340398", "changes": [{
+        "field": "messages", "value": {"messaging_product": "whatsapp",
+        "metadata": {"display_phone_number": "4930123456", "phone_number_id": CHANNEL_A},
+        "statuses": [{"id": "wamid.PRICED1", "status": "delivered", "timestamp": now.to_string(),
+            "recipient_id": "4915112345678",
+            "pricing": {"billable": true, "pricing_model": "PMP", "category": "marketing", "type": "regular"}}]}}]}]});
+    post_hook(&http, &url, CHANNEL_A, "hook-a", &priced).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let page = loop {
+        let r = chef
+            .http
+            .get(format!("{url}/inbox/usage"))
+            .header("cookie", &chef.cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        let page = r.text().await.unwrap();
+        if page.contains("id=\"usage-total\"") || Instant::now() > deadline {
+            break page;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(page.contains("<td>marketing</td>"), "{page}");
+    assert!(
+        page.contains("0.11 EUR"),
+        "one marketing message at the German rate: {page}"
+    );
+    let r = anna
+        .http
+        .get(format!("{url}/inbox/usage"))
+        .header("cookie", &anna.cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403, "staff do not see costs");
 }
 
 #[tokio::test]
@@ -2104,6 +2142,7 @@ async fn template_status_webhooks_keep_the_offered_templates_current() {
     let fake = relay_e2e::fake::Fake::start().await;
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("relay.toml"), config(&fake.url)).unwrap();
+    add_staff(dir.path(), "apotheke-am-markt", ANNA);
     let (_server, url) = serve(dir.path());
     let cwd = dir.path().to_owned();
     let templates = |args: &'static [&'static str]| {
@@ -2165,6 +2204,62 @@ async fn template_status_webhooks_keep_the_offered_templates_current() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+
+    // Meta moves it to marketing (template_category_update): the composer then says what
+    // WhatsApp charges for it before it is sent.
+    let recategorised = json!({"object": "whatsapp_business_account", "entry": [{"id": "102290129340398", "time": 1_796_000_000,
+        "changes": [{"field": "template_category_update", "value": {"message_template_id": 1_234_567_890,
+            "message_template_name": "abholbereit", "message_template_language": "de",
+            "previous_category": "UTILITY", "new_category": "MARKETING"}}]}]});
+    post_hook(&http, &url, CHANNEL_A, "hook-a", &recategorised).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !listed()
+        .await
+        .contains("abholbereit\tde\tMARKETING\tAPPROVED")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the category did not change: {}",
+            listed().await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let two_days_ago = relay_core::Clock::system().now() - 2 * 86_400;
+    post_hook(
+        &http,
+        &url,
+        CHANNEL_A,
+        "hook-a",
+        &inbound(
+            CHANNEL_A,
+            "Erika",
+            "4915112345678",
+            text(
+                "4915112345678",
+                "wamid.OLD1",
+                two_days_ago,
+                "Ist es schon da?",
+            ),
+        ),
+    )
+    .await;
+    let cid = conversations(&http, &url, "sk_inbox_test_a_0123456789", 1).await[0]["contact_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let anna = session(&url, ANNA).await;
+    let page = anna
+        .http
+        .get(format!("{url}/inbox/c/{cid}?template=0"))
+        .header("cookie", &anna.cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("id=\"cost-warning\""), "{page}");
+    assert!(page.contains("0.11 EUR"), "{page}");
 }
 
 #[tokio::test]

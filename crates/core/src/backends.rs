@@ -77,6 +77,8 @@ pub struct Backends {
     pub templates: Option<Arc<dyn crate::templates::TemplateStore>>,
     /// The tenants' quick replies (the web inbox's composer).
     pub quick_replies: Option<Arc<dyn crate::templates::QuickReplies>>,
+    /// What WhatsApp charges, counted per message from status webhooks.
+    pub usage: Option<Arc<dyn crate::usage::UsageLedger>>,
     pub limits: Limits,
 }
 
@@ -126,6 +128,10 @@ impl Backends {
         );
         let router = match &self.templates {
             Some(t) => router.with_templates(t.clone()),
+            None => router,
+        };
+        let router = match &self.usage {
+            Some(u) => router.with_usage(u.clone()),
             None => router,
         };
         match &self.outbound {

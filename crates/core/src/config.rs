@@ -116,8 +116,23 @@ pub struct TenantSection {
     pub keep_referral: Option<bool>,
     pub opt_out: Option<OptOutSection>,
     pub business_hours: Option<BusinessHoursSection>,
+    /// Rates for the usage estimate (`GET /v1/usage`, `relay usage`); Germany by default.
+    pub pricing: Option<PricingSection>,
     #[serde(default)]
     pub channels: Vec<ChannelSection>,
+}
+
+/// `[tenants.pricing]`: what WhatsApp charges per message, by category (`marketing`,
+/// `utility`, `authentication`, `service`, …); categories not named keep the defaults.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PricingSection {
+    pub currency: Option<String>,
+    /// When the rates were taken (e.g. "2026-10-01"), and where from.
+    pub as_of: Option<String>,
+    pub source: Option<String>,
+    #[serde(default)]
+    pub rates: std::collections::BTreeMap<String, f64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -713,6 +728,46 @@ fn policy(at: &str, t: &TenantSection, problems: &mut Vec<String>) -> TenantPoli
             }
         }
     }
+    if let Some(p) = &t.pricing {
+        let at = format!("{at}.pricing");
+        let rates = &mut policy.rates;
+        if let Some(c) = &p.currency {
+            if c.len() == 3 && c.bytes().all(|b| b.is_ascii_uppercase()) {
+                rates.currency = c.clone();
+            } else {
+                problems.push(format!(
+                    "{at}.currency: must be a currency code like \"EUR\""
+                ));
+            }
+        }
+        if let Some(d) = &p.as_of {
+            if BusinessHours::valid_date(d) {
+                rates.as_of = d.clone();
+            } else {
+                problems.push(format!(
+                    "{at}.as_of: {d:?} is not a date like \"2026-10-01\""
+                ));
+            }
+        }
+        if let Some(s) = &p.source {
+            rates.source = s.clone();
+        }
+        for (category, rate) in &p.rates {
+            if !rate.is_finite() || !(0.0..=10.0).contains(rate) {
+                problems.push(format!("{at}.rates.{category}: must be between 0 and 10"));
+            } else if category.is_empty()
+                || !category
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b == b'_')
+            {
+                problems.push(format!(
+                    "{at}.rates: {category:?} is not a category like \"marketing\""
+                ));
+            } else {
+                rates.per_category.insert(category.clone(), *rate);
+            }
+        }
+    }
     if let Some(b) = &t.business_hours {
         let at = format!("{at}.business_hours");
         if b.timezone.as_deref().is_some_and(|tz| tz != TIMEZONE) {
@@ -989,6 +1044,46 @@ access_token = "t"
             ),
         ] {
             let e = err(&text);
+            assert!(e.contains(says), "{e}");
+        }
+    }
+
+    #[test]
+    fn pricing_rates_default_to_germany_and_can_be_set_per_tenant() {
+        let base = "[[tenants]]\nid = \"a\"\nname = \"A\"\n";
+        let c = RelayConfig::parse(base, &|_| None).unwrap();
+        let rates = &c.tenants[0].tenant.policy.rates;
+        assert_eq!(rates.currency, "EUR");
+        assert_eq!(rates.per_category.get("marketing"), Some(&0.1131));
+        let set = format!(
+            "{base}[tenants.pricing]\nas_of = \"2026-10-01\"\nsource = \"Rechnung Oktober\"\nrates = {{ utility = 0.05, marketing_lite = 0.08 }}\n"
+        );
+        let c = RelayConfig::parse(&set, &|_| None).unwrap();
+        let rates = &c.tenants[0].tenant.policy.rates;
+        assert_eq!(rates.per_category.get("utility"), Some(&0.05));
+        assert_eq!(rates.per_category.get("marketing_lite"), Some(&0.08));
+        assert_eq!(
+            rates.per_category.get("marketing"),
+            Some(&0.1131),
+            "others keep the default"
+        );
+        assert_eq!(rates.as_of, "2026-10-01");
+        for (text, says) in [
+            (
+                "rates = { utility = -1.0 }",
+                "tenants[0].pricing.rates.utility: must be between 0 and 10",
+            ),
+            (
+                "currency = \"euro\"",
+                "tenants[0].pricing.currency: must be a currency code",
+            ),
+            ("as_of = \"Oktober\"", "tenants[0].pricing.as_of"),
+            (
+                "rates = { \"Marketing!\" = 0.1 }",
+                "tenants[0].pricing.rates: \"Marketing!\"",
+            ),
+        ] {
+            let e = err(&format!("{base}[tenants.pricing]\n{text}\n"));
             assert!(e.contains(says), "{e}");
         }
     }

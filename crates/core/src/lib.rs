@@ -27,6 +27,7 @@ pub mod templates;
 pub mod tenant;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+pub mod usage;
 pub mod webhook;
 
 /// The one clock: every rule that depends on "now" (windows, expiry, leases, audit retention,

@@ -24,6 +24,9 @@ pub struct TenantPolicy {
     pub opt_out: OptOutPolicy,
     #[serde(default)]
     pub business_hours: Option<BusinessHours>,
+    /// Per-message rates for the usage estimate (`[tenants.pricing]`; Germany by default).
+    #[serde(default)]
+    pub rates: crate::usage::Rates,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -55,6 +55,7 @@ pub struct Router {
     clock: Clock,
     outbound: Option<Arc<dyn OutboundQueue>>,
     templates: Option<Arc<dyn crate::templates::TemplateStore>>,
+    usage: Option<Arc<dyn crate::usage::UsageLedger>>,
 }
 
 impl Router {
@@ -72,6 +73,7 @@ impl Router {
             keys,
             outbound: None,
             templates: None,
+            usage: None,
         }
     }
 
@@ -79,6 +81,12 @@ impl Router {
     /// webhooks (a template approved, paused, disabled …).
     pub fn with_templates(mut self, templates: Arc<dyn crate::templates::TemplateStore>) -> Self {
         self.templates = Some(templates);
+        self
+    }
+
+    /// Counts what WhatsApp charges from the `pricing` of status webhooks.
+    pub fn with_usage(mut self, usage: Arc<dyn crate::usage::UsageLedger>) -> Self {
+        self.usage = Some(usage);
         self
     }
 
@@ -916,6 +924,26 @@ impl Router {
             expires_at,
         };
         let recorded = self.store.record_status(&tenant.id, &stored).await?;
+        // Counted once per message (sent, delivered and read all carry the pricing), in the
+        // Berlin month of the status.
+        if let (Some(usage), Some(pricing)) = (
+            &self.usage,
+            status
+                .pricing
+                .as_ref()
+                .and_then(crate::usage::Pricing::parse),
+        ) {
+            let at = if status.timestamp > 0 {
+                status.timestamp
+            } else {
+                self.clock.now()
+            };
+            if let Some(month) = crate::usage::month_of(at) {
+                usage
+                    .record_usage(&tenant.id, &month, &stored.wamid_key, &pricing, expires_at)
+                    .await?;
+            }
+        }
         tracing::debug!(tenant = %tenant.id, wamid_key = %stored.wamid_key, status = stored.status.as_str(), "status");
         if let (Some(queue), Some(_)) = (&self.outbound, &tenant.forward_url) {
             let message = self

@@ -1688,3 +1688,68 @@ pub async fn quick_reply_rules(store: &dyn crate::templates::QuickReplies) {
         ["Andere"]
     );
 }
+
+/// Usage: each message counts once (whatever statuses or months follow), per tenant, month,
+/// category and type; tenants and months apart.
+pub async fn usage_rules(store: &dyn crate::usage::UsageLedger) {
+    use crate::usage::{Pricing, UsageCount};
+    let a = tenant("rule-usage-a");
+    let b = tenant("rule-usage-b");
+    let p = |category: &str, t: &str, billable| Pricing {
+        billable,
+        category: category.into(),
+        pricing_type: t.into(),
+    };
+    let utility = p("utility", "regular", true);
+    let service = p("service", "free_customer_service", false);
+    let rec = |t: &TenantId, month: &'static str, key: &'static str, pricing: Pricing| {
+        let t = t.clone();
+        async move {
+            store
+                .record_usage(&t, month, key, &pricing, LATER)
+                .await
+                .expect("record usage")
+        }
+    };
+    assert_eq!(
+        rec(&a, "2026-12", "k1", utility.clone()).await,
+        Recorded::New
+    );
+    assert_eq!(
+        rec(&a, "2026-12", "k1", utility.clone()).await,
+        Recorded::Duplicate,
+        "delivered after sent: the same message"
+    );
+    assert_eq!(
+        rec(&a, "2027-01", "k1", utility.clone()).await,
+        Recorded::Duplicate,
+        "a status in the next month does not count the message again"
+    );
+    assert_eq!(
+        rec(&a, "2026-12", "k2", service.clone()).await,
+        Recorded::New
+    );
+    assert_eq!(
+        rec(&a, "2026-12", "k3", utility.clone()).await,
+        Recorded::New
+    );
+    assert_eq!(rec(&b, "2026-12", "k1", service).await, Recorded::New);
+    let row = |c: &str, t: &str, m, bl| UsageCount {
+        category: c.into(),
+        pricing_type: t.into(),
+        messages: m,
+        billable: bl,
+    };
+    assert_eq!(
+        store.usage(&a, "2026-12").await.expect("usage"),
+        [
+            row("service", "free_customer_service", 1, 0),
+            row("utility", "regular", 2, 2)
+        ]
+    );
+    assert_eq!(
+        store.usage(&b, "2026-12").await.expect("usage"),
+        [row("service", "free_customer_service", 1, 0)]
+    );
+    assert!(store.usage(&a, "2027-01").await.expect("usage").is_empty());
+}

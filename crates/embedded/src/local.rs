@@ -124,6 +124,7 @@ impl Local {
             staff: Some(self.staff.clone()),
             templates: Some(self.store.clone()),
             quick_replies: Some(self.store.clone()),
+            usage: Some(self.store.clone()),
             limits: Limits {
                 max_body_bytes: config.max_body_bytes(),
                 max_media_bytes: config.max_media_bytes(),

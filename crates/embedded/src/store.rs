@@ -91,6 +91,7 @@ impl SqliteMessageStore {
             "sign_in_failures",
             "team_states",
             "notes",
+            "usage_marks",
         ] {
             n += conn
                 .execute(

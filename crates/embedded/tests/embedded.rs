@@ -181,6 +181,12 @@ async fn a_password_reset_ends_the_accounts_local_sessions() {
 }
 
 #[tokio::test]
+async fn usage_is_counted_once_per_message() {
+    let store = SqliteMessageStore::new(Database::in_memory(relay_core::Clock::system()));
+    relay_core::testkit::usage_rules(&store).await;
+}
+
+#[tokio::test]
 async fn template_store_follows_the_template_rules() {
     let store = SqliteMessageStore::new(Database::in_memory(relay_core::Clock::system()));
     relay_core::testkit::template_store_rules(&store).await;

@@ -75,6 +75,8 @@ pub struct Web {
     pub templates: Arc<dyn relay_core::templates::TemplateStore>,
     /// Stock answers for the composer (edited by admins).
     pub quick_replies: Arc<dyn relay_core::templates::QuickReplies>,
+    /// What WhatsApp charges (admins see the month's counts and estimate).
+    pub usage: Option<Arc<dyn relay_core::usage::UsageLedger>>,
     pub staff: Arc<dyn StaffStore>,
     pub clock: Clock,
     pub settings: Arc<WebSettings>,
@@ -94,6 +96,7 @@ impl Web {
             privacy: b.privacy()?,
             templates: b.templates()?,
             quick_replies: b.quick_replies()?,
+            usage: b.usage.clone(),
             staff: b.staff()?,
             clock: b.clock.clone(),
             settings: Arc::new(settings),
@@ -124,6 +127,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/inbox/c/{contact_id}/erase"),
     ("GET", "/inbox/media/{media_id}"),
     ("GET", "/inbox/quick-replies"),
+    ("GET", "/inbox/usage"),
     ("POST", "/inbox/quick-replies"),
     ("POST", "/inbox/quick-replies/{id}/delete"),
     ("GET", "/assets/{file}"),
@@ -144,6 +148,7 @@ pub fn router(web: Web) -> Router {
         .route("/inbox/c/{contact_id}/reply", post(reply))
         .route("/inbox/c/{contact_id}/read", post(mark_read))
         .route("/inbox/c/{contact_id}/typing", post(typing))
+        .route("/inbox/usage", get(usage_page))
         .route("/inbox/c/{contact_id}/template", post(send_template))
         .route(
             "/inbox/c/{contact_id}/attachment",

@@ -475,6 +475,8 @@ struct ChosenTemplate {
     name: String,
     body: String,
     params: Vec<usize>,
+    /// A marketing template: what WhatsApp charges for it, said before it is sent.
+    cost_warning: Option<String>,
 }
 
 struct OpenConversation {
@@ -873,14 +875,31 @@ async fn load_conversation(
     } else {
         approved_templates(web, tenant).await?
     };
-    let chosen = chosen
-        .and_then(|i| approved.get(i).map(|tpl| (i, tpl)))
-        .map(|(i, tpl)| ChosenTemplate {
-            index: i,
-            name: format!("{} ({})", tpl.name, tpl.language),
-            body: tpl.body.clone(),
-            params: (1..=tpl.params.min(MAX_TEMPLATE_PARAMS)).collect(),
-        });
+    let chosen = chosen.and_then(|i| approved.get(i).map(|tpl| (i, tpl)));
+    let cost_warning = match chosen {
+        Some((_, tpl)) if tpl.category.eq_ignore_ascii_case("MARKETING") => {
+            let rates = web
+                .directory
+                .tenant(tenant)
+                .await?
+                .map(|t| t.policy.rates)
+                .unwrap_or_default();
+            let rate = rates.per_category.get("marketing").copied().unwrap_or(0.0);
+            Some(
+                t.marketing_cost_warning
+                    .replace("{rate}", &format!("{rate:.2}"))
+                    .replace("{currency}", &rates.currency),
+            )
+        }
+        _ => None,
+    };
+    let chosen = chosen.map(|(i, tpl)| ChosenTemplate {
+        index: i,
+        name: format!("{} ({})", tpl.name, tpl.language),
+        body: tpl.body.clone(),
+        params: (1..=tpl.params.min(MAX_TEMPLATE_PARAMS)).collect(),
+        cost_warning,
+    });
     let quick_replies = if window_open && !c.opted_out {
         web.quick_replies.quick_replies(tenant).await?
     } else {
@@ -2037,4 +2056,65 @@ pub(crate) async fn send_attachment(
             back_to(&contact, &format!("?error={slug}"))
         }
     }
+}
+
+#[derive(Template)]
+#[template(path = "usage.html")]
+struct UsagePage<'a> {
+    t: &'a Texts,
+    email: String,
+    month: String,
+    rows: Vec<relay_core::usage::EstimateRow>,
+    total: String,
+    currency: String,
+    unpriced: String,
+    rates_as_of: String,
+    rates_source: String,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct UsageQuery {
+    month: Option<String>,
+}
+
+/// What WhatsApp charges this month (or `?month=YYYY-MM`), for admins: the same counts and
+/// estimate as `GET /v1/usage`.
+pub(crate) async fn usage_page(
+    State(web): State<Web>,
+    signed: Signed,
+    Query(q): Query<UsageQuery>,
+) -> Response {
+    if let Some(refused) = admins_only(&signed) {
+        return refused;
+    }
+    let t = texts(signed.lang);
+    let month = match q.month {
+        Some(m) if relay_core::usage::valid_month(&m) => m,
+        Some(_) => return (StatusCode::BAD_REQUEST, t.not_found).into_response(),
+        None => relay_core::usage::month_of(web.clock.now()).unwrap_or_default(),
+    };
+    let tenant = signed.tenant().clone();
+    let counts = match &web.usage {
+        Some(u) => match u.usage(&tenant, &month).await {
+            Ok(c) => c,
+            Err(e) => return unavailable(e),
+        },
+        None => Vec::new(),
+    };
+    let rates = match web.directory.tenant(&tenant).await {
+        Ok(t) => t.map(|t| t.policy.rates).unwrap_or_default(),
+        Err(e) => return unavailable(e),
+    };
+    let e = relay_core::usage::estimate(&counts, &rates);
+    render(UsagePage {
+        t,
+        email: signed.account.email.clone(),
+        month,
+        total: format!("{:.2}", e.total),
+        currency: e.currency.clone(),
+        unpriced: e.unpriced.join(", "),
+        rows: e.rows,
+        rates_as_of: rates.as_of.clone(),
+        rates_source: rates.source.clone(),
+    })
 }

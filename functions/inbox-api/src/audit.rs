@@ -22,6 +22,7 @@ pub(crate) fn audit_action(method: &axum::http::Method, path: &str) -> Option<&'
         ("DELETE", ["v1", "contacts", _]) => "contact.erase",
         ("GET", ["v1", "media", _]) => "media.get",
         ("POST", ["v1", "media"]) => "media.upload",
+        ("GET", ["v1", "usage"]) => "usage.read",
         _ => return None,
     })
 }

@@ -33,11 +33,14 @@ mod audit;
 mod conversations;
 mod media;
 mod privacy;
+mod usage;
 use audit::*;
 use conversations::*;
 pub use conversations::{message_json, refusal_problem};
 use media::*;
 use privacy::*;
+pub use usage::usage_json;
+use usage::*;
 
 /// The 24-hour customer service window, from the customer's last message (the router's).
 pub use relay_core::routing::SERVICE_WINDOW_SECS;
@@ -71,6 +74,8 @@ pub struct Inbox {
     /// The tenants' templates (a template's category decides whether a customer who stopped
     /// marketing messages may get it).
     pub templates: Option<Arc<dyn relay_core::templates::TemplateStore>>,
+    /// What WhatsApp charges, counted from status webhooks.
+    pub usage: Option<Arc<dyn relay_core::usage::UsageLedger>>,
     pub clock: Clock,
 }
 
@@ -89,6 +94,7 @@ impl Inbox {
             blobs: b.blobs()?,
             max_media_response_bytes: b.limits.max_media_response_bytes,
             templates: b.templates.clone(),
+            usage: b.usage.clone(),
             clock: b.clock.clone(),
         })
     }
@@ -123,6 +129,7 @@ inbox_routes! {
     DELETE "/v1/contacts/{contact_id}" => erase_contact,
     GET "/v1/media/{media_id}" => get_media,
     POST "/v1/media" => upload_media limit MAX_UPLOAD_BYTES,
+    GET "/v1/usage" => get_usage,
 }
 
 pub fn router(state: Inbox) -> Router {

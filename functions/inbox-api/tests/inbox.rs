@@ -180,6 +180,7 @@ async fn fixture() -> Fixture {
         blobs: Arc::new(blobs.clone()),
         max_media_response_bytes: None,
         templates: None,
+        usage: None,
         audit: audit.clone(),
         audit_retention_secs: 365 * 86_400,
         clock,
@@ -1288,6 +1289,7 @@ async fn a_read_that_cannot_be_audited_releases_nothing() {
         blobs: Arc::new(f.blobs.clone()),
         max_media_response_bytes: None,
         templates: None,
+        usage: None,
         clock: Clock::fixed(NOW),
     });
     let (status, body) = get(&app, "/v1/conversations", Some(KEY_A)).await;
