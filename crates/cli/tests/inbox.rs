@@ -2135,6 +2135,49 @@ async fn admins_keep_quick_replies_that_staff_insert_into_the_composer() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 403, "staff do not see costs");
+
+    // A pasted E-Rezept token: shown as a prescription with a copy button.
+    let token = "Task/160.123.456.789.123.58/$accept?ac=777bea0e13cc9c42ceec14aec3ddee2263325dc2c6c699db115f58fe423607ea";
+    post_hook(
+        &http,
+        &url,
+        CHANNEL_A,
+        "hook-a",
+        &inbound(
+            CHANNEL_A,
+            "Erika",
+            "4915112345678",
+            text(
+                "4915112345678",
+                "wamid.RX1",
+                now,
+                &format!("Mein Rezept: {token}"),
+            ),
+        ),
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let page = loop {
+        let page = anna
+            .http
+            .get(format!("{url}/inbox/c/{cid}"))
+            .header("cookie", &anna.cookie)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if page.contains("class=\"erezept\"") || Instant::now() > deadline {
+            break page;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        page.contains("<strong>E-Rezept:</strong> 1 Verordnung"),
+        "{page}"
+    );
+    assert!(page.contains(&format!("data-copy=\"{token}\"")), "{page}");
 }
 
 #[tokio::test]

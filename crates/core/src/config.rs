@@ -114,6 +114,8 @@ pub struct TenantSection {
     pub forward_content: Option<bool>,
     /// Whether ad referral data is stored with messages (default false: dropped).
     pub keep_referral: Option<bool>,
+    /// Whether `prescription.received` forwards carry the E-Rezept tokens (default false).
+    pub forward_prescriptions: Option<bool>,
     pub opt_out: Option<OptOutSection>,
     pub business_hours: Option<BusinessHoursSection>,
     /// Rates for the usage estimate (`GET /v1/usage`, `relay usage`); Germany by default.
@@ -707,6 +709,7 @@ fn policy(at: &str, t: &TenantSection, problems: &mut Vec<String>) -> TenantPoli
     let mut policy = TenantPolicy {
         forward_content: t.forward_content.unwrap_or(false),
         keep_referral: t.keep_referral.unwrap_or(false),
+        forward_prescriptions: t.forward_prescriptions.unwrap_or(false),
         ..TenantPolicy::default()
     };
     if let Some(o) = &t.opt_out {

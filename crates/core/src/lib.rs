@@ -9,6 +9,7 @@ pub mod config;
 pub mod crypto;
 pub mod directory;
 pub mod envelope;
+pub mod erezept;
 pub mod ids;
 pub mod jobs;
 pub mod media;

@@ -179,6 +179,14 @@ impl ReplyRequest {
                 if text.trim().is_empty() {
                     return Err(invalid("invalid-message", "text must not be empty"));
                 }
+                // A token opens the prescription: the patient may send it, the pharmacy never
+                // sends one back out over WhatsApp.
+                if !crate::erezept::find_in_text(&text).is_empty() {
+                    return Err(invalid(
+                        "prescription-token",
+                        "the text holds an E-Rezept token; tokens are never sent over WhatsApp",
+                    ));
+                }
                 if chars(&text) > MAX_TEXT {
                     return Err(invalid(
                         "text-too-long",

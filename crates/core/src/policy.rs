@@ -21,6 +21,10 @@ pub struct TenantPolicy {
     /// the message (default false: it is dropped on arrival; the pharmacy rarely needs it).
     #[serde(default)]
     pub keep_referral: bool,
+    /// Whether `prescription.received` forwards carry the E-Rezept tokens themselves (default
+    /// false: the message and contact ids and the count; the software fetches the message).
+    #[serde(default)]
+    pub forward_prescriptions: bool,
     pub opt_out: OptOutPolicy,
     #[serde(default)]
     pub business_hours: Option<BusinessHours>,

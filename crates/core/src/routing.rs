@@ -502,7 +502,19 @@ impl Router {
             .store
             .resolve_contact(&tenant.id, &keys, &proposed, expires_at)
             .await?;
-        let stored = self.stored_message(tenant, &contact_id, message, now, expires_at);
+        let mut stored = self.stored_message(tenant, &contact_id, message, now, expires_at);
+        // E-Rezept tokens the customer pasted: kept with the message's content (sealed under
+        // the contact's key, exported and erased with it), in the API as `prescriptions`.
+        let prescriptions = stored
+            .text
+            .as_deref()
+            .map(crate::erezept::find_in_text)
+            .unwrap_or_default();
+        if !prescriptions.is_empty()
+            && let Value::Object(content) = &mut stored.content
+        {
+            content.insert("prescriptions".into(), json!(prescriptions));
+        }
         let update = ContactUpdate {
             contact_id,
             phone_number_id: phone_number_id.to_owned(),
@@ -838,6 +850,25 @@ impl Router {
                     .await?,
                 );
             }
+        }
+        if let (Some(_), Some(found)) = (
+            &tenant.forward_url,
+            message
+                .content
+                .get("prescriptions")
+                .and_then(Value::as_array),
+        ) {
+            let mut data =
+                json!({"message_id": message.id, "contact_id": contact, "count": found.len()});
+            if policy.forward_prescriptions {
+                data["prescriptions"] = Value::Array(found.clone());
+            }
+            jobs.push(Job::Forward {
+                tenant: tenant.id.clone(),
+                webhook_id: format!("rx_{}", message.id),
+                created_at: message.timestamp,
+                payload: json!({"type": "prescription.received", "timestamp": message.timestamp, "data": data}),
+            });
         }
         if tenant.forward_url.is_some() {
             let mut data = json!({"message_id": message.id, "contact_id": contact, "type": message.kind,

@@ -89,6 +89,17 @@
     });
   }
 
+  // Copy buttons (E-Rezept tokens): the text is an attribute the server rendered.
+  function copyButtons() {
+    document.addEventListener("click", function (e) {
+      var b = e.target.closest ? e.target.closest("[data-copy]") : null;
+      if (!b || !navigator.clipboard) return;
+      navigator.clipboard.writeText(b.getAttribute("data-copy")).then(function () {
+        b.classList.add("copied");
+      }, function () {});
+    });
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     document.querySelectorAll("[data-poll]").forEach(poll);
     var msgs = document.getElementById("messages");
@@ -96,5 +107,6 @@
     replyTo();
     sendOnCtrlEnter();
     typingIndicator();
+    copyButtons();
   });
 })();

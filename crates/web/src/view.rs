@@ -208,6 +208,8 @@ pub struct MessageView {
     pub at: i64,
     /// Sent from the Business app, or imported from its history.
     pub origin: Option<&'static str>,
+    /// E-Rezept tokens the customer sent: (prescription id, token to copy).
+    pub prescriptions: Vec<(String, String)>,
 }
 
 fn status_label(s: Option<DeliveryStatus>, t: &Texts) -> (String, &'static str) {
@@ -300,6 +302,7 @@ pub fn with_notes(
             ),
             at: n.created_at,
             origin: None,
+            prescriptions: Vec::new(),
         });
     }
     // Stable: messages keep their order among equal times, notes come after them.
@@ -332,6 +335,19 @@ fn message(m: &StoredMessage, page: &[StoredMessage], now: i64, t: &Texts) -> Me
                 .unwrap_or_else(|| "…".to_owned())
         }),
         notice: None,
+        prescriptions: m
+            .content
+            .get("prescriptions")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|p| {
+                serde_json::from_value::<relay_core::erezept::Prescription>(p.clone()).ok()
+            })
+            // Only what passes the checks again is shown (the content is the store's).
+            .filter(|p| relay_core::erezept::find_in_text(&p.token()) == [p.clone()])
+            .map(|p| (p.task_id.clone(), p.token()))
+            .collect(),
         origin: m.origin.map(|o| match o {
             relay_core::webhook::Origin::BusinessApp => t.from_business_app,
             relay_core::webhook::Origin::History => t.from_history,

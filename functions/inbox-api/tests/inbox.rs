@@ -612,6 +612,13 @@ async fn refused_replies_say_why_and_queue_nothing() {
             "invalid-message",
         ),
         (
+            // An E-Rezept token is never sent out over WhatsApp.
+            at(&open),
+            json!({"type": "text", "text": "Ihr Token: Task/160.123.456.789.123.58/$accept?ac=777bea0e13cc9c42ceec14aec3ddee2263325dc2c6c699db115f58fe423607ea"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "prescription-token",
+        ),
+        (
             at(&open),
             json!({"type": "text", "text": "x", "reply_to": "m_00000000000000000000000000000000"}),
             StatusCode::UNPROCESSABLE_ENTITY,

@@ -382,3 +382,77 @@ async fn ad_referral_data_is_dropped_unless_the_tenant_keeps_it() {
         }
     }
 }
+
+#[tokio::test]
+async fn pasted_e_rezept_tokens_are_kept_with_the_message_and_forwarded_as_asked() {
+    // The token form of gemSpec_DM_eRp (check digits by ISO 7064 MOD 97-10).
+    let ac = "777bea0e13cc9c42ceec14aec3ddee2263325dc2c6c699db115f58fe423607ea";
+    let body = format!(
+        "Guten Tag, hier mein Rezept: Task/160.123.456.789.123.58/$accept?ac={ac} \
+         und Task/160.123.456.789.123.59/$accept?ac={ac} (vertippt)"
+    );
+    for (extra, with_tokens) in [
+        (FORWARD.to_owned(), false),
+        (format!("{FORWARD}\nforward_prescriptions = true"), true),
+    ] {
+        let s = setup(&extra);
+        route(&s, text("wamid.RX1", NOW - 60, &body)).await;
+        route(&s, text("wamid.RX1", NOW - 60, &body)).await;
+        let c = s
+            .store
+            .list_conversations(&s.tenant, &PageRequest::first(1), NOW)
+            .await
+            .unwrap()
+            .items
+            .remove(0)
+            .contact_id;
+        let m = s
+            .store
+            .list_messages(&s.tenant, &c, &PageRequest::first(5), NOW)
+            .await
+            .unwrap()
+            .items
+            .remove(0);
+        assert_eq!(
+            m.content["prescriptions"],
+            json!([{"task_id": "160.123.456.789.123.58", "access_code": ac}]),
+            "the valid token only"
+        );
+        let jobs = s.take_jobs().await;
+        let rx: Vec<&Value> = jobs
+            .iter()
+            .filter_map(|j| match j {
+                Job::Forward { payload, .. } if payload["type"] == "prescription.received" => {
+                    Some(payload)
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            rx.len(),
+            2,
+            "one per delivery, the same webhook id: {jobs:?}"
+        );
+        assert_eq!(rx[0]["data"]["count"], 1);
+        assert_eq!(rx[0].to_string().contains(ac), with_tokens, "{extra}");
+    }
+    // Plain text has none.
+    let s = setup("");
+    route(&s, text("wamid.RX2", NOW - 60, "Ist mein Rezept fertig?")).await;
+    let c = s
+        .store
+        .list_conversations(&s.tenant, &PageRequest::first(1), NOW)
+        .await
+        .unwrap()
+        .items
+        .remove(0)
+        .contact_id;
+    let m = s
+        .store
+        .list_messages(&s.tenant, &c, &PageRequest::first(5), NOW)
+        .await
+        .unwrap()
+        .items
+        .remove(0);
+    assert!(m.content.get("prescriptions").is_none());
+}
