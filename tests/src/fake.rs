@@ -359,10 +359,64 @@ pub fn template_list() -> Value {
     ]})
 }
 
+/// What the fake's Meta `GET /{waba-id}/message_templates` lists: Meta's shape
+/// (developers.facebook.com, WhatsApp Business Account "message_templates" reference): the
+/// same two templates in `data`, on two pages (`paging.next`).
+pub fn meta_template_page(base: &str, waba: &str, page: u8) -> Value {
+    let list = template_list()["waba_templates"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let strip = |mut t: Value| {
+        if let Some(o) = t.as_object_mut() {
+            o.remove("namespace");
+            o.remove("rejected_reason");
+            o.insert(
+                "status".into(),
+                json!(o["status"].as_str().unwrap_or("").to_uppercase()),
+            );
+            o.insert("id".into(), json!(format!("59442547926159{page}")));
+        }
+        t
+    };
+    if page == 1 {
+        json!({"data": [strip(list[0].clone())], "paging": {"cursors": {"before": "QVFI", "after": "QVFJ"},
+               "next": format!("{base}/{waba}/message_templates?limit=1&after=QVFJ")}})
+    } else {
+        json!({"data": [strip(list[1].clone())], "paging": {"cursors": {"before": "QVFJ", "after": "QVFK"}}})
+    }
+}
+
 async fn media(State(fake): State<Fake>, uri: axum::http::Uri, headers: HeaderMap) -> Response {
     let path = uri.path().trim_matches('/').to_owned();
     if path == "v1/configs/templates" {
         return axum::Json(template_list()).into_response();
+    }
+    if let Some(waba) = path.strip_suffix("/message_templates") {
+        let page = if uri.query().unwrap_or_default().contains("after=") {
+            2
+        } else {
+            1
+        };
+        let base = format!(
+            "http://{}",
+            headers
+                .get("host")
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or_default()
+        );
+        fake.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .requests
+            .push(Recorded {
+                path: format!("GET /{path}?{}", uri.query().unwrap_or_default()),
+                headers,
+                body: Vec::new(),
+                processed: true,
+                fault: None,
+            });
+        return axum::Json(meta_template_page(&base, waba, page)).into_response();
     }
     let query = uri.query().unwrap_or_default().to_owned();
     let (entry, id) = {

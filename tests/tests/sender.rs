@@ -604,3 +604,74 @@ async fn a_slow_download_still_completes_and_erasure_deletes_the_file() {
     assert_eq!(receipt.deleted.media, 1);
     assert!(s.blobs.keys().is_empty());
 }
+
+#[tokio::test]
+async fn template_lists_come_from_360dialog_and_from_a_meta_business_account() {
+    let fake = relay_e2e::fake::Fake::start().await;
+    let config = relay_core::config::RelayConfig::parse(
+        &format!(
+            r#"
+[[meta_apps]]
+id = "777"
+app_secret = "s"
+verify_token = "v"
+
+[[tenants]]
+id = "apotheke-a"
+name = "A"
+[[tenants.channels]]
+phone_number_id = "111"
+provider = "360dialog"
+webhook_token = "tok"
+api_key = "d360-key"
+api_base_url = "{url}"
+
+[[tenants.channels]]
+phone_number_id = "222"
+provider = "meta"
+app = "777"
+waba_id = "102290129340398"
+access_token = "meta-token"
+api_base_url = "{url}"
+"#,
+            url = fake.url
+        ),
+        &|_| None,
+    )
+    .unwrap();
+    let client = relay_whatsapp::WhatsAppClient::new(std::time::Duration::from_secs(5));
+    let channels = &config.tenants[0].channels;
+    for channel in channels {
+        let list = client.list_templates(channel).await.unwrap();
+        let templates = relay_core::templates::parse_template_list(&list, 0);
+        let names: Vec<(&str, &str, bool)> = templates
+            .iter()
+            .map(|t| (t.name.as_str(), t.category.as_str(), t.approved()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("abholbereit", "UTILITY", true),
+                ("herbstaktion", "MARKETING", false)
+            ],
+            "{}",
+            channel.phone_number_id
+        );
+    }
+    // Meta: both pages fetched, with the channel's access token.
+    let meta: Vec<_> = fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.contains("/102290129340398/message_templates"))
+        .collect();
+    assert_eq!(meta.len(), 2, "two pages");
+    assert!(
+        meta.iter()
+            .all(|r| r.header("authorization").as_deref() == Some("Bearer meta-token"))
+    );
+    // Without a waba_id a Meta channel's list cannot be asked for.
+    let mut no_waba = channels[1].clone();
+    no_waba.waba_id = None;
+    let err = client.list_templates(&no_waba).await.unwrap_err();
+    assert!(err.to_string().contains("waba_id"), "{err}");
+}

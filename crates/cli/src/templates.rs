@@ -13,8 +13,9 @@ use std::sync::Arc;
 
 #[derive(Subcommand)]
 pub enum TemplatesCommand {
-    /// Fetch the channel's templates from 360dialog (GET /v1/configs/templates) and store
-    /// them; what the provider no longer lists is dropped. Safe to run again (e.g. hourly).
+    /// Fetch the channel's templates from the provider (360dialog: GET /v1/configs/templates;
+    /// Meta: GET /{waba_id}/message_templates, the channel's waba_id) and store them; what the
+    /// provider no longer lists is dropped. Safe to run again (e.g. hourly).
     Sync {
         #[arg(long)]
         tenant: String,

@@ -297,44 +297,75 @@ impl WhatsAppClient {
     }
 
     /// The channel's message templates, as the provider lists them: 360dialog's
-    /// `GET /v1/configs/templates` (its answer's `waba_templates`). Meta's list needs the WABA id,
-    /// which channels do not carry yet.
+    /// `GET /v1/configs/templates` (its answer's `waba_templates`), or Meta's
+    /// `GET /{waba-id}/message_templates` (`data`, all pages) for a channel with its `waba_id`.
     pub async fn list_templates(&self, channel: &Channel) -> Result<Value, SendError> {
         let key = channel.send_key.as_ref().ok_or_else(|| {
             SendError::new(
                 Failure::Permanent,
                 0,
-                "the channel has no sending credentials (api_key)",
+                "the channel has no sending credentials (api_key or access_token)",
             )
         })?;
-        if channel.provider() != Provider::Dialog360 {
-            return Err(SendError::new(
-                Failure::Permanent,
-                0,
-                "listing templates of a Meta channel needs its WABA id (not configured yet)",
-            ));
+        match channel.provider() {
+            Provider::Dialog360 => {
+                let base = channel
+                    .api_base_url
+                    .as_deref()
+                    .unwrap_or(DIALOG360_BASE_URL)
+                    .trim_end_matches('/');
+                let req = self
+                    .http
+                    .get(format!("{base}/v1/configs/templates?limit=1000"))
+                    .header("D360-API-KEY", key.expose_secret());
+                self.get_json(req).await
+            }
+            Provider::Meta => {
+                let waba = channel.waba_id.as_deref().ok_or_else(|| {
+                    SendError::new(
+                        Failure::Permanent,
+                        0,
+                        "listing a Meta channel's templates needs its waba_id in relay.toml",
+                    )
+                })?;
+                let base = channel
+                    .api_base_url
+                    .as_deref()
+                    .unwrap_or(META_BASE_URL)
+                    .trim_end_matches('/');
+                let mut url = format!(
+                    "{base}/{waba}/message_templates?fields=name,language,category,status,components,quality_score&limit=250"
+                );
+                let mut all = Vec::new();
+                // Pages follow `paging.next`; a bounded number, so a provider bug cannot loop.
+                for _ in 0..40 {
+                    let page = self
+                        .get_json(self.http.get(&url).bearer_auth(key.expose_secret()))
+                        .await?;
+                    all.extend(page["data"].as_array().cloned().unwrap_or_default());
+                    match page.pointer("/paging/next").and_then(Value::as_str) {
+                        // Only pages of the same host (the token goes with the request).
+                        Some(next) if next.starts_with(base.split("/v").next().unwrap_or(base)) => {
+                            url = next.to_owned();
+                        }
+                        _ => break,
+                    }
+                }
+                Ok(serde_json::json!({ "data": all }))
+            }
         }
-        let base = channel
-            .api_base_url
-            .as_deref()
-            .unwrap_or(DIALOG360_BASE_URL)
-            .trim_end_matches('/');
-        let resp = self
-            .http
-            .get(format!("{base}/v1/configs/templates?limit=1000"))
-            .timeout(self.timeout)
-            .header("D360-API-KEY", key.expose_secret())
-            .send()
-            .await
-            .map_err(|e| {
-                // The error's text may name the URL; the reason alone is enough.
-                let why = if e.is_timeout() {
-                    "timeout"
-                } else {
-                    "request failed"
-                };
-                SendError::new(Failure::Transient, 0, why)
-            })?;
+    }
+
+    async fn get_json(&self, req: reqwest::RequestBuilder) -> Result<Value, SendError> {
+        let resp = req.timeout(self.timeout).send().await.map_err(|e| {
+            // The error's text may name the URL; the reason alone is enough.
+            let why = if e.is_timeout() {
+                "timeout"
+            } else {
+                "request failed"
+            };
+            SendError::new(Failure::Transient, 0, why)
+        })?;
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap_or_default();
         let json: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
