@@ -429,7 +429,14 @@ fn split_history(change: &Value, value: &Map<String, Value>) -> Vec<Value> {
         .flatten()
     {
         let threads = chunk.get("threads").and_then(Value::as_array);
-        for thread in threads.into_iter().flatten() {
+        // A thread without messages holds no event: no piece of its own (it would read as a
+        // progress note).
+        let with_messages = |t: &&Value| {
+            t.get("messages")
+                .and_then(Value::as_array)
+                .is_some_and(|m| !m.is_empty())
+        };
+        for thread in threads.into_iter().flatten().filter(with_messages) {
             let mut c = chunk.as_object().cloned().unwrap_or_default();
             c.insert("threads".into(), Value::Array(vec![thread.clone()]));
             let mut v = value.clone();
@@ -607,6 +614,35 @@ mod tests {
             split_by_addressee(one.clone()),
             vec![(Addressee::Number("1".into()), one)]
         );
+    }
+
+    #[test]
+    fn coexistence_changes_are_cut_per_customer_losing_nothing() {
+        // Found by fuzzing: a history chunk with a thread without messages beside one whose
+        // second message has no id; and address book entries, one without a contact.
+        let history = json!({"object":"whatsapp_business_account","entry":[{"id":"1","changes":[{"field":"history",
+            "value":{"metadata":{"phone_number_id":"1"},"history":[{"metadata":{"phase":0},"threads":[
+                {"text":{"body":"x"}},
+                {"id":"49151","messages":[
+                    {"from":"49151","id":"wamid.H1","timestamp":"1","type":"text","text":{"body":"a"}},
+                    {"from":"4930","ie":"wamid.H2","timestamp":"2","type":"text","text":{"body":"b"}}]},
+                {"id":"49152","messages":[
+                    {"from":"49152","id":"wamid.H3","timestamp":"3","type":"text","text":{"body":"c"}}]}]}]}}]}]});
+        let sync = json!({"object":"whatsapp_business_account","entry":[{"id":"1","changes":[{"field":"smb_app_state_sync",
+            "value":{"metadata":{"phone_number_id":"1"},"state_sync":[
+                {"type":"contact","action":"add","contact":{"full_name":"A","phone_number":"49151"}},
+                {"type":"contact","action":"add"},
+                {"type":"contact","action":"add","contact":{"full_name":"B","phone_number":"49152"}}]}}]}]});
+        for w in [history, sync] {
+            let all = webhook_from_value(w.clone()).unwrap().events();
+            let pieces = pieces_by_owner(w);
+            assert!(pieces.len() > 1);
+            let mut events = Vec::new();
+            for (_, p) in pieces {
+                events.extend(webhook_from_value(p).unwrap().events());
+            }
+            assert_eq!(events.len(), all.len(), "{events:?}");
+        }
     }
 
     #[test]

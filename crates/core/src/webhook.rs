@@ -644,6 +644,7 @@ fn coexistence_events(waba_id: &str, change: &Change) -> Option<Vec<Event>> {
         "smb_app_state_sync" => {
             for raw in array(value.get("state_sync")) {
                 let Some(contact) = raw.get("contact") else {
+                    out.push(unrecognized(raw, "address book entry without a contact"));
                     continue;
                 };
                 let customer = Identities {
