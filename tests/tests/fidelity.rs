@@ -1013,3 +1013,50 @@ async fn what_whatsapp_charges_is_counted_once_per_message_and_estimated() {
         assert_eq!(b["messages"], 0, "{}", pipe.name);
     }
 }
+
+#[tokio::test]
+async fn a_parent_bsuid_is_kept_with_the_contact_and_exported() {
+    for pipe in each_backend("fid-parent").await {
+        let now = pipe.now();
+        // contacts[].parent_user_id, sent when the business enabled parent BSUIDs (Meta,
+        // business-scoped user IDs page: parent BSUIDs).
+        let mut hook = text_360(
+            Some("4915188888888"),
+            Some("DE.CHILD1"),
+            "wamid.PB1",
+            now,
+            "Hallo",
+        );
+        hook["entry"][0]["changes"][0]["value"]["contacts"][0]["parent_user_id"] =
+            json!("DE.PARENT1");
+        assert_eq!(pipe.post_360(&hook).await, 200);
+        pipe.drain().await;
+        let c = pipe.conversations("apotheke-a").await.remove(0);
+        let record = pipe
+            .backends
+            .store
+            .contact(&tenant_id("apotheke-a"), &c.contact_id, now)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            record.parent_user_id.as_deref(),
+            Some("DE.PARENT1"),
+            "{}",
+            pipe.name
+        );
+        let export = pipe
+            .backends
+            .privacy()
+            .unwrap()
+            .export(&tenant_id("apotheke-a"), &c.contact_id, now)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            export["contact"]["parent_user_id"], "DE.PARENT1",
+            "{}",
+            pipe.name
+        );
+    }
+}

@@ -105,6 +105,7 @@ impl Privacy {
                 "wa_id": record.wa_id,
                 "user_id": record.user_id,
                 "username": record.username,
+                "parent_user_id": record.parent_user_id,
                 "channel": record.phone_number_id,
                 "opted_out": c.opted_out,
                 "last_inbound_at": c.last_inbound_at,

@@ -58,6 +58,9 @@ pub struct ContactUpdate {
     pub wa_id: Option<String>,
     pub user_id: Option<String>,
     pub username: Option<String>,
+    /// The parent BSUID (the same user across a business portfolio), when WhatsApp sends
+    /// one: kept with the contact, not used to find it.
+    pub parent_user_id: Option<String>,
     /// Meta's timestamp of the customer's message: the 24-hour window runs from the newest
     /// one. 0 for what the customer did not write now (a notice, a message from the business
     /// app): the window stays as it was.
@@ -129,6 +132,9 @@ pub struct ContactRecord {
     pub wa_id: Option<String>,
     pub user_id: Option<String>,
     pub username: Option<String>,
+    /// The parent BSUID (the same user across a business portfolio), when WhatsApp sends
+    /// one: kept with the contact, not used to find it.
+    pub parent_user_id: Option<String>,
     pub phone_number_id: Option<String>,
     /// Until when sends to this contact wait (after WhatsApp's pair rate limit, 131056).
     pub send_backoff_until: i64,

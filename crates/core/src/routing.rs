@@ -418,6 +418,7 @@ impl Router {
             wa_id: echo.customer.wa_id.clone(),
             user_id: echo.customer.bsuid.clone(),
             username: None,
+            parent_user_id: None,
             last_inbound_at: if echo.from_business {
                 0
             } else {
@@ -526,6 +527,7 @@ impl Router {
             username: contact
                 .and_then(|c| c.profile.as_ref())
                 .and_then(|p| p.username.clone()),
+            parent_user_id: contact.and_then(|c| c.parent_user_id.clone()),
             last_inbound_at: stored.timestamp,
             last_message_at: stored.timestamp,
             unread: true,
@@ -632,6 +634,7 @@ impl Router {
             wa_id: new.wa_id.clone(),
             user_id: new.bsuid.clone(),
             username: None,
+            parent_user_id: None,
             // Only a message from the customer opens the window (the stores keep the newest).
             last_inbound_at: 0,
             last_message_at: stored.timestamp,

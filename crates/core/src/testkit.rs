@@ -52,6 +52,7 @@ fn update(contact: &ContactId, name: &str, ts: i64) -> ContactUpdate {
         wa_id: Some("4915100000000".into()),
         user_id: None,
         username: None,
+        parent_user_id: None,
         last_inbound_at: ts,
         last_message_at: ts,
         unread: true,

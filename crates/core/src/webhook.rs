@@ -118,6 +118,10 @@ pub struct Contact {
     pub wa_id: Option<String>,
     #[serde(default, deserialize_with = "opt_string_or_number")]
     pub user_id: Option<String>,
+    /// The parent BSUID: the same user across the accounts of a business portfolio (sent
+    /// when the business enabled parent BSUIDs).
+    #[serde(default, deserialize_with = "opt_string_or_number")]
+    pub parent_user_id: Option<String>,
     #[serde(default)]
     pub profile: Option<Profile>,
     #[serde(default)]
@@ -407,6 +411,8 @@ pub struct Status {
     pub timestamp: i64,
     pub recipient_id: Option<String>,
     pub recipient_user_id: Option<String>,
+    /// The recipient's parent BSUID, when parent BSUIDs are enabled.
+    pub recipient_parent_user_id: Option<String>,
     pub conversation: Option<Value>,
     pub pricing: Option<Value>,
     pub errors: Vec<ApiError>,
@@ -1001,6 +1007,7 @@ pub fn parse_status(raw: &Value) -> Option<Status> {
         timestamp: timestamp_field(raw),
         recipient_id: str_field(raw, "recipient_id"),
         recipient_user_id: str_field(raw, "recipient_user_id"),
+        recipient_parent_user_id: str_field(raw, "recipient_parent_user_id"),
         conversation: raw.get("conversation").cloned(),
         pricing: raw.get("pricing").cloned(),
         errors: errors_field(raw),

@@ -68,6 +68,7 @@ fn setup(rt: &tokio::runtime::Runtime) -> Setup {
                 wa_id: Some(wa_id),
                 user_id: None,
                 username: None,
+                parent_user_id: None,
                 last_inbound_at: ts,
                 last_message_at: ts,
                 unread: true,

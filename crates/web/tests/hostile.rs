@@ -143,6 +143,7 @@ async fn customer_text_never_becomes_markup() {
                 wa_id: Some(wa_id.clone()),
                 user_id: None,
                 username: Some(payload.to_string()),
+                parent_user_id: None,
                 last_inbound_at: now,
                 last_message_at: now,
                 unread: true,

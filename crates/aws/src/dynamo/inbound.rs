@@ -197,6 +197,7 @@ impl InboundLog for DynamoMessageStore {
             ("wa_id", ":wa", &contact.wa_id),
             ("user_id", ":uid", &contact.user_id),
             ("username", ":un", &contact.username),
+            ("parent_user_id", ":puid", &contact.parent_user_id),
         ] {
             if let Some(v) = value {
                 update = update.expression_attribute_values(placeholder, s(v));
@@ -204,6 +205,7 @@ impl InboundLog for DynamoMessageStore {
                     "name" => "#name = :name",
                     "wa_id" => "wa_id = :wa",
                     "user_id" => "user_id = :uid",
+                    "parent_user_id" => "parent_user_id = :puid",
                     _ => "username = :un",
                 });
             }

@@ -156,6 +156,7 @@ impl InboxReads for DynamoMessageStore {
                     wa_id: get_s(&item, "wa_id").map(str::to_owned),
                     user_id: get_s(&item, "user_id").map(str::to_owned),
                     username: get_s(&item, "username").map(str::to_owned),
+                    parent_user_id: get_s(&item, "parent_user_id").map(str::to_owned),
                     phone_number_id: get_s(&item, "phone_number_id").map(str::to_owned),
                     send_backoff_until: get_n(&item, "send_backoff_until").unwrap_or(0),
                 }))

@@ -68,6 +68,7 @@ impl InboundLog for SealedStore {
         contact.wa_id = seal_opt(&s, "contact.wa_id", &contact.wa_id);
         contact.user_id = seal_opt(&s, "contact.user_id", &contact.user_id);
         contact.username = seal_opt(&s, "contact.username", &contact.username);
+        contact.parent_user_id = seal_opt(&s, "contact.parent_user_id", &contact.parent_user_id);
         self.inner.record_inbound(tenant, &message, &contact).await
     }
 

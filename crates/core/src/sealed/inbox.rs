@@ -89,6 +89,8 @@ impl InboxReads for SealedStore {
         c.wa_id = open_field(k, tenant, "contact.wa_id", c.wa_id).await?;
         c.user_id = open_field(k, tenant, "contact.user_id", c.user_id).await?;
         c.username = open_field(k, tenant, "contact.username", c.username).await?;
+        c.parent_user_id =
+            open_field(k, tenant, "contact.parent_user_id", c.parent_user_id).await?;
         Ok(Some(c))
     }
 

@@ -121,9 +121,10 @@ impl InboundLog for SqliteMessageStore {
             .map_err(db_err)?;
         let unread = i64::from(n == 1 && contact.unread);
         tx.execute(
-            "INSERT INTO contacts (tenant, contact_id, name, wa_id, user_id, username, last_inbound_at, last_message_at, unread, expires_at, phone_number_id)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?11, ?8, ?9, ?10)
+            "INSERT INTO contacts (tenant, contact_id, name, wa_id, user_id, username, last_inbound_at, last_message_at, unread, expires_at, phone_number_id, parent_user_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?11, ?8, ?9, ?10, ?12)
              ON CONFLICT (tenant, contact_id) DO UPDATE SET
+               parent_user_id = coalesce(excluded.parent_user_id, parent_user_id),
                name = coalesce(excluded.name, name),
                wa_id = coalesce(excluded.wa_id, wa_id),
                user_id = coalesce(excluded.user_id, user_id),
@@ -144,7 +145,8 @@ impl InboundLog for SqliteMessageStore {
                 unread,
                 contact.expires_at,
                 contact.phone_number_id,
-                contact.last_message_at
+                contact.last_message_at,
+                contact.parent_user_id
             ],
         )
         .map_err(db_err)?;

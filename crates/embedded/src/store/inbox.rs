@@ -111,7 +111,7 @@ impl InboxReads for SqliteMessageStore {
         let conn = self.db.lock();
         conn.query_row(
             "SELECT name, last_message_at, last_inbound_at, unread, opted_out, wa_id, user_id, username,
-                    phone_number_id, send_backoff_until
+                    phone_number_id, send_backoff_until, parent_user_id
              FROM contacts WHERE tenant = ?1 AND contact_id = ?2 AND expires_at > ?3",
             params![tenant.as_str(), contact.as_str(), now],
             |r| {
@@ -127,6 +127,7 @@ impl InboxReads for SqliteMessageStore {
                     wa_id: r.get(5)?,
                     user_id: r.get(6)?,
                     username: r.get(7)?,
+                    parent_user_id: r.get(10)?,
                     phone_number_id: r.get(8)?,
                     send_backoff_until: r.get(9)?,
                 })
