@@ -770,6 +770,18 @@ pub(crate) struct ConversationQuery {
     notice: Option<String>,
 }
 
+/// What a composer form's refused send is audited as, and the notice it comes back with.
+fn refusal_answer(refusal: &Refusal) -> (u16, &'static str) {
+    match refusal {
+        Refusal::NoSuchConversation => (404, "not-found"),
+        Refusal::OptedOut => (409, "opted-out"),
+        Refusal::MarketingStopped => (409, "marketing-stopped"),
+        Refusal::WindowClosed { .. } => (422, "window-closed"),
+        Refusal::Store(_) | Refusal::Queue(_) => (503, "unavailable"),
+        _ => (422, "refused"),
+    }
+}
+
 fn refusal_text(slug: &str, t: &Texts) -> Option<&'static str> {
     let t: &'static Texts = if t.code == "en" {
         &crate::i18n::EN
@@ -1166,13 +1178,7 @@ pub(crate) async fn reply(
             back_to(&contact, "?notice=queued")
         }
         Err(refusal) => {
-            let (status, slug) = match &refusal {
-                Refusal::NoSuchConversation => (404, "not-found"),
-                Refusal::OptedOut => (409, "opted-out"),
-                Refusal::WindowClosed { .. } => (422, "window-closed"),
-                Refusal::Store(_) | Refusal::Queue(_) => (503, "unavailable"),
-                _ => (422, "refused"),
-            };
+            let (status, slug) = refusal_answer(&refusal);
             audit(
                 &web,
                 &tenant,
@@ -1737,19 +1743,14 @@ pub(crate) async fn send_template(
             back_to(&contact, "?notice=queued")
         }
         Err(refusal) => {
-            let slug = match refusal {
-                Refusal::OptedOut => "opted-out",
-                Refusal::MarketingStopped => "marketing-stopped",
-                Refusal::NoSuchConversation => "not-found",
-                _ => "refused",
-            };
+            let (status, slug) = refusal_answer(&refusal);
             audit(
                 &web,
                 &tenant,
                 signed.actor(),
                 "web.template",
                 Some(contact.to_string()),
-                422,
+                status,
             )
             .await;
             back_to(&contact, &format!("?error={slug}"))
@@ -2038,19 +2039,14 @@ pub(crate) async fn send_attachment(
             back_to(&contact, "?notice=queued")
         }
         Err(refusal) => {
-            let slug = match refusal {
-                Refusal::OptedOut => "opted-out",
-                Refusal::WindowClosed { .. } => "window-closed",
-                Refusal::NoSuchConversation => "not-found",
-                _ => "refused",
-            };
+            let (status, slug) = refusal_answer(&refusal);
             audit(
                 &web,
                 &tenant,
                 signed.actor(),
                 "web.attachment",
                 Some(contact.to_string()),
-                422,
+                status,
             )
             .await;
             back_to(&contact, &format!("?error={slug}"))

@@ -493,6 +493,111 @@ mod tests {
         );
     }
 
+    fn stored(wamid: &str, kind: &str, ts: i64, content: Value) -> StoredMessage {
+        StoredMessage {
+            id: format!("m_{wamid}"),
+            wamid: wamid.into(),
+            wamid_key: wamid.into(),
+            contact_id: relay_core::ids::ContactId::parse("c_00000000000000000000000000000000")
+                .unwrap(),
+            direction: Direction::Outbound,
+            kind: kind.into(),
+            text: content
+                .pointer("/text/body")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            content,
+            timestamp: ts,
+            received_at: ts,
+            status: None,
+            error: None,
+            reply_to: None,
+            referral: None,
+            media: None,
+            origin: Some(relay_core::webhook::Origin::BusinessApp),
+            expires_at: ts + 86_400,
+        }
+    }
+
+    #[test]
+    fn edits_and_withdrawals_show_on_their_message_and_changes_of_identity_as_notices() {
+        let t = &crate::i18n::DE;
+        let original = stored(
+            "wamid.A",
+            "text",
+            10,
+            serde_json::json!({"text": {"body": "Morgen ab 10"}}),
+        );
+        let withdrawn = stored(
+            "wamid.B",
+            "text",
+            11,
+            serde_json::json!({"text": {"body": "Falsch"}}),
+        );
+        let mut edit = stored(
+            "wamid.C",
+            "edit",
+            12,
+            serde_json::json!({"unknown": {"type": "edit",
+            "edit": {"original_message_id": "wamid.A", "message": {"type": "text", "text": {"body": "Morgen ab 11"}}}}}),
+        );
+        edit.reply_to = Some("wamid.A".into());
+        let mut revoke = stored(
+            "wamid.D",
+            "revoke",
+            13,
+            serde_json::json!({"unknown": {"type": "revoke",
+            "revoke": {"original_message_id": "wamid.B"}}}),
+        );
+        revoke.reply_to = Some("wamid.B".into());
+        let mut notice = stored(
+            "wamid.E",
+            "system",
+            14,
+            serde_json::json!({"system": {"type": "user_changed_number",
+            "body": "User changed from 1 to 2", "wa_id": "2"}}),
+        );
+        notice.direction = Direction::Inbound;
+        notice.origin = None;
+        // Newest first, as the store gives them.
+        let page = [notice, revoke, edit, withdrawn, original];
+        let views = messages(&page, 20, t);
+        assert_eq!(
+            views.len(),
+            3,
+            "the edit and the withdrawal are no lines of their own"
+        );
+        let text = |v: &MessageView| v.text.iter().map(|s| s.text.as_str()).collect::<String>();
+        assert_eq!(text(&views[0]), "Morgen ab 11");
+        assert_eq!(views[0].notice.as_deref(), Some(t.edited));
+        assert_eq!(views[0].origin, Some(t.from_business_app));
+        assert_eq!(text(&views[1]), "");
+        assert_eq!(views[1].notice.as_deref(), Some(t.revoked));
+        assert_eq!(views[2].notice.as_deref(), Some(t.identity_changed));
+    }
+
+    #[test]
+    fn only_valid_prescription_tokens_are_shown() {
+        let ac = "777bea0e13cc9c42ceec14aec3ddee2263325dc2c6c699db115f58fe423607ea";
+        let m = stored(
+            "wamid.R",
+            "text",
+            10,
+            serde_json::json!({"text": {"body": "x"}, "prescriptions": [
+            {"task_id": "160.123.456.789.123.58", "access_code": ac},
+            {"task_id": "160.123.456.789.123.58", "access_code": "\"><script>"},
+            {"task_id": "160.123.456.789.123.59", "access_code": ac}]}),
+        );
+        let v = &messages(&[m], 20, &crate::i18n::DE)[0];
+        assert_eq!(
+            v.prescriptions,
+            [(
+                "160.123.456.789.123.58".to_owned(),
+                format!("Task/160.123.456.789.123.58/$accept?ac={ac}")
+            )]
+        );
+    }
+
     #[test]
     fn times_are_berlin_local() {
         // 2026-07-01 12:00 UTC is 14:00 in Berlin (CEST).
