@@ -31,6 +31,7 @@ mod inbound;
 mod inbox;
 mod media;
 mod outbound;
+mod prescriptions;
 mod staff;
 mod team;
 mod templates;

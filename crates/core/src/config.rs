@@ -116,6 +116,10 @@ pub struct TenantSection {
     pub keep_referral: Option<bool>,
     /// Whether `prescription.received` forwards carry the E-Rezept tokens (default false).
     pub forward_prescriptions: Option<bool>,
+    /// Days E-Rezept tokens are kept (default 7), at most the tenant's retention.
+    pub prescription_retention_days: Option<u32>,
+    /// Whether a photo or PDF is deleted once its E-Rezept codes are read (default false).
+    pub delete_prescription_images_after_decode: Option<bool>,
     pub opt_out: Option<OptOutSection>,
     pub business_hours: Option<BusinessHoursSection>,
     /// Rates for the usage estimate (`GET /v1/usage`, `relay usage`); Germany by default.
@@ -710,8 +714,19 @@ fn policy(at: &str, t: &TenantSection, problems: &mut Vec<String>) -> TenantPoli
         forward_content: t.forward_content.unwrap_or(false),
         keep_referral: t.keep_referral.unwrap_or(false),
         forward_prescriptions: t.forward_prescriptions.unwrap_or(false),
+        delete_prescription_images_after_decode: t
+            .delete_prescription_images_after_decode
+            .unwrap_or(false),
         ..TenantPolicy::default()
     };
+    if let Some(days) = t.prescription_retention_days {
+        if days == 0 || days > 3650 {
+            problems.push(format!(
+                "{at}.prescription_retention_days: must be 1 to 3650 days"
+            ));
+        }
+        policy.prescription_retention_days = days.max(1);
+    }
     if let Some(o) = &t.opt_out {
         let d = OptOutPolicy::default();
         policy.opt_out = OptOutPolicy {

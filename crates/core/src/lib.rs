@@ -16,6 +16,7 @@ pub mod media;
 pub mod outbound;
 pub mod policy;
 pub mod ports;
+pub mod prescriptions;
 pub mod privacy;
 pub mod problem;
 pub mod records;

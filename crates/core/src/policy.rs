@@ -12,7 +12,13 @@ pub const DEFAULT_OPT_IN_TEXT: &str = "Willkommen zurück! Mit STOP melden Sie s
 pub const DEFAULT_AWAY_INTERVAL_HOURS: u32 = 12;
 pub const TIMEZONE: &str = "Europe/Berlin";
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub const DEFAULT_PRESCRIPTION_RETENTION_DAYS: u32 = 7;
+
+fn default_prescription_retention_days() -> u32 {
+    DEFAULT_PRESCRIPTION_RETENTION_DAYS
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TenantPolicy {
     /// Whether forwarded events include message text and captions.
     #[serde(default)]
@@ -25,12 +31,41 @@ pub struct TenantPolicy {
     /// false: the message and contact ids and the count; the software fetches the message).
     #[serde(default)]
     pub forward_prescriptions: bool,
+    /// How long E-Rezept tokens are kept (days; default 7): then they are erased like expired
+    /// content, while the message stays for the tenant's retention.
+    #[serde(default = "default_prescription_retention_days")]
+    pub prescription_retention_days: u32,
+    /// Whether a photo or PDF is deleted once its E-Rezept codes are read (default false).
+    #[serde(default)]
+    pub delete_prescription_images_after_decode: bool,
     pub opt_out: OptOutPolicy,
     #[serde(default)]
     pub business_hours: Option<BusinessHours>,
     /// Per-message rates for the usage estimate (`[tenants.pricing]`; Germany by default).
     #[serde(default)]
     pub rates: crate::usage::Rates,
+}
+
+impl Default for TenantPolicy {
+    fn default() -> Self {
+        TenantPolicy {
+            forward_content: false,
+            keep_referral: false,
+            forward_prescriptions: false,
+            prescription_retention_days: DEFAULT_PRESCRIPTION_RETENTION_DAYS,
+            delete_prescription_images_after_decode: false,
+            opt_out: OptOutPolicy::default(),
+            business_hours: None,
+            rates: crate::usage::Rates::default(),
+        }
+    }
+}
+
+impl TenantPolicy {
+    /// How long E-Rezept tokens are kept, in seconds.
+    pub fn prescription_retention_secs(&self) -> i64 {
+        i64::from(self.prescription_retention_days) * 86_400
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -71,12 +71,26 @@ pub trait JobControl: Send + Sync {
 /// (each consumer depends on the ones it uses); every store implements all five, and so
 /// [`MessageStore`]. Every write is idempotent: the same input twice has the effect of once.
 pub trait MessageStore:
-    InboundLog + InboxReads + OutboundLedger + MediaLedger + ErasureStore + TeamBoard
+    InboundLog
+    + InboxReads
+    + OutboundLedger
+    + MediaLedger
+    + ErasureStore
+    + TeamBoard
+    + PrescriptionLedger
 {
 }
 
-impl<T: InboundLog + InboxReads + OutboundLedger + MediaLedger + ErasureStore + TeamBoard + ?Sized>
-    MessageStore for T
+impl<
+    T: InboundLog
+        + InboxReads
+        + OutboundLedger
+        + MediaLedger
+        + ErasureStore
+        + TeamBoard
+        + PrescriptionLedger
+        + ?Sized,
+> MessageStore for T
 {
 }
 
@@ -85,7 +99,7 @@ impl<T: InboundLog + InboxReads + OutboundLedger + MediaLedger + ErasureStore + 
 pub mod store_roles {
     pub use super::{
         ErasureStore as _, InboundLog as _, InboxReads as _, MediaLedger as _, OutboundLedger as _,
-        TeamBoard as _,
+        PrescriptionLedger as _, TeamBoard as _,
     };
 }
 
@@ -368,6 +382,26 @@ pub trait TeamBoard: Send + Sync {
         contact: &ContactId,
         now: i64,
     ) -> Result<Vec<Note>, StoreError>;
+}
+
+/// E-Rezept tokens found in messages, one record per message, kept for the tenant's
+/// `prescription_retention_days` (then expired like other content), erased with the contact.
+#[async_trait]
+pub trait PrescriptionLedger: Send + Sync {
+    /// Stores the record once (by its message key).
+    async fn add_prescriptions(
+        &self,
+        tenant: &TenantId,
+        record: &PrescriptionRecord,
+    ) -> Result<Recorded, StoreError>;
+
+    /// A contact's records, oldest first; expired ones are left out.
+    async fn prescriptions(
+        &self,
+        tenant: &TenantId,
+        contact: &ContactId,
+        now: i64,
+    ) -> Result<Vec<PrescriptionRecord>, StoreError>;
 }
 
 /// The audit log: append-only (adapters have no update or delete), read by operators.

@@ -54,7 +54,10 @@ impl Privacy {
                 .store
                 .list_messages(tenant, contact, &page, now)
                 .await?;
-            for m in p.items {
+            let mut items = p.items;
+            crate::prescriptions::attach(self.store.as_ref(), (tenant, contact), &mut items, now)
+                .await?;
+            for m in items {
                 let mut keys = vec![m.wamid_key.clone()];
                 if !m.wamid.is_empty() {
                     let k = self.pseudonymizer.wamid_key(tenant, &m.wamid);

@@ -205,6 +205,9 @@ pub struct ErasedItems {
     /// Internal notes of the team (and its state of the conversation).
     #[serde(default)]
     pub notes: usize,
+    /// E-Rezept tokens kept for the contact's messages.
+    #[serde(default)]
+    pub prescriptions: usize,
 }
 
 impl ErasedItems {
@@ -216,6 +219,7 @@ impl ErasedItems {
             + self.consent_entries
             + self.identities
             + self.index_items
+            + self.prescriptions
     }
 }
 
@@ -345,6 +349,20 @@ pub struct TeamState {
     pub closed: bool,
     /// When the team last changed it (a customer's newer message reopens a closed one).
     pub updated_at: i64,
+    pub expires_at: i64,
+}
+
+/// The E-Rezept tokens found in one message (its text, or the codes in its photo or PDF). Kept
+/// apart from the message so they go sooner (`prescription_retention_days`) than the message;
+/// sealed under the contact's key, exported, erased with the contact.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrescriptionRecord {
+    pub contact_id: ContactId,
+    /// The message's row key (its wamid key); one record per message.
+    pub message_key: String,
+    pub prescriptions: Vec<crate::erezept::Prescription>,
+    /// When they were found.
+    pub found_at: i64,
     pub expires_at: i64,
 }
 

@@ -503,19 +503,7 @@ impl Router {
             .store
             .resolve_contact(&tenant.id, &keys, &proposed, expires_at)
             .await?;
-        let mut stored = self.stored_message(tenant, &contact_id, message, now, expires_at);
-        // E-Rezept tokens the customer pasted: kept with the message's content (sealed under
-        // the contact's key, exported and erased with it), in the API as `prescriptions`.
-        let prescriptions = stored
-            .text
-            .as_deref()
-            .map(crate::erezept::find_in_text)
-            .unwrap_or_default();
-        if !prescriptions.is_empty()
-            && let Value::Object(content) = &mut stored.content
-        {
-            content.insert("prescriptions".into(), json!(prescriptions));
-        }
+        let stored = self.stored_message(tenant, &contact_id, message, now, expires_at);
         let update = ContactUpdate {
             contact_id,
             phone_number_id: phone_number_id.to_owned(),
@@ -560,10 +548,32 @@ impl Router {
             duplicate = recorded == Recorded::Duplicate,
             "inbound message"
         );
+        // E-Rezept tokens the customer pasted (photos and PDFs are read when reply-sender
+        // fetches them): kept apart from the message for the tenant's prescription retention,
+        // sealed under the contact's key; repeating this returns what the first run kept.
+        let found = stored
+            .text
+            .as_deref()
+            .map(crate::erezept::find_in_text)
+            .unwrap_or_default();
+        let prescriptions = crate::prescriptions::record(
+            self.store.as_ref(),
+            (&tenant.id, &update.contact_id),
+            &stored.wamid_key,
+            &found,
+            &tenant.policy,
+            (now, stored.expires_at),
+        )
+        .await?;
         // Side effects run on duplicates too: their ids are derived from the message, so a
         // retry after a crash completes them and a plain duplicate changes nothing.
         if let Some(queue) = &self.outbound {
-            self.after_inbound(queue.as_ref(), tenant, &stored, &update.contact_id, now)
+            let inbound = Inbound {
+                message: &stored,
+                contact: &update.contact_id,
+                prescriptions: &prescriptions,
+            };
+            self.after_inbound(queue.as_ref(), tenant, inbound, now)
                 .await?;
         }
         Ok(Some(recorded))
@@ -750,10 +760,14 @@ impl Router {
         &self,
         queue: &dyn OutboundQueue,
         tenant: &Tenant,
-        message: &StoredMessage,
-        contact: &ContactId,
+        inbound: Inbound<'_>,
         now: i64,
     ) -> Result<(), RouteError> {
+        let Inbound {
+            message,
+            contact,
+            prescriptions,
+        } = inbound;
         let policy = &tenant.policy;
         let mut jobs = Vec::new();
         if message.media.is_some() {
@@ -854,24 +868,13 @@ impl Router {
                 );
             }
         }
-        if let (Some(_), Some(found)) = (
-            &tenant.forward_url,
-            message
-                .content
-                .get("prescriptions")
-                .and_then(Value::as_array),
-        ) {
-            let mut data =
-                json!({"message_id": message.id, "contact_id": contact, "count": found.len()});
-            if policy.forward_prescriptions {
-                data["prescriptions"] = Value::Array(found.clone());
-            }
-            jobs.push(Job::Forward {
-                tenant: tenant.id.clone(),
-                webhook_id: format!("rx_{}", message.id),
-                created_at: message.timestamp,
-                payload: json!({"type": "prescription.received", "timestamp": message.timestamp, "data": data}),
-            });
+        if tenant.forward_url.is_some() && !prescriptions.is_empty() {
+            jobs.push(crate::prescriptions::forward(
+                tenant,
+                message,
+                contact,
+                prescriptions,
+            ));
         }
         if tenant.forward_url.is_some() {
             let mut data = json!({"message_id": message.id, "contact_id": contact, "type": message.kind,
@@ -1106,4 +1109,13 @@ fn event_json(event: &Event) -> Value {
             ..
         } => json!({"metadata": metadata, "reason": reason, "raw": raw}),
     }
+}
+
+/// An inbound message as its side effects see it: stored, under its contact, with the
+/// E-Rezept tokens that are new in it.
+#[derive(Clone, Copy)]
+struct Inbound<'a> {
+    message: &'a StoredMessage,
+    contact: &'a ContactId,
+    prescriptions: &'a [crate::erezept::Prescription],
 }

@@ -29,6 +29,7 @@ mod inbound;
 mod inbox;
 mod media;
 mod outbound;
+mod prescriptions;
 mod team;
 
 pub struct SealedStore {

@@ -697,6 +697,7 @@ rules_table!(
     team_state_and_notes_are_kept_per_conversation,
     messages_not_from_the_customer_open_no_window,
     linked_identities_belong_to_the_contact,
+    prescriptions_are_kept_once_per_message_until_they_expire,
 );
 
 /// Runs every rule in turn against one `store` (which must be empty), naming each: for a
@@ -726,7 +727,8 @@ macro_rules! store_rules {
             erasure_deletes_one_contact_entirely,
             team_state_and_notes_are_kept_per_conversation,
             messages_not_from_the_customer_open_no_window,
-            linked_identities_belong_to_the_contact
+            linked_identities_belong_to_the_contact,
+            prescriptions_are_kept_once_per_message_until_they_expire
         );
     };
     (@each $make:expr; $($rule:ident),*) => {
@@ -1467,6 +1469,121 @@ pub async fn staff_store_rules(store: &dyn crate::staff::StaffStore) {
 
 /// The team's state of a conversation and its notes: per tenant and contact, newer states win,
 /// notes once by id and oldest first, expired ones never read, all gone with the contact.
+/// E-Rezept tokens: one record per message (a repeat is a duplicate), only the contact's own,
+/// oldest first, gone when expired and with the contact's erasure; the use case on top keeps a
+/// token the contact sent before out of a later message.
+pub async fn prescriptions_are_kept_once_per_message_until_they_expire(store: &dyn MessageStore) {
+    use crate::erezept::Prescription;
+    let p = Pseudonymizer::new([9; 32]);
+    let (t, other) = (tenant("conf-rx"), tenant("conf-rx-other"));
+    let c = contact_for(store, &p, &t, "4915200000011").await;
+    let d = contact_for(store, &p, &t, "4915200000012").await;
+    let token = |id: &str, code: char| Prescription {
+        task_id: id.into(),
+        access_code: code.to_string().repeat(64),
+    };
+    let (a, b) = (
+        token("160.123.456.789.123.58", 'a'),
+        token("160.000.000.000.001.54", 'b'),
+    );
+    let record = |key: &str, contact: &ContactId, found: Vec<Prescription>, at: i64, exp: i64| {
+        PrescriptionRecord {
+            contact_id: contact.clone(),
+            message_key: key.into(),
+            prescriptions: found,
+            found_at: at,
+            expires_at: exp,
+        }
+    };
+    let first = record("k1", &c, vec![a.clone()], NOW, LATER);
+    assert_eq!(
+        store.add_prescriptions(&t, &first).await.expect("add"),
+        Recorded::New
+    );
+    assert_eq!(
+        store
+            .add_prescriptions(&t, &record("k1", &c, vec![b.clone()], NOW, LATER))
+            .await
+            .expect("again"),
+        Recorded::Duplicate,
+        "one record per message"
+    );
+    store
+        .add_prescriptions(&t, &record("k0", &c, vec![b.clone()], NOW - 5, NOW + 1))
+        .await
+        .expect("add");
+    store
+        .add_prescriptions(&t, &record("kd", &d, vec![b.clone()], NOW, LATER))
+        .await
+        .expect("add");
+    let kept = store.prescriptions(&t, &c, NOW).await.expect("read");
+    assert_eq!(
+        kept.iter()
+            .map(|r| r.message_key.as_str())
+            .collect::<Vec<_>>(),
+        ["k0", "k1"],
+        "oldest first, only this contact's"
+    );
+    assert_eq!(kept[1], first, "read back as written");
+    assert_eq!(
+        store.prescriptions(&t, &c, NOW + 1).await.expect("read"),
+        vec![first.clone()],
+        "expired left out"
+    );
+    assert!(
+        store
+            .prescriptions(&other, &c, NOW)
+            .await
+            .expect("read")
+            .is_empty(),
+        "per tenant"
+    );
+
+    // The use case: a token sent again in a later message is not new; a redelivered message
+    // gets what its first delivery recorded.
+    let policy = crate::policy::TenantPolicy::default();
+    let rec = |key: &'static str, found: Vec<Prescription>, at: i64| {
+        let (t, c, policy) = (t.clone(), c.clone(), policy.clone());
+        async move {
+            crate::prescriptions::record(store, (&t, &c), key, &found, &policy, (at, LATER))
+                .await
+                .expect("record")
+        }
+    };
+    assert_eq!(
+        rec("k2", vec![a.clone(), b.clone()], NOW + 2).await,
+        vec![b.clone()],
+        "a is in k1 already (k0, with b, has expired)"
+    );
+    assert_eq!(
+        rec("k2", vec![a.clone(), b.clone()], NOW + 3).await,
+        vec![b.clone()]
+    );
+    assert!(rec("k3", vec![b.clone()], NOW + 4).await.is_empty());
+    let k2 = store.prescriptions(&t, &c, NOW + 4).await.expect("read");
+    let k2 = k2.iter().find(|r| r.message_key == "k2").expect("k2 kept");
+    assert_eq!(
+        k2.expires_at,
+        (NOW + 2 + policy.prescription_retention_secs()).min(LATER),
+        "kept for the tenant's prescription retention, never past the message"
+    );
+
+    let erased = store.erase_contact(&t, &c, &[]).await.expect("erase");
+    assert!(erased.prescriptions >= 2, "{erased:?}");
+    assert!(
+        store
+            .prescriptions(&t, &c, NOW)
+            .await
+            .expect("read")
+            .is_empty()
+    );
+    assert_eq!(
+        store.prescriptions(&t, &d, NOW).await.expect("read").len(),
+        1,
+        "another contact's stay"
+    );
+}
+
 pub async fn team_state_and_notes_are_kept_per_conversation(store: &dyn MessageStore) {
     let p = Pseudonymizer::new([9; 32]);
     let (t, other) = (tenant("conf-team"), tenant("conf-team-other"));

@@ -21,6 +21,7 @@ const MIGRATION_STEPS: &[M<'static>] = &[
     M::up(include_str!("../migrations/0006_quick_replies.sql")),
     M::up(include_str!("../migrations/0007_usage.sql")),
     M::up(include_str!("../migrations/0008_parent_bsuid.sql")),
+    M::up(include_str!("../migrations/0009_prescriptions.sql")),
 ];
 const MIGRATIONS: Migrations<'static> = Migrations::from_slice(MIGRATION_STEPS);
 

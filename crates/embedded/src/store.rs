@@ -17,6 +17,7 @@ mod inbound;
 mod inbox;
 mod media;
 mod outbound;
+mod prescriptions;
 mod team;
 mod templates;
 
@@ -92,6 +93,7 @@ impl SqliteMessageStore {
             "team_states",
             "notes",
             "usage_marks",
+            "prescriptions",
         ] {
             n += conn
                 .execute(

@@ -854,6 +854,9 @@ async fn load_conversation(
         }
         other => other?,
     };
+    let mut page = page;
+    relay_core::prescriptions::attach(web.store.as_ref(), (tenant, contact), &mut page.items, now)
+        .await?;
     let (nonce, _) = staff::new_token();
     let (note_nonce, _) = staff::new_token();
     let (attach_nonce, _) = staff::new_token();

@@ -98,11 +98,19 @@ pub(crate) async fn list_messages(
     {
         return Err(not_found());
     }
-    let result = state
+    let mut result = state
         .store
         .list_messages(&tenant, &contact, &page, now)
         .await
         .map_err(store_problem)?;
+    relay_core::prescriptions::attach(
+        state.store.as_ref(),
+        (&tenant, &contact),
+        &mut result.items,
+        now,
+    )
+    .await
+    .map_err(store_problem)?;
     tracing::info!(tenant = %tenant, contact = %contact, count = result.items.len(), "messages listed");
     Ok(ok_json(json!({
         "messages": result.items.iter().map(message_json).collect::<Vec<_>>(),

@@ -384,13 +384,23 @@ async fn ad_referral_data_is_dropped_unless_the_tenant_keeps_it() {
 }
 
 #[tokio::test]
-async fn pasted_e_rezept_tokens_are_kept_with_the_message_and_forwarded_as_asked() {
+async fn pasted_e_rezept_tokens_are_kept_for_their_retention_and_forwarded_as_asked() {
     // The token form of gemSpec_DM_eRp (check digits by ISO 7064 MOD 97-10).
     let ac = "777bea0e13cc9c42ceec14aec3ddee2263325dc2c6c699db115f58fe423607ea";
     let body = format!(
         "Guten Tag, hier mein Rezept: Task/160.123.456.789.123.58/$accept?ac={ac} \
          und Task/160.123.456.789.123.59/$accept?ac={ac} (vertippt)"
     );
+    let rx_forwards = |jobs: &[Job]| -> Vec<Value> {
+        jobs.iter()
+            .filter_map(|j| match j {
+                Job::Forward { payload, .. } if payload["type"] == "prescription.received" => {
+                    Some(payload.clone())
+                }
+                _ => None,
+            })
+            .collect()
+    };
     for (extra, with_tokens) in [
         (FORWARD.to_owned(), false),
         (format!("{FORWARD}\nforward_prescriptions = true"), true),
@@ -406,28 +416,33 @@ async fn pasted_e_rezept_tokens_are_kept_with_the_message_and_forwarded_as_asked
             .items
             .remove(0)
             .contact_id;
-        let m = s
-            .store
-            .list_messages(&s.tenant, &c, &PageRequest::first(5), NOW)
-            .await
-            .unwrap()
-            .items
-            .remove(0);
+        let messages = |at: i64| {
+            let (s, c) = (&s, &c);
+            async move {
+                let mut items = s
+                    .store
+                    .list_messages(&s.tenant, c, &PageRequest::first(5), at)
+                    .await
+                    .unwrap()
+                    .items;
+                relay_core::prescriptions::attach(s.store.as_ref(), (&s.tenant, c), &mut items, at)
+                    .await
+                    .unwrap();
+                items
+            }
+        };
+        let m = messages(NOW).await.remove(0);
         assert_eq!(
             m.content["prescriptions"],
             json!([{"task_id": "160.123.456.789.123.58", "access_code": ac}]),
             "the valid token only"
         );
+        assert!(
+            m.text.as_deref().is_some_and(|t| t.contains(ac)),
+            "the text itself stays as the customer wrote it"
+        );
         let jobs = s.take_jobs().await;
-        let rx: Vec<&Value> = jobs
-            .iter()
-            .filter_map(|j| match j {
-                Job::Forward { payload, .. } if payload["type"] == "prescription.received" => {
-                    Some(payload)
-                }
-                _ => None,
-            })
-            .collect();
+        let rx = rx_forwards(&jobs);
         assert_eq!(
             rx.len(),
             2,
@@ -435,6 +450,18 @@ async fn pasted_e_rezept_tokens_are_kept_with_the_message_and_forwarded_as_asked
         );
         assert_eq!(rx[0]["data"]["count"], 1);
         assert_eq!(rx[0].to_string().contains(ac), with_tokens, "{extra}");
+
+        // The same token in a later message is not a new prescription.
+        route(&s, text("wamid.RX3", NOW - 30, &format!("nochmal {body}"))).await;
+        assert!(rx_forwards(&s.take_jobs().await).is_empty());
+        let newest = messages(NOW).await.remove(0);
+        assert!(newest.content.get("prescriptions").is_none(), "{newest:?}");
+
+        // Kept 7 days by default; the message stays for the tenant's retention.
+        let later = NOW + 8 * 86_400;
+        let all = messages(later).await;
+        assert_eq!(all.len(), 2, "the messages are still there");
+        assert!(all.iter().all(|m| m.content.get("prescriptions").is_none()));
     }
     // Plain text has none.
     let s = setup("");
@@ -447,12 +474,11 @@ async fn pasted_e_rezept_tokens_are_kept_with_the_message_and_forwarded_as_asked
         .items
         .remove(0)
         .contact_id;
-    let m = s
-        .store
-        .list_messages(&s.tenant, &c, &PageRequest::first(5), NOW)
-        .await
-        .unwrap()
-        .items
-        .remove(0);
-    assert!(m.content.get("prescriptions").is_none());
+    assert!(
+        s.store
+            .prescriptions(&s.tenant, &c, NOW)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }

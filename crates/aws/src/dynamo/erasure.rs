@@ -69,6 +69,8 @@ impl ErasureStore for DynamoMessageStore {
                 erased.consent_entries += 1;
             } else if sk.starts_with("N#") {
                 erased.notes += 1;
+            } else if sk.starts_with("RX#") {
+                erased.prescriptions += 1;
             } else if let Some(media_id) = sk.strip_prefix("U#") {
                 // An uploaded file's record and its pointer.
                 erased.index_items += 2;
