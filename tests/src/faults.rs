@@ -453,7 +453,7 @@ pub async fn post_webhooks(
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             let n = done.fetch_add(1, Ordering::Relaxed) + 1;
-            if n % 250 == 0 {
+            if n.is_multiple_of(250) {
                 progress(n);
             }
         }

@@ -462,10 +462,11 @@ impl SendFlow<'_> {
         if let Some(o) = object.as_object_mut() {
             o.remove("media_id");
             o.insert("id".into(), Value::String(wa_id));
-            if message.kind == "document" && !o.contains_key("filename") {
-                if let Some(f) = &upload.filename {
-                    o.insert("filename".into(), Value::String(f.clone()));
-                }
+            if message.kind == "document"
+                && !o.contains_key("filename")
+                && let Some(f) = &upload.filename
+            {
+                o.insert("filename".into(), Value::String(f.clone()));
             }
         }
         Ok(object)
