@@ -124,6 +124,8 @@ send_rate_per_second = {}
         keys,
         blobs: Arc::new(blobs.clone()),
         max_media_bytes: 1 << 20,
+        outbound: None,
+        scan_limits: relay_scan::Limits::default(),
         whatsapp: relay_whatsapp::WhatsAppClient::new(Duration::from_millis(500)),
         http: reqwest::Client::new(),
         limiter: ChannelLimiter::default(),

@@ -385,3 +385,226 @@ async fn the_pharmacy_uploads_a_file_and_sends_it_by_id() {
     assert_eq!(sent["document"]["caption"], "Ihr Plan");
     assert!(sent["document"].get("media_id").is_none());
 }
+
+#[path = "../../crates/scan/tests/printout/mod.rs"]
+mod printout;
+
+/// A pharmacy that takes E-Rezept tokens from photos, forwards them with the tokens, and has
+/// the photos deleted once read.
+fn prescription_config(fake_url: &str, forward_url: &str) -> String {
+    format!(
+        r#"
+[[tenants]]
+id = "apotheke"
+name = "Apotheke"
+api_keys = ["sk_media_0123456789abcdef"]
+forward_url = "{forward_url}/hooks/whatsapp"
+forward_secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+forward_prescriptions = true
+delete_prescription_images_after_decode = true
+[[tenants.channels]]
+phone_number_id = "111"
+provider = "360dialog"
+webhook_token = "tok"
+api_key = "d360-key"
+api_base_url = "{fake_url}"
+"#
+    )
+}
+
+#[tokio::test]
+async fn e_rezept_codes_in_a_photo_and_a_pdf_reach_the_pharmacy_once_each() {
+    use printout::*;
+    use rxing::BarcodeFormat;
+    let moto = Moto::start().unwrap();
+    let clients = moto.clients().await;
+    let (fake, pharmacy) = (Fake::start().await, Fake::start().await);
+    let d = deploy(
+        &clients,
+        "erezept",
+        5,
+        &prescription_config(&fake.url, &pharmacy.url),
+    )
+    .await
+    .unwrap();
+    let w = relay_e2e::wire(&clients, &d).await.unwrap();
+    let t = tokens(3);
+    let dm =
+        |t: &[relay_core::erezept::Prescription]| code(&payload(t), BarcodeFormat::DATA_MATRIX);
+    // A phone photo of a printout with two codes; then a PDF with the second again and a third.
+    let photo = jpeg(
+        &photo(
+            &sheet(&[dm(&t[..1]), dm(&t[1..2])], 6),
+            1600,
+            1200,
+            11.0,
+            1.2,
+        ),
+        75,
+    );
+    let file = pdf(vec![bitmap_xobject(&sheet(
+        &[dm(&t[1..2]), dm(&t[2..3])],
+        4,
+    ))]);
+    fake.add_media("RX-PHOTO", photo.clone(), MediaMode::Good);
+    fake.add_media("RX-PDF", file.clone(), MediaMode::Good);
+    let now = relay_core::Clock::system().now();
+    let http = reqwest::Client::new();
+    for (wamid, kind, media) in [
+        (
+            "wamid.RXP",
+            "image",
+            json!({"id":"RX-PHOTO","mime_type":"image/jpeg","sha256":Fake::sha256_b64(&photo)}),
+        ),
+        (
+            "wamid.RXD",
+            "document",
+            json!({"id":"RX-PDF","mime_type":"application/pdf","filename":"eRezept.pdf","sha256":Fake::sha256_b64(&file)}),
+        ),
+    ] {
+        let hook = json!({"object":"whatsapp_business_account","entry":[{"id":"1","changes":[{"field":"messages","value":{
+            "metadata":{"phone_number_id":"111"},"contacts":[{"profile":{"name":"Erika"},"wa_id":"4915112345678"}],
+            "messages":[{"from":"4915112345678","id":wamid,"timestamp":now.to_string(),"type":kind, kind: media}]}}]}]});
+        let status = http
+            .post(format!("{}/webhooks/whatsapp/111", w.receiver_url))
+            .bearer_auth("tok")
+            .json(&hook)
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status.as_u16(), 200);
+        drain(&clients.sqs, &d.queue_url, &w.router).await.unwrap();
+        // The fetch reads the codes and queues the forward; the next round delivers it.
+        for _ in 0..3 {
+            drain_jobs(&clients.sqs, &d.outbound_url, &w.sender)
+                .await
+                .unwrap();
+        }
+    }
+
+    let auth = "sk_media_0123456789abcdef";
+    let convs: Value = http
+        .get(format!("{}/v1/conversations", w.inbox_url))
+        .bearer_auth(auth)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let cid = convs["conversations"][0]["contact_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let msgs: Value = http
+        .get(format!("{}/v1/conversations/{cid}/messages", w.inbox_url))
+        .bearer_auth(auth)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let by_type = |kind: &str| {
+        msgs["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["type"] == kind)
+            .cloned()
+            .unwrap()
+    };
+    let ids = |m: &Value| -> Vec<String> {
+        let mut ids: Vec<String> = m["prescriptions"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|p| p["task_id"].as_str().unwrap().to_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        ids.sort();
+        ids
+    };
+    let (image, document) = (by_type("image"), by_type("document"));
+    let mut first_two = vec![t[0].task_id.clone(), t[1].task_id.clone()];
+    first_two.sort();
+    assert_eq!(ids(&image), first_two, "{image}");
+    assert_eq!(
+        ids(&document),
+        vec![t[2].task_id.clone()],
+        "the second token came in the photo already: {document}"
+    );
+    assert_eq!(
+        image["prescriptions"][0]["access_code"]
+            .as_str()
+            .unwrap()
+            .len(),
+        64
+    );
+    // The tenant has the files deleted once read: gone from S3, shown as deleted.
+    for m in [&image, &document] {
+        assert_eq!(m["media"]["status"], "deleted", "{m}");
+    }
+    let listed = clients
+        .s3()
+        .list_objects_v2()
+        .bucket(&d.media_bucket)
+        .send()
+        .await
+        .unwrap();
+    assert!(listed.contents().is_empty(), "{listed:?}");
+    let resp = http
+        .get(format!(
+            "{}/v1/media/{}",
+            w.inbox_url,
+            image["media"]["id"].as_str().unwrap()
+        ))
+        .bearer_auth(auth)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 410);
+
+    // One prescription.received forward per message, with the new tokens only.
+    let forwards: Vec<Value> = pharmacy
+        .requests()
+        .iter()
+        .map(|r| r.json())
+        .filter(|p| p["type"] == "prescription.received")
+        .collect();
+    assert_eq!(forwards.len(), 2, "{forwards:?}");
+    let counts: Vec<u64> = forwards
+        .iter()
+        .map(|f| f["data"]["count"].as_u64().unwrap())
+        .collect();
+    assert_eq!(counts.iter().sum::<u64>(), 3, "{forwards:?}");
+    assert!(
+        forwards
+            .iter()
+            .all(|f| f["data"]["prescriptions"].is_array())
+    );
+
+    // In the export; gone with the contact's erasure.
+    let export: Value = http
+        .get(format!("{}/v1/contacts/{cid}/export", w.inbox_url))
+        .bearer_auth(auth)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(export.to_string().contains(&t[2].access_code), "{export}");
+    let receipt: Value = http
+        .delete(format!("{}/v1/contacts/{cid}", w.inbox_url))
+        .bearer_auth(auth)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(receipt["deleted"]["prescriptions"], 2, "{receipt}");
+}

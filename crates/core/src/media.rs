@@ -33,6 +33,9 @@ pub enum MediaStatus {
     Available,
     /// Will not become available; `reason` says why.
     Failed,
+    /// Was stored, and deleted once its E-Rezept codes were read (the tenant's
+    /// `delete_prescription_images_after_decode`); the tokens stay with the message.
+    Deleted,
 }
 
 /// The relay's record of a message's file. No personal data: ids, type, size, a reason.

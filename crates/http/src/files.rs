@@ -174,6 +174,13 @@ async fn media_response_inner(
                 media.reason.clone().unwrap_or_default(),
             ));
         }
+        MediaStatus::Deleted => {
+            return Err(problem(
+                410,
+                "media-deleted",
+                "The file was deleted once its E-Rezept codes were read",
+            ));
+        }
         MediaStatus::Available => {}
     }
     let size = media.size.unwrap_or(0);

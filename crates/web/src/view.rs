@@ -376,16 +376,22 @@ fn message(m: &StoredMessage, page: &[StoredMessage], now: i64, t: &Texts) -> Me
             url: format!("/inbox/media/{}", media.media_id),
             kind,
             pending: media.status == MediaStatus::Pending,
-            failed: (media.status == MediaStatus::Failed).then(|| {
-                format!(
-                    "{}{}",
-                    t.media_failed,
-                    media
-                        .reason
-                        .as_deref()
-                        .map(|r| format!(": {r}"))
-                        .unwrap_or_default()
-                )
+            failed: match media.status {
+                MediaStatus::Deleted => Some(t.media_deleted.to_owned()),
+                _ => None,
+            }
+            .or_else(|| {
+                (media.status == MediaStatus::Failed).then(|| {
+                    format!(
+                        "{}{}",
+                        t.media_failed,
+                        media
+                            .reason
+                            .as_deref()
+                            .map(|r| format!(": {r}"))
+                            .unwrap_or_default()
+                    )
+                })
             }),
             filename: object(m)
                 .and_then(|o| o.get("filename"))

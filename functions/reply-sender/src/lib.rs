@@ -40,6 +40,11 @@ pub struct Sender {
     pub blobs: Arc<dyn relay_core::media::BlobStore>,
     /// The largest file fetched (bytes).
     pub max_media_bytes: u64,
+    /// Where jobs this sender makes go (the `prescription.received` forward of a photo's
+    /// E-Rezept codes): this function's own queue, forward payloads sealed on the way.
+    pub outbound: Option<Arc<dyn relay_core::ports::OutboundQueue>>,
+    /// Bounds on reading E-Rezept codes from fetched photos and PDFs.
+    pub scan_limits: relay_scan::Limits,
     pub whatsapp: WhatsAppClient,
     /// For forwards to the pharmacy (each request bounded by [`FORWARD_TIMEOUT`]); the mains
     /// share the WhatsApp client's (`WhatsAppClient::http`).
@@ -107,6 +112,11 @@ impl Sender {
             keys: b.keys.clone(),
             blobs: b.blobs()?,
             max_media_bytes: b.limits.max_media_bytes,
+            outbound: b
+                .outbound
+                .clone()
+                .map(|q| Arc::new(relay_core::sealed::SealedOutbound::new(q, b.keys.clone())) as _),
+            scan_limits: relay_scan::Limits::default(),
             http: whatsapp.http(),
             whatsapp,
             limiter: ChannelLimiter::default(),

@@ -1,6 +1,8 @@
 //! Fetching an inbound message's file: `GET /{media-id}` for its URL, the download (through
 //! 360dialog's host), a size bound, the SHA-256 check against the webhook's, sealed chunk by
-//! chunk into the blob store. Never more than one chunk of the file in memory.
+//! chunk into the blob store. Never more than one chunk of the file in memory, except a photo
+//! or PDF small enough to be read for E-Rezept codes (`relay_scan`): that is kept whole until
+//! its codes are read, off the async runtime, within the scan limits.
 //!
 //! 360dialog blocks a number's media retrieval for an hour after more than five failed media
 //! requests in an hour: failures are counted per channel and hour in the store (shared by all
@@ -191,6 +193,13 @@ impl Sender {
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         let mut file = FileSealer::new(sealer, &info.media_id);
         let mut size: u64 = 0;
+        // A photo or PDF is kept (up to the scan limit) to read its E-Rezept codes.
+        let scan_mime = want
+            .mime_type
+            .clone()
+            .or(located.mime_type.clone())
+            .filter(|m| relay_scan::scannable(m));
+        let mut copy: Option<Vec<u8>> = scan_mime.as_ref().map(|_| Vec::new());
         loop {
             let chunk = match resp.chunk().await {
                 Ok(Some(c)) => c,
@@ -212,6 +221,13 @@ impl Sender {
                 writer.abort().await;
                 let reason = format!("larger than the limit of {} bytes", self.max_media_bytes);
                 return self.media_failed(tenant, key, info, &reason).await;
+            }
+            if let Some(c) = &mut copy {
+                if c.len() + chunk.len() <= self.scan_limits.max_bytes {
+                    c.extend_from_slice(&chunk);
+                } else {
+                    copy = None;
+                }
             }
             let sealed = file.update(&chunk);
             if !sealed.is_empty()
@@ -236,6 +252,42 @@ impl Sender {
         if let Err(e) = writer.finish().await {
             return Err(StoreError::Unavailable(e.to_string()));
         }
+        let found = match (copy, scan_mime) {
+            (Some(bytes), Some(mime)) => self.read_codes(tenant, key, bytes, mime).await,
+            _ => Vec::new(),
+        };
+        let mut object_key = Some(object);
+        if !found.is_empty() {
+            let deleted = self
+                .prescriptions_found(tenant, contact_id, &message, &found)
+                .await?;
+            if deleted {
+                if let Some(k) = &object_key {
+                    self.blobs
+                        .delete(k)
+                        .await
+                        .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+                }
+                object_key = None;
+            }
+        }
+        if object_key.is_none() {
+            let stored = MediaInfo {
+                status: MediaStatus::Deleted,
+                mime_type: want
+                    .mime_type
+                    .or(located.mime_type)
+                    .or(info.mime_type.clone()),
+                size: Some(size),
+                reason: None,
+                object_key: None,
+                ..info
+            };
+            self.store.set_media(tenant, key, &stored).await?;
+            tracing::info!(tenant = %tenant, message_key = %key, "prescription file deleted after its codes were read");
+            return Ok(Outcome::Done);
+        }
+        let object = object_key.unwrap_or_default();
         let stored = MediaInfo {
             status: MediaStatus::Available,
             // The webhook's type first: it is what the customer's phone sent.
@@ -251,6 +303,72 @@ impl Sender {
         self.store.set_media(tenant, key, &stored).await?;
         tracing::info!(tenant = %tenant, message_key = %key, bytes = size, "media stored");
         Ok(Outcome::Done)
+    }
+}
+
+impl Sender {
+    /// The E-Rezept tokens in a fetched photo or PDF, read on a blocking thread within the scan
+    /// limits. A file that cannot be read gives none: it is kept all the same.
+    async fn read_codes(
+        &self,
+        tenant: &TenantId,
+        key: &str,
+        bytes: Vec<u8>,
+        mime: String,
+    ) -> Vec<relay_core::erezept::Prescription> {
+        let limits = self.scan_limits;
+        match tokio::task::spawn_blocking(move || relay_scan::scan(&bytes, &mime, &limits)).await {
+            Ok(Ok(found)) => {
+                if !found.is_empty() {
+                    tracing::info!(tenant = %tenant, message_key = %key, count = found.len(), "E-Rezept codes read");
+                }
+                found
+            }
+            Ok(Err(e)) => {
+                // The reason names limits and formats, never content.
+                tracing::info!(tenant = %tenant, message_key = %key, reason = %e, "file not read for codes");
+                Vec::new()
+            }
+            Err(_) => {
+                tracing::warn!(tenant = %tenant, message_key = %key, "reading codes failed");
+                Vec::new()
+            }
+        }
+    }
+
+    /// Records the tokens of a message's file (once per message, without those the contact
+    /// sent before) and queues their `prescription.received` forward. True if the tenant has
+    /// such files deleted once read.
+    async fn prescriptions_found(
+        &self,
+        tenant: &TenantId,
+        contact: &ContactId,
+        message: &relay_core::records::StoredMessage,
+        found: &[relay_core::erezept::Prescription],
+    ) -> Result<bool, StoreError> {
+        let Some(t) = self.directory.tenant(tenant).await? else {
+            return Ok(false);
+        };
+        let new = relay_core::prescriptions::record(
+            self.store.as_ref(),
+            (tenant, contact),
+            &message.wamid_key,
+            found,
+            &t.policy,
+            (self.now(), message.expires_at),
+        )
+        .await?;
+        if !new.is_empty()
+            && t.forward_url.is_some()
+            && let Some(queue) = &self.outbound
+        {
+            let job = relay_core::prescriptions::forward(&t, message, contact, &new);
+            queue
+                .enqueue_jobs(&[job])
+                .await
+                .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        }
+        Ok(t.policy.delete_prescription_images_after_decode)
     }
 }
 
