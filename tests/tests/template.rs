@@ -320,6 +320,13 @@ fn every_role_grants_what_its_function_does_and_no_more() {
             if let Some(v) = env.get(var) {
                 let queue = &refs(v)[0];
                 assert!(allows(f, action, queue), "{name}: {action} on {queue}");
+                // reply-sender also queues jobs of its own (forwards of a photo's E-Rezept codes).
+                if var == "OUTBOUND_QUEUE_URL" {
+                    assert!(
+                        allows(f, "sqs:SendMessage", queue),
+                        "{name}: SendMessage on {queue}"
+                    );
+                }
                 if action == "sqs:SendMessage" {
                     assert!(
                         allows(f, "kms:GenerateDataKey", "RelayKey"),

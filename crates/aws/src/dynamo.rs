@@ -30,6 +30,7 @@ mod erasure;
 mod inbound;
 mod inbox;
 mod media;
+mod notices;
 mod outbound;
 mod prescriptions;
 mod staff;

@@ -117,6 +117,7 @@ pub async fn start(
     let backends = local.backends(config);
     let router = backends.router();
     let sender = Arc::new(Sender::build(&backends)?);
+    let reminder_sender = sender.clone();
     let metrics = crate::metrics::router(
         config.metrics_token(),
         vec![
@@ -173,6 +174,7 @@ pub async fn start(
         local.blobs.clone(),
         shutdown.subscribe(),
     ));
+    let reminders = tokio::spawn(remind(reminder_sender, shutdown.subscribe()));
     let limits = config.http_limits();
     let tls = config
         .server
@@ -194,6 +196,7 @@ pub async fn start(
             }
         }
         sweeper.abort();
+        reminders.abort();
         Ok(())
     });
     Ok(Running {
@@ -271,6 +274,20 @@ async fn drive<H, F>(
             if let Err(e) = result {
                 tracing::error!(error = %e, message_id = %m.message_id, "queue bookkeeping failed; the message will be retried");
             }
+        }
+    }
+}
+
+/// Local stand-in for the reminder schedule on AWS: every five minutes, the pickup reminders
+/// that are due (the same function the schedule invokes).
+async fn remind(sender: Arc<reply_sender::Sender>, mut stop: watch::Receiver<bool>) {
+    loop {
+        if let Err(e) = reply_sender::sweep_notices(&sender).await {
+            tracing::error!(error = %e, "reminder sweep failed");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(300)) => {}
+            _ = stop.changed() => break,
         }
     }
 }

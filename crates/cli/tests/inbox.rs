@@ -2461,3 +2461,107 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+#[tokio::test]
+async fn staff_send_a_pickup_notice_and_mark_it_collected_in_a_real_browser() {
+    let fake = relay_e2e::fake::Fake::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(&fake.url).replacen(
+        "api_keys = [\"sk_inbox_test_a_0123456789\"]\n",
+        "api_keys = [\"sk_inbox_test_a_0123456789\"]\n\
+         [tenants.notifications.pickup_ready]\n\
+         template = \"abholbereit\"\nlanguage = \"de\"\nparams = [\"{reference}\"]\nremind_after_days = 2\n",
+        1,
+    );
+    std::fs::write(dir.path().join("relay.toml"), config).unwrap();
+    add_staff(dir.path(), "apotheke-am-markt", ANNA);
+    let (_server, url) = serve(dir.path());
+    let http = reqwest::Client::new();
+    let now = relay_core::Clock::system().now();
+    let erika = "4915112345678";
+    post_hook(
+        &http,
+        &url,
+        CHANNEL_A,
+        "hook-a",
+        &inbound(
+            CHANNEL_A,
+            XSS_NAME,
+            erika,
+            text(erika, "wamid.PU1", now - 30, "Ist meine Bestellung da?"),
+        ),
+    )
+    .await;
+    let cid = conversations(&http, &url, "sk_inbox_test_a_0123456789", 1).await[0]["contact_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (_driver, web) = browser().await;
+    sign_in(&web, &url, ANNA).await;
+    wait_for_text(&web, "Mallory").await;
+    web.goto(&format!("{url}/inbox/c/{cid}")).await.unwrap();
+    wait_for_text(&web, "Abholbereit melden").await;
+    web.find(Locator::Id("reference"))
+        .await
+        .unwrap()
+        .send_keys("B-4711")
+        .await
+        .unwrap();
+    web.find(Locator::Id("pickup-send"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for_text(&web, "Abholbereit-Nachricht wird gesendet.").await;
+    wait_for_text(&web, "B-4711 gemeldet").await;
+    screenshot(&web, "pickup-notice").await;
+    // The template went to WhatsApp with the order number in its parameter.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let sent = loop {
+        if let Some(r) = fake
+            .requests()
+            .into_iter()
+            .find(|r| r.path.ends_with("/messages") && r.json()["type"] == "template")
+        {
+            break r.json();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the notice never reached WhatsApp"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(sent["template"]["name"], "abholbereit");
+    assert_eq!(
+        sent["template"]["components"][0]["parameters"][0]["text"],
+        "B-4711"
+    );
+    // Collected: the row says so, no reminder is owed, the API agrees.
+    web.find(Locator::Css("li[data-reference='B-4711'] button.collected"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for_text(&web, "abgeholt").await;
+    let list: Value = http
+        .get(format!("{url}/v1/conversations/{cid}/notifications"))
+        .bearer_auth("sk_inbox_test_a_0123456789")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["notifications"][0]["reference"], "B-4711");
+    assert!(list["notifications"][0]["collected_at"].is_i64(), "{list}");
+    assert!(
+        web.find(Locator::Css("li[data-reference='B-4711'] button.collected"))
+            .await
+            .is_err(),
+        "no second 'collected'"
+    );
+    assert_no_script_ran(&web).await;
+    web.close().await.unwrap();
+}

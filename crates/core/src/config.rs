@@ -124,8 +124,28 @@ pub struct TenantSection {
     pub business_hours: Option<BusinessHoursSection>,
     /// Rates for the usage estimate (`GET /v1/usage`, `relay usage`); Germany by default.
     pub pricing: Option<PricingSection>,
+    /// `[tenants.notifications.pickup_ready]`: the template of pickup-ready notices.
+    pub notifications: Option<NotificationsSection>,
     #[serde(default)]
     pub channels: Vec<ChannelSection>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotificationsSection {
+    pub pickup_ready: Option<PickupReadySection>,
+}
+
+/// A utility template with neutral wording (no drug names: Meta's commerce policy, § 10 HWG).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PickupReadySection {
+    pub template: String,
+    pub language: String,
+    #[serde(default)]
+    pub params: Vec<String>,
+    pub remind_after_days: Option<u32>,
+    pub reminder_template: Option<String>,
 }
 
 /// `[tenants.pricing]`: what WhatsApp charges per message, by category (`marketing`,
@@ -719,6 +739,49 @@ fn policy(at: &str, t: &TenantSection, problems: &mut Vec<String>) -> TenantPoli
             .unwrap_or(false),
         ..TenantPolicy::default()
     };
+    if let Some(p) = t
+        .notifications
+        .as_ref()
+        .and_then(|n| n.pickup_ready.as_ref())
+    {
+        let at = format!("{at}.notifications.pickup_ready");
+        let name_ok = |n: &str| {
+            !n.is_empty()
+                && n.len() <= 512
+                && n.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        };
+        if !name_ok(&p.template) {
+            problems.push(format!(
+                "{at}.template: a template name (lowercase letters, digits, '_')"
+            ));
+        }
+        if let Some(r) = &p.reminder_template
+            && !name_ok(r)
+        {
+            problems.push(format!(
+                "{at}.reminder_template: a template name (lowercase letters, digits, '_')"
+            ));
+        }
+        if p.language.is_empty() || p.language.len() > 15 {
+            problems.push(format!("{at}.language: a language code like \"de\""));
+        }
+        if p.remind_after_days.is_some_and(|d| d == 0 || d > 60) {
+            problems.push(format!("{at}.remind_after_days: 1 to 60 days"));
+        }
+        if p.params.len() > 10 || p.params.iter().any(|s| s.is_empty() || s.len() > 200) {
+            problems.push(format!(
+                "{at}.params: up to 10 parameters of 1 to 200 characters"
+            ));
+        }
+        policy.pickup_ready = Some(crate::notifications::PickupReadyPolicy {
+            template: p.template.clone(),
+            language: p.language.clone(),
+            params: p.params.clone(),
+            remind_after_days: p.remind_after_days,
+            reminder_template: p.reminder_template.clone(),
+        });
+    }
     if let Some(days) = t.prescription_retention_days {
         if days == 0 || days > 3650 {
             problems.push(format!(

@@ -13,6 +13,7 @@ pub mod erezept;
 pub mod ids;
 pub mod jobs;
 pub mod media;
+pub mod notifications;
 pub mod outbound;
 pub mod policy;
 pub mod ports;

@@ -44,6 +44,9 @@ pub struct TenantPolicy {
     /// Per-message rates for the usage estimate (`[tenants.pricing]`; Germany by default).
     #[serde(default)]
     pub rates: crate::usage::Rates,
+    /// The pickup-ready notice (`[tenants.notifications.pickup_ready]`; none: not offered).
+    #[serde(default)]
+    pub pickup_ready: Option<crate::notifications::PickupReadyPolicy>,
 }
 
 impl Default for TenantPolicy {
@@ -57,6 +60,7 @@ impl Default for TenantPolicy {
             opt_out: OptOutPolicy::default(),
             business_hours: None,
             rates: crate::usage::Rates::default(),
+            pickup_ready: None,
         }
     }
 }

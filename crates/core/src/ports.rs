@@ -78,6 +78,7 @@ pub trait MessageStore:
     + ErasureStore
     + TeamBoard
     + PrescriptionLedger
+    + crate::notifications::NoticeBoard
 {
 }
 
@@ -89,18 +90,20 @@ impl<
         + ErasureStore
         + TeamBoard
         + PrescriptionLedger
+        + crate::notifications::NoticeBoard
         + ?Sized,
 > MessageStore for T
 {
 }
 
-/// The five store roles, to bring their methods into scope at once where a caller uses a
+/// The store roles, to bring their methods into scope at once where a caller uses a
 /// concrete store: `use relay_core::ports::store_roles::*;`.
 pub mod store_roles {
     pub use super::{
         ErasureStore as _, InboundLog as _, InboxReads as _, MediaLedger as _, OutboundLedger as _,
         PrescriptionLedger as _, TeamBoard as _,
     };
+    pub use crate::notifications::NoticeBoard as _;
 }
 
 /// What the router writes: contacts by identity, inbound messages, statuses, events, quarantine, consent and away-reply claims.

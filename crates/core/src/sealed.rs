@@ -28,6 +28,7 @@ mod erasure;
 mod inbound;
 mod inbox;
 mod media;
+mod notices;
 mod outbound;
 mod prescriptions;
 mod team;

@@ -698,6 +698,7 @@ rules_table!(
     messages_not_from_the_customer_open_no_window,
     linked_identities_belong_to_the_contact,
     prescriptions_are_kept_once_per_message_until_they_expire,
+    notices_are_kept_once_and_due_reminders_found_across_tenants,
 );
 
 /// Runs every rule in turn against one `store` (which must be empty), naming each: for a
@@ -728,7 +729,8 @@ macro_rules! store_rules {
             team_state_and_notes_are_kept_per_conversation,
             messages_not_from_the_customer_open_no_window,
             linked_identities_belong_to_the_contact,
-            prescriptions_are_kept_once_per_message_until_they_expire
+            prescriptions_are_kept_once_per_message_until_they_expire,
+            notices_are_kept_once_and_due_reminders_found_across_tenants
         );
     };
     (@each $make:expr; $($rule:ident),*) => {
@@ -1582,6 +1584,117 @@ pub async fn prescriptions_are_kept_once_per_message_until_they_expire(store: &d
         1,
         "another contact's stay"
     );
+}
+
+/// Pickup notices: one per (contact, kind, reference), updated in place; the reminders due are
+/// found across tenants, and a notice collected or reminded is no longer due; erased with the
+/// contact.
+pub async fn notices_are_kept_once_and_due_reminders_found_across_tenants(
+    store: &dyn MessageStore,
+) {
+    use crate::notifications::Notice;
+    let p = Pseudonymizer::new([9; 32]);
+    let (t, u) = (tenant("conf-notice"), tenant("conf-notice-other"));
+    let c = contact_for(store, &p, &t, "4915200000013").await;
+    let d = contact_for(store, &p, &u, "4915200000014").await;
+    let notice = |contact: &ContactId, reference: &str, remind_at: Option<i64>| Notice {
+        contact_id: contact.clone(),
+        kind: "pickup_ready".into(),
+        reference: reference.into(),
+        message_id: format!("m_{reference}"),
+        sent_at: NOW,
+        remind_at,
+        reminder: None,
+        collected_at: None,
+        expires_at: LATER,
+    };
+    let a = notice(&c, "A-1", Some(NOW + 100));
+    assert_eq!(store.add_notice(&t, &a).await.expect("add"), Recorded::New);
+    assert_eq!(
+        store
+            .add_notice(&t, &notice(&c, "A-1", None))
+            .await
+            .expect("again"),
+        Recorded::Duplicate,
+        "one per reference"
+    );
+    store
+        .add_notice(&t, &notice(&c, "B.2", Some(NOW + 50)))
+        .await
+        .expect("add");
+    store
+        .add_notice(&t, &notice(&c, "C-3", None))
+        .await
+        .expect("add");
+    store
+        .add_notice(&u, &notice(&d, "A-1", Some(NOW + 70)))
+        .await
+        .expect("add");
+    assert_eq!(
+        store
+            .notice(&t, &c, "pickup_ready", "A-1", NOW)
+            .await
+            .expect("read"),
+        Some(a.clone())
+    );
+    assert_eq!(
+        store
+            .notice(&u, &c, "pickup_ready", "A-1", NOW)
+            .await
+            .expect("read"),
+        None,
+        "per tenant"
+    );
+    assert_eq!(store.notices(&t, &c, NOW).await.expect("list").len(), 3);
+    let due = |at: i64| async move {
+        store
+            .due_notices(at, 10)
+            .await
+            .expect("due")
+            .into_iter()
+            .filter(|(t, _)| t.as_str().starts_with("conf-notice"))
+            .map(|(t, n)| format!("{t}/{}", n.reference))
+            .collect::<Vec<_>>()
+    };
+    assert!(due(NOW + 49).await.is_empty());
+    assert_eq!(
+        due(NOW + 100).await,
+        [
+            "conf-notice/B.2",
+            "conf-notice-other/A-1",
+            "conf-notice/A-1"
+        ],
+        "oldest due first, across tenants, none without a reminder"
+    );
+    let mut collected = a.clone();
+    collected.collected_at = Some(NOW + 60);
+    store.update_notice(&t, &collected).await.expect("update");
+    let mut reminded = notice(&c, "B.2", Some(NOW + 50));
+    reminded.reminder = Some("m_r".into());
+    store.update_notice(&t, &reminded).await.expect("update");
+    assert_eq!(due(NOW + 100).await, ["conf-notice-other/A-1"]);
+    assert_eq!(
+        store
+            .notice(&t, &c, "pickup_ready", "A-1", NOW)
+            .await
+            .expect("read")
+            .and_then(|n| n.collected_at),
+        Some(NOW + 60)
+    );
+    assert!(
+        store
+            .notice(&t, &c, "pickup_ready", "A-1", LATER)
+            .await
+            .expect("read")
+            .is_none(),
+        "expired"
+    );
+    store.erase_contact(&t, &c, &[]).await.expect("erase");
+    assert!(store.notices(&t, &c, NOW).await.expect("list").is_empty());
+    // An update after the erasure brings nothing back.
+    store.update_notice(&t, &collected).await.expect("update");
+    assert!(store.notices(&t, &c, NOW).await.expect("list").is_empty());
+    assert_eq!(store.notices(&u, &d, NOW).await.expect("list").len(), 1);
 }
 
 pub async fn team_state_and_notes_are_kept_per_conversation(store: &dyn MessageStore) {

@@ -22,6 +22,7 @@ const MIGRATION_STEPS: &[M<'static>] = &[
     M::up(include_str!("../migrations/0007_usage.sql")),
     M::up(include_str!("../migrations/0008_parent_bsuid.sql")),
     M::up(include_str!("../migrations/0009_prescriptions.sql")),
+    M::up(include_str!("../migrations/0010_notices.sql")),
 ];
 const MIGRATIONS: Migrations<'static> = Migrations::from_slice(MIGRATION_STEPS);
 

@@ -16,6 +16,7 @@ mod erasure;
 mod inbound;
 mod inbox;
 mod media;
+mod notices;
 mod outbound;
 mod prescriptions;
 mod team;
@@ -94,6 +95,7 @@ impl SqliteMessageStore {
             "notes",
             "usage_marks",
             "prescriptions",
+            "notices",
         ] {
             n += conn
                 .execute(

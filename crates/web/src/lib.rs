@@ -158,6 +158,11 @@ pub fn router(web: Web) -> Router {
         )
         .route("/inbox/c/{contact_id}/team", post(set_team))
         .route("/inbox/c/{contact_id}/notes", post(add_note))
+        .route("/inbox/c/{contact_id}/pickup", post(pickup_ready))
+        .route(
+            "/inbox/c/{contact_id}/pickup/{reference}/collected",
+            post(pickup_collected),
+        )
         .route("/inbox/c/{contact_id}/export", get(export_contact))
         .route("/inbox/c/{contact_id}/erase", post(erase_contact))
         .route("/inbox/media/{media_id}", get(media))

@@ -505,6 +505,47 @@ struct OpenConversation {
     draft: String,
     error: Option<&'static str>,
     notice: Option<&'static str>,
+    /// The pickup-ready notices, when the tenant has the template configured.
+    pickup: Option<Vec<NoticeRow>>,
+}
+
+/// One pickup-ready notice as the conversation shows it.
+struct NoticeRow {
+    reference: String,
+    /// "gesendet 10:42 · Erinnerung 05.12. · abgeholt 11:03".
+    state: String,
+    collected: bool,
+}
+
+fn notice_rows(
+    notices: &[relay_core::notifications::Notice],
+    now: i64,
+    t: &Texts,
+) -> Vec<NoticeRow> {
+    notices
+        .iter()
+        .map(|n| {
+            let mut state = vec![format!("{} {}", t.pickup_sent, view::when(n.sent_at, now))];
+            match (n.reminder.as_deref(), n.remind_at) {
+                (Some("skipped"), _) => state.push(t.pickup_reminder_skipped.to_owned()),
+                (Some(_), Some(at)) => {
+                    state.push(format!("{} {}", t.pickup_reminded, view::when(at, now)));
+                }
+                (None, Some(at)) if n.collected_at.is_none() => {
+                    state.push(format!("{} {}", t.pickup_reminder_due, view::when(at, now)));
+                }
+                _ => {}
+            }
+            if let Some(at) = n.collected_at {
+                state.push(format!("{} {}", t.pickup_collected_at, view::when(at, now)));
+            }
+            NoticeRow {
+                reference: n.reference.clone(),
+                state: state.join(" · "),
+                collected: n.collected_at.is_some(),
+            }
+        })
+        .collect()
 }
 
 #[derive(Template)]
@@ -796,6 +837,7 @@ fn refusal_text(slug: &str, t: &Texts) -> Option<&'static str> {
         "confirm-erase" => Some(t.erase_confirm_missing),
         "template-params" => Some(t.template_params_missing),
         "attachment" => Some(t.attachment_refused),
+        "pickup-reference" => Some(t.pickup_reference_refused),
         "" => None,
         _ => Some(t.reply_refused),
     }
@@ -915,6 +957,14 @@ async fn load_conversation(
         params: (1..=tpl.params.min(MAX_TEMPLATE_PARAMS)).collect(),
         cost_warning,
     });
+    let pickup = match web.directory.tenant(tenant).await? {
+        Some(tn) if tn.policy.pickup_ready.is_some() => Some(notice_rows(
+            &web.store.notices(tenant, contact, now).await?,
+            now,
+            t,
+        )),
+        _ => None,
+    };
     let quick_replies = if window_open && !c.opted_out {
         web.quick_replies.quick_replies(tenant).await?
     } else {
@@ -966,6 +1016,7 @@ async fn load_conversation(
             .collect(),
         error: None,
         notice: None,
+        pickup,
     }))
 }
 
@@ -1006,11 +1057,11 @@ pub(crate) async fn conversation_page(
         Err(e) => return unavailable(e),
     };
     open.error = q.error.as_deref().and_then(|s| refusal_text(s, t));
-    open.notice = q
-        .notice
-        .as_deref()
-        .filter(|n| *n == "queued")
-        .map(|_| t.reply_queued);
+    open.notice = match q.notice.as_deref() {
+        Some("queued") => Some(t.reply_queued),
+        Some("pickup") => Some(t.pickup_queued),
+        _ => None,
+    };
     // Seen by staff: the unread counter goes back to zero (the read receipt to the customer
     // is the explicit "mark as read").
     if open.unread > 0
@@ -2116,4 +2167,139 @@ pub(crate) async fn usage_page(
         rates_as_of: rates.as_of.clone(),
         rates_source: rates.source.clone(),
     })
+}
+
+#[derive(Deserialize)]
+pub(crate) struct PickupForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    reference: String,
+}
+
+/// The pickup-ready notice's ports, forwards sealed as the router's are.
+fn notice_outbound(web: &Web) -> relay_core::sealed::SealedOutbound {
+    relay_core::sealed::SealedOutbound::new(web.outbound.clone(), web.keys.clone())
+}
+
+/// `POST /inbox/c/{contact_id}/pickup`: the order `reference` is ready (the tenant's template,
+/// once per reference).
+pub(crate) async fn pickup_ready(
+    State(web): State<Web>,
+    headers: HeaderMap,
+    signed: Signed,
+    Path(contact_id): Path<String>,
+    Form(form): Form<PickupForm>,
+) -> Response {
+    use relay_core::notifications::{self, NoticeError, NoticePorts, PICKUP_READY};
+    let t = texts(signed.lang);
+    let Ok(contact) = ContactId::parse(&contact_id) else {
+        return (StatusCode::NOT_FOUND, t.not_found).into_response();
+    };
+    if !check_csrf(&signed, &form.csrf, &headers) {
+        return csrf_refused(&signed);
+    }
+    let reference = form.reference.trim().to_owned();
+    if !notifications::valid_reference(&reference) {
+        return back_to(&contact, "?error=pickup-reference");
+    }
+    let tenant = signed.tenant().clone();
+    let tn = match web.directory.tenant(&tenant).await {
+        Ok(Some(tn)) => tn,
+        Ok(None) => return (StatusCode::NOT_FOUND, t.not_found).into_response(),
+        Err(e) => return unavailable(e),
+    };
+    let outbound = notice_outbound(&web);
+    let ports = NoticePorts {
+        replies: ReplyPorts {
+            store: web.store.as_ref(),
+            directory: web.directory.as_ref(),
+            outbound: &outbound,
+            templates: Some(web.templates.as_ref()),
+        },
+        board: web.store.as_ref(),
+    };
+    let result = notifications::notify(
+        &ports,
+        &tn,
+        &contact,
+        (PICKUP_READY, &reference),
+        web.clock.now(),
+    )
+    .await;
+    let (status, query) = match &result {
+        Ok(_) => (202, "?notice=pickup".to_owned()),
+        Err(NoticeError::Refused(r)) => {
+            let (status, slug) = refusal_answer(r);
+            (status, format!("?error={slug}"))
+        }
+        Err(NoticeError::Store(_) | NoticeError::Queue(_)) => (503, "?error=unavailable".into()),
+        Err(_) => (422, "?error=refused".into()),
+    };
+    audit(
+        &web,
+        &tenant,
+        signed.actor(),
+        "web.notification.pickup_ready",
+        Some(contact.to_string()),
+        status,
+    )
+    .await;
+    back_to(&contact, &query)
+}
+
+/// `POST /inbox/c/{contact_id}/pickup/{reference}/collected`: no reminder for it.
+pub(crate) async fn pickup_collected(
+    State(web): State<Web>,
+    headers: HeaderMap,
+    signed: Signed,
+    Path((contact_id, reference)): Path<(String, String)>,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    use relay_core::notifications::{self, PICKUP_READY};
+    let t = texts(signed.lang);
+    let Ok(contact) = ContactId::parse(&contact_id) else {
+        return (StatusCode::NOT_FOUND, t.not_found).into_response();
+    };
+    if !check_csrf(&signed, &form.csrf, &headers) {
+        return csrf_refused(&signed);
+    }
+    if !notifications::valid_reference(&reference) {
+        return (StatusCode::NOT_FOUND, t.not_found).into_response();
+    }
+    let tenant = signed.tenant().clone();
+    let tn = match web.directory.tenant(&tenant).await {
+        Ok(Some(tn)) => tn,
+        Ok(None) => return (StatusCode::NOT_FOUND, t.not_found).into_response(),
+        Err(e) => return unavailable(e),
+    };
+    let outbound = notice_outbound(&web);
+    let result = notifications::collected(
+        web.store.as_ref(),
+        &outbound,
+        &tn,
+        &contact,
+        (PICKUP_READY, &reference),
+        web.clock.now(),
+    )
+    .await;
+    let status = match &result {
+        Ok(Some(_)) => 200,
+        Ok(None) => 404,
+        Err(_) => 503,
+    };
+    audit(
+        &web,
+        &tenant,
+        signed.actor(),
+        "web.notification.collected",
+        Some(contact.to_string()),
+        status,
+    )
+    .await;
+    match result {
+        Ok(Some(_)) => back_to(&contact, ""),
+        Ok(None) => (StatusCode::NOT_FOUND, t.not_found).into_response(),
+        Err(_) => back_to(&contact, "?error=unavailable"),
+    }
 }

@@ -32,12 +32,14 @@ use std::sync::Arc;
 mod audit;
 mod conversations;
 mod media;
+mod notifications;
 mod privacy;
 mod usage;
 use audit::*;
 use conversations::*;
 pub use conversations::{message_json, refusal_problem};
 use media::*;
+use notifications::*;
 use privacy::*;
 pub use usage::usage_json;
 use usage::*;
@@ -125,6 +127,9 @@ inbox_routes! {
     GET "/v1/conversations/{contact_id}/messages" => list_messages,
     POST "/v1/conversations/{contact_id}/messages" => send_message limit MAX_REPLY_BYTES,
     POST "/v1/conversations/{contact_id}/read" => mark_read,
+    GET "/v1/conversations/{contact_id}/notifications" => list_notifications,
+    POST "/v1/conversations/{contact_id}/notifications" => notify limit 4096,
+    POST "/v1/conversations/{contact_id}/notifications/{reference}/collected" => collected,
     GET "/v1/contacts/{contact_id}/export" => export_contact,
     DELETE "/v1/contacts/{contact_id}" => erase_contact,
     GET "/v1/media/{media_id}" => get_media,

@@ -28,6 +28,11 @@ const CONFIG: &str = r#"
 id = "apotheke-a"
 name = "A"
 api_keys = ["sk_test_aaaaaaaaaaaaaaaa"]
+[tenants.notifications.pickup_ready]
+template = "abholbereit"
+language = "de"
+params = ["{reference}"]
+remind_after_days = 3
 [[tenants.channels]]
 phone_number_id = "111"
 provider = "360dialog"
@@ -90,6 +95,7 @@ struct Fixture {
     blobs: relay_core::media::MemoryBlobStore,
     /// The fixture's clock (Unix seconds).
     now: Arc<AtomicI64>,
+    directory: Arc<StaticDirectory>,
 }
 
 async fn fixture() -> Fixture {
@@ -168,7 +174,7 @@ async fn fixture() -> Fixture {
     let jobs = Arc::new(Jobs::default());
     let audit = Arc::new(SqliteAuditLog::new(db.clone()));
     let app = router(Inbox {
-        directory,
+        directory: directory.clone(),
         store: store.clone(),
         outbound: jobs.clone(),
         privacy: Privacy {
@@ -197,6 +203,7 @@ async fn fixture() -> Fixture {
         db,
         blobs,
         now,
+        directory,
     }
 }
 
@@ -1308,4 +1315,224 @@ async fn a_read_that_cannot_be_audited_releases_nothing() {
         get(&f.app, "/v1/conversations", Some(KEY_A)).await.0,
         StatusCode::OK
     );
+}
+
+#[tokio::test]
+async fn pickup_notices_go_once_per_reference_and_remind_unless_collected() {
+    use relay_core::notifications::{NoticePorts, sweep_reminders};
+    let f = fixture().await;
+    let (app, jobs) = (&f.app, &f.jobs);
+    let erika = contact_named(app, KEY_A, "Kunde 0").await;
+    let uri = format!("/v1/conversations/{erika}/notifications");
+    let sends = || {
+        jobs.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|j| matches!(j, relay_core::jobs::Job::Send { .. }))
+            .count()
+    };
+    let notify = |reference: &'static str| {
+        let uri = uri.clone();
+        async move {
+            post(
+                app,
+                &uri,
+                Some(KEY_A),
+                json!({"kind": "pickup_ready", "reference": reference}),
+                &[],
+            )
+            .await
+        }
+    };
+    let (status, first) = notify("A-1001").await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{first}");
+    assert_eq!(first["created"], true);
+    assert_eq!(first["notification"]["reference"], "A-1001");
+    assert_eq!(first["notification"]["remind_at"], NOW + 3 * 86_400);
+    assert_eq!(sends(), 1);
+    // Once per reference: the same message again, nothing new stored.
+    let (status, again) = notify("A-1001").await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(
+        (again["id"].clone(), again["created"].clone()),
+        (first["id"].clone(), json!(false))
+    );
+    let (_, msgs) = get(
+        app,
+        &format!("/v1/conversations/{erika}/messages"),
+        Some(KEY_A),
+    )
+    .await;
+    let templates: Vec<&Value> = msgs["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["type"] == "template")
+        .collect();
+    assert_eq!(templates.len(), 1, "{msgs}");
+    assert_eq!(templates[0]["template"]["name"], "abholbereit");
+    assert_eq!(
+        templates[0]["template"]["components"][0]["parameters"][0]["text"], "A-1001",
+        "the reference fills the template's parameter"
+    );
+    let (status, _) = notify("A-1002").await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+
+    // Bad requests, an unconfigured pharmacy, an opted-out customer.
+    let (status, p) = notify("A 1003; DROP").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        p["type"].as_str().unwrap().ends_with("invalid-reference"),
+        "{p}"
+    );
+    let (status, p) = post(
+        app,
+        &uri,
+        Some(KEY_A),
+        json!({"kind": "refill", "reference": "X"}),
+        &[],
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        p["type"]
+            .as_str()
+            .unwrap()
+            .ends_with("unknown-notification"),
+        "{p}"
+    );
+    let other = contact_named(app, KEY_B, "Kundin B").await;
+    let (status, p) = post(
+        app,
+        &format!("/v1/conversations/{other}/notifications"),
+        Some(KEY_B),
+        json!({"kind": "pickup_ready", "reference": "B-1"}),
+        &[],
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        p["type"]
+            .as_str()
+            .unwrap()
+            .ends_with("notification-not-configured"),
+        "{p}"
+    );
+    let (status, _) = post(
+        app,
+        &format!("/v1/conversations/{other}/notifications"),
+        Some(KEY_A),
+        json!({"kind": "pickup_ready", "reference": "B-1"}),
+        &[],
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "another tenant's conversation"
+    );
+    let tenant = relay_core::ids::TenantId::parse("apotheke-a").unwrap();
+    let opt_out = |contact: String| {
+        let store = f.store.clone();
+        let tenant = tenant.clone();
+        async move {
+            let c = relay_core::ids::ContactId::parse(&contact).unwrap();
+            let entry = relay_core::records::ConsentEntry {
+                key: format!("api:{contact}"),
+                event: relay_core::records::ConsentEvent::OptedOut,
+                at: NOW,
+                source: "api".into(),
+                expires_at: NOW + 30 * 86_400,
+            };
+            store.record_consent(&tenant, &c, &entry).await.unwrap();
+        }
+    };
+    let kunde1 = contact_named(app, KEY_A, "Kunde 1").await;
+    opt_out(kunde1.clone()).await;
+    let (status, p) = post(
+        app,
+        &format!("/v1/conversations/{kunde1}/notifications"),
+        Some(KEY_A),
+        json!({"kind": "pickup_ready", "reference": "C-1"}),
+        &[],
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert!(p["type"].as_str().unwrap().ends_with("opted-out"), "{p}");
+    // A customer who opts out after the notice gets no reminder.
+    let kunde2 = contact_named(app, KEY_A, "Kunde 2").await;
+    let (status, _) = post(
+        app,
+        &format!("/v1/conversations/{kunde2}/notifications"),
+        Some(KEY_A),
+        json!({"kind": "pickup_ready", "reference": "D-1"}),
+        &[],
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    opt_out(kunde2).await;
+
+    // A-1001 is collected; A-1002 is not.
+    let (status, c) = post(
+        app,
+        &format!("{uri}/A-1001/collected"),
+        Some(KEY_A),
+        json!({}),
+        &[],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{c}");
+    assert_eq!(c["notification"]["collected_at"], NOW);
+    let (status, _) = post(
+        app,
+        &format!("{uri}/Z-9/collected"),
+        Some(KEY_A),
+        json!({}),
+        &[],
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // The sweep: nothing before the day; then one reminder, for A-1002 only, and only once.
+    let outbound = f.jobs.clone();
+    let ports = NoticePorts {
+        replies: relay_core::replies::ReplyPorts {
+            store: f.store.as_ref(),
+            directory: f.directory.as_ref(),
+            outbound: outbound.as_ref(),
+            templates: None,
+        },
+        board: f.store.as_ref(),
+    };
+    let before = sends();
+    let swept = sweep_reminders(&ports, f.directory.as_ref(), NOW + 86_400, 100)
+        .await
+        .unwrap();
+    assert_eq!(swept, Default::default());
+    let later = NOW + 3 * 86_400 + 60;
+    f.now.store(later, Ordering::Relaxed);
+    let swept = sweep_reminders(&ports, f.directory.as_ref(), later, 100)
+        .await
+        .unwrap();
+    assert_eq!(
+        (swept.reminded, swept.skipped, swept.failed),
+        (1, 1, 0),
+        "{swept:?}"
+    );
+    assert_eq!(sends(), before + 1);
+    let again = sweep_reminders(&ports, f.directory.as_ref(), later + 600, 100)
+        .await
+        .unwrap();
+    assert_eq!(again, Default::default(), "a second sweep sends nothing");
+    let (_, list) = get(app, &uri, Some(KEY_A)).await;
+    let list = list["notifications"].as_array().unwrap().clone();
+    assert_eq!(list.len(), 2);
+    let a1002 = list.iter().find(|n| n["reference"] == "A-1002").unwrap();
+    assert!(
+        a1002["reminder_id"].as_str().unwrap().starts_with("m_"),
+        "{a1002}"
+    );
+    let a1001 = list.iter().find(|n| n["reference"] == "A-1001").unwrap();
+    assert!(a1001["reminder_id"].is_null(), "collected: no reminder");
 }

@@ -57,6 +57,61 @@ pub struct Sender {
     pub concurrency: u32,
 }
 
+/// How many due reminders one sweep takes (the next sweep takes the rest).
+pub const SWEEP_BATCH: usize = 200;
+
+/// Sends the pickup reminders that are due (`relay_core::notifications::sweep_reminders`): run
+/// by a schedule on AWS (an EventBridge rule invokes this function) and every few minutes by
+/// `relay serve`. Safe to run twice at once: each reminder has a key of its own.
+pub async fn sweep_notices(
+    sender: &Sender,
+) -> Result<relay_core::notifications::Swept, StoreError> {
+    let Some(queue) = &sender.outbound else {
+        return Ok(Default::default());
+    };
+    let ports = relay_core::notifications::NoticePorts {
+        replies: relay_core::replies::ReplyPorts {
+            store: sender.store.as_ref(),
+            directory: sender.directory.as_ref(),
+            outbound: queue.as_ref(),
+            templates: None,
+        },
+        board: sender.store.as_ref(),
+    };
+    let swept = relay_core::notifications::sweep_reminders(
+        &ports,
+        sender.directory.as_ref(),
+        sender.now(),
+        SWEEP_BATCH,
+    )
+    .await?;
+    if swept != Default::default() {
+        tracing::info!(
+            reminded = swept.reminded,
+            skipped = swept.skipped,
+            failed = swept.failed,
+            "pickup reminders swept"
+        );
+    }
+    Ok(swept)
+}
+
+/// What invokes the function: the outbound queue's event source, or the reminder schedule.
+pub enum Invocation {
+    Jobs(SqsEvent),
+    Schedule,
+}
+
+impl Invocation {
+    /// Tells an EventBridge scheduled event (`"source": "aws.events"`) from an SQS batch.
+    pub fn of(event: serde_json::Value) -> Result<Self, serde_json::Error> {
+        if event.get("source").and_then(serde_json::Value::as_str) == Some("aws.events") {
+            return Ok(Invocation::Schedule);
+        }
+        serde_json::from_value(event).map(Invocation::Jobs)
+    }
+}
+
 /// Handles a batch of jobs; the answer lists the records to retry.
 pub async fn handle(sender: &Sender, event: SqsEvent) -> Result<SqsBatchResponse, BatchError> {
     each_record(event, |record| async move {
@@ -279,5 +334,36 @@ impl Sender {
         } else {
             Outcome::RetryAfter(self.policy.backoff(receives))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_schedule_and_the_queue_are_told_apart() {
+        // EventBridge's scheduled event, as the AWS documentation shows it.
+        let scheduled = serde_json::json!({
+            "version": "0", "id": "53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa",
+            "detail-type": "Scheduled Event", "source": "aws.events",
+            "account": "123456789012", "time": "2026-12-02T07:00:00Z", "region": "eu-central-1",
+            "resources": ["arn:aws:events:eu-central-1:123456789012:rule/reminders"], "detail": {}
+        });
+        assert!(matches!(
+            Invocation::of(scheduled),
+            Ok(Invocation::Schedule)
+        ));
+        let batch = serde_json::json!({"Records": [{
+            "messageId": "m1", "receiptHandle": "r1", "body": "{}",
+            "attributes": {"ApproximateReceiveCount": "1"}, "messageAttributes": {},
+            "eventSource": "aws:sqs", "eventSourceARN": "arn:aws:sqs:eu-central-1:1:outbound",
+            "awsRegion": "eu-central-1"
+        }]});
+        match Invocation::of(batch) {
+            Ok(Invocation::Jobs(e)) => assert_eq!(e.records.len(), 1),
+            _ => panic!("an SQS batch"),
+        }
+        assert!(Invocation::of(serde_json::json!({"Records": 5})).is_err());
     }
 }

@@ -57,6 +57,7 @@ impl ErasureStore for SqliteMessageStore {
             erased.notes = run("DELETE FROM notes WHERE tenant = ?1 AND contact_id = ?2")?;
             erased.prescriptions =
                 run("DELETE FROM prescriptions WHERE tenant = ?1 AND contact_id = ?2")?;
+            erased.index_items += run("DELETE FROM notices WHERE tenant = ?1 AND contact_id = ?2")?;
             erased.index_items +=
                 run("DELETE FROM team_states WHERE tenant = ?1 AND contact_id = ?2")?;
             erased.profile = run("DELETE FROM contacts WHERE tenant = ?1 AND contact_id = ?2")?;
