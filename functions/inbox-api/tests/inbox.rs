@@ -28,6 +28,8 @@ const CONFIG: &str = r#"
 id = "apotheke-a"
 name = "A"
 api_keys = ["sk_test_aaaaaaaaaaaaaaaa"]
+forward_url = "https://pms.example/hooks/whatsapp"
+forward_secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 [tenants.notifications.pickup_ready]
 template = "abholbereit"
 language = "de"
@@ -1495,12 +1497,13 @@ async fn pickup_notices_go_once_per_reference_and_remind_unless_collected() {
     assert_eq!(status, StatusCode::NOT_FOUND);
 
     // The sweep: nothing before the day; then one reminder, for A-1002 only, and only once.
-    let outbound = f.jobs.clone();
+    // As reply-sender's sweep has it: forwards sealed on the way.
+    let outbound = relay_core::sealed::SealedOutbound::new(f.jobs.clone(), f.keys.clone());
     let ports = NoticePorts {
         replies: relay_core::replies::ReplyPorts {
             store: f.store.as_ref(),
             directory: f.directory.as_ref(),
-            outbound: outbound.as_ref(),
+            outbound: &outbound,
             templates: None,
         },
         board: f.store.as_ref(),
@@ -1535,4 +1538,54 @@ async fn pickup_notices_go_once_per_reference_and_remind_unless_collected() {
     );
     let a1001 = list.iter().find(|n| n["reference"] == "A-1001").unwrap();
     assert!(a1001["reminder_id"].is_null(), "collected: no reminder");
+
+    // Forwarded to the pharmacy's software, sealed in the queue like the router's forwards.
+    let forwards: Vec<(String, Value)> = jobs
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|j| match j {
+            relay_core::jobs::Job::Forward {
+                webhook_id,
+                payload,
+                ..
+            } => Some((webhook_id.clone(), payload.clone())),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        forwards.iter().all(|(_, p)| p.is_string()),
+        "sealed: {forwards:?}"
+    );
+    let mut opened = Vec::new();
+    for (id, p) in &forwards {
+        let p = relay_core::sealed::open_forward_payload(&f.keys, &tenant, p.clone())
+            .await
+            .unwrap()
+            .unwrap();
+        opened.push((
+            id.clone(),
+            p["type"].as_str().unwrap().to_owned(),
+            p["data"]["reference"].as_str().unwrap().to_owned(),
+        ));
+    }
+    opened.sort();
+    opened.dedup();
+    let mut events: Vec<(String, String)> = opened
+        .iter()
+        .map(|(_, t, r)| (t.clone(), r.clone()))
+        .collect();
+    events.sort();
+    assert_eq!(
+        events,
+        [
+            ("notification.collected".to_owned(), "A-1001".to_owned()),
+            ("notification.reminded".into(), "A-1002".into()),
+            ("notification.sent".into(), "A-1001".into()),
+            ("notification.sent".into(), "A-1002".into()),
+            ("notification.sent".into(), "D-1".into()),
+        ],
+        "the repeated notice is the same forward (one webhook id)"
+    );
 }
