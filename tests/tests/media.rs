@@ -26,6 +26,32 @@ api_base_url = "{fake_url}"
     )
 }
 
+/// Posts a customer's webhook to the receiver (answered 200), lets the router take it, then
+/// reply-sender `rounds` times (a fetch queues forwards that the next round delivers).
+async fn deliver(
+    clients: &relay_aws::Clients,
+    d: &relay_e2e::Deployment,
+    w: &relay_e2e::Wired,
+    hook: &Value,
+    rounds: usize,
+) {
+    let status = reqwest::Client::new()
+        .post(format!("{}/webhooks/whatsapp/111", w.receiver_url))
+        .bearer_auth("tok")
+        .json(hook)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status.as_u16(), 200);
+    drain(&clients.sqs, &d.queue_url, &w.router).await.unwrap();
+    for _ in 0..rounds {
+        drain_jobs(&clients.sqs, &d.outbound_url, &w.sender)
+            .await
+            .unwrap();
+    }
+}
+
 #[tokio::test]
 async fn a_photo_goes_from_webhook_to_s3_sealed_to_the_pharmacy_and_away_with_erasure() {
     let moto = Moto::start().unwrap();
@@ -45,20 +71,8 @@ async fn a_photo_goes_from_webhook_to_s3_sealed_to_the_pharmacy_and_away_with_er
         "messages":[{"from":"4915112345678","id":"wamid.SCAN1","timestamp":now.to_string(),"type":"image",
           "image":{"id":"SCAN1","mime_type":"image/jpeg","sha256":Fake::sha256_b64(&photo)}}]}}]}]});
     let http = reqwest::Client::new();
-    let status = http
-        .post(format!("{}/webhooks/whatsapp/111", w.receiver_url))
-        .bearer_auth("tok")
-        .json(&hook)
-        .send()
-        .await
-        .unwrap()
-        .status();
-    assert_eq!(status.as_u16(), 200);
-    drain(&clients.sqs, &d.queue_url, &w.router).await.unwrap();
-    // The router queued the fetch; reply-sender does it.
-    drain_jobs(&clients.sqs, &d.outbound_url, &w.sender)
-        .await
-        .unwrap();
+    // The router queues the fetch; reply-sender does it.
+    deliver(&clients, &d, &w, &hook, 1).await;
 
     let auth = "sk_media_0123456789abcdef";
     let convs: Value = http
@@ -196,16 +210,7 @@ async fn a_small_document_is_served_whole_by_the_inbox_api() {
         "messages":[{"from":"4915112345678","id":"wamid.PDF1","timestamp":now.to_string(),"type":"document",
           "document":{"id":"PDF1","mime_type":"application/pdf","filename":"Medikationsplan.pdf","sha256":Fake::sha256_b64(&pdf)}}]}}]}]});
     let http = reqwest::Client::new();
-    http.post(format!("{}/webhooks/whatsapp/111", w.receiver_url))
-        .bearer_auth("tok")
-        .json(&hook)
-        .send()
-        .await
-        .unwrap();
-    drain(&clients.sqs, &d.queue_url, &w.router).await.unwrap();
-    drain_jobs(&clients.sqs, &d.outbound_url, &w.sender)
-        .await
-        .unwrap();
+    deliver(&clients, &d, &w, &hook, 1).await;
     let auth = "sk_media_0123456789abcdef";
     let convs: Value = http
         .get(format!("{}/v1/conversations", w.inbox_url))
@@ -256,13 +261,7 @@ async fn the_pharmacy_uploads_a_file_and_sends_it_by_id() {
     let hook = json!({"object":"whatsapp_business_account","entry":[{"id":"1","changes":[{"field":"messages","value":{
         "metadata":{"phone_number_id":"111"},"contacts":[{"profile":{"name":"Erika"},"wa_id":"4915112345678"}],
         "messages":[{"from":"4915112345678","id":"wamid.ASK1","timestamp":now.to_string(),"type":"text","text":{"body":"Schicken Sie mir den Plan?"}}]}}]}]});
-    http.post(format!("{}/webhooks/whatsapp/111", w.receiver_url))
-        .bearer_auth("tok")
-        .json(&hook)
-        .send()
-        .await
-        .unwrap();
-    drain(&clients.sqs, &d.queue_url, &w.router).await.unwrap();
+    deliver(&clients, &d, &w, &hook, 0).await;
     let auth = "sk_media_0123456789abcdef";
     let convs: Value = http
         .get(format!("{}/v1/conversations", w.inbox_url))
@@ -465,22 +464,8 @@ async fn e_rezept_codes_in_a_photo_and_a_pdf_reach_the_pharmacy_once_each() {
         let hook = json!({"object":"whatsapp_business_account","entry":[{"id":"1","changes":[{"field":"messages","value":{
             "metadata":{"phone_number_id":"111"},"contacts":[{"profile":{"name":"Erika"},"wa_id":"4915112345678"}],
             "messages":[{"from":"4915112345678","id":wamid,"timestamp":now.to_string(),"type":kind, kind: media}]}}]}]});
-        let status = http
-            .post(format!("{}/webhooks/whatsapp/111", w.receiver_url))
-            .bearer_auth("tok")
-            .json(&hook)
-            .send()
-            .await
-            .unwrap()
-            .status();
-        assert_eq!(status.as_u16(), 200);
-        drain(&clients.sqs, &d.queue_url, &w.router).await.unwrap();
         // The fetch reads the codes and queues the forward; the next round delivers it.
-        for _ in 0..3 {
-            drain_jobs(&clients.sqs, &d.outbound_url, &w.sender)
-                .await
-                .unwrap();
-        }
+        deliver(&clients, &d, &w, &hook, 3).await;
     }
 
     let auth = "sk_media_0123456789abcdef";

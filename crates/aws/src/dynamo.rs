@@ -115,21 +115,30 @@ impl DynamoMessageStore {
 
     /// Puts an item unless one with its key exists.
     async fn put_new(&self, item: Item) -> Result<Recorded, StoreError> {
+        Ok(if self.put_if(item, "attribute_not_exists(pk)").await? {
+            Recorded::New
+        } else {
+            Recorded::Duplicate
+        })
+    }
+
+    /// Puts an item if `condition` holds; false if it does not.
+    async fn put_if(&self, item: Item, condition: &str) -> Result<bool, StoreError> {
         let result = self
             .client
             .put_item()
             .table_name(&self.table)
             .set_item(Some(item))
-            .condition_expression("attribute_not_exists(pk)")
+            .condition_expression(condition)
             .send()
             .await;
         match result {
-            Ok(_) => Ok(Recorded::New),
+            Ok(_) => Ok(true),
             Err(e)
                 if e.as_service_error()
                     .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
             {
-                Ok(Recorded::Duplicate)
+                Ok(false)
             }
             Err(e) => Err(StoreError::Unavailable(sdk_error("PutItem", &e))),
         }

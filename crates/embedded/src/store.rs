@@ -122,6 +122,19 @@ fn from_json<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, StoreError> {
         .map_err(|_| StoreError::Corrupt("a stored row is not valid JSON".into()))
 }
 
+/// The JSON `body` column of every row `sql` selects, decoded.
+fn bodies<T: serde::de::DeserializeOwned>(
+    conn: &rusqlite::Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<T>, StoreError> {
+    let mut stmt = conn.prepare(sql).map_err(db_err)?;
+    let rows = stmt
+        .query_map(params, |r| r.get::<_, String>(0))
+        .map_err(db_err)?;
+    rows.map(|r| from_json(&r.map_err(db_err)?)).collect()
+}
+
 fn inserted(n: usize) -> Recorded {
     if n == 1 {
         Recorded::New

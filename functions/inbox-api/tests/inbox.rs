@@ -1326,6 +1326,13 @@ async fn pickup_notices_go_once_per_reference_and_remind_unless_collected() {
     let (app, jobs) = (&f.app, &f.jobs);
     let erika = contact_named(app, KEY_A, "Kunde 0").await;
     let uri = format!("/v1/conversations/{erika}/notifications");
+    let notify_to = |key: &'static str, contact: &str, reference: &'static str| {
+        let uri = format!("/v1/conversations/{contact}/notifications");
+        async move {
+            let body = json!({"kind": "pickup_ready", "reference": reference});
+            post(app, &uri, Some(key), body, &[]).await
+        }
+    };
     let sends = || {
         jobs.0
             .lock()
@@ -1405,14 +1412,7 @@ async fn pickup_notices_go_once_per_reference_and_remind_unless_collected() {
         "{p}"
     );
     let other = contact_named(app, KEY_B, "Kundin B").await;
-    let (status, p) = post(
-        app,
-        &format!("/v1/conversations/{other}/notifications"),
-        Some(KEY_B),
-        json!({"kind": "pickup_ready", "reference": "B-1"}),
-        &[],
-    )
-    .await;
+    let (status, p) = notify_to(KEY_B, &other, "B-1").await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(
         p["type"]
@@ -1421,14 +1421,7 @@ async fn pickup_notices_go_once_per_reference_and_remind_unless_collected() {
             .ends_with("notification-not-configured"),
         "{p}"
     );
-    let (status, _) = post(
-        app,
-        &format!("/v1/conversations/{other}/notifications"),
-        Some(KEY_A),
-        json!({"kind": "pickup_ready", "reference": "B-1"}),
-        &[],
-    )
-    .await;
+    let (status, _) = notify_to(KEY_A, &other, "B-1").await;
     assert_eq!(
         status,
         StatusCode::NOT_FOUND,
@@ -1452,26 +1445,12 @@ async fn pickup_notices_go_once_per_reference_and_remind_unless_collected() {
     };
     let kunde1 = contact_named(app, KEY_A, "Kunde 1").await;
     opt_out(kunde1.clone()).await;
-    let (status, p) = post(
-        app,
-        &format!("/v1/conversations/{kunde1}/notifications"),
-        Some(KEY_A),
-        json!({"kind": "pickup_ready", "reference": "C-1"}),
-        &[],
-    )
-    .await;
+    let (status, p) = notify_to(KEY_A, &kunde1, "C-1").await;
     assert_eq!(status, StatusCode::CONFLICT);
     assert!(p["type"].as_str().unwrap().ends_with("opted-out"), "{p}");
     // A customer who opts out after the notice gets no reminder.
     let kunde2 = contact_named(app, KEY_A, "Kunde 2").await;
-    let (status, _) = post(
-        app,
-        &format!("/v1/conversations/{kunde2}/notifications"),
-        Some(KEY_A),
-        json!({"kind": "pickup_ready", "reference": "D-1"}),
-        &[],
-    )
-    .await;
+    let (status, _) = notify_to(KEY_A, &kunde2, "D-1").await;
     assert_eq!(status, StatusCode::ACCEPTED);
     opt_out(kunde2).await;
 

@@ -65,24 +65,9 @@ impl NoticeBoard for DynamoMessageStore {
     async fn update_notice(&self, tenant: &TenantId, notice: &Notice) -> Result<(), StoreError> {
         // The whole item, so that a settled notice drops its index attributes. Only an item
         // that exists is replaced (an erased contact's notice stays erased).
-        let result = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(notice_item(tenant, notice)?))
-            .condition_expression("attribute_exists(pk)")
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(StoreError::Unavailable(sdk_error("PutItem", &e))),
-        }
+        self.put_if(notice_item(tenant, notice)?, "attribute_exists(pk)")
+            .await
+            .map(|_| ())
     }
 
     async fn notices(

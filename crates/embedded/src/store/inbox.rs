@@ -143,18 +143,11 @@ impl InboxReads for SqliteMessageStore {
         contact: &ContactId,
         now: i64,
     ) -> Result<Vec<ConsentEntry>, StoreError> {
-        let conn = self.db.lock();
-        let mut stmt = conn
-            .prepare(
-                "SELECT body FROM consent WHERE tenant = ?1 AND contact_id = ?2 AND expires_at > ?3 ORDER BY at, key",
-            )
-            .map_err(db_err)?;
-        let rows = stmt
-            .query_map(params![tenant.as_str(), contact.as_str(), now], |r| {
-                r.get::<_, String>(0)
-            })
-            .map_err(db_err)?;
-        rows.map(|r| from_json(&r.map_err(db_err)?)).collect()
+        bodies(
+            &self.db.lock(),
+            "SELECT body FROM consent WHERE tenant = ?1 AND contact_id = ?2 AND expires_at > ?3 ORDER BY at, key",
+            params![tenant.as_str(), contact.as_str(), now],
+        )
     }
 
     async fn list_messages(
@@ -227,17 +220,10 @@ impl InboxReads for SqliteMessageStore {
         wamid_key: &str,
         now: i64,
     ) -> Result<Vec<StoredStatus>, StoreError> {
-        let conn = self.db.lock();
-        let mut stmt = conn
-            .prepare(
-                "SELECT body FROM statuses WHERE tenant = ?1 AND wamid_key = ?2 AND expires_at > ?3 ORDER BY timestamp, status",
-            )
-            .map_err(db_err)?;
-        let rows = stmt
-            .query_map(params![tenant.as_str(), wamid_key, now], |r| {
-                r.get::<_, String>(0)
-            })
-            .map_err(db_err)?;
-        rows.map(|r| from_json(&r.map_err(db_err)?)).collect()
+        bodies(
+            &self.db.lock(),
+            "SELECT body FROM statuses WHERE tenant = ?1 AND wamid_key = ?2 AND expires_at > ?3 ORDER BY timestamp, status",
+            params![tenant.as_str(), wamid_key, now],
+        )
     }
 }

@@ -78,23 +78,12 @@ impl NoticeBoard for SqliteMessageStore {
         contact: &ContactId,
         now: i64,
     ) -> Result<Vec<Notice>, StoreError> {
-        let conn = self.db.lock();
-        let mut stmt = conn
-            .prepare(
-                "SELECT body FROM notices WHERE tenant = ?1 AND contact_id = ?2 AND expires_at > ?3
-                 ORDER BY sent_at, kind, reference",
-            )
-            .map_err(db_err)?;
-        let rows = stmt
-            .query_map(params![tenant.as_str(), contact.as_str(), now], |r| {
-                r.get::<_, String>(0)
-            })
-            .map_err(db_err)?;
-        let mut out = Vec::new();
-        for row in rows {
-            out.push(from_json(&row.map_err(db_err)?)?);
-        }
-        Ok(out)
+        bodies(
+            &self.db.lock(),
+            "SELECT body FROM notices WHERE tenant = ?1 AND contact_id = ?2 AND expires_at > ?3
+             ORDER BY sent_at, kind, reference",
+            params![tenant.as_str(), contact.as_str(), now],
+        )
     }
 
     async fn due_notices(

@@ -35,22 +35,11 @@ impl PrescriptionLedger for SqliteMessageStore {
         contact: &ContactId,
         now: i64,
     ) -> Result<Vec<PrescriptionRecord>, StoreError> {
-        let conn = self.db.lock();
-        let mut stmt = conn
-            .prepare(
-                "SELECT body FROM prescriptions WHERE tenant = ?1 AND contact_id = ?2 AND expires_at > ?3
-                 ORDER BY found_at, message_key",
-            )
-            .map_err(db_err)?;
-        let rows = stmt
-            .query_map(params![tenant.as_str(), contact.as_str(), now], |r| {
-                r.get::<_, String>(0)
-            })
-            .map_err(db_err)?;
-        let mut out = Vec::new();
-        for row in rows {
-            out.push(from_json(&row.map_err(db_err)?)?);
-        }
-        Ok(out)
+        bodies(
+            &self.db.lock(),
+            "SELECT body FROM prescriptions WHERE tenant = ?1 AND contact_id = ?2 AND expires_at > ?3
+             ORDER BY found_at, message_key",
+            params![tenant.as_str(), contact.as_str(), now],
+        )
     }
 }

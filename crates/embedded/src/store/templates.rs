@@ -25,18 +25,11 @@ impl TemplateStore for SqliteMessageStore {
     }
 
     async fn templates(&self, tenant: &TenantId) -> Result<Vec<Template>, StoreError> {
-        let conn = self.db.lock();
-        let mut stmt = conn
-            .prepare("SELECT body FROM templates WHERE tenant = ?1 ORDER BY name, language")
-            .map_err(db_err)?;
-        let rows = stmt
-            .query_map([tenant.as_str()], |r| r.get::<_, String>(0))
-            .map_err(db_err)?;
-        let mut out = Vec::new();
-        for row in rows {
-            out.push(from_json(&row.map_err(db_err)?)?);
-        }
-        Ok(out)
+        bodies(
+            &self.db.lock(),
+            "SELECT body FROM templates WHERE tenant = ?1 ORDER BY name, language",
+            [tenant.as_str()],
+        )
     }
 }
 
@@ -71,17 +64,11 @@ impl relay_core::templates::QuickReplies for SqliteMessageStore {
         &self,
         tenant: &TenantId,
     ) -> Result<Vec<relay_core::templates::QuickReply>, StoreError> {
-        let conn = self.db.lock();
-        let mut stmt = conn
-            .prepare("SELECT body FROM quick_replies WHERE tenant = ?1")
-            .map_err(db_err)?;
-        let rows = stmt
-            .query_map([tenant.as_str()], |r| r.get::<_, String>(0))
-            .map_err(db_err)?;
-        let mut out: Vec<relay_core::templates::QuickReply> = Vec::new();
-        for row in rows {
-            out.push(from_json(&row.map_err(db_err)?)?);
-        }
+        let mut out: Vec<relay_core::templates::QuickReply> = bodies(
+            &self.db.lock(),
+            "SELECT body FROM quick_replies WHERE tenant = ?1",
+            [tenant.as_str()],
+        )?;
         // By title as people read it (SQLite's collation would put "Ö" after "Z").
         out.sort_by_key(|q| q.title.to_lowercase());
         Ok(out)
