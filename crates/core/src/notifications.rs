@@ -173,6 +173,32 @@ fn template_reply(
     .map_err(|e| NoticeError::BadTemplate(e.detail))
 }
 
+/// Refuses a template the tenant's template store knows as anything but UTILITY: a pickup
+/// notice is a utility message (Meta's category decides what it costs and whether a customer
+/// who stopped marketing gets it). A template the store does not list (not synced) passes.
+async fn check_utility(
+    templates: Option<&dyn crate::templates::TemplateStore>,
+    tenant: &TenantId,
+    (name, language): (&str, &str),
+) -> Result<(), NoticeError> {
+    let Some(templates) = templates else {
+        return Ok(());
+    };
+    let known = templates.templates(tenant).await?;
+    match known
+        .iter()
+        .find(|t| t.name == name && t.language == language)
+    {
+        Some(t) if !t.category.eq_ignore_ascii_case("UTILITY") => {
+            Err(NoticeError::BadTemplate(format!(
+                "{name} ({language}) is a {} template; pickup notices use a UTILITY template",
+                t.category.to_uppercase()
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// A forward of a notice's change to the pharmacy's software (`notification.sent`,
 /// `notification.reminded`, `notification.collected`).
 fn forward(tenant: &TenantId, notice: &Notice, event: &str, at: i64) -> Job {
@@ -217,6 +243,12 @@ pub async fn notify(
         .as_ref()
         .ok_or(NoticeError::NotConfigured)?;
     let reply = template_reply(policy, &policy.template, reference)?;
+    check_utility(
+        ports.replies.templates,
+        &tenant.id,
+        (&policy.template, &policy.language),
+    )
+    .await?;
     let key = hash(&["notice", contact.as_str(), kind, reference]);
     let queued = queue_reply(
         &ports.replies,
@@ -334,7 +366,17 @@ pub async fn sweep_reminders(
             .reminder_template
             .clone()
             .unwrap_or_else(|| policy.template.clone());
-        let result = match template_reply(&policy, &template, &notice.reference) {
+        let checked = match template_reply(&policy, &template, &notice.reference) {
+            Ok(reply) => check_utility(
+                ports.replies.templates,
+                &tenant_id,
+                (&template, &policy.language),
+            )
+            .await
+            .map(|()| reply),
+            Err(e) => Err(e),
+        };
+        let result = match checked {
             Ok(reply) => {
                 let key = hash(&[
                     "reminder",

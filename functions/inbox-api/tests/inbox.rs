@@ -1568,3 +1568,62 @@ async fn pickup_notices_go_once_per_reference_and_remind_unless_collected() {
         "the repeated notice is the same forward (one webhook id)"
     );
 }
+
+#[tokio::test]
+async fn a_pickup_template_known_as_marketing_is_refused_before_anything_is_sent() {
+    use relay_core::notifications::{NoticeError, NoticePorts, PICKUP_READY, notify};
+    use relay_core::templates::{Template, TemplateStore};
+    let f = fixture().await;
+    let tenant = relay_core::ids::TenantId::parse("apotheke-a").unwrap();
+    let contact =
+        relay_core::ids::ContactId::parse(&contact_named(&f.app, KEY_A, "Kunde 0").await).unwrap();
+    let t = relay_core::ports::Directory::tenant(f.directory.as_ref(), &tenant)
+        .await
+        .unwrap()
+        .unwrap();
+    let template = |category: &str| -> Template {
+        serde_json::from_value(json!({
+            "name": "abholbereit", "language": "de", "category": category, "status": "APPROVED",
+            "body": "Ihre Bestellung {{1}} liegt bereit.", "params": 1, "updated_at": NOW
+        }))
+        .unwrap()
+    };
+    let outbound = relay_core::sealed::SealedOutbound::new(f.jobs.clone(), f.keys.clone());
+    let ports = NoticePorts {
+        replies: relay_core::replies::ReplyPorts {
+            store: f.store.as_ref(),
+            directory: f.directory.as_ref(),
+            outbound: &outbound,
+            templates: Some(f.raw.as_ref()),
+        },
+        board: f.store.as_ref(),
+    };
+    f.raw
+        .replace_templates(&tenant, &[template("MARKETING")])
+        .await
+        .unwrap();
+    match notify(&ports, &t, &contact, (PICKUP_READY, "A-1"), NOW).await {
+        Err(NoticeError::BadTemplate(detail)) => {
+            assert!(detail.contains("MARKETING"), "{detail}")
+        }
+        other => panic!("refused, not {other:?}"),
+    }
+    assert!(f.jobs.0.lock().unwrap().is_empty(), "nothing queued");
+    assert!(
+        f.store
+            .notices(&tenant, &contact, NOW)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Recategorised as UTILITY (or not synced at all): it goes.
+    f.raw
+        .replace_templates(&tenant, &[template("UTILITY")])
+        .await
+        .unwrap();
+    let (notice, queued) = notify(&ports, &t, &contact, (PICKUP_READY, "A-1"), NOW)
+        .await
+        .unwrap();
+    assert!(queued.created);
+    assert_eq!(notice.reference, "A-1");
+}
