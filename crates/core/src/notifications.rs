@@ -5,7 +5,7 @@
 //!
 //! The send goes through the reply use case ([`crate::replies::queue_reply`]) with an
 //! idempotency key derived from the reference, so a repeated request is the same message; the
-//! [`Notice`] record (port [`NoticeBoard`]) carries what the reminder sweep needs. The sweep
+//! [`Notice`] record (port [`NoticeBoard`], beside the other store roles in `ports`) carries what the reminder sweep needs. The sweep
 //! runs on a schedule on AWS and every few minutes in `relay serve`.
 //!
 //! May depend on: the ports, records and use cases of this crate.
@@ -13,10 +13,11 @@
 use crate::ids::{ContactId, TenantId};
 use crate::jobs::Job;
 use crate::outbound::{ReplyRequest, TemplateSpec};
+pub use crate::ports::NoticeBoard;
 use crate::ports::{Directory, OutboundQueue, StoreError};
+pub use crate::records::Notice;
 use crate::records::{IdempotencyRecord, Recorded};
 use crate::replies::{Queued, Refusal, ReplyCommand, ReplyPorts, queue_reply};
-use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -38,68 +39,6 @@ pub struct PickupReadyPolicy {
     /// The reminder's template (default: the notice's own).
     #[serde(default)]
     pub reminder_template: Option<String>,
-}
-
-/// One notice sent to a contact, by its reference.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Notice {
-    pub contact_id: ContactId,
-    pub kind: String,
-    /// The pharmacy's order reference (1 to 64 of `A-Z a-z 0-9 . _ -`: it goes in a URL path).
-    pub reference: String,
-    /// The notice's message (`m_…`).
-    pub message_id: String,
-    pub sent_at: i64,
-    /// When a reminder is due (none: no reminder).
-    #[serde(default)]
-    pub remind_at: Option<i64>,
-    /// The reminder's message, or `skipped` when it was not sent (opted out, turned off).
-    #[serde(default)]
-    pub reminder: Option<String>,
-    #[serde(default)]
-    pub collected_at: Option<i64>,
-    pub expires_at: i64,
-}
-
-impl Notice {
-    /// Whether the sweep owes this notice a reminder at `now`.
-    pub fn reminder_due(&self, now: i64) -> bool {
-        self.collected_at.is_none()
-            && self.reminder.is_none()
-            && self.remind_at.is_some_and(|t| t <= now)
-    }
-}
-
-/// Where notices are kept (the message stores implement it; on DynamoDB in the contact's
-/// partition, erased with it).
-#[async_trait]
-pub trait NoticeBoard: Send + Sync {
-    /// Stores the notice once (by tenant, contact, kind and reference).
-    async fn add_notice(&self, tenant: &TenantId, notice: &Notice) -> Result<Recorded, StoreError>;
-    /// One notice, unless unknown or expired.
-    async fn notice(
-        &self,
-        tenant: &TenantId,
-        contact: &ContactId,
-        kind: &str,
-        reference: &str,
-        now: i64,
-    ) -> Result<Option<Notice>, StoreError>;
-    /// Replaces a stored notice (collected, reminded).
-    async fn update_notice(&self, tenant: &TenantId, notice: &Notice) -> Result<(), StoreError>;
-    /// A conversation's notices, oldest first; expired ones are left out.
-    async fn notices(
-        &self,
-        tenant: &TenantId,
-        contact: &ContactId,
-        now: i64,
-    ) -> Result<Vec<Notice>, StoreError>;
-    /// Up to `limit` notices of any tenant whose reminder is due at `now`, oldest due first.
-    async fn due_notices(
-        &self,
-        now: i64,
-        limit: usize,
-    ) -> Result<Vec<(TenantId, Notice)>, StoreError>;
 }
 
 /// Whether `reference` is one a notice takes.

@@ -78,7 +78,7 @@ pub trait MessageStore:
     + ErasureStore
     + TeamBoard
     + PrescriptionLedger
-    + crate::notifications::NoticeBoard
+    + NoticeBoard
 {
 }
 
@@ -90,7 +90,7 @@ impl<
         + ErasureStore
         + TeamBoard
         + PrescriptionLedger
-        + crate::notifications::NoticeBoard
+        + NoticeBoard
         + ?Sized,
 > MessageStore for T
 {
@@ -100,10 +100,9 @@ impl<
 /// concrete store: `use relay_core::ports::store_roles::*;`.
 pub mod store_roles {
     pub use super::{
-        ErasureStore as _, InboundLog as _, InboxReads as _, MediaLedger as _, OutboundLedger as _,
-        PrescriptionLedger as _, TeamBoard as _,
+        ErasureStore as _, InboundLog as _, InboxReads as _, MediaLedger as _, NoticeBoard as _,
+        OutboundLedger as _, PrescriptionLedger as _, TeamBoard as _,
     };
-    pub use crate::notifications::NoticeBoard as _;
 }
 
 /// What the router writes: contacts by identity, inbound messages, statuses, events, quarantine, consent and away-reply claims.
@@ -405,6 +404,38 @@ pub trait PrescriptionLedger: Send + Sync {
         contact: &ContactId,
         now: i64,
     ) -> Result<Vec<PrescriptionRecord>, StoreError>;
+}
+
+/// Pickup notices (`crate::notifications`): the message stores keep them (on DynamoDB in the
+/// contact's partition, erased with it).
+#[async_trait]
+pub trait NoticeBoard: Send + Sync {
+    /// Stores the notice once (by tenant, contact, kind and reference).
+    async fn add_notice(&self, tenant: &TenantId, notice: &Notice) -> Result<Recorded, StoreError>;
+    /// One notice, unless unknown or expired.
+    async fn notice(
+        &self,
+        tenant: &TenantId,
+        contact: &ContactId,
+        kind: &str,
+        reference: &str,
+        now: i64,
+    ) -> Result<Option<Notice>, StoreError>;
+    /// Replaces a stored notice (collected, reminded).
+    async fn update_notice(&self, tenant: &TenantId, notice: &Notice) -> Result<(), StoreError>;
+    /// A conversation's notices, oldest first; expired ones are left out.
+    async fn notices(
+        &self,
+        tenant: &TenantId,
+        contact: &ContactId,
+        now: i64,
+    ) -> Result<Vec<Notice>, StoreError>;
+    /// Up to `limit` notices of any tenant whose reminder is due at `now`, oldest due first.
+    async fn due_notices(
+        &self,
+        now: i64,
+        limit: usize,
+    ) -> Result<Vec<(TenantId, Notice)>, StoreError>;
 }
 
 /// The audit log: append-only (adapters have no update or delete), read by operators.

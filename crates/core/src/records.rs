@@ -366,6 +366,36 @@ pub struct PrescriptionRecord {
     pub expires_at: i64,
 }
 
+/// A pickup notice sent to a contact, by its reference (`crate::notifications`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Notice {
+    pub contact_id: ContactId,
+    pub kind: String,
+    /// The pharmacy's order reference (1 to 64 of `A-Z a-z 0-9 . _ -`: it goes in a URL path).
+    pub reference: String,
+    /// The notice's message (`m_…`).
+    pub message_id: String,
+    pub sent_at: i64,
+    /// When a reminder is due (none: no reminder).
+    #[serde(default)]
+    pub remind_at: Option<i64>,
+    /// The reminder's message, or `skipped` when it was not sent (opted out, turned off).
+    #[serde(default)]
+    pub reminder: Option<String>,
+    #[serde(default)]
+    pub collected_at: Option<i64>,
+    pub expires_at: i64,
+}
+
+impl Notice {
+    /// Whether the sweep owes this notice a reminder at `now`.
+    pub fn reminder_due(&self, now: i64) -> bool {
+        self.collected_at.is_none()
+            && self.reminder.is_none()
+            && self.remind_at.is_some_and(|t| t <= now)
+    }
+}
+
 /// An internal note on a conversation: written by staff for staff, never sent to WhatsApp.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Note {

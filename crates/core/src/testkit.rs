@@ -1592,7 +1592,6 @@ pub async fn prescriptions_are_kept_once_per_message_until_they_expire(store: &d
 pub async fn notices_are_kept_once_and_due_reminders_found_across_tenants(
     store: &dyn MessageStore,
 ) {
-    use crate::notifications::Notice;
     let p = Pseudonymizer::new([9; 32]);
     let (t, u) = (tenant("conf-notice"), tenant("conf-notice-other"));
     let c = contact_for(store, &p, &t, "4915200000013").await;

@@ -517,11 +517,7 @@ struct NoticeRow {
     collected: bool,
 }
 
-fn notice_rows(
-    notices: &[relay_core::notifications::Notice],
-    now: i64,
-    t: &Texts,
-) -> Vec<NoticeRow> {
+fn notice_rows(notices: &[relay_core::records::Notice], now: i64, t: &Texts) -> Vec<NoticeRow> {
     notices
         .iter()
         .map(|n| {

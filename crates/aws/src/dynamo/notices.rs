@@ -4,7 +4,7 @@
 //! reminders due across tenants with one query; an update that settles it leaves the index.
 
 use super::*;
-use relay_core::notifications::{Notice, NoticeBoard};
+use relay_core::ports::NoticeBoard;
 
 const DUE_PK: &str = "NOTICEDUE";
 

@@ -3,7 +3,7 @@
 //! all the same (erased with it).
 
 use super::*;
-use crate::notifications::{Notice, NoticeBoard};
+use crate::ports::NoticeBoard;
 
 #[async_trait]
 impl NoticeBoard for SealedStore {

@@ -2,7 +2,7 @@
 //! owed.
 
 use super::*;
-use relay_core::notifications::{Notice, NoticeBoard};
+use relay_core::ports::NoticeBoard;
 
 /// When the sweep owes the notice a reminder (none: it owes none).
 fn due_at(n: &Notice) -> Option<i64> {
