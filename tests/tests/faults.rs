@@ -565,10 +565,10 @@ async fn an_audit_entry_whose_answer_was_lost_is_written_once_and_reported_writt
     assert_eq!(listed.len(), 1, "{listed:?}");
 }
 
-/// A router cut off between the message's transaction and the updates after it (every
-/// UpdateItem fails) has made the conversation visible: it must be visible with its 24-hour
-/// window open, or a reply to it is refused as "window closed" until the retry completes
-/// (the 422s the fault suite saw now and then).
+/// A router cut off right after the message's transaction (every read after it fails: the
+/// consent ledger's first entry is the next call) has made the conversation visible: it must
+/// be visible with its 24-hour window open, or a reply to it is refused as "window closed"
+/// until the retry completes (the 422s the fault suite saw now and then).
 #[tokio::test]
 async fn a_conversation_is_listed_with_its_window_even_if_the_router_stops_half_way() {
     let (moto, direct, _whatsapp, _pharmacy, d) = stack("window", 5).await;
@@ -582,14 +582,15 @@ async fn a_conversation_is_listed_with_its_window_even_if_the_router_stops_half_
         .unwrap();
     proxy.refuse_after(
         "DynamoDB_20120810.TransactWriteItems",
-        "DynamoDB_20120810.UpdateItem",
+        "DynamoDB_20120810.GetItem",
     );
     let event = relay_e2e::receive_event(&direct.sqs, &d.queue_url)
         .await
         .unwrap();
     let answer = message_router::handle(&wired.router, event).await.unwrap();
     assert_eq!(answer.batch_item_failures.len(), 1, "the record is retried");
-
+    // What the cut-off router left, as the inbox sees it.
+    proxy.refuse_none();
     let listed = relay_e2e::faults::conversations(&http, &relay).await;
     assert_eq!(listed.len(), 1, "{listed:?}");
     assert!(
@@ -597,7 +598,6 @@ async fn a_conversation_is_listed_with_its_window_even_if_the_router_stops_half_
         "listed without a window: {}",
         listed[0]
     );
-    proxy.refuse_none();
     let contact = listed[0]["contact_id"].as_str().unwrap().to_owned();
     let (_, refusals) = post_replies(&http, &relay, &[contact], 1, 1).await.unwrap();
     assert_eq!(refusals, 0);

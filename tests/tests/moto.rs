@@ -91,6 +91,58 @@ async fn dynamodb_staff_store_follows_the_staff_rules() {
     relay_core::testkit::staff_store_rules(&clients.staff_store(&d.table)).await;
 }
 
+/// An identity item (which contact a number or BSUID is) is written when it is new and then
+/// about once a day, not with every message, and is always kept at least as long as the
+/// newest message that found it (docs/cost.md, privacy.md).
+#[tokio::test]
+async fn an_identity_is_written_once_a_day_and_outlives_its_newest_message() {
+    let moto = Moto::start().unwrap();
+    let clients = moto.clients().await;
+    let d = provision(&clients, "ident", 5).await.unwrap();
+    let store = clients.store(&d.table);
+    let tenant = relay_core::ids::TenantId::parse("apotheke-i").unwrap();
+    let keys = vec!["k1".to_owned(), "k2".to_owned()];
+    let contact = relay_core::ids::ContactId::parse(&format!("c_{}", "a".repeat(32))).unwrap();
+    let kept = |key: &'static str| {
+        let (clients, table, tenant) = (clients.clone(), d.table.clone(), tenant.clone());
+        async move {
+            let item = clients
+                .dynamo
+                .get_item()
+                .table_name(table)
+                .key("pk", s(format!("T#{tenant}#I#{key}")))
+                .key("sk", s("ID"))
+                .consistent_read(true)
+                .send()
+                .await
+                .unwrap()
+                .item
+                .unwrap();
+            item["expires_at"].as_n().unwrap().parse::<i64>().unwrap()
+        }
+    };
+    let day = 86_400;
+    let e0 = 1_800_000_000;
+    let resolve = |expires_at: i64| store.resolve_contact(&tenant, &keys, &contact, expires_at);
+    assert_eq!(resolve(e0).await.unwrap(), contact);
+    let first = kept("k1").await;
+    assert!(first >= e0, "kept at least as long as the message");
+    // Later the same day: found fresh, nothing written.
+    assert_eq!(resolve(e0 + day / 2).await.unwrap(), contact);
+    assert_eq!(kept("k1").await, first);
+    assert_eq!(kept("k2").await, first);
+    // Past what was written: refreshed, again at least as long as the message.
+    assert_eq!(resolve(first + 1).await.unwrap(), contact);
+    assert!(kept("k1").await > first + 1 && kept("k2").await > first + 1);
+    // A shorter retention never shortens what is kept.
+    assert_eq!(resolve(e0).await.unwrap(), contact);
+    assert!(kept("k1").await > first);
+}
+
+fn s(v: impl Into<String>) -> aws_sdk_dynamodb::types::AttributeValue {
+    aws_sdk_dynamodb::types::AttributeValue::S(v.into())
+}
+
 #[tokio::test]
 async fn tenants_apply_keeps_secrets_out_of_the_table_and_the_directory_reads_them() {
     let moto = Moto::start().unwrap();

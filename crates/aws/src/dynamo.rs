@@ -84,6 +84,10 @@ fn identity_pk(t: &TenantId, key: &str) -> String {
 
 const PROFILE: &str = "PROFILE";
 const POINTER: &str = "MSG";
+/// An identity item is kept this much longer than the message that last refreshed it, so the
+/// messages of the following day find it fresh and write nothing (one write a day per identity
+/// instead of one per message; docs/cost.md). It outlives the contact's data by at most this.
+const IDENTITY_SLACK_SECS: i64 = 86_400;
 
 #[derive(Clone, Debug)]
 pub struct DynamoMessageStore {
@@ -304,20 +308,20 @@ impl DynamoMessageStore {
         }
     }
 
+    /// The contact an identity maps to, and until when the identity item is kept.
     async fn get_identity(
         &self,
         tenant: &TenantId,
         key: &str,
-    ) -> Result<Option<ContactId>, StoreError> {
+    ) -> Result<Option<(ContactId, i64)>, StoreError> {
         match self.get(identity_pk(tenant, key), "ID").await? {
             Some(item) => {
                 let c = get_s(&item, "contact_id")
                     .ok_or_else(|| corrupt("identity without contact"))?;
                 // Not filtered by expiry: an identity only maps to a contact; a message for an
                 // expired contact revives the same pseudonymous id (TTL removes both eventually).
-                ContactId::parse(c)
-                    .map(Some)
-                    .map_err(|_| corrupt("invalid contact id"))
+                let contact = ContactId::parse(c).map_err(|_| corrupt("invalid contact id"))?;
+                Ok(Some((contact, get_n(&item, "expires_at").unwrap_or(0))))
             }
             None => Ok(None),
         }
