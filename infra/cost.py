@@ -88,8 +88,10 @@ def main() -> None:
     path = Path(sys.argv[1] if len(sys.argv) > 1 else "target/cost/measurements.json")
     m = json.loads(path.read_text())
     d = m["duration_ms"]
-    inbound, in_total = cost("inbound", m["per_inbound_message"], 1, d)
-    reply, reply_total = cost("reply", m["per_reply_with_three_statuses"], 1 + 3, d)
+    # Webhooks arrive on webhook-receiver's Function URL (no request charge beyond Lambda's);
+    # only the inbox API's call goes through the HTTP API.
+    inbound, in_total = cost("inbound", m["per_inbound_message"], 0, d)
+    reply, reply_total = cost("reply", m["per_reply_with_three_statuses"], 1, d)
     print(f"Prices: eu-central-1, {PRICES_AS_OF}.\n")
     print("| per message | inbound message | reply (+3 status webhooks) |")
     print("|---|---|---|")

@@ -423,14 +423,18 @@ where
             })
             .collect();
         let failures = relay_aws::batch::failed_ids(&handler(event).await?);
+        // What succeeded is deleted in one DeleteMessageBatch per batch, as the poller does.
+        let mut done = Vec::new();
         for (id, receipt) in receipts {
             if !failures.contains(&id) {
                 ok += 1;
-                sqs.delete_message()
-                    .queue_url(queue_url)
-                    .receipt_handle(receipt)
-                    .send()
-                    .await?;
+                done.push(
+                    aws_sdk_sqs::types::DeleteMessageBatchRequestEntry::builder()
+                        .id(format!("m{}", done.len()))
+                        .receipt_handle(receipt)
+                        .build()
+                        .context("delete entry")?,
+                );
                 continue;
             }
             failed += 1;
@@ -442,6 +446,20 @@ where
                     .send()
                     .await?;
             }
+        }
+        if !done.is_empty() {
+            let out = sqs
+                .delete_message_batch()
+                .queue_url(queue_url)
+                .set_entries(Some(done))
+                .send()
+                .await
+                .context("DeleteMessageBatch")?;
+            anyhow::ensure!(
+                out.failed.is_empty(),
+                "DeleteMessageBatch: {:?}",
+                out.failed
+            );
         }
         if failed > 50 {
             return Ok((ok, failed));
