@@ -196,8 +196,8 @@ fn every_route_is_wired_to_its_function() {
     let routes = |f: &Function| -> BTreeSet<(String, String)> {
         f.props["Events"]
             .as_mapping()
-            .unwrap()
-            .values()
+            .into_iter()
+            .flat_map(|events| events.values())
             .filter(|e| e["Type"] == *"HttpApi")
             .map(|e| {
                 (
@@ -214,12 +214,30 @@ fn every_route_is_wired_to_its_function() {
         .map(|(m, p)| (m.to_string(), p.to_string()))
         .collect();
     assert_eq!(routes(&fns["inbox-api"]), want);
-    let hooks: BTreeSet<(String, String)> = webhook_receiver::ROUTES
-        .iter()
-        .map(|(m, p)| (m.to_string(), p.to_string()))
-        .collect();
-    assert_eq!(routes(&fns["webhook-receiver"]), hooks);
+    // Webhooks reach webhook-receiver through its Function URL (every path; its router serves
+    // webhook_receiver::ROUTES), not through the HTTP API, whose request charge they would pay.
+    assert!(routes(&fns["webhook-receiver"]).is_empty());
+    assert_eq!(
+        fns["webhook-receiver"].props["FunctionUrlConfig"]["AuthType"],
+        serde_yaml_ng::Value::from("NONE"),
+        "webhooks authenticate in the function"
+    );
+    let outputs = &t["Outputs"];
+    for (output, route) in [("WebhookUrl", 0), ("MetaAppWebhookUrl", 2)] {
+        let Value::Tagged(sub) = &outputs[output]["Value"] else {
+            panic!("{output} is a !Sub");
+        };
+        let path = webhook_receiver::ROUTES[route].1.trim_start_matches('/');
+        assert_eq!(
+            sub.value.as_str(),
+            Some(format!("${{WebhookReceiverFunctionUrl.FunctionUrl}}{path}").as_str()),
+            "{output}"
+        );
+    }
     assert!(routes(&fns["message-router"]).is_empty() && routes(&fns["reply-sender"]).is_empty());
+    for f in ["inbox-api", "message-router", "reply-sender"] {
+        assert!(fns[f].props.get("FunctionUrlConfig").is_none(), "{f}");
+    }
 }
 
 #[test]

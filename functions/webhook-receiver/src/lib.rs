@@ -26,7 +26,7 @@ use std::time::Instant;
 pub const WEBHOOK_ROUTE: &str = "/webhooks/whatsapp/{phone_number_id}";
 /// A Meta app's one callback URL: the webhooks of all its numbers.
 pub const META_APP_ROUTE: &str = "/webhooks/meta/{app_id}";
-/// Every route of the receiver (method, path); template.yaml has an event for each.
+/// Every route of the receiver (method, path), served at its Function URL (template.yaml).
 pub const ROUTES: &[(&str, &str)] = &[
     ("POST", WEBHOOK_ROUTE),
     ("GET", WEBHOOK_ROUTE),
