@@ -128,12 +128,23 @@ impl DynamoMessageStore {
 
     /// Puts an item if `condition` holds; false if it does not.
     async fn put_if(&self, item: Item, condition: &str) -> Result<bool, StoreError> {
+        self.put_if_with(item, condition, Item::new()).await
+    }
+
+    /// [`Self::put_if`] with values for the condition's placeholders.
+    async fn put_if_with(
+        &self,
+        item: Item,
+        condition: &str,
+        values: Item,
+    ) -> Result<bool, StoreError> {
         let result = self
             .client
             .put_item()
             .table_name(&self.table)
             .set_item(Some(item))
             .condition_expression(condition)
+            .set_expression_attribute_values((!values.is_empty()).then_some(values))
             .send()
             .await;
         match result {

@@ -144,6 +144,30 @@ impl InboundLog for DynamoMessageStore {
     ) -> Result<Recorded, StoreError> {
         let pk = contact_pk(tenant, &message.contact_id);
         let sk = message_sk(message.timestamp, &message.wamid_key);
+        // The wamid's pointer first, on its own (one write unit, not two inside a transaction):
+        // written if absent, rewritten if it already leads to this message (an earlier attempt
+        // stopped after it); a pointer to another message is a wamid recorded elsewhere.
+        let mut pointer = Item::new();
+        pointer.insert("pk".into(), s(wamid_pk(tenant, &message.wamid_key)));
+        pointer.insert("sk".into(), s(POINTER));
+        pointer.insert("msg_pk".into(), s(&pk));
+        pointer.insert("msg_sk".into(), s(&sk));
+        pointer.insert("expires_at".into(), n(message.expires_at));
+        let mut same = Item::new();
+        same.insert(":mp".into(), s(&pk));
+        same.insert(":ms".into(), s(&sk));
+        if !self
+            .put_if_with(
+                pointer,
+                "attribute_not_exists(pk) OR (msg_pk = :mp AND msg_sk = :ms)",
+                same,
+            )
+            .await?
+        {
+            return Err(StoreError::Unavailable(
+                "PutItem: the wamid is recorded under another message".into(),
+            ));
+        }
         // Usually the newest message of its contact: the transaction moves the last activity
         // itself, on the condition that it only moves forward — one request. A message older
         // than what the profile holds (arrived late, or a reply was newer) fails only that
@@ -343,15 +367,15 @@ impl InboundLog for DynamoMessageStore {
 /// How an inbound message's transaction ended.
 enum Transacted {
     Done,
-    /// The message (or its wamid pointer) is there already.
+    /// The message is there already.
     Duplicate,
     /// Only the forward-only move of the last activity failed: the profile holds newer times.
     NotNewest,
 }
 
 impl DynamoMessageStore {
-    /// The message, its wamid pointer and the contact's counters in one transaction; with
-    /// `moves`, also the last activity, on the condition that it moves forward.
+    /// The message and the contact's counters in one transaction; with `moves`, also the
+    /// last activity, on the condition that it moves forward.
     async fn inbound_transaction(
         &self,
         tenant: &TenantId,
@@ -368,16 +392,6 @@ impl DynamoMessageStore {
             .item("pk", s(pk))
             .item("sk", s(sk))
             .item("body", s(body))
-            .item("expires_at", n(message.expires_at))
-            .condition_expression("attribute_not_exists(pk)")
-            .build()
-            .map_err(|_| corrupt("put"))?;
-        let put_pointer = Put::builder()
-            .table_name(&self.table)
-            .item("pk", s(wamid_pk(tenant, &message.wamid_key)))
-            .item("sk", s(POINTER))
-            .item("msg_pk", s(pk))
-            .item("msg_sk", s(sk))
             .item("expires_at", n(message.expires_at))
             .condition_expression("attribute_not_exists(pk)")
             .build()
@@ -467,7 +481,6 @@ impl DynamoMessageStore {
             .client
             .transact_write_items()
             .transact_items(TransactWriteItem::builder().put(put_message).build())
-            .transact_items(TransactWriteItem::builder().put(put_pointer).build())
             .transact_items(TransactWriteItem::builder().update(update).build())
             .send()
             .await;
@@ -475,11 +488,11 @@ impl DynamoMessageStore {
             Ok(_) => Ok(Transacted::Done),
             Err(e) => {
                 let failed = condition_failures(&e);
-                let (message_or_pointer, profile) = (
-                    failed.iter().take(2).any(|f| *f),
-                    failed.get(2).copied().unwrap_or(false),
+                let (message, profile) = (
+                    failed.first().copied().unwrap_or(false),
+                    failed.get(1).copied().unwrap_or(false),
                 );
-                if message_or_pointer {
+                if message {
                     // "Already there" only if the message really is: a transaction cancelled
                     // by a concurrent twin must be retried, never taken as done.
                     if self.get(pk.to_owned(), sk).await?.is_none() {
