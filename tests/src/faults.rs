@@ -300,16 +300,19 @@ async fn proxy(State(s): State<Arc<ProxyState>>, req: Request) -> Response {
             forward = forward.header(name, value);
         }
     }
-    let (status, headers, bytes) = {
-        let _one_at_a_time = if target.starts_with("DynamoDB") {
-            Some(s.dynamo.lock().await)
+    // The call runs to its end in a task of its own, holding the DynamoDB turn until moto has
+    // answered: a caller that gives up (a killed handler drops its connection) must not hand
+    // the turn on while moto is still working on its request, as DynamoDB would have applied
+    // it whole either way.
+    let state = s.clone();
+    let one_at_a_time = target.starts_with("DynamoDB");
+    let call = tokio::spawn(async move {
+        let _turn = if one_at_a_time {
+            Some(state.dynamo.lock().await)
         } else {
             None
         };
-        let answer = match forward.send().await {
-            Ok(r) => r,
-            Err(_) => return StatusCode::BAD_GATEWAY.into_response(),
-        };
+        let answer = forward.send().await.ok()?;
         let status = answer.status();
         let mut headers = HeaderMap::new();
         for (name, value) in answer.headers() {
@@ -318,7 +321,10 @@ async fn proxy(State(s): State<Arc<ProxyState>>, req: Request) -> Response {
             }
         }
         let bytes: Bytes = answer.bytes().await.unwrap_or_default();
-        (status, headers, bytes)
+        Some((status, headers, bytes))
+    });
+    let Ok(Some((status, headers, bytes))) = call.await else {
+        return StatusCode::BAD_GATEWAY.into_response();
     };
     match plan {
         Plan::Lost => {
