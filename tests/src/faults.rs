@@ -174,9 +174,10 @@ impl FaultProxy {
         self.state.lose_next.store(n, Ordering::SeqCst);
     }
 
-    /// From the first call of `after` on, every call of `operation` (both `x-amz-target`s)
-    /// fails with 500 and is not made, until [`FaultProxy::refuse_none`]: for tests of a
-    /// write interrupted between two calls.
+    /// From the first call of `after` on, every call of `operation` (both `x-amz-target`s;
+    /// `after` may be `target|text`, a call of that target whose request names `text`) fails
+    /// with 500 and is not made, until [`FaultProxy::refuse_none`]: for tests of a write
+    /// interrupted between two calls.
     pub fn refuse_after(&self, after: &str, operation: &str) {
         *self.state.refuse.lock().unwrap_or_else(|e| e.into_inner()) =
             Some((operation.to_owned(), Some(after.to_owned())));
@@ -213,6 +214,12 @@ fn aws_error(status: StatusCode, kind: &str) -> Response {
         .into_response()
 }
 
+/// Whether a call of `target` with `body` is the call `after` names (`target` or `target|text`).
+fn is_call(after: &str, target: &str, body: &[u8]) -> bool {
+    let (op, text) = after.split_once('|').unwrap_or((after, ""));
+    op == target && (text.is_empty() || body.windows(text.len()).any(|w| w == text.as_bytes()))
+}
+
 async fn proxy(State(s): State<Arc<ProxyState>>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let Ok(body) = axum::body::to_bytes(body, 64 * 1024 * 1024).await else {
@@ -235,7 +242,7 @@ async fn proxy(State(s): State<Arc<ProxyState>>, req: Request) -> Response {
     let refused = {
         let mut refuse = s.refuse.lock().unwrap_or_else(|e| e.into_inner());
         match refuse.as_mut() {
-            Some((_, after)) if after.as_deref() == Some(target.as_str()) => {
+            Some((_, after)) if after.as_deref().is_some_and(|a| is_call(a, &target, &body)) => {
                 *after = None;
                 false
             }

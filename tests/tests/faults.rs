@@ -565,8 +565,8 @@ async fn an_audit_entry_whose_answer_was_lost_is_written_once_and_reported_writt
     assert_eq!(listed.len(), 1, "{listed:?}");
 }
 
-/// A router cut off right after the message's transaction (every read after it fails: the
-/// consent ledger's first entry is the next call) has made the conversation visible: it must
+/// A router cut off right after the contact's update (every read after it fails: the consent
+/// ledger's first entry is the next call) has made the conversation visible: it must
 /// be visible with its 24-hour window open, or a reply to it is refused as "window closed"
 /// until the retry completes (the 422s the fault suite saw now and then).
 #[tokio::test]
@@ -581,7 +581,8 @@ async fn a_conversation_is_listed_with_its_window_even_if_the_router_stops_half_
         .await
         .unwrap();
     proxy.refuse_after(
-        "DynamoDB_20120810.TransactWriteItems",
+        // The profile's update (the one that lists it: gsi1pk), not the identity's.
+        "DynamoDB_20120810.UpdateItem|gsi1pk",
         "DynamoDB_20120810.GetItem",
     );
     let event = relay_e2e::receive_event(&direct.sqs, &d.queue_url)

@@ -262,7 +262,13 @@ impl DynamoMessageStore {
             name: get_s(item, "name").map(str::to_owned),
             last_message_at: get_n(item, "last_message_at").unwrap_or(0),
             last_inbound_at: get_n(item, "last_inbound_at"),
-            unread: get_n(item, "unread").unwrap_or(0),
+            // One mark per unread message (inbound.rs), plus the counter that profiles written
+            // before the marks still hold.
+            unread: get_n(item, "unread").unwrap_or(0)
+                + item
+                    .get("unread_ids")
+                    .and_then(|v| v.as_ss().ok())
+                    .map_or(0, |marks| marks.len() as i64),
             opted_out: item
                 .get("opted_out")
                 .and_then(|v| v.as_bool().ok())

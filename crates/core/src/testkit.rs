@@ -240,6 +240,39 @@ pub async fn inbound_messages_are_stored_and_counted_once(store: &dyn MessageSto
     let ids: Vec<&str> = msgs.items.iter().map(|m| m.wamid.as_str()).collect();
     assert_eq!(ids, ["wamid.A1", "wamid.A0"], "newest first, each once");
     assert_eq!(msgs.items[0], m1, "a message reads back as written");
+
+    // Read by staff: a late duplicate of a message read does not mark it unread again; a new
+    // message does, also one older than the newest (it arrived late).
+    store.clear_unread(&a, &c1).await.expect("clear");
+    for m in [&m1, &m0] {
+        assert_eq!(
+            store
+                .record_inbound(&a, m, &update(&c1, "Erika M.", m.timestamp))
+                .await
+                .expect("record"),
+            Recorded::Duplicate
+        );
+    }
+    let conv = store.conversation(&a, &c1, NOW).await.expect("get");
+    assert_eq!(
+        conv.expect("there").unread,
+        0,
+        "duplicates of read messages stay read"
+    );
+    let m2 = message(&p, &a, &c1, "wamid.A2", NOW + 20);
+    let late = message(&p, &a, &c1, "wamid.A00", NOW + 1);
+    for m in [&m2, &m2, &late] {
+        store
+            .record_inbound(&a, m, &update(&c1, "Erika M.", m.timestamp))
+            .await
+            .expect("record");
+    }
+    let conv = store.conversation(&a, &c1, NOW).await.expect("get");
+    assert_eq!(
+        conv.expect("there").unread,
+        2,
+        "a new message and a late one, each once"
+    );
 }
 
 /// Statuses are kept (also for unknown messages), once each, and only move a message forward.

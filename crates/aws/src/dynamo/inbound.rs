@@ -168,28 +168,35 @@ impl InboundLog for DynamoMessageStore {
                 "PutItem: the wamid is recorded under another message".into(),
             ));
         }
-        // Usually the newest message of its contact: the transaction moves the last activity
-        // itself, on the condition that it only moves forward — one request. A message older
-        // than what the profile holds (arrived late, or a reply was newer) fails only that
-        // condition; it is then recorded without the moves, and they are applied one by one.
-        let recorded = match self
-            .inbound_transaction(tenant, message, contact, &pk, &sk, true)
+        // The message on its own, on the condition that it is not there yet (one write unit).
+        let body =
+            serde_json::to_string(message).map_err(|_| corrupt("message does not serialise"))?;
+        let mut item = Item::new();
+        item.insert("pk".into(), s(&pk));
+        item.insert("sk".into(), s(&sk));
+        item.insert("body".into(), s(body));
+        item.insert("expires_at".into(), n(message.expires_at));
+        let recorded = self.put_new(item).await?;
+        // Then the contact, in updates that can be repeated: its unread mark is the message's
+        // own key in a set, so a retry adds nothing. A duplicate still applies them (an earlier
+        // attempt may have stopped before), but does not mark a message unread that staff have
+        // read since.
+        let mark = match recorded {
+            Recorded::New => contact.unread,
+            Recorded::Duplicate => contact.unread && !self.read_since(tenant, message).await?,
+        };
+        // Usually the newest message of its contact: the update moves the last activity itself,
+        // on the condition that it only moves forward. A message older than what the profile
+        // holds (arrived late, or a reply was newer) fails only that condition; it is then
+        // applied without the moves, and they follow one by one.
+        if self
+            .update_contact(tenant, message, contact, mark, true)
             .await?
         {
-            Transacted::Done => return Ok(Recorded::New),
-            Transacted::Duplicate => Recorded::Duplicate,
-            Transacted::NotNewest => {
-                match self
-                    .inbound_transaction(tenant, message, contact, &pk, &sk, false)
-                    .await?
-                {
-                    Transacted::Duplicate => Recorded::Duplicate,
-                    _ => Recorded::New,
-                }
-            }
-        };
-        // Last activity only moves forward. Done on duplicates too: idempotent, and it completes
-        // the work of an attempt that crashed between the fallback transaction and this update.
+            return Ok(recorded);
+        }
+        self.update_contact(tenant, message, contact, mark, false)
+            .await?;
         let profile_pk = contact_pk(tenant, &contact.contact_id);
         let mut v = Item::new();
         v.insert(":ts".into(), n(contact.last_inbound_at));
@@ -364,149 +371,134 @@ impl InboundLog for DynamoMessageStore {
     }
 }
 
-/// How an inbound message's transaction ended.
-enum Transacted {
-    Done,
-    /// The message is there already.
-    Duplicate,
-    /// Only the forward-only move of the last activity failed: the profile holds newer times.
-    NotNewest,
+/// The element of a profile's `unread_ids` set that stands for a message: a prefix of its
+/// wamid key (48 bits: only counted, never looked up).
+pub(super) fn unread_mark(message: &StoredMessage) -> String {
+    message.wamid_key.chars().take(12).collect()
 }
 
 impl DynamoMessageStore {
-    /// The message and the contact's counters in one transaction; with `moves`, also the
-    /// last activity, on the condition that it moves forward.
-    async fn inbound_transaction(
+    /// Whether staff have read the conversation since `message` (its duplicate then leaves the
+    /// unread marks alone). Only on the duplicate path: one consistent read.
+    async fn read_since(
+        &self,
+        tenant: &TenantId,
+        message: &StoredMessage,
+    ) -> Result<bool, StoreError> {
+        let profile = self
+            .get(contact_pk(tenant, &message.contact_id), PROFILE)
+            .await?;
+        Ok(profile
+            .as_ref()
+            .and_then(|p| get_n(p, "read_upto"))
+            .is_some_and(|upto| upto >= message.timestamp))
+    }
+
+    /// The contact's part of an inbound message in one UpdateItem: channel, names, expiry,
+    /// identity keys, the unread mark when `mark`; with `moves`, also the last activity, on the
+    /// condition that it moves forward (false: that condition failed). Without `moves`, a new
+    /// contact is listed with its window already open: its first message's time is set in the
+    /// same update that makes it visible, never later (a reader between the two saw a
+    /// conversation without a window and refused a reply as "window closed").
+    async fn update_contact(
         &self,
         tenant: &TenantId,
         message: &StoredMessage,
         contact: &ContactUpdate,
-        pk: &str,
-        sk: &str,
+        mark: bool,
         moves: bool,
-    ) -> Result<Transacted, StoreError> {
-        let body =
-            serde_json::to_string(message).map_err(|_| corrupt("message does not serialise"))?;
-        let put_message = Put::builder()
-            .table_name(&self.table)
-            .item("pk", s(pk))
-            .item("sk", s(sk))
-            .item("body", s(body))
-            .item("expires_at", n(message.expires_at))
-            .condition_expression("attribute_not_exists(pk)")
-            .build()
-            .map_err(|_| corrupt("put"))?;
+    ) -> Result<bool, StoreError> {
         let mut set = vec![
             "phone_number_id = :pn",
             "contact_id = :c",
             "expires_at = :e",
             "gsi1pk = :g",
         ];
-        if moves {
-            set.extend([
+        set.extend(if moves {
+            [
                 "last_inbound_at = :ts0",
                 "last_message_at = :tm0",
                 "gsi1sk = :gs0",
-            ]);
+            ]
         } else {
-            // A new contact is listed with its window already open: its first message's time
-            // is set in the same transaction that makes it visible. (The forward-only updates
-            // after it move them later; between the two, a reader saw a conversation without
-            // a window and refused a reply as "window closed".)
-            set.extend([
+            [
                 "last_inbound_at = if_not_exists(last_inbound_at, :ts0)",
                 "last_message_at = if_not_exists(last_message_at, :tm0)",
                 "gsi1sk = if_not_exists(gsi1sk, :gs0)",
-            ]);
+            ]
+        });
+        let mut values = Item::new();
+        values.insert(":c".into(), s(contact.contact_id.as_str()));
+        values.insert(":e".into(), n(contact.expires_at));
+        values.insert(":g".into(), s(conv_gsi_pk(tenant)));
+        values.insert(":ts0".into(), n(contact.last_inbound_at));
+        values.insert(":tm0".into(), n(contact.last_message_at));
+        values.insert(
+            ":gs0".into(),
+            s(format!(
+                "{:012}#{}",
+                contact.last_message_at, contact.contact_id
+            )),
+        );
+        values.insert(":pn".into(), s(&contact.phone_number_id));
+        for (placeholder, assignment, value) in [
+            (":name", "#name = :name", &contact.name),
+            (":wa", "wa_id = :wa", &contact.wa_id),
+            (":uid", "user_id = :uid", &contact.user_id),
+            (":un", "username = :un", &contact.username),
+            (":puid", "parent_user_id = :puid", &contact.parent_user_id),
+        ] {
+            if let Some(v) = value {
+                values.insert(placeholder.into(), s(v));
+                set.push(assignment);
+            }
         }
-        let mut update = Update::builder()
+        let mut add = Vec::new();
+        if mark {
+            values.insert(":u".into(), AttributeValue::Ss(vec![unread_mark(message)]));
+            add.push("unread_ids :u");
+        }
+        if !contact.identity_keys.is_empty() {
+            values.insert(
+                ":ik".into(),
+                AttributeValue::Ss(contact.identity_keys.clone()),
+            );
+            add.push("identity_keys :ik");
+        }
+        let mut expression = format!("SET {}", set.join(", "));
+        if !add.is_empty() {
+            expression.push_str(&format!(" ADD {}", add.join(", ")));
+        }
+        let result = self
+            .client
+            .update_item()
             .table_name(&self.table)
             .key("pk", s(contact_pk(tenant, &contact.contact_id)))
             .key("sk", s(PROFILE))
-            .expression_attribute_values(":c", s(contact.contact_id.as_str()))
-            .expression_attribute_values(":e", n(contact.expires_at))
-            .expression_attribute_values(":g", s(conv_gsi_pk(tenant)))
-            .expression_attribute_values(":ts0", n(contact.last_inbound_at))
-            .expression_attribute_values(":tm0", n(contact.last_message_at))
-            .expression_attribute_values(
-                ":gs0",
-                s(format!(
-                    "{:012}#{}",
-                    contact.last_message_at, contact.contact_id
-                )),
-            )
-            .expression_attribute_values(":one", n(i64::from(contact.unread)))
-            .expression_attribute_values(":pn", s(&contact.phone_number_id));
-        if moves {
-            update = update.condition_expression(
+            .update_expression(expression)
+            .set_condition_expression(moves.then(|| {
                 "(attribute_not_exists(last_inbound_at) OR last_inbound_at <= :ts0) \
-                 AND (attribute_not_exists(last_message_at) OR last_message_at <= :tm0)",
-            );
-        }
-        for (attr, placeholder, value) in [
-            ("name", ":name", &contact.name),
-            ("wa_id", ":wa", &contact.wa_id),
-            ("user_id", ":uid", &contact.user_id),
-            ("username", ":un", &contact.username),
-            ("parent_user_id", ":puid", &contact.parent_user_id),
-        ] {
-            if let Some(v) = value {
-                update = update.expression_attribute_values(placeholder, s(v));
-                set.push(match attr {
-                    "name" => "#name = :name",
-                    "wa_id" => "wa_id = :wa",
-                    "user_id" => "user_id = :uid",
-                    "parent_user_id" => "parent_user_id = :puid",
-                    _ => "username = :un",
-                });
-            }
-        }
-        if contact.name.is_some() {
-            update = update.expression_attribute_names("#name", "name");
-        }
-        let mut add = "ADD unread :one".to_owned();
-        if !contact.identity_keys.is_empty() {
-            update = update.expression_attribute_values(
-                ":ik",
-                AttributeValue::Ss(contact.identity_keys.clone()),
-            );
-            add.push_str(", identity_keys :ik");
-        }
-        let update = update
-            .update_expression(format!("SET {} {add}", set.join(", ")))
-            .build()
-            .map_err(|_| corrupt("update"))?;
-
-        let result = self
-            .client
-            .transact_write_items()
-            .transact_items(TransactWriteItem::builder().put(put_message).build())
-            .transact_items(TransactWriteItem::builder().update(update).build())
+                 AND (attribute_not_exists(last_message_at) OR last_message_at <= :tm0)"
+                    .to_owned()
+            }))
+            .set_expression_attribute_names(
+                contact
+                    .name
+                    .is_some()
+                    .then(|| HashMap::from([("#name".to_owned(), "name".to_owned())])),
+            )
+            .set_expression_attribute_values(Some(values))
             .send()
             .await;
         match result {
-            Ok(_) => Ok(Transacted::Done),
-            Err(e) => {
-                let failed = condition_failures(&e);
-                let (message, profile) = (
-                    failed.first().copied().unwrap_or(false),
-                    failed.get(1).copied().unwrap_or(false),
-                );
-                if message {
-                    // "Already there" only if the message really is: a transaction cancelled
-                    // by a concurrent twin must be retried, never taken as done.
-                    if self.get(pk.to_owned(), sk).await?.is_none() {
-                        return Err(StoreError::Unavailable(
-                            "TransactWriteItems: cancelled by a concurrent write".into(),
-                        ));
-                    }
-                    Ok(Transacted::Duplicate)
-                } else if profile && moves {
-                    Ok(Transacted::NotNewest)
-                } else {
-                    Err(StoreError::Unavailable(sdk_error("TransactWriteItems", &e)))
-                }
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
             }
+            Err(e) => Err(StoreError::Unavailable(sdk_error("UpdateItem", &e))),
         }
     }
 }

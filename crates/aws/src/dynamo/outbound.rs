@@ -7,10 +7,12 @@ impl OutboundLedger for DynamoMessageStore {
     async fn clear_unread(&self, tenant: &TenantId, contact: &ContactId) -> Result<(), StoreError> {
         let mut v = Item::new();
         v.insert(":zero".into(), n(0));
+        // The newest message's time is kept as read: a late duplicate of a message up to then
+        // does not mark it unread again (inbound.rs).
         self.update_if(
             contact_pk(tenant, contact),
             PROFILE,
-            "SET unread = :zero",
+            "SET read_upto = if_not_exists(last_message_at, :zero) REMOVE unread, unread_ids",
             "attribute_exists(pk)",
             v,
         )
