@@ -206,6 +206,17 @@ api_base_url = "{}"
         "no KMS call per message"
     );
     let per_reply = |suffix: &str| count(&reply_calls, suffix) as f64 / N as f64;
+    // A reply without an idempotency key is written without a transaction (its pointer, then
+    // the message); sending sets the wamid and `sent` in one update. With its three statuses
+    // (each a put and a forward-only update) and the audit entry: 13 write units.
+    assert_eq!(per_reply(".TransactWriteItems"), 0.0, "{reply_calls:?}");
+    let write_units = per_reply("DynamoDB_20120810.PutItem")
+        + per_reply("DynamoDB_20120810.UpdateItem")
+        + 2.0 * per_reply("DynamoDB.TransactItems");
+    assert!(
+        write_units <= 13.0,
+        "{write_units} write units: {reply_calls:?}"
+    );
     assert!(
         per_reply("AmazonSQS.SendMessage") + per_reply("AmazonSQS.SendMessageBatch") <= 5.0,
         "{reply_calls:?}"

@@ -50,76 +50,107 @@ impl OutboundLedger for DynamoMessageStore {
         let body =
             serde_json::to_string(message).map_err(|_| corrupt("message does not serialise"))?;
         let idem_pk = idempotency.map(|i| format!("T#{tenant}#IDEM#{}", i.key_hash));
-        let mut put_message = Put::builder();
+        let mut message_item = Item::new();
         if let Some(idem_pk) = &idem_pk {
             // Erasure deletes the idempotency item through this.
-            put_message = put_message.item("idem_pk", s(idem_pk));
+            message_item.insert("idem_pk".into(), s(idem_pk));
         }
-        let put_message = put_message
-            .table_name(&self.table)
-            .item("pk", s(&pk))
-            .item("sk", s(&sk))
-            .item("body", s(body))
-            .item("status", s(DeliveryStatus::Queued.as_str()))
-            .item("status_rank", n(0))
-            .item("send_lease_until", n(0))
-            .item("attempts", n(0))
-            .item("expires_at", n(message.expires_at))
-            .condition_expression("attribute_not_exists(pk)")
-            .build()
-            .map_err(|_| corrupt("put"))?;
-        let put_pointer = Put::builder()
-            .table_name(&self.table)
-            .item("pk", s(wamid_pk(tenant, &message.wamid_key)))
-            .item("sk", s(POINTER))
-            .item("msg_pk", s(&pk))
-            .item("msg_sk", s(&sk))
-            .item("expires_at", n(message.expires_at))
-            .condition_expression("attribute_not_exists(pk)")
-            .build()
-            .map_err(|_| corrupt("put"))?;
-        let mut tx = self.client.transact_write_items();
-        if let (Some(idem), Some(idem_pk)) = (idempotency, &idem_pk) {
-            let put_idem = Put::builder()
-                .table_name(&self.table)
-                .item("pk", s(idem_pk))
-                .item("sk", s("IDEM"))
-                .item("message_key", s(&message.wamid_key))
-                .item("request_hash", s(&idem.request_hash))
-                .item("expires_at", n(message.expires_at))
-                .condition_expression("attribute_not_exists(pk)")
-                .build()
-                .map_err(|_| corrupt("put"))?;
-            tx = tx.transact_items(TransactWriteItem::builder().put(put_idem).build());
+        for (k, v) in [
+            ("pk", s(&pk)),
+            ("sk", s(&sk)),
+            ("body", s(body)),
+            ("status", s(DeliveryStatus::Queued.as_str())),
+            ("status_rank", n(0)),
+            ("send_lease_until", n(0)),
+            ("attempts", n(0)),
+            ("expires_at", n(message.expires_at)),
+        ] {
+            message_item.insert(k.into(), v);
         }
-        let result = tx
-            .transact_items(TransactWriteItem::builder().put(put_message).build())
-            .transact_items(TransactWriteItem::builder().put(put_pointer).build())
-            .send()
-            .await;
-        if let Err(e) = result {
-            let reasons = condition_failures(&e);
-            if !reasons.iter().any(|r| *r) {
-                return Err(StoreError::Unavailable(sdk_error("TransactWriteItems", &e)));
+        let mut pointer_item = Item::new();
+        for (k, v) in [
+            ("pk", s(wamid_pk(tenant, &message.wamid_key))),
+            ("sk", s(POINTER)),
+            ("msg_pk", s(&pk)),
+            ("msg_sk", s(&sk)),
+            ("expires_at", n(message.expires_at)),
+        ] {
+            pointer_item.insert(k.into(), v);
+        }
+        let existing = CreateOutcome::Existing {
+            message_key: message.wamid_key.clone(),
+            request_hash: None,
+        };
+        match (idempotency, &idem_pk) {
+            (Some(idem), Some(idem_pk)) => {
+                // The idempotency key, the message and its pointer in one transaction: the key
+                // must never name a message that is not there.
+                let put = |item: Item| {
+                    Put::builder()
+                        .table_name(&self.table)
+                        .set_item(Some(item))
+                        .condition_expression("attribute_not_exists(pk)")
+                        .build()
+                        .map_err(|_| corrupt("put"))
+                };
+                let mut idem_item = Item::new();
+                idem_item.insert("pk".into(), s(idem_pk));
+                idem_item.insert("sk".into(), s("IDEM"));
+                idem_item.insert("message_key".into(), s(&message.wamid_key));
+                idem_item.insert("request_hash".into(), s(&idem.request_hash));
+                idem_item.insert("expires_at".into(), n(message.expires_at));
+                let result = self
+                    .client
+                    .transact_write_items()
+                    .transact_items(TransactWriteItem::builder().put(put(idem_item)?).build())
+                    .transact_items(TransactWriteItem::builder().put(put(message_item)?).build())
+                    .transact_items(TransactWriteItem::builder().put(put(pointer_item)?).build())
+                    .send()
+                    .await;
+                if let Err(e) = result {
+                    let reasons = condition_failures(&e);
+                    if !reasons.iter().any(|r| *r) {
+                        return Err(StoreError::Unavailable(sdk_error("TransactWriteItems", &e)));
+                    }
+                    if reasons.first() == Some(&true)
+                        && let Some(item) = self.get(idem_pk.clone(), "IDEM").await?
+                    {
+                        return Ok(CreateOutcome::Existing {
+                            message_key: get_s(&item, "message_key").unwrap_or_default().to_owned(),
+                            request_hash: get_s(&item, "request_hash").map(str::to_owned),
+                        });
+                    }
+                    if self.get(pk.clone(), &sk).await?.is_none() {
+                        return Err(StoreError::Unavailable(
+                            "TransactWriteItems: cancelled by a concurrent write".into(),
+                        ));
+                    }
+                    return Ok(existing);
+                }
             }
-            if let Some(idem_pk) = idem_pk
-                && reasons.first() == Some(&true)
-                && let Some(item) = self.get(idem_pk, "IDEM").await?
-            {
-                return Ok(CreateOutcome::Existing {
-                    message_key: get_s(&item, "message_key").unwrap_or_default().to_owned(),
-                    request_hash: get_s(&item, "request_hash").map(str::to_owned),
-                });
+            _ => {
+                // Without an idempotency key, two single writes (two write units, not four in
+                // a transaction), as for an inbound message: the pointer if absent or already
+                // leading here (an earlier attempt stopped after it), then the message if absent.
+                let mut same = Item::new();
+                same.insert(":mp".into(), s(&pk));
+                same.insert(":ms".into(), s(&sk));
+                if !self
+                    .put_if_with(
+                        pointer_item,
+                        "attribute_not_exists(pk) OR (msg_pk = :mp AND msg_sk = :ms)",
+                        same,
+                    )
+                    .await?
+                {
+                    return Err(StoreError::Unavailable(
+                        "PutItem: the message key is recorded under another message".into(),
+                    ));
+                }
+                if self.put_new(message_item).await? == Recorded::Duplicate {
+                    return Ok(existing);
+                }
             }
-            if self.get(pk.clone(), &sk).await?.is_none() {
-                return Err(StoreError::Unavailable(
-                    "TransactWriteItems: cancelled by a concurrent write".into(),
-                ));
-            }
-            return Ok(CreateOutcome::Existing {
-                message_key: message.wamid_key.clone(),
-                request_hash: None,
-            });
         }
         let mut v = Item::new();
         v.insert(":ts".into(), n(message.timestamp));
@@ -218,42 +249,47 @@ impl OutboundLedger for DynamoMessageStore {
             .send()
             .await
             .map_err(|e| StoreError::Unavailable(sdk_error("PutItem", &e)))?;
+        // The wamid and the move to `sent` in one update, on the condition that no status
+        // arrived first (the usual case); if one did, the wamid alone.
         let mut v = Item::new();
         v.insert(":w".into(), s(wamid));
         v.insert(":wk".into(), s(wamid_key));
         v.insert(":zero".into(), n(0));
-        self.update_if(
-            pk.clone(),
-            &sk,
-            "SET wamid = :w, sent_key = :wk, send_lease_until = :zero",
-            "attribute_exists(pk)",
-            v,
-        )
-        .await?;
-        let mut v = Item::new();
-        v.insert(":r".into(), n(1));
-        v.insert(":s".into(), s(DeliveryStatus::Sent.as_str()));
-        self.client
+        let mut with_status = v.clone();
+        with_status.insert(":r".into(), n(1));
+        with_status.insert(":s".into(), s(DeliveryStatus::Sent.as_str()));
+        let result = self
+            .client
             .update_item()
             .table_name(&self.table)
-            .key("pk", s(pk))
-            .key("sk", s(sk))
-            .update_expression("SET status_rank = :r, #status = :s")
+            .key("pk", s(&pk))
+            .key("sk", s(&sk))
+            .update_expression(
+                "SET wamid = :w, sent_key = :wk, send_lease_until = :zero, status_rank = :r, #status = :s",
+            )
             .condition_expression("attribute_exists(pk) AND status_rank < :r")
             .expression_attribute_names("#status", "status")
-            .set_expression_attribute_values(Some(v))
+            .set_expression_attribute_values(Some(with_status))
             .send()
-            .await
-            .map(|_| ())
-            .or_else(|e| {
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e)
                 if e.as_service_error()
-                    .is_some_and(|x| x.is_conditional_check_failed_exception())
-                {
-                    Ok(())
-                } else {
-                    Err(StoreError::Unavailable(sdk_error("UpdateItem", &e)))
-                }
-            })
+                    .is_some_and(|x| x.is_conditional_check_failed_exception()) =>
+            {
+                self.update_if(
+                    pk,
+                    &sk,
+                    "SET wamid = :w, sent_key = :wk, send_lease_until = :zero",
+                    "attribute_exists(pk)",
+                    v,
+                )
+                .await
+                .map(|_| ())
+            }
+            Err(e) => Err(StoreError::Unavailable(sdk_error("UpdateItem", &e))),
+        }
     }
 
     async fn fail_send(
