@@ -17,6 +17,9 @@ use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
 use tower::ServiceExt;
 
+/// Uploads: WhatsApp's limits per type alone, as locally.
+const UPLOAD_MAX: Option<usize> = None;
+
 const CONFIG: &str = r#"
 [[tenants]]
 id = "apotheke-a"
@@ -157,6 +160,7 @@ async fn app() -> App {
         audit_retention_secs: 86_400,
         blobs,
         max_media_response_bytes: None,
+        max_upload_bytes: UPLOAD_MAX,
         templates: None,
         usage: None,
         clock: relay_core::Clock::system(),

@@ -315,6 +315,24 @@ async fn the_pharmacy_uploads_a_file_and_sends_it_by_id() {
         .as_u16(),
         404
     );
+    // A document WhatsApp would take (up to 16 MB) but a Lambda request cannot carry: refused
+    // by the deployment's own limit, which names it, and nothing is stored.
+    let big = upload("application/pdf", vec![b'%'; 4_500_001], &cid)
+        .await
+        .unwrap();
+    assert_eq!(big.status().as_u16(), 413);
+    let problem: Value = big.json().await.unwrap();
+    assert_eq!(
+        problem["title"],
+        "The file is larger than this deployment takes"
+    );
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("at most 4500000"),
+        "{problem}"
+    );
     let pdf = b"%PDF-1.7 Plan fuer Erika".repeat(1000);
     let resp = upload("application/pdf", pdf.clone(), &cid).await.unwrap();
     assert_eq!(resp.status().as_u16(), 201);

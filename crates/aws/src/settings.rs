@@ -32,7 +32,15 @@ pub struct Settings {
     /// `MEDIA_RESPONSE_MAX_BYTES`: the largest file inbox-api returns in one response
     /// (default 5,000,000: Lambda's synchronous response limit is 6 MB).
     pub media_response_max_bytes: u64,
+    /// `MEDIA_UPLOAD_MAX_BYTES`: the largest file inbox-api and the web inbox take as an upload
+    /// (default [`DEFAULT_MEDIA_UPLOAD_MAX_BYTES`]).
+    pub media_upload_max_bytes: usize,
 }
+
+/// What a file uploaded to a Lambda function can weigh: a synchronous request carries at most
+/// 6 MB (6,291,456 bytes), and the HTTP API hands a binary body over base64-encoded (4 bytes
+/// for 3) inside the event's JSON with its headers — 4,718,592 bytes of file before headers.
+pub const DEFAULT_MEDIA_UPLOAD_MAX_BYTES: usize = 4_500_000;
 
 use relay_core::config::DEFAULT_AUDIT_RETENTION_DAYS;
 
@@ -102,6 +110,7 @@ pub const FUNCTION_OPTIONAL_ENV: &[(&str, &[&str])] = &[
         &[
             "AUDIT_RETENTION_DAYS",
             "MEDIA_RESPONSE_MAX_BYTES",
+            "MEDIA_UPLOAD_MAX_BYTES",
             "RUST_LOG",
         ],
     ),
@@ -173,6 +182,14 @@ impl Settings {
                     .ok()
                     .filter(|n| *n > 0)
                     .ok_or(SettingsError::NotANumber("MEDIA_RESPONSE_MAX_BYTES"))?,
+            },
+            media_upload_max_bytes: match env("MEDIA_UPLOAD_MAX_BYTES") {
+                None => DEFAULT_MEDIA_UPLOAD_MAX_BYTES,
+                Some(v) => v
+                    .parse()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or(SettingsError::NotANumber("MEDIA_UPLOAD_MAX_BYTES"))?,
             },
             audit_retention_days: match env("AUDIT_RETENTION_DAYS") {
                 None => DEFAULT_AUDIT_RETENTION_DAYS,

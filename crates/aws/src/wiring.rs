@@ -73,6 +73,7 @@ impl Aws {
                 max_body_bytes: s.max_body_bytes,
                 max_media_bytes: s.max_media_bytes,
                 max_media_response_bytes: Some(s.media_response_max_bytes),
+                max_upload_bytes: Some(s.media_upload_max_bytes),
                 audit_retention_days: s.audit_retention_days,
                 sender_concurrency: s.sender_concurrency,
             },

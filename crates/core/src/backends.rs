@@ -26,6 +26,9 @@ pub struct Limits {
     pub max_media_bytes: u64,
     /// The largest file the inbox API returns in one response (`None`: files stream).
     pub max_media_response_bytes: Option<u64>,
+    /// The largest file the inbox API and the web inbox take as an upload, below WhatsApp's
+    /// limits per type (`None`: those alone; on AWS, what a Lambda request can carry).
+    pub max_upload_bytes: Option<usize>,
     /// How long audit entries are kept.
     pub audit_retention_days: u32,
     /// How many reply-senders run at once (each paces to its share of a channel's rate).
@@ -38,6 +41,7 @@ impl Default for Limits {
             max_body_bytes: crate::config::DEFAULT_MAX_BODY_BYTES,
             max_media_bytes: crate::media::DEFAULT_MAX_MEDIA_BYTES,
             max_media_response_bytes: None,
+            max_upload_bytes: None,
             audit_retention_days: crate::config::DEFAULT_AUDIT_RETENTION_DAYS,
             sender_concurrency: 1,
         }

@@ -130,6 +130,7 @@ impl Local {
                 max_media_bytes: config.max_media_bytes(),
                 // Local files stream: no response size limit.
                 max_media_response_bytes: None,
+                max_upload_bytes: None,
                 audit_retention_days: config.audit_retention_days(),
                 sender_concurrency: 1,
             },

@@ -69,6 +69,8 @@ pub struct Web {
     pub blobs: Arc<dyn BlobStore>,
     pub keys: Arc<Keyring>,
     pub max_media_response_bytes: Option<u64>,
+    /// The largest attachment this deployment takes (see the inbox API's).
+    pub max_upload_bytes: Option<usize>,
     /// Export and erasure (admins only).
     pub privacy: relay_core::privacy::Privacy,
     /// Approved templates, offered when the window is closed.
@@ -93,6 +95,7 @@ impl Web {
             blobs: b.blobs()?,
             keys: b.keys.clone(),
             max_media_response_bytes: b.limits.max_media_response_bytes,
+            max_upload_bytes: b.limits.max_upload_bytes,
             privacy: b.privacy()?,
             templates: b.templates()?,
             quick_replies: b.quick_replies()?,

@@ -1926,8 +1926,8 @@ pub(crate) async fn remove_quick_reply(
 }
 
 /// The largest file the composer takes (WhatsApp's limit for audio and video; images 5 MB and
-/// documents by type, checked by `relay_core::media::upload_limit`). On AWS the HTTP API's
-/// 10 MB request limit is lower.
+/// documents by type, checked by `relay_core::media::upload_limit`). On AWS a Lambda request
+/// carries less: `Web::max_upload_bytes`.
 pub const MAX_ATTACHMENT_BYTES: usize = 16 * 1024 * 1024;
 
 /// A file from the composer, sent as an image, a document or a voice message (with the
@@ -1982,7 +1982,7 @@ pub(crate) async fn send_attachment(
         return back_to(&contact, "?error=attachment");
     };
     let fits = relay_core::media::upload_limit(&mime, MAX_ATTACHMENT_BYTES)
-        .is_some_and(|limit| bytes.len() <= limit);
+        .is_some_and(|limit| bytes.len() <= limit.min(web.max_upload_bytes.unwrap_or(limit)));
     // Video goes out as WhatsApp video only through the API (the composer has no video type).
     if !fits || mime.starts_with("video/") {
         return back_to(&contact, "?error=attachment");

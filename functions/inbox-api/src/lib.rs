@@ -73,6 +73,9 @@ pub struct Inbox {
     /// The largest file served in one response (Lambda's 6 MB response limit on AWS; none
     /// locally, where files stream).
     pub max_media_response_bytes: Option<u64>,
+    /// The largest upload this deployment takes (what a Lambda request carries on AWS; none
+    /// locally, where WhatsApp's limits per type apply alone).
+    pub max_upload_bytes: Option<usize>,
     /// The tenants' templates (a template's category decides whether a customer who stopped
     /// marketing messages may get it).
     pub templates: Option<Arc<dyn relay_core::templates::TemplateStore>>,
@@ -95,6 +98,7 @@ impl Inbox {
             audit_retention_secs: b.limits.audit_retention_secs(),
             blobs: b.blobs()?,
             max_media_response_bytes: b.limits.max_media_response_bytes,
+            max_upload_bytes: b.limits.max_upload_bytes,
             templates: b.templates.clone(),
             usage: b.usage.clone(),
             clock: b.clock.clone(),

@@ -127,6 +127,19 @@ pub(crate) async fn upload_media(
             ),
         ));
     }
+    if let Some(max) = state.max_upload_bytes
+        && body.len() > max
+    {
+        return Err(detailed(
+            413,
+            "too-large",
+            "The file is larger than this deployment takes",
+            format!(
+                "{} bytes; uploads may have at most {max} here (a Lambda request carries 6 MB, base64-encoded)",
+                body.len()
+            ),
+        ));
+    }
     let now = state.clock.now();
     let not_found = || problem(404, "not-found", "No such conversation");
     if state

@@ -22,6 +22,8 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use tower::ServiceExt;
 
 const NOW: i64 = 1_764_400_000;
+/// Uploads: WhatsApp's limits per type alone, as locally.
+const UPLOAD_MAX: Option<usize> = None;
 
 const CONFIG: &str = r#"
 [[tenants]]
@@ -187,6 +189,7 @@ async fn fixture() -> Fixture {
         },
         blobs: Arc::new(blobs.clone()),
         max_media_response_bytes: None,
+        max_upload_bytes: UPLOAD_MAX,
         templates: None,
         usage: None,
         audit: audit.clone(),
@@ -1304,6 +1307,7 @@ async fn a_read_that_cannot_be_audited_releases_nothing() {
         audit_retention_secs: 86_400,
         blobs: Arc::new(f.blobs.clone()),
         max_media_response_bytes: None,
+        max_upload_bytes: UPLOAD_MAX,
         templates: None,
         usage: None,
         clock: Clock::fixed(NOW),
