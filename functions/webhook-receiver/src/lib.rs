@@ -348,32 +348,123 @@ async fn receive_webhook(
         Ok(p) => p,
         Err(p) => return refused(p),
     };
-    let pieces = match sealers(&state, &channel.tenant_id, pieces, now_ms / 1000).await {
-        Ok(p) => p,
-        Err(e) => return keys_unavailable(&e),
-    };
-    let bodies = match seal(&channel, pieces, state.queue.max_message_bytes(), now_ms) {
-        Ok(b) => b,
-        Err(p) => return refused(p),
-    };
-    if let Err(e) = state.queue.enqueue(&bodies).await {
+    let max = state.queue.max_message_bytes();
+    let queue_unavailable = |e: &QueueError| {
         tracing::error!(phone_number_id = %phone_number_id, error = %e, "enqueue failed; answering 503 so the sender retries");
-        return problem(
+        problem(
             503,
             "queue-unavailable",
             "The webhook could not be queued; retry later",
         )
-        .into_response();
+        .into_response()
+    };
+    // Warm: sealed under the keys this instance last read as current, and the check that they
+    // still are runs alongside the enqueue — one round trip. A key destroyed meanwhile (an
+    // erasure on another instance) makes the webhook go out again under the current key; the
+    // copy under the destroyed one is unreadable and the router drops it.
+    let mut requeued = false;
+    if let Some((warm, checks)) =
+        recent_sealers(&state, &channel.tenant_id, &pieces, now_ms / 1000).await
+    {
+        let bodies = match seal(&channel, warm, max, now_ms) {
+            Ok(b) => b,
+            Err(p) => return refused(p),
+        };
+        let (sent, current) = tokio::join!(
+            state.queue.enqueue(&bodies),
+            all_current(&state.keys, &checks)
+        );
+        match (sent, current) {
+            (Err(e), _) => return queue_unavailable(&e),
+            (Ok(()), Err(e)) => return keys_unavailable(&e),
+            (Ok(()), Ok(true)) => return webhook_queued(&channel, &body, bodies.len(), started),
+            (Ok(()), Ok(false)) => requeued = true,
+        }
     }
+    let pieces = match sealers(&state, &channel.tenant_id, pieces, now_ms / 1000).await {
+        Ok(p) => p,
+        Err(e) => return keys_unavailable(&e),
+    };
+    let bodies = match seal(&channel, pieces, max, now_ms) {
+        Ok(b) => b,
+        Err(p) => return refused(p),
+    };
+    if let Err(e) = state.queue.enqueue(&bodies).await {
+        return queue_unavailable(&e);
+    }
+    if requeued {
+        tracing::info!(
+            tenant = %channel.tenant_id,
+            "a key changed since this instance read it: webhook queued again under the current one"
+        );
+    }
+    webhook_queued(&channel, &body, bodies.len(), started)
+}
+
+/// The answer to a webhook that was queued, and its log line.
+fn webhook_queued(
+    channel: &relay_core::tenant::Channel,
+    body: &[u8],
+    pieces: usize,
+    started: Instant,
+) -> Response {
     tracing::info!(
-        phone_number_id = %phone_number_id,
+        phone_number_id = %channel.phone_number_id,
         tenant = %channel.tenant_id,
         bytes = body.len(),
-        pieces = bodies.len(),
+        pieces,
         micros = started.elapsed().as_micros() as u64,
         "webhook queued"
     );
     queued()
+}
+
+/// Each piece with the sealer this instance last read as current for its owner (the transit
+/// key for pieces about nobody), if it has one for every owner, and the contact keys among
+/// them, each once (what must be checked); `None` sends the webhook the cold way, reading
+/// each key first.
+#[allow(clippy::type_complexity)]
+async fn recent_sealers(
+    state: &Receiver,
+    tenant: &relay_core::ids::TenantId,
+    pieces: &[(Option<Owner>, serde_json::Value)],
+    now: i64,
+) -> Option<(Vec<(Sealer, serde_json::Value)>, Vec<Sealer>)> {
+    let mut out = Vec::with_capacity(pieces.len());
+    let mut checks: Vec<Sealer> = Vec::new();
+    for (owner, piece) in pieces {
+        let sealer = match owner {
+            Some(o) => {
+                let keyref = state.pseudonymizer.contact_id(tenant, o.identity());
+                let s = state.keys.recent_sealer(
+                    tenant,
+                    keyref.as_str(),
+                    Some(now + relay_core::crypto::TRANSIT_KEY_EXTRA_SECS),
+                )?;
+                if !checks.iter().any(|c| c.keyref() == s.keyref()) {
+                    checks.push(s.clone());
+                }
+                s
+            }
+            // Transit keys are never destroyed early: cached for their day.
+            None => state.keys.transit_sealer(tenant, now).await.ok()?,
+        };
+        out.push((sealer, piece.clone()));
+    }
+    Some((out, checks))
+}
+
+/// Whether every one of `sealers` is still its key's current generation.
+async fn all_current(
+    keys: &Keyring,
+    sealers: &[Sealer],
+) -> Result<bool, relay_core::crypto::CryptoError> {
+    for s in sealers {
+        if !keys.is_current(s).await? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 #[derive(Deserialize)]

@@ -75,6 +75,8 @@ struct RecordingQueue {
     bodies: Mutex<Vec<String>>,
     failing: AtomicBool,
     max: Option<usize>,
+    /// Told of every enqueue (a permit is kept if nobody waits).
+    sent: Arc<tokio::sync::Notify>,
 }
 
 #[async_trait]
@@ -87,6 +89,7 @@ impl InboundQueue for RecordingQueue {
             return Err(QueueError::Unavailable("test says no".into()));
         }
         self.bodies.lock().unwrap().extend(bodies.iter().cloned());
+        self.sent.notify_one();
         Ok(())
     }
 }
@@ -98,11 +101,19 @@ struct App {
 }
 
 fn app_with(queue: RecordingQueue, max_body_bytes: usize) -> App {
-    let queue = Arc::new(queue);
-    let config = RelayConfig::parse(CONFIG, &|_| None).unwrap();
     let keys = Arc::new(relay_core::crypto::Keyring::in_memory(
         relay_core::Clock::system(),
     ));
+    app_on(queue, max_body_bytes, keys)
+}
+
+fn app_on(
+    queue: RecordingQueue,
+    max_body_bytes: usize,
+    keys: Arc<relay_core::crypto::Keyring>,
+) -> App {
+    let queue = Arc::new(queue);
+    let config = RelayConfig::parse(CONFIG, &|_| None).unwrap();
     let router = router(Receiver {
         directory: Arc::new(StaticDirectory::from_config(&config)),
         queue: queue.clone(),
@@ -676,4 +687,157 @@ async fn a_number_of_a_meta_app_keeps_its_own_url() {
     let q = queued(&app);
     assert_eq!(q.len(), 1);
     assert_eq!(q[0].tenant.as_ref().unwrap().as_str(), "apotheke-b");
+}
+
+/// A key store that counts its reads and, once armed, answers one only after the queue was
+/// given something (failing after a second otherwise).
+struct GatedKeys {
+    inner: relay_core::crypto::MemoryKeyStore,
+    armed: AtomicBool,
+    sent: Arc<tokio::sync::Notify>,
+    loads: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait]
+impl relay_core::crypto::KeyStore for GatedKeys {
+    async fn load(
+        &self,
+        tenant: &relay_core::ids::TenantId,
+        keyref: &str,
+        now: i64,
+    ) -> Result<Option<relay_core::crypto::WrappedKey>, relay_core::crypto::CryptoError> {
+        self.loads.fetch_add(1, Ordering::SeqCst);
+        if self.armed.load(Ordering::SeqCst)
+            && tokio::time::timeout(std::time::Duration::from_secs(1), self.sent.notified())
+                .await
+                .is_err()
+        {
+            return Err(relay_core::crypto::CryptoError::Unavailable(
+                "read before the enqueue".into(),
+            ));
+        }
+        self.inner.load(tenant, keyref, now).await
+    }
+    async fn insert(
+        &self,
+        tenant: &relay_core::ids::TenantId,
+        keyref: &str,
+        key: &relay_core::crypto::WrappedKey,
+        now: i64,
+    ) -> Result<Option<relay_core::crypto::WrappedKey>, relay_core::crypto::CryptoError> {
+        self.inner.insert(tenant, keyref, key, now).await
+    }
+    async fn extend(
+        &self,
+        tenant: &relay_core::ids::TenantId,
+        keyref: &str,
+        key_id: &str,
+        expires_at: i64,
+    ) -> Result<(), relay_core::crypto::CryptoError> {
+        self.inner.extend(tenant, keyref, key_id, expires_at).await
+    }
+    async fn delete(
+        &self,
+        tenant: &relay_core::ids::TenantId,
+        keyref: &str,
+    ) -> Result<bool, relay_core::crypto::CryptoError> {
+        self.inner.delete(tenant, keyref).await
+    }
+}
+
+/// A warm receiver seals under the key it read last time and checks it alongside the enqueue:
+/// the key store's read waits here until the queue has the webhook, so a receiver that read
+/// first would time out and answer 503.
+#[tokio::test]
+async fn a_warm_receiver_checks_its_key_alongside_the_enqueue() {
+    let queue = RecordingQueue::default();
+    let store = Arc::new(GatedKeys {
+        inner: relay_core::crypto::MemoryKeyStore::default(),
+        armed: AtomicBool::new(false),
+        sent: queue.sent.clone(),
+        loads: Default::default(),
+    });
+    let keys = Arc::new(relay_core::crypto::Keyring::new(
+        store.clone(),
+        Arc::new(relay_core::crypto::LocalKeyWrapper::new([7; 32])),
+        relay_core::Clock::system(),
+    ));
+    let app = app_on(queue, 4 * 1024 * 1024, keys);
+    let auth = [("authorization", "Bearer tok-111")];
+    let (cold, _, _) = post(&app, "/webhooks/whatsapp/111", &auth, fixture("text")).await;
+    assert_eq!(cold, StatusCode::OK);
+    // The cold webhook's enqueue left a permit: used up here, so the gate really waits.
+    app.queue.sent.notified().await;
+    store.armed.store(true, Ordering::SeqCst);
+    let before = store.loads.load(Ordering::SeqCst);
+    let (warm, json, _) = post(&app, "/webhooks/whatsapp/111", &auth, fixture("text")).await;
+    assert_eq!(warm, StatusCode::OK, "{json}");
+    assert_eq!(
+        store.loads.load(Ordering::SeqCst) - before,
+        1,
+        "one read, the check"
+    );
+    assert_eq!(app.queue.bodies.lock().unwrap().len(), 2);
+}
+
+/// A key destroyed by another instance (an erasure) while this one holds it: the webhook goes
+/// out again under the current key, and the copy under the destroyed one cannot be opened —
+/// the router drops it; the new message is not lost.
+#[tokio::test]
+async fn a_webhook_sealed_under_a_key_erased_elsewhere_is_queued_again_under_the_new_one() {
+    let store = Arc::new(relay_core::crypto::MemoryKeyStore::default());
+    let wrapper = Arc::new(relay_core::crypto::LocalKeyWrapper::new([7; 32]));
+    let instance = |clock| {
+        Arc::new(relay_core::crypto::Keyring::new(
+            store.clone(),
+            wrapper.clone(),
+            clock,
+        ))
+    };
+    let app = app_on(
+        RecordingQueue::default(),
+        4 * 1024 * 1024,
+        instance(relay_core::Clock::system()),
+    );
+    let other = instance(relay_core::Clock::system());
+    let auth = [("authorization", "Bearer tok-111")];
+    let (first, _, _) = post(&app, "/webhooks/whatsapp/111", &auth, fixture("text")).await;
+    assert_eq!(first, StatusCode::OK);
+    let raw = app.queue.bodies.lock().unwrap()[0].clone();
+    let envelope: Envelope = serde_json::from_str(&raw).unwrap();
+    let tenant = envelope.tenant.clone().unwrap();
+    let keyref = relay_core::crypto::sealed_keyref(envelope.payload.as_str().unwrap())
+        .unwrap()
+        .to_owned();
+    assert!(other.destroy(&tenant, &keyref).await.unwrap());
+
+    let (again, _, _) = post(&app, "/webhooks/whatsapp/111", &auth, fixture("text")).await;
+    assert_eq!(again, StatusCode::OK);
+    let bodies = app.queue.bodies.lock().unwrap().clone();
+    assert_eq!(
+        bodies.len(),
+        3,
+        "the stale copy and the one under the new key"
+    );
+    let sealed = |raw: &str| {
+        let e: Envelope = serde_json::from_str(raw).unwrap();
+        e.payload.as_str().unwrap().to_owned()
+    };
+    assert!(matches!(
+        other
+            .open_current(&tenant, "envelope", &sealed(&bodies[1]))
+            .await,
+        Err(relay_core::crypto::CryptoError::Destroyed)
+    ));
+    let plain: serde_json::Value = serde_json::from_slice(
+        &other
+            .open_current(&tenant, "envelope", &sealed(&bodies[2]))
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        plain,
+        serde_json::from_slice::<serde_json::Value>(&fixture("text")).unwrap()
+    );
 }

@@ -11,6 +11,9 @@ pub struct Keyring {
     cache: Mutex<lru::LruCache<CacheKey, (Arc<DataKey>, Instant)>>,
     /// Current transit key per (tenant, keyref): transit keys are never destroyed early.
     transit: Mutex<lru::LruCache<(TenantId, String), Sealer>>,
+    /// The generation of each key last read as current here, with the key's expiry: a guess
+    /// to seal with while [`Self::is_current`] checks it, never proof on its own.
+    recent: Mutex<lru::LruCache<(TenantId, String), (Sealer, Option<i64>)>>,
     /// Key expiry is judged on this clock; it is also the clock of everything built on the
     /// keyring (the router, sealed queues), so one composition has one "now".
     clock: Clock,
@@ -36,6 +39,7 @@ impl Keyring {
             wrapper,
             cache: Mutex::new(lru::LruCache::new(n)),
             transit: Mutex::new(lru::LruCache::new(n)),
+            recent: Mutex::new(lru::LruCache::new(n)),
             clock,
         }
     }
@@ -91,7 +95,7 @@ impl Keyring {
         expires_at: Option<i64>,
     ) -> Result<Sealer, CryptoError> {
         let w = match self.store.load(tenant, keyref, self.clock.now()).await? {
-            Some(w) => {
+            Some(mut w) => {
                 if let (Some(have), Some(want)) = (w.expires_at, expires_at)
                     && have < want
                 {
@@ -99,6 +103,7 @@ impl Keyring {
                     self.store
                         .extend(tenant, keyref, &w.key_id, want + 86_400)
                         .await?;
+                    w.expires_at = Some(want + 86_400);
                 }
                 w
             }
@@ -130,12 +135,52 @@ impl Keyring {
             }
         };
         let key = self.unwrap(tenant, keyref, &w).await?;
-        Ok(Sealer {
+        let sealer = Sealer {
             tenant: tenant.clone(),
             keyref: keyref.to_owned(),
             key_id: w.key_id,
             key,
-        })
+        };
+        self.recent.lock().unwrap_or_else(|e| e.into_inner()).put(
+            (tenant.clone(), keyref.to_owned()),
+            (sealer.clone(), w.expires_at),
+        );
+        Ok(sealer)
+    }
+
+    /// The generation of `keyref` last read as current by this instance, if its key lives at
+    /// least until `expires_at` — with no read. It may have been destroyed since (an erasure
+    /// on another instance): whoever seals with it checks [`Self::is_current`] before relying
+    /// on what it sealed.
+    pub fn recent_sealer(
+        &self,
+        tenant: &TenantId,
+        keyref: &str,
+        expires_at: Option<i64>,
+    ) -> Option<Sealer> {
+        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        let (sealer, until) = recent.get(&(tenant.clone(), keyref.to_owned()))?;
+        match (until, expires_at) {
+            (Some(have), Some(want)) if *have < want => None,
+            _ => Some(sealer.clone()),
+        }
+    }
+
+    /// Whether `sealer`'s generation is still the current one in the key store (one
+    /// consistent read); forgets it here if not.
+    pub async fn is_current(&self, sealer: &Sealer) -> Result<bool, CryptoError> {
+        let current = self
+            .store
+            .load(&sealer.tenant, &sealer.keyref, self.clock.now())
+            .await?
+            .is_some_and(|w| w.key_id == sealer.key_id);
+        if !current {
+            self.recent
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .pop(&(sealer.tenant.clone(), sealer.keyref.clone()));
+        }
+        Ok(current)
     }
 
     /// The sealer of a contact's data.
@@ -275,6 +320,10 @@ impl Keyring {
     /// it, because writers read the current generation from the key store.
     pub async fn destroy(&self, tenant: &TenantId, keyref: &str) -> Result<bool, CryptoError> {
         let existed = self.store.delete(tenant, keyref).await?;
+        self.recent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop(&(tenant.clone(), keyref.to_owned()));
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         let stale: Vec<CacheKey> = cache
             .iter()
