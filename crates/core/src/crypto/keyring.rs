@@ -3,6 +3,8 @@
 use super::*;
 
 type CacheKey = (TenantId, String, String);
+/// A key's name per tenant, and the sealer last read as current for it with the key's expiry.
+type Recent = lru::LruCache<(TenantId, String), (Sealer, Option<i64>)>;
 
 /// Data keys: creation, cached unwrapping, sealing, opening and destruction.
 pub struct Keyring {
@@ -13,7 +15,7 @@ pub struct Keyring {
     transit: Mutex<lru::LruCache<(TenantId, String), Sealer>>,
     /// The generation of each key last read as current here, with the key's expiry: a guess
     /// to seal with while [`Self::is_current`] checks it, never proof on its own.
-    recent: Mutex<lru::LruCache<(TenantId, String), (Sealer, Option<i64>)>>,
+    recent: Mutex<Recent>,
     /// Key expiry is judged on this clock; it is also the clock of everything built on the
     /// keyring (the router, sealed queues), so one composition has one "now".
     clock: Clock,
