@@ -172,7 +172,7 @@ api_base_url = "{}"
     // UpdateItem whose unread mark is repeatable); nothing else written: the identity item is
     // fresh for a day, the consent ledger's first entry is found by a read; no KMS call on the
     // hot path (keys and secrets are cached); five reads: the contact's current key generation
-    // in the receiver (before sealing), in the router before it opens and before it seals
+    // in the receiver (alongside its SendMessage), in the router before it opens and before it seals
     // (consistent reads, so nothing is written under a key an erasure destroyed, and a webhook
     // queued before an erasure cannot bring the contact back), the identity, and the first
     // consent entry.
