@@ -33,6 +33,20 @@ def free_port() -> int:
     return port
 
 
+def start_moto() -> tuple:
+    """A moto server on a free loopback port, once it accepts connections: (process, URL)."""
+    port = free_port()
+    proc = subprocess.Popen([str(ROOT / ".venv/bin/moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    return proc, f"http://127.0.0.1:{port}"
+
+
 class RuntimeApi(http.server.ThreadingHTTPServer):
     """Answers nothing useful; records when the first `next` request arrives."""
 
@@ -111,17 +125,8 @@ def measure(binary: Path, env: dict, runs: int) -> list:
 def main():
     target, hello = Path(sys.argv[1]), Path(sys.argv[2])
     runs = int(sys.argv[3]) if len(sys.argv) > 3 else 11
-    port = free_port()
-    moto = subprocess.Popen([str(ROOT / ".venv/bin/moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    moto, endpoint = start_moto()
     try:
-        endpoint = f"http://127.0.0.1:{port}"
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.1)
         env = provision(endpoint)
         aws = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing",
                "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "eu-central-1"}

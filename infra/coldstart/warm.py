@@ -26,31 +26,11 @@ from pathlib import Path
 
 import boto3
 
-ROOT = Path(__file__).resolve().parents[2]
+from coldstart import ROOT, free_port, start_moto  # the cold-start rig beside this file
+
 FIXTURE = ROOT / "tests/fixtures/text.json"  # a 360dialog text webhook (source beside it there)
 TOKEN = "warm-token-1"
 WARMUP = 5
-
-
-def free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def moto() -> tuple:
-    port = free_port()
-    proc = subprocess.Popen([str(ROOT / ".venv/bin/moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(100):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.1)
-    return proc, f"http://127.0.0.1:{port}"
 
 
 AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "eu-central-1",
@@ -190,8 +170,8 @@ def main():
     subjects = [a.split("=", 1) for a in sys.argv[2:]]
     procs = []
     try:
-        sqs_proc, sqs_url = moto()
-        ddb_proc, ddb_url = moto()
+        sqs_proc, sqs_url = start_moto()
+        ddb_proc, ddb_url = start_moto()
         procs = [sqs_proc, ddb_proc]
         env = provision(sqs_url, ddb_url)
         event = function_url_event(env["PNID"], FIXTURE.read_text())

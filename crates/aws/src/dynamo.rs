@@ -168,7 +168,7 @@ impl DynamoMessageStore {
         condition: &str,
         values: Item,
     ) -> Result<bool, StoreError> {
-        let result = self
+        let request = self
             .client
             .update_item()
             .table_name(&self.table)
@@ -176,19 +176,8 @@ impl DynamoMessageStore {
             .key("sk", s(sk))
             .update_expression(set)
             .condition_expression(condition)
-            .set_expression_attribute_values(Some(values))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(StoreError::Unavailable(sdk_error("UpdateItem", &e))),
-        }
+            .set_expression_attribute_values(Some(values));
+        send_update_if(request).await
     }
 
     /// Queries a partition newest-first, skipping expired items, until `want` items or the end.
@@ -346,6 +335,23 @@ impl DynamoMessageStore {
 }
 
 /// For a cancelled transaction, which of its items failed their condition (empty otherwise).
+/// Sends an update whose condition may fail on purpose (monotonic fields, "only if there"):
+/// false if it did.
+async fn send_update_if(
+    request: aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder,
+) -> Result<bool, StoreError> {
+    match request.send().await {
+        Ok(_) => Ok(true),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+        {
+            Ok(false)
+        }
+        Err(e) => Err(StoreError::Unavailable(sdk_error("UpdateItem", &e))),
+    }
+}
+
 fn condition_failures<R>(
     e: &aws_sdk_dynamodb::error::SdkError<
         aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError,

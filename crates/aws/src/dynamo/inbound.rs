@@ -99,28 +99,18 @@ impl InboundLog for DynamoMessageStore {
         contact: &ContactId,
         name: &str,
     ) -> Result<bool, StoreError> {
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(contact_pk(tenant, contact)))
-            .key("sk", s(PROFILE))
-            .update_expression("SET #name = :name")
-            .condition_expression("attribute_exists(pk)")
-            .expression_attribute_names("#name", "name")
-            .expression_attribute_values(":name", s(name))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(StoreError::Unavailable(sdk_error("UpdateItem", &e))),
-        }
+        send_update_if(
+            self.client
+                .update_item()
+                .table_name(&self.table)
+                .key("pk", s(contact_pk(tenant, contact)))
+                .key("sk", s(PROFILE))
+                .update_expression("SET #name = :name")
+                .condition_expression("attribute_exists(pk)")
+                .expression_attribute_names("#name", "name")
+                .expression_attribute_values(":name", s(name)),
+        )
+        .await
     }
 
     async fn find_contact(
@@ -264,13 +254,8 @@ impl InboundLog for DynamoMessageStore {
                     );
                 set.push_str(", #error = :err");
             }
-            match request.update_expression(set).send().await {
-                Ok(_) => {}
-                Err(e)
-                    if e.as_service_error()
-                        .is_some_and(|s| s.is_conditional_check_failed_exception()) => {}
-                Err(e) => return Err(StoreError::Unavailable(sdk_error("UpdateItem", &e))),
-            }
+            // A status older than the message's is kept (above) but moves nothing.
+            send_update_if(request.update_expression(set)).await?;
         }
         Ok(recorded)
     }
@@ -469,7 +454,7 @@ impl DynamoMessageStore {
         if !add.is_empty() {
             expression.push_str(&format!(" ADD {}", add.join(", ")));
         }
-        let result = self
+        let request = self
             .client
             .update_item()
             .table_name(&self.table)
@@ -487,18 +472,7 @@ impl DynamoMessageStore {
                     .is_some()
                     .then(|| HashMap::from([("#name".to_owned(), "name".to_owned())])),
             )
-            .set_expression_attribute_values(Some(values))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(StoreError::Unavailable(sdk_error("UpdateItem", &e))),
-        }
+            .set_expression_attribute_values(Some(values));
+        send_update_if(request).await
     }
 }

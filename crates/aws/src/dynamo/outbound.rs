@@ -258,38 +258,31 @@ impl OutboundLedger for DynamoMessageStore {
         let mut with_status = v.clone();
         with_status.insert(":r".into(), n(1));
         with_status.insert(":s".into(), s(DeliveryStatus::Sent.as_str()));
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(&pk))
-            .key("sk", s(&sk))
-            .update_expression(
-                "SET wamid = :w, sent_key = :wk, send_lease_until = :zero, status_rank = :r, #status = :s",
-            )
-            .condition_expression("attribute_exists(pk) AND status_rank < :r")
-            .expression_attribute_names("#status", "status")
-            .set_expression_attribute_values(Some(with_status))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|x| x.is_conditional_check_failed_exception()) =>
-            {
-                self.update_if(
-                    pk,
-                    &sk,
-                    "SET wamid = :w, sent_key = :wk, send_lease_until = :zero",
-                    "attribute_exists(pk)",
-                    v,
+        let sent = send_update_if(
+            self.client
+                .update_item()
+                .table_name(&self.table)
+                .key("pk", s(&pk))
+                .key("sk", s(&sk))
+                .update_expression(
+                    "SET wamid = :w, sent_key = :wk, send_lease_until = :zero, status_rank = :r, #status = :s",
                 )
-                .await
-                .map(|_| ())
-            }
-            Err(e) => Err(StoreError::Unavailable(sdk_error("UpdateItem", &e))),
+                .condition_expression("attribute_exists(pk) AND status_rank < :r")
+                .expression_attribute_names("#status", "status")
+                .set_expression_attribute_values(Some(with_status)),
+        )
+        .await?;
+        if !sent {
+            self.update_if(
+                pk,
+                &sk,
+                "SET wamid = :w, sent_key = :wk, send_lease_until = :zero",
+                "attribute_exists(pk)",
+                v,
+            )
+            .await?;
         }
+        Ok(())
     }
 
     async fn fail_send(
@@ -301,7 +294,8 @@ impl OutboundLedger for DynamoMessageStore {
         let Some((pk, sk)) = self.locate(tenant, message_key).await? else {
             return Ok(());
         };
-        self.client
+        let request = self
+            .client
             .update_item()
             .table_name(&self.table)
             .key("pk", s(pk))
@@ -315,19 +309,8 @@ impl OutboundLedger for DynamoMessageStore {
             .expression_attribute_values(":r", n(i64::from(DeliveryStatus::Failed.rank())))
             .expression_attribute_values(":s", s(DeliveryStatus::Failed.as_str()))
             .expression_attribute_values(":e", s(serde_json::to_string(error).unwrap_or_default()))
-            .expression_attribute_values(":zero", n(0))
-            .send()
-            .await
-            .map(|_| ())
-            .or_else(|e| {
-                if e.as_service_error()
-                    .is_some_and(|x| x.is_conditional_check_failed_exception())
-                {
-                    Ok(())
-                } else {
-                    Err(StoreError::Unavailable(sdk_error("UpdateItem", &e)))
-                }
-            })
+            .expression_attribute_values(":zero", n(0));
+        send_update_if(request).await.map(|_| ())
     }
 
     async fn release_send(&self, tenant: &TenantId, message_key: &str) -> Result<(), StoreError> {
