@@ -159,6 +159,26 @@ impl DynamoMessageStore {
         }
     }
 
+    /// The pointer `pointer` (an item's `msg_pk`/`msg_sk`, already set) put on its own, if
+    /// absent or if it already leads to the same message (an earlier attempt stopped after it);
+    /// false if it leads to another message.
+    async fn put_pointer(&self, pointer: Item) -> Result<bool, StoreError> {
+        let mut same = Item::new();
+        for (placeholder, attr) in [(":mp", "msg_pk"), (":ms", "msg_sk")] {
+            let v = pointer
+                .get(attr)
+                .cloned()
+                .ok_or_else(|| corrupt("pointer without target"))?;
+            same.insert(placeholder.into(), v);
+        }
+        self.put_if_with(
+            pointer,
+            "attribute_not_exists(pk) OR (msg_pk = :mp AND msg_sk = :ms)",
+            same,
+        )
+        .await
+    }
+
     /// An update whose condition may fail on purpose (monotonic fields).
     async fn update_if(
         &self,

@@ -143,17 +143,7 @@ impl InboundLog for DynamoMessageStore {
         pointer.insert("msg_pk".into(), s(&pk));
         pointer.insert("msg_sk".into(), s(&sk));
         pointer.insert("expires_at".into(), n(message.expires_at));
-        let mut same = Item::new();
-        same.insert(":mp".into(), s(&pk));
-        same.insert(":ms".into(), s(&sk));
-        if !self
-            .put_if_with(
-                pointer,
-                "attribute_not_exists(pk) OR (msg_pk = :mp AND msg_sk = :ms)",
-                same,
-            )
-            .await?
-        {
+        if !self.put_pointer(pointer).await? {
             return Err(StoreError::Unavailable(
                 "PutItem: the wamid is recorded under another message".into(),
             ));

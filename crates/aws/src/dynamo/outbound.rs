@@ -132,17 +132,7 @@ impl OutboundLedger for DynamoMessageStore {
                 // Without an idempotency key, two single writes (two write units, not four in
                 // a transaction), as for an inbound message: the pointer if absent or already
                 // leading here (an earlier attempt stopped after it), then the message if absent.
-                let mut same = Item::new();
-                same.insert(":mp".into(), s(&pk));
-                same.insert(":ms".into(), s(&sk));
-                if !self
-                    .put_if_with(
-                        pointer_item,
-                        "attribute_not_exists(pk) OR (msg_pk = :mp AND msg_sk = :ms)",
-                        same,
-                    )
-                    .await?
-                {
+                if !self.put_pointer(pointer_item).await? {
                     return Err(StoreError::Unavailable(
                         "PutItem: the message key is recorded under another message".into(),
                     ));
