@@ -346,6 +346,39 @@ mod tests {
     }
 
     #[test]
+    fn the_recent_sealer_is_a_guess_that_is_checked() {
+        block_on(async {
+            let store = Arc::new(MemoryKeyStore::default());
+            let wrapper = Arc::new(LocalKeyWrapper::new([9; 32]));
+            let here = Keyring::new(store.clone(), wrapper.clone(), Clock::fixed(0));
+            let elsewhere = Keyring::new(store, wrapper, Clock::fixed(0));
+            assert!(here.recent_sealer(&t("a"), "c_1", Some(100)).is_none());
+            let s = here.sealer(&t("a"), "c_1", Some(100)).await.unwrap();
+            let recent = here.recent_sealer(&t("a"), "c_1", Some(100)).unwrap();
+            assert_eq!(recent.key_id(), s.key_id());
+            // The key was made to live until 100 + a day: a need beyond that reads again.
+            assert!(
+                here.recent_sealer(&t("a"), "c_1", Some(100 + 86_400))
+                    .is_some()
+            );
+            assert!(
+                here.recent_sealer(&t("a"), "c_1", Some(100 + 86_401))
+                    .is_none()
+            );
+            assert!(here.is_current(&recent).await.unwrap());
+            // Destroyed by another instance: the guess is wrong, found so, and forgotten.
+            assert!(elsewhere.destroy(&t("a"), "c_1").await.unwrap());
+            assert!(here.recent_sealer(&t("a"), "c_1", Some(100)).is_some());
+            assert!(!here.is_current(&recent).await.unwrap());
+            assert!(here.recent_sealer(&t("a"), "c_1", Some(100)).is_none());
+            // Destroyed here: forgotten at once.
+            here.sealer(&t("a"), "c_2", None).await.unwrap();
+            here.destroy(&t("a"), "c_2").await.unwrap();
+            assert!(here.recent_sealer(&t("a"), "c_2", None).is_none());
+        });
+    }
+
+    #[test]
     fn a_value_cannot_move_to_another_purpose_or_tenant_or_be_altered() {
         block_on(async {
             let ring = Keyring::in_memory(Clock::fixed(0));

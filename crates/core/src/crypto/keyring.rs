@@ -4,7 +4,7 @@ use super::*;
 
 type CacheKey = (TenantId, String, String);
 /// A key's name per tenant, and the sealer last read as current for it with the key's expiry.
-type Recent = lru::LruCache<(TenantId, String), (Sealer, Option<i64>)>;
+type Recent = lru::LruCache<(TenantId, String), (Sealer, Option<i64>, Instant)>;
 
 /// Data keys: creation, cached unwrapping, sealing, opening and destruction.
 pub struct Keyring {
@@ -145,15 +145,15 @@ impl Keyring {
         };
         self.recent.lock().unwrap_or_else(|e| e.into_inner()).put(
             (tenant.clone(), keyref.to_owned()),
-            (sealer.clone(), w.expires_at),
+            (sealer.clone(), w.expires_at, Instant::now()),
         );
         Ok(sealer)
     }
 
-    /// The generation of `keyref` last read as current by this instance, if its key lives at
-    /// least until `expires_at` — with no read. It may have been destroyed since (an erasure
-    /// on another instance): whoever seals with it checks [`Self::is_current`] before relying
-    /// on what it sealed.
+    /// The generation of `keyref` last read as current by this instance (within
+    /// [`KEY_CACHE_TTL`], like every cached key), if its key lives at least until `expires_at`
+    /// — with no read. It may have been destroyed since (an erasure on another instance):
+    /// whoever seals with it checks [`Self::is_current`] before relying on what it sealed.
     pub fn recent_sealer(
         &self,
         tenant: &TenantId,
@@ -161,7 +161,12 @@ impl Keyring {
         expires_at: Option<i64>,
     ) -> Option<Sealer> {
         let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
-        let (sealer, until) = recent.get(&(tenant.clone(), keyref.to_owned()))?;
+        let k = (tenant.clone(), keyref.to_owned());
+        let (sealer, until, read_at) = recent.get(&k)?;
+        if read_at.elapsed() >= KEY_CACHE_TTL {
+            recent.pop(&k);
+            return None;
+        }
         match (until, expires_at) {
             (Some(have), Some(want)) if *have < want => None,
             _ => Some(sealer.clone()),
