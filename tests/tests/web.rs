@@ -175,6 +175,48 @@ async fn staff_sign_in_and_answer_on_the_aws_backends() {
         .unwrap();
     assert!(!jobs.messages().is_empty(), "no send job queued");
 
+    // A document WhatsApp would take (up to 16 MB) but a Lambda request cannot carry is
+    // refused by the deployment's limit (MEDIA_UPLOAD_MAX_BYTES, 4,500,000 by default); the
+    // same document at the limit goes out.
+    let attach = |bytes: Vec<u8>, nonce: String| {
+        let form = reqwest::multipart::Form::new()
+            .text("csrf", csrf.clone())
+            .text("nonce", nonce)
+            .part(
+                "file",
+                reqwest::multipart::Part::bytes(bytes)
+                    .file_name("plan.pdf")
+                    .mime_str("application/pdf")
+                    .unwrap(),
+            );
+        http.post(format!("{url}/inbox/c/{contact}/attachment"))
+            .header("cookie", &cookie)
+            .multipart(form)
+            .send()
+    };
+    let attach_nonce = || {
+        let i = conversation.find("id=\"attach-form\"").unwrap();
+        hidden(&conversation[i..], "nonce")
+    };
+    let r = attach(vec![b'%'; 4_500_001], attach_nonce()).await.unwrap();
+    assert!(
+        r.headers()["location"]
+            .to_str()
+            .unwrap()
+            .contains("error=attachment"),
+        "{:?}",
+        r.headers()["location"]
+    );
+    let r = attach(vec![b'%'; 4_500_000], attach_nonce()).await.unwrap();
+    assert!(
+        r.headers()["location"]
+            .to_str()
+            .unwrap()
+            .contains("notice=queued"),
+        "{:?}",
+        r.headers()["location"]
+    );
+
     // Sign out: the session is gone from the table.
     let r = http
         .post(format!("{url}/logout"))
