@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Cold start of each function binary: process start -> first `GET /runtime/invocation/next`
-(the function is initialised and asks for its first event), against a minimal local Lambda
-Runtime API, side by side with a hello-world Rust Lambda built the same way.
+(the function is initialised and asks for its first event), under the local Lambda host's
+Runtime API (infra/lambda-host/runtime.py), side by side with a hello-world Rust Lambda built
+the same way.
 
 The relay's functions read their settings, build their SDK clients and, at init, load the
 deployment's pseudonymisation key (one DynamoDB GetItem + one KMS Decrypt): here against a moto
@@ -10,27 +11,19 @@ server on loopback, provisioned by this script. Run it with infra/coldstart/run.
 Usage: coldstart.py <target dir with the release binaries> <hello binary> [runs]
 """
 
-import http.server
 import os
 import socket
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import boto3
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+sys.path.insert(0, str(ROOT / "infra/lambda-host"))
+from runtime import Function, InvokeError, free_port  # noqa: E402  the local Lambda host's runtime
 
 
 def start_moto() -> tuple:
@@ -45,31 +38,6 @@ def start_moto() -> tuple:
         except OSError:
             time.sleep(0.1)
     return proc, f"http://127.0.0.1:{port}"
-
-
-class RuntimeApi(http.server.ThreadingHTTPServer):
-    """Answers nothing useful; records when the first `next` request arrives."""
-
-    daemon_threads = True
-
-    def __init__(self, port):
-        self.first_next = threading.Event()
-        self.first_next_at = None
-        super().__init__(("127.0.0.1", port), Handler)
-
-
-class Handler(http.server.BaseHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-    def do_GET(self):
-        if self.path.endswith("/runtime/invocation/next") and not self.server.first_next.is_set():
-            self.server.first_next_at = time.perf_counter()
-            self.server.first_next.set()
-        # Hold the long poll: the measurement is over once the function asks.
-        time.sleep(2)
-        self.send_response(500)
-        self.end_headers()
 
 
 def provision(endpoint: str) -> dict:
@@ -102,23 +70,16 @@ def provision(endpoint: str) -> dict:
 
 
 def measure(binary: Path, env: dict, runs: int) -> list:
+    """Init times: a fresh process each run, until it asks for its first event."""
     times = []
     for _ in range(runs):
-        port = free_port()
-        api = RuntimeApi(port)
-        threading.Thread(target=api.serve_forever, daemon=True).start()
-        full = {**os.environ, **env, "AWS_LAMBDA_RUNTIME_API": f"127.0.0.1:{port}",
-                "AWS_LAMBDA_FUNCTION_NAME": binary.name, "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "256",
-                "AWS_LAMBDA_FUNCTION_VERSION": "1", "RUST_LOG": "warn"}
-        start = time.perf_counter()
-        proc = subprocess.Popen([str(binary)], env=full, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        ok = api.first_next.wait(timeout=20)
-        proc.kill()
-        err = proc.communicate()[1].decode(errors="replace")
-        api.shutdown()
-        if not ok:
-            raise SystemExit(f"{binary.name} never asked for an event:\n{err[-2000:]}")
-        times.append((api.first_next_at - start) * 1000)
+        fn = Function(binary.name, [str(binary)], {**env, "RUST_LOG": "warn"})
+        try:
+            times.append(fn.start())
+        except InvokeError as e:
+            raise SystemExit(f"{binary.name} never asked for an event: {e}")
+        finally:
+            fn.stop()
     return times
 
 
@@ -129,7 +90,7 @@ def main():
     try:
         env = provision(endpoint)
         aws = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing",
-               "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "eu-central-1"}
+               "AWS_SECRET_ACCESS_KEY": "testing"}
         base = statistics.median(measure(hello, {}, runs))
         print(f"| binary | size | init, median of {runs} | × hello-world |")
         print("|---|---|---|---|")

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Warm webhook answers: webhook-receiver binaries and a minimal Python receiver
-(peer_receiver.py), each run as a Lambda under a local Runtime API that hands it Function URL
-events (payload 2.0, as template.yaml fronts the receiver), one process kept warm; the time
-of each invoke is from handing over the event to receiving the function's response.
+(peer_receiver.py), each run as a Lambda under the local Lambda host's Runtime API
+(infra/lambda-host/runtime.py) that hands it Function URL events (payload 2.0, as template.yaml
+fronts the receiver), one process kept warm; the time of each invoke is from handing over the
+event to receiving the function's response.
 
 SQS and DynamoDB/KMS are two moto servers, so that requests a function makes at the same time
 are answered at the same time (one moto process answers one request at a time), as two AWS
@@ -11,22 +12,18 @@ services would. Run it with infra/coldstart/warm.sh.
 Usage: warm.py <invokes> <name>=<webhook-receiver binary> ... [python=peer]
 """
 
-import http.server
 import json
 import os
-import queue
-import socket
 import statistics
 import subprocess
 import sys
-import threading
-import time
 import uuid
 from pathlib import Path
 
 import boto3
 
-from coldstart import ROOT, free_port, start_moto  # the cold-start rig beside this file
+from coldstart import ROOT, start_moto  # the cold-start rig beside this file
+from runtime import Function, InvokeError  # the local Lambda host's (coldstart puts it on the path)
 
 FIXTURE = ROOT / "tests/fixtures/text.json"  # a 360dialog text webhook (source beside it there)
 TOKEN = "warm-token-1"
@@ -79,89 +76,24 @@ def function_url_event(pnid: str, body: str) -> bytes:
         "body": body, "isBase64Encoded": False}).encode()
 
 
-class RuntimeApi(http.server.ThreadingHTTPServer):
-    """Hands out one event per `next`, and times it until its response arrives."""
-
-    daemon_threads = True
-
-    def __init__(self, port):
-        self.events = queue.Queue()
-        self.results = queue.Queue()
-        self.sent_at = {}
-        super().__init__(("127.0.0.1", port), Handler)
-
-
-class Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def setup(self):
-        super().setup()
-        # Headers and body go out as separate writes: without this, Nagle's algorithm and the
-        # client's delayed ACK add 40 ms to every event.
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    def log_message(self, *args):
-        pass
-
-    def do_GET(self):
-        if not self.path.endswith("/runtime/invocation/next"):
-            self.send_error(404)
-            return
-        event = self.server.events.get()
-        rid = str(uuid.uuid4())
-        self.send_response(200)
-        self.send_header("Lambda-Runtime-Aws-Request-Id", rid)
-        self.send_header("Lambda-Runtime-Deadline-Ms", str(int(time.time() * 1000) + 30_000))
-        self.send_header("Lambda-Runtime-Invoked-Function-Arn",
-                         "arn:aws:lambda:eu-central-1:123456789012:function:warm")
-        self.send_header("Lambda-Runtime-Trace-Id", "Root=1-00000000-000000000000000000000000")
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(event)))
-        self.end_headers()
-        self.server.sent_at[rid] = time.perf_counter()
-        self.wfile.write(event)
-        self.wfile.flush()
-
-    def do_POST(self):
-        done = time.perf_counter()
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        parts = self.path.split("/")
-        rid = parts[-2] if len(parts) > 2 else ""
-        self.send_response(202)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-        started = self.server.sent_at.pop(rid, None)
-        if self.path.endswith("/response") and started is not None:
-            self.server.results.put(((done - started) * 1000, body))
-        else:
-            self.server.results.put((None, body))
-
-
 def measure(command: list, env: dict, invokes: int, event: bytes) -> list:
-    port = free_port()
-    api = RuntimeApi(port)
-    threading.Thread(target=api.serve_forever, daemon=True).start()
-    full = {**os.environ, **AWS, **env, "AWS_LAMBDA_RUNTIME_API": f"127.0.0.1:{port}",
-            "AWS_LAMBDA_FUNCTION_NAME": "warm", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "256",
-            "AWS_LAMBDA_FUNCTION_VERSION": "1", "RUST_LOG": "warn"}
-    proc = subprocess.Popen(command, env=full, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    """One warm instance: WARMUP invokes, then `invokes` timed ones (event handed over ->
+    the function's response received)."""
+    fn = Function("warm", command, {**AWS, **env, "RUST_LOG": "warn"})
     times = []
     try:
         for i in range(WARMUP + invokes):
-            api.events.put(event)
             try:
-                ms, body = api.results.get(timeout=30)
-            except queue.Empty:
-                raise SystemExit(f"{command[0]}: no answer\n{proc.stderr.read1().decode(errors='replace')[-2000:]}")
+                body, ms = fn.invoke(event)
+            except InvokeError as e:
+                raise SystemExit(f"{command[0]}: invoke {i} failed: {e}")
             answer = json.loads(body or b"{}")
-            if ms is None or answer.get("statusCode") != 200:
-                raise SystemExit(f"{command[0]}: invoke {i} failed: {body[:500]!r}")
+            if answer.get("statusCode") != 200:
+                raise SystemExit(f"{command[0]}: invoke {i} answered {body[:500]!r}")
             if i >= WARMUP:
                 times.append(ms)
     finally:
-        proc.kill()
-        proc.wait()
-        api.shutdown()
+        fn.stop()
     return times
 
 
