@@ -27,7 +27,9 @@ import argparse
 import base64
 import http.server
 import json
+import platform
 import re
+import shutil
 import signal
 import sys
 import threading
@@ -465,6 +467,21 @@ class ControlHandler(http.server.BaseHTTPRequestHandler):
         self._json(404, {"error": f"no schedule {name}"})
 
 
+def command(exe: Path) -> list:
+    """How to start a binary here: directly, or an arm64 one (as deployed) under qemu-user."""
+    with open(exe, "rb") as f:
+        head = f.read(20)
+    if head[:4] != b"\x7fELF":
+        raise SystemExit(f"{exe} is not an ELF binary")
+    machine = int.from_bytes(head[18:20], "little")
+    if machine == 0xB7 and platform.machine() not in ("aarch64", "arm64"):
+        qemu = shutil.which("qemu-aarch64") or shutil.which("qemu-aarch64-static")
+        if not qemu:
+            raise SystemExit(f"{exe} is an arm64 binary: install qemu-user (and libc6-arm64-cross) to run it here")
+        return [qemu, "-L", "/usr/aarch64-linux-gnu", str(exe)]
+    return [str(exe)]
+
+
 # -- the host ---------------------------------------------------------------------------------
 
 
@@ -515,9 +532,14 @@ class Host:
             binary = (res.get("Metadata") or {}).get("BuildProperties", {}).get("Binary")
             if not binary:
                 raise SystemExit(f"{logical}: no Metadata.BuildProperties.Binary")
-            exe = Path(a.bin_dir) / binary
-            if not exe.exists():
-                raise SystemExit(f"{logical}: {exe} does not exist (build it: cargo build -p {binary})")
+            if a.sam_build_dir:
+                exe = Path(a.sam_build_dir) / logical / "bootstrap"
+                if not exe.exists():
+                    raise SystemExit(f"{logical}: {exe} does not exist (run sam build, or ./infra/build-lambdas.sh)")
+            else:
+                exe = Path(a.bin_dir) / binary
+                if not exe.exists():
+                    raise SystemExit(f"{logical}: {exe} does not exist (build it: cargo build -p {binary})")
             variables = {**((glob.get("Environment") or {}).get("Variables") or {}),
                          **((props.get("Environment") or {}).get("Variables") or {})}
             env = {k: env_value(v) for k, v in self.tpl.resolve(variables).items()}
@@ -530,7 +552,7 @@ class Host:
             timeout = int(self.tpl.resolve(props.get("Timeout", glob.get("Timeout", 3))))
             memory = int(self.tpl.resolve(props.get("MemorySize", glob.get("MemorySize", 128))))
             name = self.tpl.refs[logical]
-            fn = Function(name, [str(exe)], env, timeout=timeout, memory=memory, idle_seconds=a.idle_seconds,
+            fn = Function(name, command(exe), env, timeout=timeout, memory=memory, idle_seconds=a.idle_seconds,
                           log_path=log_dir / f"{logical}.log")
             self.functions[logical] = fn
             if logical in getattr(self, "url_ports", {}):
@@ -561,6 +583,7 @@ class Host:
             f.routes.sort(key=lambda r: ("+}" in r[2], -r[2].count("/"), r[2].count("{")))
         for f in self.fronts:
             threading.Thread(target=f.serve_forever, daemon=True).start()
+            f.serving = True
         self.control = Control(self.port(20) if a.port else 0, self)
         threading.Thread(target=self.control.serve_forever, daemon=True).start()
         if a.warm:
@@ -587,7 +610,9 @@ class Host:
     def shutdown(self):
         self.stop.set()
         for f in self.fronts:
-            f.shutdown()
+            if getattr(f, "serving", False):  # shutdown() waits for a serve_forever that never ran
+                f.shutdown()
+            f.server_close()
         for fn in self.functions.values():
             fn.stop()
 
@@ -596,6 +621,8 @@ def main():
     p = argparse.ArgumentParser(description="Runs template.yaml's Lambda functions locally against moto.")
     p.add_argument("--endpoint-url", required=True, help="the moto server (SQS, DynamoDB, KMS, S3)")
     p.add_argument("--bin-dir", default=str(ROOT / "target/debug"), help="where the function binaries are")
+    p.add_argument("--sam-build-dir", help="run what `sam build` made (<dir>/<logical id>/bootstrap) instead; "
+                   "arm64 binaries under qemu-aarch64")
     p.add_argument("--template", default=str(ROOT / "template.yaml"))
     p.add_argument("--stack-name", default="relay-local")
     p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="a template parameter")

@@ -5,7 +5,8 @@
 //! webhook-receiver and HTTP API events for inbox-api (both built from real HTTP requests), SQS
 //! event-source mappings (batches, ReportBatchItemFailures, the redrive policy) for
 //! message-router and reply-sender. Nothing here wires a handler: every request goes through a
-//! function's `main`.
+//! function's `main`. With `RELAY_DEPLOYED_SAM_BUILD=<dir>` the functions are the `bootstrap`
+//! files `sam build` put there (what the zips hold); CI runs it so after infra/build-lambdas.sh.
 //!
 //! Webhook shapes: Meta's Cloud API "messages" webhook (text, image, statuses), as 360dialog
 //! forwards it: https://developers.facebook.com/docs/whatsapp/cloud-api/webhooks/components
@@ -111,11 +112,17 @@ impl Deployed {
         let pharmacy = Fake::start().await;
         let dir = tempfile::tempdir().unwrap();
         let outputs = dir.path().join("outputs.json");
-        let host = Command::new(root().join(".venv/bin/python"))
+        let mut host = Command::new(root().join(".venv/bin/python"))
             .arg(root().join("infra/lambda-host/host.py"))
             .args(["--endpoint-url", &moto.endpoint, "--port", "0"])
             .arg("--bin-dir")
             .arg(bins)
+            // CI runs this suite a second time on the zips' contents (`sam build`'s output).
+            .args(
+                std::env::var("RELAY_DEPLOYED_SAM_BUILD")
+                    .map(|dir| vec!["--sam-build-dir".to_owned(), dir])
+                    .unwrap_or_default(),
+            )
             .args(["--idle-seconds", &idle_seconds.to_string()])
             // Failed records come back after 2 s instead of the template's 180.
             .args(["--visibility-timeout", "2"])
@@ -130,6 +137,9 @@ impl Deployed {
         let deadline = Instant::now() + Duration::from_secs(60);
         while !outputs.exists() {
             assert!(Instant::now() < deadline, "the host did not come up");
+            if let Some(status) = host.try_wait().unwrap() {
+                panic!("the host stopped ({status}); its reason is above");
+            }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let out: Value = serde_json::from_slice(&std::fs::read(&outputs).unwrap()).unwrap();
