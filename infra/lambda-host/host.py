@@ -41,7 +41,7 @@ from pathlib import Path
 import boto3
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from runtime import MAX_PAYLOAD, Function, InvokeError, free_port  # noqa: E402
+from runtime import MAX_PAYLOAD, Function, InvokeError, answer_json  # noqa: E402
 from template import ACCOUNT, REGION, Pending, Template, env_value, load  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -442,12 +442,7 @@ class ControlHandler(http.server.BaseHTTPRequestHandler):
         pass
 
     def _json(self, status, value):
-        body = json.dumps(value).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        answer_json(self, status, json.dumps(value).encode())
 
     def do_GET(self):
         if self.path != "/stats":

@@ -29,6 +29,15 @@ def free_port() -> int:
     return port
 
 
+def answer_json(handler, status: int, body: bytes):
+    """A JSON answer of a local server (the Runtime API, the host's control port)."""
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
 class InvokeError(Exception):
     """The function failed the invoke: its error answer, a crash, or a timeout."""
 
@@ -73,11 +82,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         pass
 
     def _answer(self, status, body=b""):
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        answer_json(self, status, body)
 
     def do_GET(self):
         fn = self.server.fn

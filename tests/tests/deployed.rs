@@ -235,14 +235,18 @@ api_base_url = "{}"
             .as_u16()
     }
 
-    async fn api(&self, path: &str) -> Value {
-        let r = self
-            .http
-            .get(format!("{}{path}", self.inbox()))
+    /// A request of the pharmacy's software to the inbox API.
+    async fn call(&self, method: reqwest::Method, path: &str) -> reqwest::Response {
+        self.http
+            .request(method, format!("{}{path}", self.inbox()))
             .bearer_auth(API_KEY)
             .send()
             .await
-            .unwrap();
+            .unwrap()
+    }
+
+    async fn api(&self, path: &str) -> Value {
+        let r = self.call(reqwest::Method::GET, path).await;
         assert_eq!(r.status().as_u16(), 200, "GET {path}");
         r.json().await.unwrap()
     }
@@ -443,12 +447,8 @@ async fn the_deployed_functions_take_a_conversation_from_webhook_to_read_reply_a
         })
         .await;
     let r = d
-        .http
-        .get(format!("{}/v1/media/{media_id}", d.inbox()))
-        .bearer_auth(API_KEY)
-        .send()
-        .await
-        .unwrap();
+        .call(reqwest::Method::GET, &format!("/v1/media/{media_id}"))
+        .await;
     assert_eq!(r.status().as_u16(), 200);
     assert!(
         r.bytes().await.unwrap() == photo,
@@ -497,24 +497,16 @@ async fn the_deployed_functions_take_a_conversation_from_webhook_to_read_reply_a
 
     // Erasure: the contact, its messages and its photo are gone.
     let r = d
-        .http
-        .delete(format!("{}/v1/contacts/{cid}", d.inbox()))
-        .bearer_auth(API_KEY)
-        .send()
-        .await
-        .unwrap();
+        .call(reqwest::Method::DELETE, &format!("/v1/contacts/{cid}"))
+        .await;
     assert_eq!(r.status().as_u16(), 200);
     let receipt: Value = r.json().await.unwrap();
     assert_eq!(receipt["deleted"]["media"], 1, "{receipt}");
     let c = d.api("/v1/conversations").await;
     assert!(c["conversations"].as_array().unwrap().is_empty(), "{c}");
     let r = d
-        .http
-        .get(format!("{}/v1/media/{media_id}", d.inbox()))
-        .bearer_auth(API_KEY)
-        .send()
-        .await
-        .unwrap();
+        .call(reqwest::Method::GET, &format!("/v1/media/{media_id}"))
+        .await;
     assert_eq!(r.status().as_u16(), 404);
 
     // One warm instance per function, re-used: one start each for all of the above.
